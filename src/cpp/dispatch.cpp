@@ -1,0 +1,241 @@
+// Run-time ISA selection, F16/BF16 input conversion, row-parallel drivers and the fused error kernel.
+#include "dispatch.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <stdexcept>
+#include <thread>
+
+#include "simd.h"
+
+namespace prism {
+
+namespace {
+
+struct IsaEntry {
+  const char* name;
+  const KernelTable& (*table)();
+  bool (*usable)();
+};
+
+bool always() { return true; }
+#if defined(__x86_64__) || defined(_M_X64)
+bool has_avx2() { return __builtin_cpu_supports("avx2"); }
+bool has_avx512() {
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+}
+#endif
+
+// Narrowest first; the default is the last usable one.
+const std::vector<IsaEntry>& isa_list() {
+  static const std::vector<IsaEntry> v = {
+      {"scalar", &scalar::table, &always},
+#ifdef PRISM_HAVE_NEON
+      {"neon", &neon::table, &always},
+#endif
+#ifdef PRISM_HAVE_AVX2
+      {"avx2", &avx2::table, &has_avx2},
+#endif
+#ifdef PRISM_HAVE_AVX512
+      {"avx512", &avx512::table, &has_avx512},
+#endif
+  };
+  return v;
+}
+
+size_t dtype_size(DType d) { return d == DType::F32 ? 4 : 2; }
+
+// Converts rows [r0, r0+n) (or the listed rows) to float32; returns false on a non-finite value.
+bool load_rows(const Matrix& m, const int64_t* rows, int64_t r0, int64_t n, float* out) {
+  const int64_t k = m.n_per_row;
+  bool finite = true;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t r = rows ? rows[r0 + i] : r0 + i;
+    const uint8_t* src = static_cast<const uint8_t*>(m.data) + (size_t)r * k * dtype_size(m.dtype);
+    float* dst = out + i * k;
+    switch (m.dtype) {
+      case DType::F32: std::memcpy(dst, src, (size_t)k * 4); break;
+      case DType::F16: {
+        const uint16_t* h = reinterpret_cast<const uint16_t*>(src);
+        for (int64_t j = 0; j < k; ++j) dst[j] = fp16_to_fp32(h[j]);
+        break;
+      }
+      case DType::BF16: {
+        const uint16_t* h = reinterpret_cast<const uint16_t*>(src);
+        for (int64_t j = 0; j < k; ++j) dst[j] = u2f((uint32_t)h[j] << 16);
+        break;
+      }
+    }
+    uint32_t bad = 0;  // exponent all ones = inf or nan; branch-free so it vectorises
+    for (int64_t j = 0; j < k; ++j) bad |= ((f2u(dst[j]) & 0x7f800000u) == 0x7f800000u);
+    finite = finite && !bad;
+  }
+  return finite;
+}
+
+// Rows per work item: fixed by the shape only, so results never depend on the thread count.
+int64_t chunk_rows(int64_t n_per_row) { return std::max<int64_t>(1, 65536 / std::max<int64_t>(1, n_per_row)); }
+
+template <class F>
+void parallel_chunks(int64_t nchunks, int nthreads, F&& fn) {
+  if (nthreads <= 0) nthreads = (int)std::max(1u, std::thread::hardware_concurrency());
+  nthreads = (int)std::min<int64_t>(nthreads, nchunks);
+  std::atomic<int64_t> next{0};
+  auto worker = [&] {
+    for (int64_t c; (c = next.fetch_add(1)) < nchunks;) fn(c);
+  };
+  if (nthreads <= 1) { worker(); return; }
+  std::vector<std::thread> pool;
+  pool.reserve(nthreads - 1);
+  for (int i = 1; i < nthreads; ++i) pool.emplace_back(worker);
+  worker();
+  for (auto& th : pool) th.join();
+}
+
+const KernelOps& ops_for(const KernelTable& t, QType type) {
+  const int i = type_index(type);
+  if (i < 0 || !t.ops[i].quantize) throw std::invalid_argument("quant type not implemented");
+  return t.ops[i];
+}
+
+const TypeTraits& traits_for(QType type, int64_t n_per_row) {
+  const TypeTraits& tr = kTypeTraits[type_index(type)];
+  if (n_per_row <= 0 || n_per_row % tr.block_size != 0)
+    throw std::invalid_argument(std::string("row length ") + std::to_string(n_per_row) +
+                                " is not a positive multiple of " + tr.name + "'s block size " +
+                                std::to_string(tr.block_size));
+  return tr;
+}
+
+}  // namespace
+
+std::vector<std::string> compiled_isas() {
+  std::vector<std::string> v;
+  for (const auto& e : isa_list()) v.push_back(e.name);
+  return v;
+}
+
+std::vector<std::string> usable_isas() {
+  std::vector<std::string> v;
+  for (const auto& e : isa_list())
+    if (e.usable()) v.push_back(e.name);
+  return v;
+}
+
+const KernelTable& get_table(const std::string& isa_in) {
+  std::string isa = isa_in;
+  if (isa.empty()) {
+    const char* env = std::getenv("PRISM_ISA");
+    if (env && *env) isa = env;
+  }
+  const IsaEntry* pick = nullptr;
+  for (const auto& e : isa_list()) {
+    if (!e.usable()) continue;
+    if (isa.empty() || isa == e.name) pick = &e;
+  }
+  if (!pick) throw std::invalid_argument("ISA '" + isa + "' is not available on this CPU/build");
+  return pick->table();
+}
+
+void quantize(const KernelTable& t, QType type, const Matrix& m, const float* imatrix, uint8_t* dst,
+              int nthreads) {
+  const KernelOps& ops = ops_for(t, type);
+  const TypeTraits& tr = traits_for(type, m.n_per_row);
+  const size_t row_bytes = (size_t)(m.n_per_row / tr.block_size) * tr.type_size;
+  const int64_t cr = chunk_rows(m.n_per_row), nchunks = (m.nrows + cr - 1) / cr;
+  std::atomic<bool> bad{false};
+  parallel_chunks(nchunks, nthreads, [&](int64_t c) {
+    const int64_t r0 = c * cr, n = std::min(cr, m.nrows - r0);
+    std::vector<float> buf((size_t)(n * m.n_per_row));
+    if (!load_rows(m, nullptr, r0, n, buf.data())) { bad = true; return; }
+    ops.quantize(buf.data(), dst + r0 * row_bytes, n, m.n_per_row, imatrix);
+  });
+  if (bad) throw std::invalid_argument("input contains NaN or Inf");
+}
+
+void dequantize(const KernelTable& t, QType type, const uint8_t* src, int64_t nrows, int64_t n_per_row,
+                float* dst, int nthreads) {
+  const KernelOps& ops = ops_for(t, type);
+  const TypeTraits& tr = traits_for(type, n_per_row);
+  const int64_t nb_row = n_per_row / tr.block_size;
+  const int64_t cr = chunk_rows(n_per_row), nchunks = (nrows + cr - 1) / cr;
+  parallel_chunks(nchunks, nthreads, [&](int64_t c) {
+    const int64_t r0 = c * cr, n = std::min(cr, nrows - r0);
+    ops.dequantize(src + r0 * nb_row * tr.type_size, dst + r0 * n_per_row, n * nb_row);
+  });
+}
+
+std::vector<ErrorStats> quant_errors(const KernelTable& t, const std::vector<QType>& types, const Matrix& m,
+                                     const int64_t* rows, int64_t nsel, const float* imatrix, double delta,
+                                     int nthreads) {
+  std::vector<const KernelOps*> ops;
+  std::vector<const TypeTraits*> trs;
+  for (QType ty : types) {
+    ops.push_back(&ops_for(t, ty));
+    trs.push_back(&traits_for(ty, m.n_per_row));
+  }
+  const int64_t total = rows ? nsel : m.nrows;
+  if (rows)
+    for (int64_t i = 0; i < nsel; ++i)
+      if (rows[i] < 0 || rows[i] >= m.nrows) throw std::invalid_argument("row index out of range");
+  const int64_t k = m.n_per_row;
+  const int64_t cr = chunk_rows(k), nchunks = (total + cr - 1) / cr;
+  const size_t nt = types.size();
+  std::vector<ErrorStats> per_chunk((size_t)nchunks * nt);
+  std::atomic<bool> bad{false};
+  parallel_chunks(nchunks, nthreads, [&](int64_t c) {
+    const int64_t r0 = c * cr, n = std::min(cr, total - r0);
+    std::vector<float> x((size_t)(n * k)), y((size_t)(n * k)), step((size_t)(n * k));
+    std::vector<uint8_t> q;
+    if (!load_rows(m, rows, r0, n, x.data())) { bad = true; return; }
+    for (size_t ti = 0; ti < nt; ++ti) {
+      const TypeTraits& tr = *trs[ti];
+      const int64_t nblocks = n * (k / tr.block_size);
+      q.resize((size_t)nblocks * tr.type_size);
+      ops[ti]->quantize(x.data(), q.data(), n, k, imatrix);
+      ops[ti]->dequantize(q.data(), y.data(), nblocks);
+      ops[ti]->steps(q.data(), x.data(), step.data(), nblocks);
+      ErrorStats& s = per_chunk[(size_t)c * nt + ti];
+      for (int64_t i = 0; i < n; ++i) {
+        double e = 0.0, sg = 0.0;
+        int64_t nb = 0, cnt = 0;
+        const float* xr = &x[(size_t)(i * k)];
+        const float* yr = &y[(size_t)(i * k)];
+        const float* sr = &step[(size_t)(i * k)];
+        for (int64_t j = 0; j < k; ++j) {
+          const double w = imatrix ? (double)imatrix[j] : 1.0;
+          const double d = (double)xr[j] - (double)yr[j];
+          e += w * d * d;
+          sg += w * (double)xr[j] * (double)xr[j];
+          if (sr[j] > 0.0f) {
+            // distance of x to the nearest bin boundary, in bin widths: 0.5 - |x - y| / step
+            const double dist = 0.5 - std::fabs(d) / (double)sr[j];
+            ++cnt;
+            nb += (dist >= 0.0 && dist < delta);
+          }
+        }
+        s.err += e;
+        s.signal += sg;
+        s.near_boundary += nb;
+        s.counted += cnt;
+      }
+    }
+  });
+  if (bad) throw std::invalid_argument("input contains NaN or Inf");
+  std::vector<ErrorStats> out(nt);
+  for (int64_t c = 0; c < nchunks; ++c)  // fixed reduction order
+    for (size_t ti = 0; ti < nt; ++ti) {
+      const ErrorStats& s = per_chunk[(size_t)c * nt + ti];
+      out[ti].err += s.err;
+      out[ti].signal += s.signal;
+      out[ti].near_boundary += s.near_boundary;
+      out[ti].counted += s.counted;
+    }
+  return out;
+}
+
+}  // namespace prism

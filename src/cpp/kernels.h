@@ -1,0 +1,51 @@
+// Per-ISA kernel table: every ISA build (scalar, avx2, avx512, neon) of the family translation units
+// fills one KernelTable; dispatch.cpp picks one at run time.
+#pragma once
+#include <cstdint>
+
+#include "types.h"
+
+namespace prism {
+
+struct KernelOps {
+  // Quantize nrows rows (n_per_row a multiple of the block size) exactly as ggml_quantize_chunk does;
+  // imatrix: n_per_row importance weights or nullptr.
+  void (*quantize)(const float* x, uint8_t* dst, int64_t nrows, int64_t n_per_row, const float* imatrix) = nullptr;
+  // ggml's to_float for nblocks consecutive blocks.
+  void (*dequantize)(const uint8_t* src, float* y, int64_t nblocks) = nullptr;
+  // Width of the quantization bin of every element (see simd.h: steps_blocks).
+  void (*steps)(const uint8_t* src, const float* x, float* step, int64_t nblocks) = nullptr;
+};
+
+struct KernelTable {
+  const char* isa = "";
+  int width = 1;
+  KernelOps ops[kNumTypes];
+};
+
+#define PRISM_DECLARE_ISA(ns) namespace ns { const KernelTable& table(); }
+PRISM_DECLARE_ISA(scalar)
+PRISM_DECLARE_ISA(avx2)
+PRISM_DECLARE_ISA(avx512)
+PRISM_DECLARE_ISA(neon)
+#undef PRISM_DECLARE_ISA
+
+}  // namespace prism
+
+#ifdef PRISM_W
+#include "simd.h"
+namespace prism { namespace PRISM_NS {
+template <class K>
+KernelOps make_ops() {
+  KernelOps o;
+  o.quantize = &quantize_rows<K>;
+  o.dequantize = &dequantize_blocks<K>;
+  o.steps = &steps_blocks<K>;
+  return o;
+}
+// Each family translation unit registers its types.
+void register_k_quants(KernelTable& t);
+void register_iq4(KernelTable& t);
+void register_legacy(KernelTable& t);
+}}  // namespace prism::PRISM_NS
+#endif

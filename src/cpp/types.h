@@ -1,0 +1,53 @@
+// Type-traits table of the quant types prism_native implements, as ggml keeps one (ggml.c type_traits).
+// ggml enum values are those of ggml 0.25.3 (llama.cpp 0c1e57098bba); `fallback` is llama-quantize's
+// tensor_type_fallback (src/llama-quant.cpp) for rows whose length is not a multiple of the block size.
+#pragma once
+#include <cstdint>
+
+namespace prism {
+
+enum class QType : int {
+  Q4_0 = 2, Q4_1 = 3, Q5_0 = 6, Q5_1 = 7, Q8_0 = 8,
+  Q2_K = 10, Q3_K = 11, Q4_K = 12, Q5_K = 13, Q6_K = 14,
+  IQ4_NL = 20, IQ4_XS = 23,
+};
+
+struct TypeTraits {
+  QType type;
+  const char* name;       // as llama-quantize's ftype/--tensor-type names spell it
+  int block_size;         // values per block
+  int type_size;          // bytes per block
+  int fallback;           // ggml enum of the fallback type, or -1 (then llama-quantize uses F16)
+};
+
+constexpr int F16_ENUM = 1;
+
+inline constexpr TypeTraits kTypeTraits[] = {
+  {QType::Q4_0,   "Q4_0",   32,  18, F16_ENUM},
+  {QType::Q4_1,   "Q4_1",   32,  20, F16_ENUM},
+  {QType::Q5_0,   "Q5_0",   32,  22, F16_ENUM},
+  {QType::Q5_1,   "Q5_1",   32,  24, F16_ENUM},
+  {QType::Q8_0,   "Q8_0",   32,  34, F16_ENUM},
+  {QType::Q2_K,   "Q2_K",   256, 84, (int)QType::Q4_0},
+  {QType::Q3_K,   "Q3_K",   256, 110, (int)QType::Q4_0},
+  {QType::Q4_K,   "Q4_K",   256, 144, (int)QType::Q5_0},
+  {QType::Q5_K,   "Q5_K",   256, 176, (int)QType::Q5_1},
+  {QType::Q6_K,   "Q6_K",   256, 210, (int)QType::Q8_0},
+  {QType::IQ4_NL, "IQ4_NL", 32,  18, F16_ENUM},
+  {QType::IQ4_XS, "IQ4_XS", 256, 136, (int)QType::IQ4_NL},
+};
+constexpr int kNumTypes = sizeof(kTypeTraits) / sizeof(kTypeTraits[0]);
+
+inline const TypeTraits* find_traits(int ggml_type) {
+  for (const auto& t : kTypeTraits)
+    if ((int)t.type == ggml_type) return &t;
+  return nullptr;
+}
+
+inline int type_index(QType t) {
+  for (int i = 0; i < kNumTypes; ++i)
+    if (kTypeTraits[i].type == t) return i;
+  return -1;
+}
+
+}  // namespace prism

@@ -1,0 +1,83 @@
+"""Command line: `python -m prism_native {inspect,analyze,plan,check-recipe,eval}`.
+
+Every sub-command lives in its own module and registers itself through `COMMANDS`; user mistakes
+surface as PrismError and are printed as one line with exit code 2, never as a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Callable, Sequence
+
+from . import __version__
+from .errors import PrismError
+
+# name -> (module that defines `add_arguments(parser)` and `run(args) -> int`, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "inspect": ("prism_native.cmd_inspect",
+                "show a GGUF as llama-quantize sees it: classes, layers, types, quantizable tensors"),
+    "analyze": ("prism_native.cmd_analyze",
+                "measure the seven structural metrics of every quantizable tensor (no calibration data)"),
+    "plan": ("prism_native.cmd_plan",
+             "allocate a quant type per class under a bpw or size budget and print the llama-quantize recipe"),
+    "check-recipe": ("prism_native.cmd_check_recipe",
+                     "show what an existing llama-quantize command does to every tensor of a model"),
+    "eval": ("prism_native.cmd_eval",
+             "quantize with llama.cpp and measure perplexity/KL divergence against full precision"),
+}
+
+
+def _load(module: str) -> object | None:
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name == module:
+            return None
+        raise
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="prism-native",
+        description="Plan mixed-precision llama.cpp quantization from the weights alone.")
+    p.add_argument("--version", action="version", version=f"prism_native {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        sp = sub.add_parser(name, help=help_text, description=help_text)
+        mod = _load(module)
+        if mod is None:
+            sp.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+            sp.set_defaults(func=_not_built(name))
+        else:
+            mod.add_arguments(sp)  # type: ignore[attr-defined]
+            sp.set_defaults(func=mod.run)  # type: ignore[attr-defined]
+    return p
+
+
+def _not_built(name: str) -> Callable[[argparse.Namespace], int]:
+    def run(_: argparse.Namespace) -> int:
+        raise PrismError(f"'{name}' is not available in prism_native {__version__} yet")
+    return run
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except PrismError as e:
+        print(f"prism-native {args.command}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"prism-native {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

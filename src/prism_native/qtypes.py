@@ -1,0 +1,81 @@
+"""Quant type table shared with the native layer (block size, bytes per block, llama-quantize fallback).
+
+The types prism_native can quantize come from the C++ table (`_native.type_traits()`); every other
+GGML type (what an input file may hold) comes from the gguf package's GGML_QUANT_SIZES.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import gguf
+
+from . import _native
+from .errors import PrismError
+
+F16_ENUM = int(gguf.GGMLQuantizationType.F16)
+
+
+@dataclass(frozen=True)
+class QType:
+    name: str          # llama-quantize spelling, e.g. "Q4_K"
+    ggml_type: int     # ggml enum value
+    block_size: int    # values per block
+    type_size: int     # bytes per block
+    fallback: int | None  # ggml enum llama-quantize falls back to when rows do not fit; None: not ours
+    native: bool       # prism_native has a bit-exact quantizer for it
+
+    @property
+    def bpw(self) -> float:
+        return 8.0 * self.type_size / self.block_size
+
+    def row_bytes(self, n_per_row: int) -> int:
+        if n_per_row % self.block_size:
+            raise ValueError(f"{self.name}: row length {n_per_row} is not a multiple of {self.block_size}")
+        return n_per_row // self.block_size * self.type_size
+
+    def fits(self, n_per_row: int) -> bool:
+        return n_per_row % self.block_size == 0
+
+
+@lru_cache(maxsize=1)
+def _table() -> dict[str, QType]:
+    table: dict[str, QType] = {}
+    for t in gguf.GGMLQuantizationType:
+        bs, ts = gguf.GGML_QUANT_SIZES.get(t, (None, None))
+        if bs is None:
+            continue
+        table[t.name] = QType(t.name, int(t), bs, ts, None, False)
+    for d in _native.type_traits():
+        table[d["name"]] = QType(d["name"], d["ggml_type"], d["block_size"], d["type_size"],
+                                 d["fallback"], bool(d["implemented"]))
+    return table
+
+
+def all_types() -> dict[str, QType]:
+    return dict(_table())
+
+
+def get(name_or_enum: str | int) -> QType:
+    """Look a type up by name (case-insensitive, 'q4_k' or 'Q4_K') or by ggml enum value."""
+    table = _table()
+    if isinstance(name_or_enum, int):
+        for t in table.values():
+            if t.ggml_type == name_or_enum:
+                return t
+        raise PrismError(f"unknown ggml type {name_or_enum}")
+    key = name_or_enum.strip().upper()
+    if key in table:
+        return table[key]
+    raise PrismError(f"unknown quant type '{name_or_enum}' (known: {', '.join(sorted(table))})")
+
+
+def effective(t: QType, n_per_row: int) -> QType:
+    """The type llama-quantize really writes for a row length (tensor_type_fallback), F16 at worst."""
+    cur = t
+    while not cur.fits(n_per_row):
+        if cur.fallback is None:
+            cur = get(F16_ENUM)
+            break
+        cur = get(cur.fallback)
+    return cur
