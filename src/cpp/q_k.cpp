@@ -8,6 +8,12 @@ namespace prism { namespace PRISM_NS {
 namespace {
 
 constexpr int QK_K = 256;
+// Sub-blocks handled together by one helper call (independent sum chains to overlap, see
+// quant_helpers.h), for 16- and 32-value sub-blocks.
+constexpr int G16 = 4, G32 = 2;
+// make_q3_quants' refinement drops converged groups, so more groups pay off until the working set
+// outgrows L1 (measured on Zen 4: 8 for AVX2, 4 for AVX-512).
+constexpr int GQ3 = W >= 16 ? 4 : 8;
 
 // Sequential sum of v[0..n) (ggml's `s += v[l]` loops, s starting at 0).
 inline vf seq_sum(const vf* v, int n) {
@@ -46,10 +52,10 @@ inline void requant_symmetric(const vf* x, vf d, vi* L) {
 }
 
 // qs of Q2_K/Q3_K: four 2-bit levels per byte, elements l, l+32, l+64, l+96 of each 128-half.
-inline void put_2bit(uint8_t* const* out, int pos, const vi* L) {
+inline void put_2bit(vi* ob, int pos, const vi* L) {
   for (int h = 0; h < QK_K; h += 128)
     for (int l = 0; l < 32; ++l)
-      put_byte(out, pos + h / 4 + l, L[h + l] | (L[h + l + 32] << 2) | (L[h + l + 64] << 4) | (L[h + l + 96] << 6));
+      ob[pos + h / 4 + l] = L[h + l] | (L[h + l + 32] << 2) | (L[h + l + 64] << 4) | (L[h + l + 96] << 6);
 }
 
 // Scalar decoding shared by dequantize and steps: per sub-block scale dl and min ml, per element the
@@ -87,16 +93,18 @@ struct Q2_K : KDecode<Q2_K> {
   static constexpr int BS = QK_K, BYTES = 84, NSUB = 16;
   static constexpr bool kRowSigma2 = false;
 
-  static void quantize(const Group<BS>& g, bool has_qw, uint8_t* const* out) {
+  static void quantize(const Group<BS>& g, bool has_qw, vi* ob) {
     vi L[QK_K], sc[NSUB];
     vf scales[NSUB], mins[NSUB];
     vi hd, hm;
     if (!has_qw) {  // quantize_row_q2_K_ref
       vf max_scale = zerof(), max_min = zerof();
+      for (int j = 0; j < NSUB; j += G16) {
+        vf w[16 * G16];
+        for (int l = 0; l < 16 * G16; ++l) w[l] = vabs(g.x[16 * j + l]);
+        make_qkx_quants<G16, 16, 3, true>(g.x + 16 * j, w, L + 16 * j, mins + j, scales + j, -0.5f, 0.1f, 15);
+      }
       for (int j = 0; j < NSUB; ++j) {
-        vf w[16];
-        for (int l = 0; l < 16; ++l) w[l] = vabs(g.x[16 * j + l]);
-        scales[j] = make_qkx_quants<16, 3, true>(g.x + 16 * j, w, L + 16 * j, mins[j], -0.5f, 0.1f, 15);
         max_scale = vmax(scales[j], max_scale);
         max_min = vmax(mins[j], max_min);
       }
@@ -112,11 +120,11 @@ struct Q2_K : KDecode<Q2_K> {
     } else {  // quantize_row_q2_K_impl (sigma2 without the factor 2)
       const vf sigma2 = sum_x2(g.x) / splat((float)QK_K);
       vf sw[NSUB];
-      for (int j = 0; j < NSUB; ++j) {
-        vf w[16];
-        imatrix_weights(g.x + 16 * j, g.qw + 16 * j, sigma2, w, 16);
-        sw[j] = seq_sum(w, 16);
-        scales[j] = make_qkx_quants<16, 3, false>(g.x + 16 * j, w, L + 16 * j, mins[j], -0.9f, 0.05f, 36);
+      for (int j = 0; j < NSUB; j += G16) {
+        vf w[16 * G16];
+        imatrix_weights(g.x + 16 * j, g.qw + 16 * j, sigma2, w, 16 * G16);
+        for (int s = 0; s < G16; ++s) sw[j + s] = seq_sum(w + 16 * s, 16);
+        make_qkx_quants<G16, 16, 3, false>(g.x + 16 * j, w, L + 16 * j, mins + j, scales + j, -0.9f, 0.05f, 36);
       }
       vi Ls[NSUB], Lm[NSUB];
       hd = vfp16_bits(make_qp_quants<NSUB, 15>(scales, Ls, sw));
@@ -126,10 +134,10 @@ struct Q2_K : KDecode<Q2_K> {
     const vf fd = vfp16_value(hd), fm = vfp16_value(hm);
     for (int j = 0; j < NSUB; ++j)
       requant_affine<16, 3>(g.x + 16 * j, fd * tof(sc[j] & 15), fm * tof(sc[j] >> 4), L + 16 * j);
-    for (int j = 0; j < NSUB; ++j) put_byte(out, j, sc[j]);
-    put_2bit(out, 16, L);
-    put_fp16(out, 80, hd);
-    put_fp16(out, 82, hm);
+    for (int j = 0; j < NSUB; ++j) ob[j] = sc[j];
+    put_2bit(ob, 16, L);
+    set_fp16(ob, 80, hd);
+    set_fp16(ob, 82, hm);
   }
 
   static void decode(const uint8_t* b, float* dl, float* ml, int* q) {  // dequantize_row_q2_K
@@ -146,14 +154,14 @@ struct Q3_K : KDecode<Q3_K> {
   static constexpr int BS = QK_K, BYTES = 110, NSUB = 16;
   static constexpr bool kRowSigma2 = false;
 
-  static void quantize(const Group<BS>& g, bool has_qw, uint8_t* const* out) {
+  static void quantize(const Group<BS>& g, bool has_qw, vi* ob) {
     vi L[QK_K], ls[NSUB];  // ls: 6-bit scale code 0..63 (scale = ls - 32)
     vi hd;
     vf scales[NSUB];
     if (!has_qw) {  // quantize_row_q3_K_ref
       vf amax = zerof(), max_scale = zerof();
+      for (int j = 0; j < NSUB; j += GQ3) make_q3_quants<GQ3, 16, 4>(g.x + 16 * j, L + 16 * j, scales + j);
       for (int j = 0; j < NSUB; ++j) {
-        scales[j] = make_q3_quants<16, 4>(g.x + 16 * j, L + 16 * j);
         const vi m = vabs(scales[j]) > amax;
         amax = sel(m, vabs(scales[j]), amax);
         max_scale = sel(m, scales[j], max_scale);
@@ -166,13 +174,15 @@ struct Q3_K : KDecode<Q3_K> {
     } else {  // quantize_row_q3_K_impl
       const vf sigma2 = splat(2.0f) * sum_x2(g.x) / splat((float)QK_K);
       vf sw[NSUB];
-      for (int j = 0; j < NSUB; ++j) {
-        vf w[16];
-        imatrix_weights(g.x + 16 * j, g.qw + 16 * j, sigma2, w, 16);
-        sw[j] = seq_sum(w, 16);
-        scales[j] = make_qx_quants<16, 4>(g.x + 16 * j, L + 16 * j, w);
+      for (int j = 0; j < NSUB; j += G16) {
+        vf w[16 * G16];
+        imatrix_weights(g.x + 16 * j, g.qw + 16 * j, sigma2, w, 16 * G16);
+        for (int s = 0; s < G16; ++s) sw[j + s] = seq_sum(w + 16 * s, 16);
+        make_qx_quants<G16, 16, 4>(g.x + 16 * j, L + 16 * j, w, scales + j);
       }
-      hd = vfp16_bits(make_qx_quants<NSUB, 32>(scales, ls, sw));
+      vf d_block;
+      make_qx_quants<1, NSUB, 32>(scales, ls, sw, &d_block);
+      hd = vfp16_bits(d_block);
     }
     const vf fd = vfp16_value(hd);
     for (int j = 0; j < NSUB; ++j) requant_symmetric<16, -4, 3>(g.x + 16 * j, fd * tof(ls[j] - 32), L + 16 * j);
@@ -180,10 +190,10 @@ struct Q3_K : KDecode<Q3_K> {
     for (int m = 0; m < 32; ++m) {  // high bit of element 32k+m in bit k of hmask[m]
       vi h = zeroi();
       for (int k = 0; k < 8; ++k) h |= (L[32 * k + m] > 3) & (1 << k);
-      put_byte(out, m, h);
+      ob[m] = h;
     }
     for (int e = 0; e < QK_K; ++e) L[e] = sel(L[e] > 3, L[e] - 4, L[e]);
-    put_2bit(out, 32, L);
+    put_2bit(ob, 32, L);
     vi sb[12];
     for (int k = 0; k < 12; ++k) sb[k] = zeroi();
     for (int j = 0; j < NSUB; ++j) {
@@ -191,8 +201,8 @@ struct Q3_K : KDecode<Q3_K> {
       else sb[j - 8] |= (ls[j] & 15) << 4;
       sb[8 + j % 4] |= (ls[j] >> 4) << (2 * (j / 4));
     }
-    for (int k = 0; k < 12; ++k) put_byte(out, 96 + k, sb[k]);
-    put_fp16(out, 108, hd);
+    for (int k = 0; k < 12; ++k) ob[96 + k] = sb[k];
+    set_fp16(ob, 108, hd);
   }
 
   static void decode(const uint8_t* b, float* dl, float* ml, int* q) {  // dequantize_row_q3_K
@@ -259,20 +269,25 @@ struct Q45_K : KDecode<Q45_K<P>> {
   static constexpr int BS = QK_K, BYTES = P::BYTES, NSUB = 8, NMAX = P::NMAX;
   static constexpr bool kRowSigma2 = false;
 
-  static void quantize(const Group<BS>& g, bool has_qw, uint8_t* const* out) {
+  static void quantize(const Group<BS>& g, bool has_qw, vi* ob) {
     vi L[QK_K], ls[NSUB], lm[NSUB];
     vf scales[NSUB], mins[NSUB];
     vi hd, hm;
     if (!has_qw) {  // quantize_row_q4_K_ref / quantize_row_q5_K_ref
       vf max_scale = zerof(), max_min = zerof();
+      for (int j = 0; j < NSUB; j += G32) {
+        vf w[32 * G32];
+        for (int s = 0; s < G32; ++s) {
+          const vf* x = g.x + 32 * (j + s);
+          vf s2 = zerof();
+          for (int l = 0; l < 32; ++l) s2 += x[l] * x[l];
+          const vf av_x = vsqrt(s2 / splat(32.0f));
+          for (int l = 0; l < 32; ++l) w[32 * s + l] = av_x + vabs(x[l]);
+        }
+        make_qkx_quants<G32, 32, NMAX, false>(g.x + 32 * j, w, L + 32 * j, mins + j, scales + j, P::rmin, P::rdelta,
+                                              P::nstep);
+      }
       for (int j = 0; j < NSUB; ++j) {
-        const vf* x = g.x + 32 * j;
-        vf s2 = zerof();
-        for (int l = 0; l < 32; ++l) s2 += x[l] * x[l];
-        const vf av_x = vsqrt(s2 / splat(32.0f));
-        vf w[32];
-        for (int l = 0; l < 32; ++l) w[l] = av_x + vabs(x[l]);
-        scales[j] = make_qkx_quants<32, NMAX, false>(x, w, L + 32 * j, mins[j], P::rmin, P::rdelta, P::nstep);
         max_scale = vmax(scales[j], max_scale);
         max_min = vmax(mins[j], max_min);
       }
@@ -287,11 +302,11 @@ struct Q45_K : KDecode<Q45_K<P>> {
     } else {  // quantize_row_q4_K_impl / quantize_row_q5_K_impl
       const vf sigma2 = splat(2.0f) * sum_x2(g.x) / splat((float)QK_K);
       vf sw[NSUB];
-      for (int j = 0; j < NSUB; ++j) {
-        vf w[32];
-        imatrix_weights(g.x + 32 * j, g.qw + 32 * j, sigma2, w, 32);
-        sw[j] = seq_sum(w, 32);
-        scales[j] = make_qkx_quants<32, NMAX, false>(g.x + 32 * j, w, L + 32 * j, mins[j], -0.9f, 0.05f, 36);
+      for (int j = 0; j < NSUB; j += G32) {
+        vf w[32 * G32];
+        imatrix_weights(g.x + 32 * j, g.qw + 32 * j, sigma2, w, 32 * G32);
+        for (int s = 0; s < G32; ++s) sw[j + s] = seq_sum(w + 32 * s, 32);
+        make_qkx_quants<G32, 32, NMAX, false>(g.x + 32 * j, w, L + 32 * j, mins + j, scales + j, -0.9f, 0.05f, 36);
       }
       hd = vfp16_bits(make_qp_quants<NSUB, 63>(scales, ls, sw));
       hm = vfp16_bits(make_qp_quants<NSUB, 63>(mins, lm, sw));
@@ -306,22 +321,22 @@ struct Q45_K : KDecode<Q45_K<P>> {
       unpack_k4(j, sb, sc, m);
       requant_affine<32, NMAX>(g.x + 32 * j, fd * tof(sc), fm * tof(m), L + 32 * j);
     }
-    put_fp16(out, 0, hd);
-    put_fp16(out, 2, hm);
-    for (int k = 0; k < 12; ++k) put_byte(out, 4 + k, sb[k]);
+    set_fp16(ob, 0, hd);
+    set_fp16(ob, 2, hm);
+    for (int k = 0; k < 12; ++k) ob[4 + k] = sb[k];
     if (NMAX == 15) {
       for (int h = 0; h < 4; ++h)
-        for (int l = 0; l < 32; ++l) put_byte(out, 16 + 32 * h + l, L[64 * h + l] | (L[64 * h + l + 32] << 4));
+        for (int l = 0; l < 32; ++l) ob[16 + 32 * h + l] = L[64 * h + l] | (L[64 * h + l + 32] << 4);
     } else {
       for (int l = 0; l < 32; ++l) {
         vi qh = zeroi();
         for (int h = 0; h < 4; ++h)
           qh |= (((L[64 * h + l] >> 4) & 1) << (2 * h)) | (((L[64 * h + l + 32] >> 4) & 1) << (2 * h + 1));
-        put_byte(out, 16 + l, qh);
+        ob[16 + l] = qh;
       }
       for (int h = 0; h < 4; ++h)
         for (int l = 0; l < 32; ++l)
-          put_byte(out, 48 + 32 * h + l, (L[64 * h + l] & 15) | ((L[64 * h + l + 32] & 15) << 4));
+          ob[48 + 32 * h + l] = (L[64 * h + l] & 15) | ((L[64 * h + l + 32] & 15) << 4);
     }
   }
 
@@ -353,12 +368,13 @@ struct Q6_K : KDecode<Q6_K> {
   static constexpr bool kRowSigma2 = false;
 
   // quantize_row_q6_K_ref, and quantize_row_q6_K_impl (raw imatrix weights, no sigma2 term).
-  static void quantize(const Group<BS>& g, bool has_qw, uint8_t* const* out) {
+  static void quantize(const Group<BS>& g, bool has_qw, vi* ob) {
     vi L[QK_K], sc[NSUB];
     vf scales[NSUB];
     vf max_abs = zerof(), max_scale = zerof();
+    for (int j = 0; j < NSUB; j += G16)
+      make_qx_quants<G16, 16, 32>(g.x + 16 * j, L + 16 * j, has_qw ? g.qw + 16 * j : nullptr, scales + j);
     for (int j = 0; j < NSUB; ++j) {
-      scales[j] = make_qx_quants<16, 32>(g.x + 16 * j, L + 16 * j, has_qw ? g.qw + 16 * j : nullptr);
       const vi m = vabs(scales[j]) > max_abs;
       max_abs = sel(m, vabs(scales[j]), max_abs);
       max_scale = sel(m, scales[j], max_scale);
@@ -373,16 +389,14 @@ struct Q6_K : KDecode<Q6_K> {
     for (int h = 0; h < 2; ++h) {
       const vi* Lh = L + 128 * h;
       for (int l = 0; l < 32; ++l) {
-        put_byte(out, 64 * h + l, (Lh[l] & 15) | ((Lh[l + 64] & 15) << 4));
-        put_byte(out, 64 * h + l + 32, (Lh[l + 32] & 15) | ((Lh[l + 96] & 15) << 4));
-        put_byte(out, 128 + 32 * h + l,
-                 (Lh[l] >> 4) | ((Lh[l + 32] >> 4) << 2) | ((Lh[l + 64] >> 4) << 4) | ((Lh[l + 96] >> 4) << 6));
+        ob[64 * h + l] = (Lh[l] & 15) | ((Lh[l + 64] & 15) << 4);
+        ob[64 * h + l + 32] = (Lh[l + 32] & 15) | ((Lh[l + 96] & 15) << 4);
+        ob[128 + 32 * h + l] = (Lh[l] >> 4) | ((Lh[l + 32] >> 4) << 2) | ((Lh[l + 64] >> 4) << 4) | ((Lh[l + 96] >> 4) << 6);
       }
     }
-    for (int j = 0; j < NSUB; ++j) put_byte(out, 192 + j, sc[j]);
-    put_fp16(out, 208, hd);
-    for (int lane = 0; lane < W; ++lane)
-      if (zero[lane]) std::memset(out[lane], 0, BYTES);
+    for (int j = 0; j < NSUB; ++j) ob[192 + j] = sc[j];
+    set_fp16(ob, 208, hd);
+    for (int p = 0; p < BYTES; ++p) ob[p] = sel(zero, zeroi(), ob[p]);
   }
 
   static void decode(const uint8_t* b, float* dl, float* ml, int* q) {  // dequantize_row_q6_K

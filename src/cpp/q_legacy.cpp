@@ -21,15 +21,15 @@ inline vi vroundf(vf x) {
 struct Q8_0 {
   static constexpr int BS = 32, BYTES = 34;
   static constexpr bool kRowSigma2 = false;
-  static void quantize(const Group<BS>& g, bool /*imatrix ignored by ggml*/, uint8_t* const* out) {
+  static void quantize(const Group<BS>& g, bool /*imatrix ignored by ggml*/, vi* ob) {
     vf amax = zerof();
     for (int j = 0; j < BS; ++j) amax = vmax(amax, vabs(g.x[j]));
     const vf d = amax / splat(127.0f);
     const vf id = sel(d != zerof(), splat(1.0f) / d, zerof());
-    put_fp16(out, 0, vfp16_bits(d));
+    set_fp16(ob, 0, vfp16_bits(d));
     for (int j = 0; j < BS; ++j) {
       const vi q = vroundf(g.x[j] * id);
-      for (int lane = 0; lane < W; ++lane) out[lane][2 + j] = (uint8_t)(int8_t)q[lane];
+      ob[2 + j] = q;  // stored as (int8_t): the low byte
     }
   }
   static void dequantize(const uint8_t* b, float* y) {
@@ -55,7 +55,7 @@ struct Legacy {
   static constexpr int BYTES = QS + 16;
   static constexpr bool kRowSigma2 = true;     // the _impl routines weight with a whole-row sigma2
 
-  static void quantize(const Group<BS>& g, bool has_qw, uint8_t* const* out) {
+  static void quantize(const Group<BS>& g, bool has_qw, vi* ob) {
     vi L[BS];
     vi hd, hm = zeroi();
     if (!has_qw) {
@@ -87,22 +87,25 @@ struct Legacy {
       vf w[BS];
       for (int j = 0; j < BS; ++j) w[j] = g.qw[j] * vsqrt(g.row_sigma2 + g.x[j] * g.x[j]);
       if (AFFINE) {  // quantize_row_q4_1_impl / quantize_row_q5_1_impl
-        vf the_min;
-        hd = vfp16_bits(make_qkx_quants<BS, NMAX, false>(g.x, w, L, the_min, -0.9f, 0.05f, 36));
+        vf the_min, d;
+        make_qkx_quants<1, BS, NMAX, false>(g.x, w, L, &the_min, &d, -0.9f, 0.05f, 36);
+        hd = vfp16_bits(d);
         hm = vfp16_bits(vneg(the_min));
       } else {  // quantize_row_q4_0_impl / quantize_row_q5_0_impl
-        hd = vfp16_bits(make_qx_quants<BS, HALF>(g.x, L, w));
+        vf d;
+        make_qx_quants<1, BS, HALF>(g.x, L, w, &d);
+        hd = vfp16_bits(d);
       }
     }
-    put_fp16(out, 0, hd);
-    if (AFFINE) put_fp16(out, 2, hm);
+    set_fp16(ob, 0, hd);
+    if (AFFINE) set_fp16(ob, 2, hm);
     if (NB == 5) {
       vi qh[4] = {zeroi(), zeroi(), zeroi(), zeroi()};
       for (int j = 0; j < BS; ++j) qh[j / 8] |= ((L[j] >> 4) & 1) << (j % 8);
-      for (int k = 0; k < 4; ++k) put_byte(out, QH + k, qh[k]);
-      for (int j = 0; j < 16; ++j) put_byte(out, QS + j, (L[j] & 15) | ((L[j + 16] & 15) << 4));
+      for (int k = 0; k < 4; ++k) ob[QH + k] = qh[k];
+      for (int j = 0; j < 16; ++j) ob[QS + j] = (L[j] & 15) | ((L[j + 16] & 15) << 4);
     } else {
-      for (int j = 0; j < 16; ++j) put_byte(out, QS + j, L[j] | (L[j + 16] << 4));
+      for (int j = 0; j < 16; ++j) ob[QS + j] = L[j] | (L[j + 16] << 4);
     }
   }
 
@@ -133,7 +136,11 @@ using Q5_1 = Legacy<5, true>;
 }  // namespace
 
 void register_legacy(KernelTable& t) {
-  t.ops[type_index(QType::Q8_0)] = make_ops<Q8_0>();
+  KernelOps q8 = make_ops<Q8_0>();
+  q8.quantize = [](const float* x, uint8_t* dst, int64_t nrows, int64_t n_per_row, const float*) {
+    quantize_rows<Q8_0>(x, dst, nrows, n_per_row, nullptr);  // quantize_q8_0 ignores the imatrix
+  };
+  t.ops[type_index(QType::Q8_0)] = q8;
   t.ops[type_index(QType::Q4_0)] = make_ops<Q4_0>();
   t.ops[type_index(QType::Q4_1)] = make_ops<Q4_1>();
   t.ops[type_index(QType::Q5_0)] = make_ops<Q5_0>();

@@ -4,6 +4,10 @@
 // the lane's group); every float operation keeps ggml's order and association, and the routine's
 // branches become per-lane masks. Arrays hold one vector per element; N (elements) and NMAX are
 // template parameters so the loops have fixed trip counts.
+//
+// Every routine handles G independent groups at once (group s at x + s*N, results in out[s]): its
+// float sums are sequential chains, so the loops run `for element i: for group s`, which gives the
+// CPU G independent chains to overlap. Per group the operations are exactly ggml's.
 #pragma once
 #include "simd.h"
 
@@ -13,10 +17,6 @@ constexpr float kGroupMaxEps = 1e-15f;  // GROUP_MAX_EPS
 
 // ---- small lane utilities ------------------------------------------------------------------------
 
-// fp32 -> fp16 bits and back, per lane (once per block, so the scalar per-lane loop is cheap enough).
-inline vi vfp16_bits(vf x) { vi r; for (int i = 0; i < W; ++i) r[i] = fp32_to_fp16(x[i]); return r; }
-inline vf vfp16_value(vi h) { vf r; for (int i = 0; i < W; ++i) r[i] = fp16_to_fp32((uint16_t)h[i]); return r; }
-
 // C conversions to narrow integer types: (uint8_t)v and (int8_t)v of an int.
 inline vi wrap_u8(vi v) { return v & 255; }
 inline vi wrap_i8(vi v) { return (v << 24) >> 24; }
@@ -24,15 +24,8 @@ inline vi wrap_i8(vi v) { return (v << 24) >> 24; }
 // (int)f for a float: truncation toward zero, as cvttps2dq.
 inline vi vtrunc(vf f) { return __builtin_convertvector(f, vi); }
 
-inline void put_byte(uint8_t* const* out, int pos, vi v) {
-  for (int lane = 0; lane < W; ++lane) out[lane][pos] = (uint8_t)v[lane];
-}
-inline void put_fp16(uint8_t* const* out, int pos, vi h) {
-  for (int lane = 0; lane < W; ++lane) {
-    out[lane][pos] = (uint8_t)(h[lane] & 255);
-    out[lane][pos + 1] = (uint8_t)((h[lane] >> 8) & 255);
-  }
-}
+// The two bytes of an fp16 value at byte p of the lane-form block image.
+inline void set_fp16(vi* ob, int p, vi h) { ob[p] = h & 255; ob[p + 1] = (h >> 8) & 255; }
 inline float load_fp16(const uint8_t* p) { uint16_t h; std::memcpy(&h, p, 2); return fp16_to_fp32(h); }
 
 // Signed value of the FIRST element of largest |x| (`if (ax > amax) { amax = ax; max = x; }`).
@@ -51,165 +44,226 @@ inline vf first_absmax(const vf* x, vf& amax) {
 
 // ---- make_qx_quants (rmse_type = 1) ---------------------------------------------------------------
 // Symmetric grid l in [-NMAX, NMAX-1] (L = l + NMAX); weights qw, or x*x when qw is null. 19 scale
-// candidates, accepted in order on strict improvement of sumlx^2/suml2. Returns the scale.
-template <int N, int NMAX>
-inline vf make_qx_quants(const vf* x, vi* L, const vf* qw) {
-  vf amax;
-  const vf max = first_absmax<N>(x, amax);
-  const vi zero = amax < splat(kGroupMaxEps);
-  vf w[N];
-  for (int i = 0; i < N; ++i) w[i] = qw ? qw[i] : x[i] * x[i];
-  vf wx[N];
-  for (int i = 0; i < N; ++i) wx[i] = w[i] * x[i];
-
-  vf iscale = splat(-(float)NMAX) / max;
-  vf sumlx = zerof(), suml2 = zerof();
-  for (int i = 0; i < N; ++i) {
-    const vi l = clampi(vnearest_int(iscale * x[i]), -NMAX, NMAX - 1);
-    L[i] = l + NMAX;
-    const vf fl = tof(l);
-    sumlx += wx[i] * fl;
-    suml2 += w[i] * fl * fl;
+// candidates, accepted in order on strict improvement of sumlx^2/suml2. Writes the scales.
+template <int G, int N, int NMAX>
+inline void make_qx_quants(const vf* x, vi* L, const vf* qw, vf* scale) {
+  vf max[G], w[G * N], wx[G * N], sumlx[G], suml2[G], best[G], iscale[G];
+  vi Laux[G * N], zero[G];
+  for (int s = 0; s < G; ++s) {
+    vf amax;
+    max[s] = first_absmax<N>(x + s * N, amax);
+    zero[s] = amax < splat(kGroupMaxEps);
   }
-  vf scale = sel(suml2 != zerof(), sumlx / suml2, zerof());
-  vf best = scale * sumlx;
+  for (int k = 0; k < G * N; ++k) {
+    w[k] = qw ? qw[k] : x[k] * x[k];
+    wx[k] = w[k] * x[k];
+  }
+
+  // One candidate: sums over the grid of iscale, levels into Lout (l + NMAX).
+  auto candidate = [&](vi* Lout) {
+    for (int s = 0; s < G; ++s) sumlx[s] = suml2[s] = zerof();
+    for (int i = 0; i < N; ++i)
+      for (int s = 0; s < G; ++s) {
+        const int k = s * N + i;
+        const vi l = clampi(vnearest_int(iscale[s] * x[k]), -NMAX, NMAX - 1);
+        Lout[k] = l + NMAX;
+        const vf fl = tof(l);
+        sumlx[s] += wx[k] * fl;
+        suml2[s] += w[k] * fl * fl;
+      }
+  };
+  for (int s = 0; s < G; ++s) iscale[s] = splat(-(float)NMAX) / max[s];
+  candidate(L);
+  for (int s = 0; s < G; ++s) {
+    scale[s] = sel(suml2[s] != zerof(), sumlx[s] / suml2[s], zerof());
+    best[s] = scale[s] * sumlx[s];
+  }
   for (int is = -9; is <= 9; ++is) {
     if (is == 0) continue;
-    iscale = splat(-((float)NMAX + 0.1f * (float)is)) / max;
-    vi Laux[N];
-    sumlx = suml2 = zerof();
-    for (int i = 0; i < N; ++i) {
-      const vi l = clampi(vnearest_int(iscale * x[i]), -NMAX, NMAX - 1);
-      Laux[i] = l;
-      const vf fl = tof(l);
-      sumlx += wx[i] * fl;
-      suml2 += w[i] * fl * fl;
+    const vf c = splat(-((float)NMAX + 0.1f * (float)is));
+    for (int s = 0; s < G; ++s) iscale[s] = c / max[s];
+    candidate(Laux);
+    for (int s = 0; s < G; ++s) {
+      const vi acc = (suml2[s] > zerof()) & (sumlx[s] * sumlx[s] > best[s] * suml2[s]);
+      if (!any(acc)) continue;
+      for (int i = 0; i < N; ++i) L[s * N + i] = sel(acc, Laux[s * N + i], L[s * N + i]);
+      scale[s] = sel(acc, sumlx[s] / suml2[s], scale[s]);
+      best[s] = sel(acc, scale[s] * sumlx[s], best[s]);
     }
-    const vi acc = (suml2 > zerof()) & (sumlx * sumlx > best * suml2);
-    if (!any(acc)) continue;
-    for (int i = 0; i < N; ++i) L[i] = sel(acc, Laux[i] + NMAX, L[i]);
-    scale = sel(acc, sumlx / suml2, scale);
-    best = sel(acc, scale * sumlx, best);
   }
-  for (int i = 0; i < N; ++i) L[i] = sel(zero, zeroi(), L[i]);
-  return sel(zero, zerof(), scale);
+  for (int s = 0; s < G; ++s) {
+    for (int i = 0; i < N; ++i) L[s * N + i] = sel(zero[s], zeroi(), L[s * N + i]);
+    scale[s] = sel(zero[s], zerof(), scale[s]);
+  }
+}
+
+// Gauss-Seidel refinement shared by make_q3_quants and make_qp_quants: up to 5 passes; for each i
+// the level is re-picked from the other elements' sums and kept on strict improvement of
+// sumlx^2/suml2. A lane whose pass changed nothing would stop; more passes on it are no-ops (same
+// state, same decisions), so a group is dropped once none of its lanes changed.
+//   Q3: slx > 0 gates the update, clamp to [-NMAX, NMAX-1], accept needs sl2 > 0, L signed.
+//   QP: slx > 0 && sl2 > 0 gate it, only MIN(NMAX, .), L stored as uint8_t (wrap).
+template <int G, int N, int NMAX, bool QP>
+inline void refine_levels(const vf* x, const vf* w, const vf* wx, vi* L, vf* sumlx, vf* suml2, const vi* skip) {
+  bool active[G];
+  for (int s = 0; s < G; ++s) active[s] = true;
+  for (int itry = 0; itry < 5; ++itry) {
+    vi changed[G];
+    for (int s = 0; s < G; ++s) changed[s] = zeroi();
+    for (int i = 0; i < N; ++i)
+      for (int s = 0; s < G; ++s) {
+        if (!active[s]) continue;
+        const int k = s * N + i;
+        const vf fl = tof(L[k]);
+        vf slx = sumlx[s] - wx[k] * fl;
+        vf sl2 = suml2[s] - w[k] * fl * fl;
+        vi pos = (slx > zerof()) & ~skip[s];
+        if (QP) pos &= sl2 > zerof();
+        const vi q = vnearest_int(x[k] * sl2 / slx);
+        const vi new_l = QP ? vmini(q, splati(NMAX)) : clampi(q, -NMAX, NMAX - 1);
+        const vf fn = tof(new_l);
+        slx += wx[k] * fn;
+        sl2 += w[k] * fn * fn;
+        vi acc = pos & (new_l != L[k]) & (slx * slx * suml2[s] > sumlx[s] * sumlx[s] * sl2);
+        if (!QP) acc &= sl2 > zerof();
+        L[k] = sel(acc, QP ? wrap_u8(new_l) : new_l, L[k]);
+        sumlx[s] = sel(acc, slx, sumlx[s]);
+        suml2[s] = sel(acc, sl2, suml2[s]);
+        changed[s] |= acc;
+      }
+    bool more = false;
+    for (int s = 0; s < G; ++s) more |= (active[s] = active[s] && any(changed[s]));
+    if (!more) break;
+  }
 }
 
 // ---- make_q3_quants (do_rmse = true) --------------------------------------------------------------
-// One pass like make_qx_quants' first (weights x*x), then up to 5 Gauss-Seidel passes over the
-// elements. A lane whose pass changed nothing would stop; running more passes on it is a no-op
-// (same state, same decisions), so we stop when no lane changed. L = l + NMAX, or 0 if all-zero.
-template <int N, int NMAX>
-inline vf make_q3_quants(const vf* x, vi* L) {
-  vf amax;
-  const vf max = first_absmax<N>(x, amax);
-  const vi zero = amax < splat(kGroupMaxEps);
-  vf w[N], wx[N];
-  for (int i = 0; i < N; ++i) { w[i] = x[i] * x[i]; wx[i] = w[i] * x[i]; }
-  const vf iscale = splat(-(float)NMAX) / max;
-  vf sumlx = zerof(), suml2 = zerof();
-  for (int i = 0; i < N; ++i) {
-    const vi l = clampi(vnearest_int(iscale * x[i]), -NMAX, NMAX - 1);
-    L[i] = l;
-    const vf fl = tof(l);
-    sumlx += wx[i] * fl;
-    suml2 += w[i] * fl * fl;
+// One pass like make_qx_quants' first (weights x*x), then the Gauss-Seidel refinement.
+// L = l + NMAX, or 0 for an all-zero group.
+template <int G, int N, int NMAX>
+inline void make_q3_quants(const vf* x, vi* L, vf* scale) {
+  vf w[G * N], wx[G * N], sumlx[G], suml2[G], iscale[G];
+  vi zero[G];
+  for (int s = 0; s < G; ++s) {
+    vf amax;
+    const vf max = first_absmax<N>(x + s * N, amax);
+    zero[s] = amax < splat(kGroupMaxEps);
+    iscale[s] = splat(-(float)NMAX) / max;
+    sumlx[s] = suml2[s] = zerof();
   }
-  for (int itry = 0; itry < 5; ++itry) {
-    vi changed = zeroi();
-    for (int i = 0; i < N; ++i) {
-      const vf fl = tof(L[i]);
-      vf slx = sumlx - wx[i] * fl;
-      const vi pos = (slx > zerof()) & ~zero;
-      if (!any(pos)) continue;
-      vf sl2 = suml2 - w[i] * fl * fl;
-      const vi new_l = clampi(vnearest_int(x[i] * sl2 / slx), -NMAX, NMAX - 1);
-      const vf fn = tof(new_l);
-      slx += wx[i] * fn;
-      sl2 += w[i] * fn * fn;
-      const vi acc = pos & (new_l != L[i]) & (sl2 > zerof()) & (slx * slx * suml2 > sumlx * sumlx * sl2);
-      L[i] = sel(acc, new_l, L[i]);
-      sumlx = sel(acc, slx, sumlx);
-      suml2 = sel(acc, sl2, suml2);
-      changed |= acc;
+  for (int k = 0; k < G * N; ++k) {
+    w[k] = x[k] * x[k];
+    wx[k] = w[k] * x[k];
+  }
+  for (int i = 0; i < N; ++i)
+    for (int s = 0; s < G; ++s) {
+      const int k = s * N + i;
+      const vi l = clampi(vnearest_int(iscale[s] * x[k]), -NMAX, NMAX - 1);
+      L[k] = l;
+      const vf fl = tof(l);
+      sumlx[s] += wx[k] * fl;
+      suml2[s] += w[k] * fl * fl;
     }
-    if (!any(changed)) break;
+  refine_levels<G, N, NMAX, false>(x, w, wx, L, sumlx, suml2, zero);
+  for (int s = 0; s < G; ++s) {
+    for (int i = 0; i < N; ++i) L[s * N + i] = sel(zero[s], zeroi(), L[s * N + i] + NMAX);
+    scale[s] = sel(zero[s] | ~(suml2[s] > zerof()), zerof(), sumlx[s] / suml2[s]);
   }
-  for (int i = 0; i < N; ++i) L[i] = sel(zero, zeroi(), L[i] + NMAX);
-  return sel(zero | ~(suml2 > zerof()), zerof(), sumlx / suml2);
 }
 
 // ---- make_qkx2_quants / make_qkx3_quants ----------------------------------------------------------
 // Affine grid L in [0, NMAX] with a min <= 0, weights w. The two ggml routines differ only in the
 // degenerate test (`max == min` vs `max <= min`), which agree because max >= min always holds
 // (callers always pass weights). The candidate loop is sequential: an accepted candidate replaces
-// `min`, which every later candidate's iscale and grid use. Writes the_min = -min, returns the scale.
-template <int N, int NMAX, bool USE_MAD>
-inline vf make_qkx_quants(const vf* x, const vf* w, vi* L, vf& the_min, float rmin, float rdelta, int nstep) {
-  vf min = x[0], max = x[0];
-  vf sum_w = w[0];
-  vf sum_x = sum_w * x[0];
-  for (int i = 1; i < N; ++i) {
-    min = vmin(x[i], min);
-    max = vmax(x[i], max);
-    sum_w += w[i];
-    sum_x += w[i] * x[i];
-  }
-  min = sel(min > zerof(), zerof(), min);
-  const vi degenerate = max == min;
-  const vf min0 = min;
-
+// `min`, which every later candidate's iscale and grid use. Writes the_min = -min and the scale.
+template <int G, int N, int NMAX, bool USE_MAD>
+inline void make_qkx_quants(const vf* x, const vf* w, vi* L, vf* the_min, vf* scale, float rmin, float rdelta,
+                            int nstep) {
+  vf min[G], max[G], sum_w[G], sum_x[G], min0[G], best_error[G], iscale[G];
+  vf sum_l[G], sum_l2[G], sum_xl[G], this_scale[G], this_min[G], cur_error[G];
+  vi degenerate[G], pos[G];
+  vi Laux[G * N];
   auto err_term = [](vf diff) { return USE_MAD ? vabs(diff) : diff * diff; };
-
-  vf iscale = splat((float)NMAX) / (max - min);
-  vf scale = splat(1.0f) / iscale;
-  vf best_error = zerof();
-  for (int i = 0; i < N; ++i) {
-    const vi l = clampi(vnearest_int(iscale * (x[i] - min)), 0, NMAX);
-    L[i] = l;
-    const vf diff = scale * tof(l) + min - x[i];
-    best_error += w[i] * err_term(diff);
+  for (int s = 0; s < G; ++s) {
+    const vf* xs = x + s * N;
+    const vf* ws = w + s * N;
+    min[s] = max[s] = xs[0];
+    sum_w[s] = ws[0];
+    sum_x[s] = sum_w[s] * xs[0];
+    for (int i = 1; i < N; ++i) {
+      min[s] = vmin(xs[i], min[s]);
+      max[s] = vmax(xs[i], max[s]);
+      sum_w[s] += ws[i];
+      sum_x[s] += ws[i] * xs[i];
+    }
+    min[s] = sel(min[s] > zerof(), zerof(), min[s]);
+    degenerate[s] = max[s] == min[s];
+    min0[s] = min[s];
+    iscale[s] = splat((float)NMAX) / (max[s] - min[s]);
+    scale[s] = splat(1.0f) / iscale[s];
+    best_error[s] = zerof();
   }
+  for (int i = 0; i < N; ++i)
+    for (int s = 0; s < G; ++s) {
+      const int k = s * N + i;
+      const vi l = clampi(vnearest_int(iscale[s] * (x[k] - min[s])), 0, NMAX);
+      L[k] = l;
+      best_error[s] += w[k] * err_term(scale[s] * tof(l) + min[s] - x[k]);
+    }
   for (int is = 0; is <= nstep; ++is) {
-    iscale = splat(rmin + rdelta * (float)is + (float)NMAX) / (max - min);
-    vf sum_l = zerof(), sum_l2 = zerof(), sum_xl = zerof();
-    vi Laux[N];
-    for (int i = 0; i < N; ++i) {
-      const vi l = clampi(vnearest_int(iscale * (x[i] - min)), 0, NMAX);
-      Laux[i] = l;
-      const vf wl = w[i] * tof(l);
-      sum_l += wl;
-      sum_l2 += wl * tof(l);
-      sum_xl += wl * x[i];
+    const vf c = splat(rmin + rdelta * (float)is + (float)NMAX);
+    for (int s = 0; s < G; ++s) {
+      iscale[s] = c / (max[s] - min[s]);
+      sum_l[s] = sum_l2[s] = sum_xl[s] = zerof();
     }
-    const vf D = sum_w * sum_l2 - sum_l * sum_l;
-    const vi pos = D > zerof();
-    if (!any(pos)) continue;
-    vf this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
-    vf this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
-    const vi clip = this_min > zerof();
-    this_min = sel(clip, zerof(), this_min);
-    this_scale = sel(clip, sum_xl / sum_l2, this_scale);
-    vf cur_error = zerof();
-    for (int i = 0; i < N; ++i) {
-      const vf diff = this_scale * tof(Laux[i]) + this_min - x[i];
-      cur_error += w[i] * err_term(diff);
+    for (int i = 0; i < N; ++i)
+      for (int s = 0; s < G; ++s) {
+        const int k = s * N + i;
+        const vi l = clampi(vnearest_int(iscale[s] * (x[k] - min[s])), 0, NMAX);
+        Laux[k] = l;
+        const vf wl = w[k] * tof(l);
+        sum_l[s] += wl;
+        sum_l2[s] += wl * tof(l);
+        sum_xl[s] += wl * x[k];
+      }
+    vi any_pos = zeroi();
+    for (int s = 0; s < G; ++s) {
+      const vf D = sum_w[s] * sum_l2[s] - sum_l[s] * sum_l[s];
+      pos[s] = D > zerof();
+      any_pos |= pos[s];
+      this_scale[s] = (sum_w[s] * sum_xl[s] - sum_x[s] * sum_l[s]) / D;
+      this_min[s] = (sum_l2[s] * sum_x[s] - sum_l[s] * sum_xl[s]) / D;
+      const vi clip = this_min[s] > zerof();
+      this_min[s] = sel(clip, zerof(), this_min[s]);
+      this_scale[s] = sel(clip, sum_xl[s] / sum_l2[s], this_scale[s]);
+      cur_error[s] = zerof();
     }
-    const vi acc = pos & (cur_error < best_error);
-    if (!any(acc)) continue;
-    for (int i = 0; i < N; ++i) L[i] = sel(acc, Laux[i], L[i]);
-    best_error = sel(acc, cur_error, best_error);
-    scale = sel(acc, this_scale, scale);
-    min = sel(acc, this_min, min);
+    if (!any(any_pos)) continue;
+    for (int i = 0; i < N; ++i)
+      for (int s = 0; s < G; ++s) {
+        const int k = s * N + i;
+        cur_error[s] += w[k] * err_term(this_scale[s] * tof(Laux[k]) + this_min[s] - x[k]);
+      }
+    for (int s = 0; s < G; ++s) {
+      const vi acc = pos[s] & (cur_error[s] < best_error[s]);
+      if (!any(acc)) continue;
+      for (int i = 0; i < N; ++i) L[s * N + i] = sel(acc, Laux[s * N + i], L[s * N + i]);
+      best_error[s] = sel(acc, cur_error[s], best_error[s]);
+      scale[s] = sel(acc, this_scale[s], scale[s]);
+      min[s] = sel(acc, this_min[s], min[s]);
+    }
   }
-  for (int i = 0; i < N; ++i) L[i] = sel(degenerate, zeroi(), L[i]);
-  the_min = vneg(sel(degenerate, min0, min));
-  return sel(degenerate, zerof(), scale);
+  for (int s = 0; s < G; ++s) {
+    for (int i = 0; i < N; ++i) L[s * N + i] = sel(degenerate[s], zeroi(), L[s * N + i]);
+    the_min[s] = vneg(sel(degenerate[s], min0[s], min[s]));
+    scale[s] = sel(degenerate[s], zerof(), scale[s]);
+  }
 }
 
 // ---- make_qp_quants -------------------------------------------------------------------------------
-// Second-level quantizer of non-negative scales/mins onto [0, NMAX] with weights w. L is ggml's
-// uint8_t array: stores wrap modulo 256 (only reachable with negative inputs), the sums use the int.
+// Second-level quantizer of non-negative scales/mins onto [0, NMAX] with weights w (one group).
+// L is ggml's uint8_t array: stores wrap modulo 256 (only reachable with negative inputs), the sums
+// use the int.
 template <int N, int NMAX>
 inline vf make_qp_quants(const vf* x, vi* L, const vf* w) {
   vf max = zerof();
@@ -237,34 +291,16 @@ inline vf make_qp_quants(const vf* x, vi* L, const vf* w) {
     best_mse = sel(acc, mse, best_mse);
     iscale = sel(acc, iscale_is, iscale);
   }
-  vf sumlx = zerof(), suml2 = zerof();
+  vf wx[N], sumlx = zerof(), suml2 = zerof();
   for (int i = 0; i < N; ++i) {
+    wx[i] = w[i] * x[i];
     const vi l = vmini(vnearest_int(iscale * x[i]), splati(NMAX));
     L[i] = wrap_u8(l);
     const vf fl = tof(l);
-    sumlx += w[i] * x[i] * fl;
+    sumlx += wx[i] * fl;
     suml2 += w[i] * fl * fl;
   }
-  for (int itry = 0; itry < 5; ++itry) {
-    vi changed = zeroi();
-    for (int i = 0; i < N; ++i) {
-      const vf fl = tof(L[i]);
-      vf slx = sumlx - w[i] * x[i] * fl;
-      vf sl2 = suml2 - w[i] * fl * fl;
-      const vi pos = (slx > zerof()) & (sl2 > zerof()) & ~zero;
-      if (!any(pos)) continue;
-      const vi new_l = vmini(vnearest_int(x[i] * sl2 / slx), splati(NMAX));
-      const vf fn = tof(new_l);
-      slx += w[i] * x[i] * fn;
-      sl2 += w[i] * fn * fn;
-      const vi acc = pos & (new_l != L[i]) & (slx * slx * suml2 > sumlx * sumlx * sl2);
-      L[i] = sel(acc, wrap_u8(new_l), L[i]);
-      sumlx = sel(acc, slx, sumlx);
-      suml2 = sel(acc, sl2, suml2);
-      changed |= acc;
-    }
-    if (!any(changed)) break;
-  }
+  refine_levels<1, N, NMAX, true>(x, w, wx, L, &sumlx, &suml2, &zero);
   for (int i = 0; i < N; ++i) L[i] = sel(zero, zeroi(), L[i]);
   return sel(zero | ~(suml2 > zerof()), zerof(), sumlx / suml2);
 }

@@ -12,6 +12,10 @@
 
 #include "types.h"
 
+#if defined(__AVX__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 #ifndef PRISM_W
 #define PRISM_W 1
 #endif
@@ -61,13 +65,21 @@ inline int nearest_int(float f) {
 namespace PRISM_NS {
 
 constexpr int W = PRISM_W;
-typedef float vf __attribute__((vector_size(4 * W)));
-typedef int32_t vi __attribute__((vector_size(4 * W)));
-typedef uint32_t vu __attribute__((vector_size(4 * W)));
+// Physical vector width. A one-lane (scalar-path) build still uses 4-float vectors where 128-bit SIMD
+// is baseline: GCC compiles one-element vectors badly (float<->int views go through the stack, and
+// GCC 12's VRP miscompiles their masks). Lanes >= W hold don't-care values and are never read.
+#if PRISM_W == 1 && (defined(__SSE2__) || defined(__ARM_NEON))
+constexpr int PW = 4;
+#else
+constexpr int PW = W;
+#endif
+typedef float vf __attribute__((vector_size(4 * PW)));
+typedef int32_t vi __attribute__((vector_size(4 * PW)));
+typedef uint32_t vu __attribute__((vector_size(4 * PW)));
 // Masks are vi with -1 (true) or 0 (false) per lane: the result type of vector comparisons.
 
-inline vf splat(float v) { vf r; for (int i = 0; i < W; ++i) r[i] = v; return r; }
-inline vi splati(int v) { vi r; for (int i = 0; i < W; ++i) r[i] = v; return r; }
+inline vf splat(float v) { vf r; for (int i = 0; i < PW; ++i) r[i] = v; return r; }
+inline vi splati(int v) { vi r; for (int i = 0; i < PW; ++i) r[i] = v; return r; }
 inline vf zerof() { return splat(0.0f); }
 inline vi zeroi() { return splati(0); }
 
@@ -84,7 +96,18 @@ inline vf vmin(vf a, vf b) { return a < b ? a : b; }
 inline vi vmaxi(vi a, vi b) { return a > b ? a : b; }
 inline vi vmini(vi a, vi b) { return a < b ? a : b; }
 inline vi clampi(vi v, int lo, int hi) { return vmini(vmaxi(v, splati(lo)), splati(hi)); }
-inline vf vsqrt(vf x) { vf r; for (int i = 0; i < W; ++i) r[i] = std::sqrt(x[i]); return r; }
+// sqrtf per lane; the hardware vector square roots are correctly rounded, like sqrtf.
+inline vf vsqrt(vf x) {
+#if PRISM_W == 16 && defined(__AVX512F__)
+  return (vf)_mm512_sqrt_ps((__m512)x);
+#elif PRISM_W == 8 && defined(__AVX__)
+  return (vf)_mm256_sqrt_ps((__m256)x);
+#else
+  vf r;
+  for (int i = 0; i < PW; ++i) r[i] = std::sqrt(x[i]);
+  return r;
+#endif
+}
 inline vf tof(vi v) { return __builtin_convertvector(v, vf); }
 
 // Lane-wise nearest_int (same bit trick as the scalar one).
@@ -93,8 +116,59 @@ inline vi vnearest_int(vf f) {
   return ((vi)v & 0x007fffff) - 0x00400000;
 }
 
-// fp16 rounding per lane (scale quantization happens once per block, so scalar per lane is fine).
-inline vf vfp16_round(vf x) { vf r; for (int i = 0; i < W; ++i) r[i] = fp16_round(x[i]); return r; }
+// Lane-wise fp32_to_fp16 / fp16_to_fp32: the scalar functions' arithmetic with selects for branches.
+inline vi vfp16_bits(vf f) {
+  const vi x = (vi)f;
+  const vi sign = (x >> 16) & 0x8000;
+  const vi a = x & 0x7fffffff;
+  const vi r = a - 0x38000000;
+  const vi normal = (r + 0xfff + ((r >> 13) & 1)) >> 13;
+  const vf t = ((vf)a * splat(16777216.0f) + splat(8388608.0f)) - splat(8388608.0f);
+  vi h = sel(a >= 0x38800000, normal, __builtin_convertvector(t, vi));
+  h = sel(a >= 0x477ff000, splati(0x7c00), h);
+  h = sel(a > 0x7f800000, splati(0x7e00), h);
+  return sign | h;
+}
+inline vf vfp16_value(vi h) {
+  const vi sign = (h & 0x8000) << 16;
+  const vi e = (h >> 10) & 0x1f, m = h & 0x3ff;
+  const vi sub = (vi)(tof(m) * splat(0x1p-24f));
+  vi r = sel(e == 0, sub, ((e + 112) << 23) | (m << 13));
+  r = sel(e == 31, 0x7f800000 | (m << 13), r);
+  return (vf)(r | sign);
+}
+inline vf vfp16_round(vf x) { return vfp16_value(vfp16_bits(x)); }
+
+// In-register transpose of W vectors (log2(W) zip stages): afterwards r[k][i] = old r[i][k].
+inline void transpose(vf* r) {
+  vi lo, hi;
+  for (int k = 0; k < W / 2; ++k) {
+    lo[2 * k] = k; lo[2 * k + 1] = W + k;
+    hi[2 * k] = W / 2 + k; hi[2 * k + 1] = W + W / 2 + k;
+  }
+  for (int s = 1; s < W; s *= 2) {
+    vf n[W];
+    for (int i = 0; i < W / 2; ++i) {
+      n[2 * i] = __builtin_shuffle(r[i], r[i + W / 2], lo);
+      n[2 * i + 1] = __builtin_shuffle(r[i], r[i + W / 2], hi);
+    }
+    for (int i = 0; i < W; ++i) r[i] = n[i];
+  }
+}
+
+// t[j][lane] = src[lane][j] for j < BS (BS a multiple of W).
+template <int BS>
+inline void transpose_in(const float* const* src, vf* t) {
+  for (int j0 = 0; j0 < BS; j0 += W) {
+    vf v[W];
+    for (int i = 0; i < W; ++i) {
+      if (PW > W) v[i] = vf{};
+      std::memcpy(&v[i], src[i] + j0, 4 * W);
+    }
+    if (W > 1) transpose(v);
+    for (int k = 0; k < W; ++k) t[j0 + k] = v[k];
+  }
+}
 
 // A group of up to W blocks, transposed: x[j][lane] is element j of block `lane`.
 // qw is the importance (imatrix) of each element, or unused when the caller has none.
@@ -106,9 +180,29 @@ struct Group {
   int n;           // valid lanes
 };
 
+// out[lane][p] = (uint8_t)b[p][lane] for p < NB. Four byte rows are packed into one 32-bit word per
+// lane, W word rows are transposed, and every lane then stores up to 4*W contiguous bytes at once.
+template <int NB>
+inline void transpose_out_bytes(const vi* b, uint8_t* const* out) {
+  for (int p0 = 0; p0 < NB; p0 += 4 * W) {
+    const int n = NB - p0 < 4 * W ? NB - p0 : 4 * W;
+    vf v[W];
+    for (int k = 0; k < W; ++k) {
+      vi word = zeroi();
+      for (int c = 0; c < 4; ++c) {
+        const int p = p0 + 4 * k + c;
+        if (p < NB) word |= (b[p] & 255) << (8 * c);
+      }
+      v[k] = (vf)word;
+    }
+    if (W > 1) transpose(v);
+    for (int lane = 0; lane < W; ++lane) std::memcpy(out[lane] + p0, &v[lane], n);
+  }
+}
+
 // Runs K::quantize over every block of nrows x n_per_row, W blocks at a time.
 // K provides: BS, BYTES, kRowSigma2 (bool), and
-//   static void quantize(const Group<BS>& g, bool has_qw, uint8_t* const* out);  // out[lane]: BYTES
+//   static void quantize(const Group<BS>& g, bool has_qw, vi* ob);  // ob[p][lane]: byte p of the lane's block
 template <class K>
 void quantize_rows(const float* x, uint8_t* dst, int64_t nrows, int64_t n_per_row, const float* imatrix) {
   constexpr int BS = K::BS;
@@ -116,36 +210,50 @@ void quantize_rows(const float* x, uint8_t* dst, int64_t nrows, int64_t n_per_ro
   const int64_t nblocks = nrows * nb_row;
   alignas(64) Group<BS> g;
   alignas(64) uint8_t scratch[W][K::BYTES];
+  alignas(64) vi ob[K::BYTES];
+  alignas(64) static const float zeros[256] = {}, ones[256] = {
+#define PRISM_ONE4 1.f, 1.f, 1.f, 1.f
+#define PRISM_ONE32 PRISM_ONE4, PRISM_ONE4, PRISM_ONE4, PRISM_ONE4, PRISM_ONE4, PRISM_ONE4, PRISM_ONE4, PRISM_ONE4
+      PRISM_ONE32, PRISM_ONE32, PRISM_ONE32, PRISM_ONE32, PRISM_ONE32, PRISM_ONE32, PRISM_ONE32, PRISM_ONE32};
+#undef PRISM_ONE32
+#undef PRISM_ONE4
+  static_assert(BS <= 256 && BS % W == 0, "block size");
   uint8_t* out[W];
-  int64_t cur_row = -1;
-  float cur_sigma2 = 0.0f;
+  const float* xs[W];
+  const float* qs[W];
+  // Row sigma2 = sum(x^2)/n_per_row (sequential per row, as ggml): W rows at a time, one chain each.
+  float sig[W] = {};
+  int64_t sig_row0 = -W;
+  g.row_sigma2 = vf{};
   for (int64_t b0 = 0; b0 < nblocks; b0 += W) {
     const int n = (int)((nblocks - b0) < W ? (nblocks - b0) : W);
     g.n = n;
     for (int lane = 0; lane < W; ++lane) {
-      if (lane >= n) {  // padding lanes: zeros, results discarded
-        for (int j = 0; j < BS; ++j) { g.x[j][lane] = 0.0f; g.qw[j][lane] = 1.0f; }
-        g.row_sigma2[lane] = 0.0f;
-        out[lane] = scratch[lane];
-        continue;
-      }
-      const int64_t b = b0 + lane, row = b / nb_row, col = (b % nb_row) * BS;
-      const float* xb = x + row * n_per_row + col;
-      for (int j = 0; j < BS; ++j) g.x[j][lane] = xb[j];
-      if (imatrix) for (int j = 0; j < BS; ++j) g.qw[j][lane] = imatrix[col + j];
-      if (K::kRowSigma2 && imatrix) {
-        if (row != cur_row) {  // sequential float sum over the whole row, as ggml does
-          const float* xr = x + row * n_per_row;
-          float s = 0.0f;
-          for (int64_t j = 0; j < n_per_row; ++j) s += xr[j] * xr[j];
-          cur_sigma2 = s / n_per_row;
-          cur_row = row;
+      const int64_t b = b0 + lane;
+      const bool real = lane < n;  // padding lanes: zeros, results discarded
+      xs[lane] = real ? x + b * BS : zeros;  // consecutive blocks are contiguous in memory
+      qs[lane] = real && imatrix ? imatrix + (b % nb_row) * BS : ones;
+      out[lane] = real ? dst + b * K::BYTES : scratch[lane];
+      if (K::kRowSigma2 && imatrix && real) {
+        const int64_t row = b / nb_row;
+        if (row >= sig_row0 + W) {
+          sig_row0 = row;
+          const int64_t nr = nrows - row < W ? nrows - row : W;
+          for (int r = 0; r < W; ++r) sig[r] = 0.0f;
+          for (int64_t j = 0; j < n_per_row; ++j)
+            for (int r = 0; r < nr; ++r) {
+              const float v = x[(row + r) * n_per_row + j];
+              sig[r] += v * v;
+            }
+          for (int r = 0; r < W; ++r) sig[r] = sig[r] / n_per_row;
         }
-        g.row_sigma2[lane] = cur_sigma2;
+        g.row_sigma2[lane] = sig[row - sig_row0];
       }
-      out[lane] = dst + b * K::BYTES;
     }
-    K::quantize(g, imatrix != nullptr, out);
+    transpose_in<BS>(xs, g.x);
+    if (imatrix) transpose_in<BS>(qs, g.qw);
+    K::quantize(g, imatrix != nullptr, ob);
+    transpose_out_bytes<K::BYTES>(ob, out);
   }
 }
 
