@@ -162,8 +162,13 @@ inline void transpose_in(const float* const* src, vf* t) {
   for (int j0 = 0; j0 < BS; j0 += W) {
     vf v[W];
     for (int i = 0; i < W; ++i) {
-      if (PW > W) v[i] = vf{};
-      std::memcpy(&v[i], src[i] + j0, 4 * W);
+      if (PW == W) {
+        typedef float vf_unaligned __attribute__((vector_size(4 * PW), aligned(4)));
+        v[i] = *reinterpret_cast<const vf_unaligned*>(src[i] + j0);
+      } else {
+        v[i] = vf{};
+        std::memcpy(&v[i], src[i] + j0, 4 * W);
+      }
     }
     if (W > 1) transpose(v);
     for (int k = 0; k < W; ++k) t[j0 + k] = v[k];
