@@ -58,38 +58,24 @@ inline void put_2bit(vi* ob, int pos, const vi* L) {
       ob[pos + h / 4 + l] = L[h + l] | (L[h + l + 32] << 2) | (L[h + l + 64] << 4) | (L[h + l + 96] << 6);
 }
 
-// Scalar decoding shared by dequantize and steps: per sub-block scale dl and min ml, per element the
-// level q, so that y = dl*q - ml (ml = 0 for the symmetric types: x - (+0) == x for every x).
-template <int SUB>
-inline void affine_dequant(const float* dl, const float* ml, const int* q, float* y) {
-  for (int e = 0; e < QK_K; ++e) y[e] = dl[e / SUB] * (float)q[e] - ml[e / SUB];
-}
-template <int SUB>
-inline void scale_steps(const float* dl, float* step) {
-  for (int e = 0; e < QK_K; ++e) step[e] = std::fabs(dl[e / SUB]);
-}
-
-// Generic dequantize/steps given K::decode(block, dl, ml, q).
+// Dequantization is exact up to the final `- ml` (fp16 d times small integers), so these follow
+// ggml's dequantize_row_* loops only for speed: each inner loop writes contiguous outputs and
+// vectorises. steps: |dl| of the element's sub-block (K::sub_scales gives dl per sub-block).
 template <class K>
-struct KDecode {
-  static void dequantize(const uint8_t* b, float* y) {
-    float dl[K::NSUB], ml[K::NSUB];
-    int q[QK_K];
-    K::decode(b, dl, ml, q);
-    affine_dequant<QK_K / K::NSUB>(dl, ml, q, y);
-  }
+struct KSteps {
   static void steps(const uint8_t* b, const float* /*x*/, float* step) {
-    float dl[K::NSUB], ml[K::NSUB];
-    int q[QK_K];
-    K::decode(b, dl, ml, q);
-    scale_steps<QK_K / K::NSUB>(dl, step);
+    float dl[K::NSUB];
+    K::sub_scales(b, dl);
+    constexpr int SUB = QK_K / K::NSUB;
+    for (int j = 0; j < K::NSUB; ++j)
+      for (int l = 0; l < SUB; ++l) step[SUB * j + l] = std::fabs(dl[j]);
   }
 };
 
 // ------------------------------------------------------------------------------------------------
 // Q2_K: 16 sub-blocks of 16, 2-bit levels, 4-bit scale and min per sub-block.
 // Layout: scales[16]@0 (lo nibble scale, hi nibble min), qs[64]@16, d@80, dmin@82.
-struct Q2_K : KDecode<Q2_K> {
+struct Q2_K : KSteps<Q2_K> {
   static constexpr int BS = QK_K, BYTES = 84, NSUB = 16;
   static constexpr bool kRowSigma2 = false;
 
@@ -140,17 +126,25 @@ struct Q2_K : KDecode<Q2_K> {
     set_fp16(ob, 82, hm);
   }
 
-  static void decode(const uint8_t* b, float* dl, float* ml, int* q) {  // dequantize_row_q2_K
+  static void sub_scales(const uint8_t* b, float* dl) {
+    const float d = load_fp16(b + 80);
+    for (int j = 0; j < NSUB; ++j) dl[j] = d * (float)(b[j] & 15);
+  }
+  static void dequantize(const uint8_t* b, float* y) {  // dequantize_row_q2_K
     const float d = load_fp16(b + 80), dmin = load_fp16(b + 82);
-    for (int j = 0; j < NSUB; ++j) { dl[j] = d * (float)(b[j] & 15); ml[j] = dmin * (float)(b[j] >> 4); }
-    for (int e = 0; e < QK_K; ++e) q[e] = (b[16 + 32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3;
+    for (int j = 0; j < NSUB; ++j) {  // sub-block j: elements 16j.., bits 2*((j/2)%4) of qs[32*(j/8) + 16*(j%2) + l]
+      const float dl = d * (float)(b[j] & 15), ml = dmin * (float)(b[j] >> 4);
+      const uint8_t* q = b + 16 + 32 * (j / 8) + 16 * (j % 2);
+      const int shift = 2 * ((j / 2) % 4);
+      for (int l = 0; l < 16; ++l) y[16 * j + l] = dl * (float)((q[l] >> shift) & 3) - ml;
+    }
   }
 };
 
 // ------------------------------------------------------------------------------------------------
 // Q3_K: 16 sub-blocks of 16, levels -4..3 (2 low bits + high bit), signed 6-bit scales.
 // Layout: hmask[32]@0, qs[64]@32, scales[12]@96, d@108.
-struct Q3_K : KDecode<Q3_K> {
+struct Q3_K : KSteps<Q3_K> {
   static constexpr int BS = QK_K, BYTES = 110, NSUB = 16;
   static constexpr bool kRowSigma2 = false;
 
@@ -205,18 +199,23 @@ struct Q3_K : KDecode<Q3_K> {
     set_fp16(ob, 108, hd);
   }
 
-  static void decode(const uint8_t* b, float* dl, float* ml, int* q) {  // dequantize_row_q3_K
+  static void sub_scales(const uint8_t* b, float* dl) {
     const float d = load_fp16(b + 108);
     const uint8_t* s = b + 96;
     for (int j = 0; j < NSUB; ++j) {
       const int lo = j < 8 ? s[j] & 15 : s[j - 8] >> 4;
-      const int code = lo | (((s[8 + j % 4] >> (2 * (j / 4))) & 3) << 4);
-      dl[j] = d * (float)(code - 32);
-      ml[j] = 0.0f;
+      dl[j] = d * (float)((lo | (((s[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) - 32);
     }
-    for (int e = 0; e < QK_K; ++e) {
-      const int low = (b[32 + 32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3;
-      q[e] = low - ((b[e % 32] >> (e / 32)) & 1 ? 0 : 4);
+  }
+  static void dequantize(const uint8_t* b, float* y) {  // dequantize_row_q3_K
+    float dl[NSUB];
+    sub_scales(b, dl);
+    for (int j = 0; j < NSUB; ++j) {  // element 16j+l: low bits as Q2_K, high bit (e/32) of hmask[e%32]
+      const int off = 16 * (j % 2), shift = 2 * ((j / 2) % 4), hbit = j / 2;
+      const uint8_t* q = b + 32 + 32 * (j / 8) + off;
+      const uint8_t* hm = b + off;
+      for (int l = 0; l < 16; ++l)
+        y[16 * j + l] = dl[j] * (float)(((q[l] >> shift) & 3) - ((hm[l] >> hbit) & 1 ? 0 : 4));
     }
   }
 };
@@ -265,7 +264,7 @@ struct Q5KParams {
 };
 
 template <class P>
-struct Q45_K : KDecode<Q45_K<P>> {
+struct Q45_K : KSteps<Q45_K<P>> {
   static constexpr int BS = QK_K, BYTES = P::BYTES, NSUB = 8, NMAX = P::NMAX;
   static constexpr bool kRowSigma2 = false;
 
@@ -340,20 +339,28 @@ struct Q45_K : KDecode<Q45_K<P>> {
     }
   }
 
-  static void decode(const uint8_t* b, float* dl, float* ml, int* q) {  // dequantize_row_q4_K / q5_K
-    const float d = load_fp16(b), dmin = load_fp16(b + 2);
+  static void sub_scales(const uint8_t* b, float* dl) {
+    const float d = load_fp16(b);
     for (int j = 0; j < NSUB; ++j) {
       int sc, m;
       unpack_k4(j, b + 4, sc, m);
       dl[j] = d * (float)sc;
-      ml[j] = dmin * (float)m;
     }
+  }
+  static void dequantize(const uint8_t* b, float* y) {  // dequantize_row_q4_K / dequantize_row_q5_K
+    const float d = load_fp16(b), dmin = load_fp16(b + 2);
     const uint8_t* qs = b + (NMAX == 15 ? 16 : 48);
-    for (int e = 0; e < QK_K; ++e) {
-      const int h = e / 64, l = e % 32, hi = (e % 64) >= 32;
-      int v = (qs[32 * h + l] >> (4 * hi)) & 15;
-      if (NMAX == 31) v |= ((b[16 + l] >> (2 * h + hi)) & 1) << 4;
-      q[e] = v;
+    for (int j = 0; j < NSUB; ++j) {  // sub-block j: nibble j%2 of qs[32*(j/2) + l], 5th bit j of qh[l]
+      int sc, m;
+      unpack_k4(j, b + 4, sc, m);
+      const float dl = d * (float)sc, ml = dmin * (float)m;
+      const uint8_t* q = qs + 32 * (j / 2);
+      const int shift = 4 * (j % 2);
+      for (int l = 0; l < 32; ++l) {
+        int v = (q[l] >> shift) & 15;
+        if (NMAX == 31) v += (b[16 + l] >> j) & 1 ? 16 : 0;
+        y[32 * j + l] = dl * (float)v - ml;
+      }
     }
   }
 };
@@ -363,7 +370,7 @@ using Q5_K = Q45_K<Q5KParams>;
 // ------------------------------------------------------------------------------------------------
 // Q6_K: 16 sub-blocks of 16, levels -32..31, signed 8-bit scales.
 // Layout: ql[128]@0, qh[64]@128, scales[16]@192 (int8), d@208.
-struct Q6_K : KDecode<Q6_K> {
+struct Q6_K : KSteps<Q6_K> {
   static constexpr int BS = QK_K, BYTES = 210, NSUB = 16;
   static constexpr bool kRowSigma2 = false;
 
@@ -399,14 +406,19 @@ struct Q6_K : KDecode<Q6_K> {
     for (int p = 0; p < BYTES; ++p) ob[p] = sel(zero, zeroi(), ob[p]);
   }
 
-  static void decode(const uint8_t* b, float* dl, float* ml, int* q) {  // dequantize_row_q6_K
+  static void sub_scales(const uint8_t* b, float* dl) {
     const float d = load_fp16(b + 208);
-    for (int j = 0; j < NSUB; ++j) { dl[j] = d * (float)(int8_t)b[192 + j]; ml[j] = 0.0f; }
-    for (int e = 0; e < QK_K; ++e) {
-      const int h = e / 128, r = e % 128, g = r / 32, l = r % 32;
-      const int low = (b[64 * h + l + 32 * (g & 1)] >> (4 * (g >> 1))) & 15;
-      const int high = (b[128 + 32 * h + l] >> (2 * g)) & 3;
-      q[e] = (low | (high << 4)) - 32;
+    for (int j = 0; j < NSUB; ++j) dl[j] = d * (float)(int8_t)b[192 + j];
+  }
+  static void dequantize(const uint8_t* b, float* y) {  // dequantize_row_q6_K
+    float dl[NSUB];
+    sub_scales(b, dl);
+    for (int j = 0; j < NSUB; ++j) {  // e = 128h + 32g + l': low nibble g/2 of ql[64h + 32(g%2) + l'], high 2 bits 2g of qh[32h + l']
+      const int h = j / 8, g = (j / 2) % 4, l0 = 16 * (j % 2);
+      const uint8_t* ql = b + 64 * h + 32 * (g % 2) + l0;
+      const uint8_t* qh = b + 128 + 32 * h + l0;
+      for (int l = 0; l < 16; ++l)
+        y[16 * j + l] = dl[j] * (float)((((ql[l] >> (4 * (g / 2))) & 15) | (((qh[l] >> (2 * g)) & 3) << 4)) - 32);
     }
   }
 };

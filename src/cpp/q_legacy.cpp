@@ -109,19 +109,18 @@ struct Legacy {
     }
   }
 
-  static int level(const uint8_t* b, int e) {
-    int v = (b[QS + e % 16] >> (4 * (e / 16))) & 15;
-    if (NB == 5) v |= ((b[QH + e / 8] >> (e % 8)) & 1) << 4;
-    return v;
-  }
   static void dequantize(const uint8_t* b, float* y) {  // dequantize_row_q{4,5}_{0,1}
     const float d = load_fp16(b);
-    if (AFFINE) {
-      const float m = load_fp16(b + 2);
-      for (int e = 0; e < BS; ++e) y[e] = (float)level(b, e) * d + m;
-    } else {
-      for (int e = 0; e < BS; ++e) y[e] = (float)(level(b, e) - HALF) * d;
-    }
+    const float m = AFFINE ? load_fp16(b + 2) : 0.0f;
+    uint32_t qh = 0;
+    if (NB == 5) std::memcpy(&qh, b + QH, 4);
+    const uint8_t* qs = b + QS;
+    for (int h = 0; h < 2; ++h)  // element 16h + j: nibble h of qs[j], 5th bit 16h + j of qh
+      for (int j = 0; j < 16; ++j) {
+        int v = (qs[j] >> (4 * h)) & 15;
+        if (NB == 5) v |= ((qh >> (16 * h + j)) & 1) << 4;
+        y[16 * h + j] = AFFINE ? (float)v * d + m : (float)(v - HALF) * d;
+      }
   }
   static void steps(const uint8_t* b, const float* /*x*/, float* step) {
     const float d = std::fabs(load_fp16(b));
