@@ -29,9 +29,20 @@ inline vf sum_x2(const vf* x) {
   return s;
 }
 
-// Importance weights of the _impl routines: qw * sqrtf(sigma2 + x*x).
-inline void imatrix_weights(const vf* x, const vf* qw, vf sigma2, vf* w, int n) {
-  for (int i = 0; i < n; ++i) w[i] = qw[i] * vsqrt(sigma2 + x[i] * x[i]);
+// sigma2 of the _impl routines: TWO * sum(x^2) / QK_K (Q2_K has no factor 2).
+template <bool TWO>
+inline vf sigma2_of(const vf* x) {
+  return (TWO ? splat(2.0f) * sum_x2(x) : sum_x2(x)) / splat((float)QK_K);
+}
+
+// Importance weights of the _impl routines, qw * sqrtf(sigma2 + x*x), for the G sub-blocks of SUB
+// values from sub-block j on, and their sequential sums sw[j..j+G).
+template <int SUB, int G>
+inline void imatrix_weights(const Group<QK_K>& g, int j, vf sigma2, vf* w, vf* sw) {
+  const vf* x = g.x + SUB * j;
+  const vf* qw = g.qw + SUB * j;
+  for (int i = 0; i < SUB * G; ++i) w[i] = qw[i] * vsqrt(sigma2 + x[i] * x[i]);
+  for (int s = 0; s < G; ++s) sw[j + s] = seq_sum(w + SUB * s, SUB);
 }
 
 // Requantization of one sub-block with the fp16-rounded scales (the loop after the scale packing):
@@ -104,12 +115,11 @@ struct Q2_K : KSteps<Q2_K> {
       hd = vfp16_bits(sel(has_s, max_scale / splat(15.f), zerof()));
       hm = vfp16_bits(sel(has_m, max_min / splat(15.f), zerof()));
     } else {  // quantize_row_q2_K_impl (sigma2 without the factor 2)
-      const vf sigma2 = sum_x2(g.x) / splat((float)QK_K);
+      const vf sigma2 = sigma2_of<false>(g.x);
       vf sw[NSUB];
       for (int j = 0; j < NSUB; j += G16) {
         vf w[16 * G16];
-        imatrix_weights(g.x + 16 * j, g.qw + 16 * j, sigma2, w, 16 * G16);
-        for (int s = 0; s < G16; ++s) sw[j + s] = seq_sum(w + 16 * s, 16);
+        imatrix_weights<16, G16>(g, j, sigma2, w, sw);
         make_qkx_quants<G16, 16, 3, false>(g.x + 16 * j, w, L + 16 * j, mins + j, scales + j, -0.9f, 0.05f, 36);
       }
       vi Ls[NSUB], Lm[NSUB];
@@ -166,12 +176,11 @@ struct Q3_K : KSteps<Q3_K> {
         ls[j] = sel(nz, clampi(wrap_i8(vnearest_int(iscale * scales[j])), -32, 31) + 32, zeroi());
       hd = vfp16_bits(sel(nz, splat(1.0f) / iscale, zerof()));
     } else {  // quantize_row_q3_K_impl
-      const vf sigma2 = splat(2.0f) * sum_x2(g.x) / splat((float)QK_K);
+      const vf sigma2 = sigma2_of<true>(g.x);
       vf sw[NSUB];
       for (int j = 0; j < NSUB; j += G16) {
         vf w[16 * G16];
-        imatrix_weights(g.x + 16 * j, g.qw + 16 * j, sigma2, w, 16 * G16);
-        for (int s = 0; s < G16; ++s) sw[j + s] = seq_sum(w + 16 * s, 16);
+        imatrix_weights<16, G16>(g, j, sigma2, w, sw);
         make_qx_quants<G16, 16, 4>(g.x + 16 * j, L + 16 * j, w, scales + j);
       }
       vf d_block;
@@ -299,12 +308,11 @@ struct Q45_K : KSteps<Q45_K<P>> {
       hd = vfp16_bits(max_scale / splat(63.f));
       hm = vfp16_bits(max_min / splat(63.f));
     } else {  // quantize_row_q4_K_impl / quantize_row_q5_K_impl
-      const vf sigma2 = splat(2.0f) * sum_x2(g.x) / splat((float)QK_K);
+      const vf sigma2 = sigma2_of<true>(g.x);
       vf sw[NSUB];
       for (int j = 0; j < NSUB; j += G32) {
         vf w[32 * G32];
-        imatrix_weights(g.x + 32 * j, g.qw + 32 * j, sigma2, w, 32 * G32);
-        for (int s = 0; s < G32; ++s) sw[j + s] = seq_sum(w + 32 * s, 32);
+        imatrix_weights<32, G32>(g, j, sigma2, w, sw);
         make_qkx_quants<G32, 32, NMAX, false>(g.x + 32 * j, w, L + 32 * j, mins + j, scales + j, -0.9f, 0.05f, 36);
       }
       hd = vfp16_bits(make_qp_quants<NSUB, 63>(scales, ls, sw));
