@@ -19,7 +19,7 @@ constexpr float kGroupMaxEps = 1e-15f;  // GROUP_MAX_EPS
 
 // C conversions to narrow integer types: (uint8_t)v and (int8_t)v of an int.
 inline vi wrap_u8(vi v) { return v & 255; }
-inline vi wrap_i8(vi v) { return (v << 24) >> 24; }
+inline vi wrap_i8(vi v) { return (vi)((vu)v << 24) >> 24; }
 
 // (int)f for a float: truncation toward zero, as cvttps2dq.
 inline vi vtrunc(vf f) { return __builtin_convertvector(f, vi); }
