@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <utility>
 
 #include "types.h"
 
@@ -139,18 +140,21 @@ inline vf vfp16_value(vi h) {
 }
 inline vf vfp16_round(vf x) { return vfp16_value(vfp16_bits(x)); }
 
+// Interleave of the low (HI = 0) or high halves of a and b: a0 b0 a1 b1 ... (constant indices, so
+// GCC >= 12 and clang both take __builtin_shufflevector).
+template <int HI, size_t... K>
+inline vf zip_half(vf a, vf b, std::index_sequence<K...>) {
+  return __builtin_shufflevector(a, b, ((K % 2 ? PW : 0) + HI * (W / 2) + (int)K / 2)...);
+}
+
 // In-register transpose of W vectors (log2(W) zip stages): afterwards r[k][i] = old r[i][k].
 inline void transpose(vf* r) {
-  vi lo, hi;
-  for (int k = 0; k < W / 2; ++k) {
-    lo[2 * k] = k; lo[2 * k + 1] = W + k;
-    hi[2 * k] = W / 2 + k; hi[2 * k + 1] = W + W / 2 + k;
-  }
+  if (W == 1 || PW != W) return;  // a one-lane group is its own transpose
   for (int s = 1; s < W; s *= 2) {
     vf n[W];
     for (int i = 0; i < W / 2; ++i) {
-      n[2 * i] = __builtin_shuffle(r[i], r[i + W / 2], lo);
-      n[2 * i + 1] = __builtin_shuffle(r[i], r[i + W / 2], hi);
+      n[2 * i] = zip_half<0>(r[i], r[i + W / 2], std::make_index_sequence<PW>());
+      n[2 * i + 1] = zip_half<1>(r[i], r[i + W / 2], std::make_index_sequence<PW>());
     }
     for (int i = 0; i < W; ++i) r[i] = n[i];
   }
@@ -170,7 +174,7 @@ inline void transpose_in(const float* const* src, vf* t) {
         std::memcpy(&v[i], src[i] + j0, 4 * W);
       }
     }
-    if (W > 1) transpose(v);
+    transpose(v);
     for (int k = 0; k < W; ++k) t[j0 + k] = v[k];
   }
 }
@@ -200,7 +204,7 @@ inline void transpose_out_bytes(const vi* b, uint8_t* const* out) {
       }
       v[k] = (vf)word;
     }
-    if (W > 1) transpose(v);
+    transpose(v);
     for (int lane = 0; lane < W; ++lane) std::memcpy(out[lane] + p0, &v[lane], n);
   }
 }
