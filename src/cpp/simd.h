@@ -13,7 +13,7 @@
 
 #include "types.h"
 
-#if defined(__AVX__) || defined(__AVX512F__)
+#if defined(__SSE2__)
 #include <immintrin.h>
 #endif
 
@@ -115,6 +115,20 @@ inline vf tof(vi v) { return __builtin_convertvector(v, vf); }
 inline vi vnearest_int(vf f) {
   const vf v = f + splat(12582912.f);
   return ((vi)v & 0x007fffff) - 0x00400000;
+}
+
+// nearest_int for |f| <= 4194303 only (cvtps2dq rounds half to even like the magic-constant trick,
+// and differs beyond that range); one instruction instead of three.
+inline vi vround_small(vf f) {
+#if PRISM_W == 16 && defined(__AVX512F__)
+  return (vi)_mm512_cvtps_epi32((__m512)f);
+#elif PRISM_W == 8 && defined(__AVX__)
+  return (vi)_mm256_cvtps_epi32((__m256)f);
+#elif PRISM_W == 1 && defined(__SSE2__)  // PW == 4
+  return (vi)_mm_cvtps_epi32((__m128)f);
+#else
+  return vnearest_int(f);
+#endif
 }
 
 // Lane-wise fp32_to_fp16 / fp16_to_fp32: the scalar functions' arithmetic with selects for branches.
@@ -247,14 +261,12 @@ void quantize_rows(const float* x, uint8_t* dst, int64_t nrows, int64_t n_per_ro
         const int64_t row = b / nb_row;
         if (row >= sig_row0 + W) {
           sig_row0 = row;
-          const int64_t nr = nrows - row < W ? nrows - row : W;
-          for (int r = 0; r < W; ++r) sig[r] = 0.0f;
+          const float* xr[W];  // rows past the end repeat the last one (fixed trip count: registers)
+          for (int r = 0; r < W; ++r) xr[r] = x + (row + r < nrows ? row + r : nrows - 1) * n_per_row;
+          float acc[W] = {};
           for (int64_t j = 0; j < n_per_row; ++j)
-            for (int r = 0; r < nr; ++r) {
-              const float v = x[(row + r) * n_per_row + j];
-              sig[r] += v * v;
-            }
-          for (int r = 0; r < W; ++r) sig[r] = sig[r] / n_per_row;
+            for (int r = 0; r < W; ++r) acc[r] += xr[r][j] * xr[r][j];
+          for (int r = 0; r < W; ++r) sig[r] = acc[r] / n_per_row;
         }
         g.row_sigma2[lane] = sig[row - sig_row0];
       }
