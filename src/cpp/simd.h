@@ -223,6 +223,15 @@ inline void transpose_out_bytes(const vi* b, uint8_t* const* out) {
   }
 }
 
+// Input of the padding lanes of a last, partial group: x = 0, imatrix = 1.
+constexpr int kMaxBlock = 256;
+struct PaddingBlocks {
+  alignas(64) float zeros[kMaxBlock] = {};
+  alignas(64) float ones[kMaxBlock] = {};
+  constexpr PaddingBlocks() { for (float& v : ones) v = 1.0f; }
+};
+inline constexpr PaddingBlocks kPadding{};
+
 // Runs K::quantize over every block of nrows x n_per_row, W blocks at a time.
 // K provides: BS, BYTES, kRowSigma2 (bool), and
 //   static void quantize(const Group<BS>& g, bool has_qw, vi* ob);  // ob[p][lane]: byte p of the lane's block
@@ -234,13 +243,7 @@ void quantize_rows(const float* x, uint8_t* dst, int64_t nrows, int64_t n_per_ro
   alignas(64) Group<BS> g;
   alignas(64) uint8_t scratch[W][K::BYTES];
   alignas(64) vi ob[K::BYTES];
-  alignas(64) static const float zeros[256] = {}, ones[256] = {
-#define PRISM_ONE4 1.f, 1.f, 1.f, 1.f
-#define PRISM_ONE32 PRISM_ONE4, PRISM_ONE4, PRISM_ONE4, PRISM_ONE4, PRISM_ONE4, PRISM_ONE4, PRISM_ONE4, PRISM_ONE4
-      PRISM_ONE32, PRISM_ONE32, PRISM_ONE32, PRISM_ONE32, PRISM_ONE32, PRISM_ONE32, PRISM_ONE32, PRISM_ONE32};
-#undef PRISM_ONE32
-#undef PRISM_ONE4
-  static_assert(BS <= 256 && BS % W == 0, "block size");
+  static_assert(BS <= kMaxBlock && BS % W == 0, "block size");
   uint8_t* out[W];
   const float* xs[W];
   const float* qs[W];
@@ -254,8 +257,8 @@ void quantize_rows(const float* x, uint8_t* dst, int64_t nrows, int64_t n_per_ro
     for (int lane = 0; lane < W; ++lane) {
       const int64_t b = b0 + lane;
       const bool real = lane < n;  // padding lanes: zeros, results discarded
-      xs[lane] = real ? x + b * BS : zeros;  // consecutive blocks are contiguous in memory
-      qs[lane] = real && imatrix ? imatrix + (b % nb_row) * BS : ones;
+      xs[lane] = real ? x + b * BS : kPadding.zeros;  // consecutive blocks are contiguous in memory
+      qs[lane] = real && imatrix ? imatrix + (b % nb_row) * BS : kPadding.ones;
       out[lane] = real ? dst + b * K::BYTES : scratch[lane];
       if (K::kRowSigma2 && imatrix && real) {
         const int64_t row = b / nb_row;
