@@ -7,7 +7,6 @@
 namespace prism { namespace PRISM_NS {
 namespace {
 
-
 // (int)roundf(x) per lane, as ggml's `qs = roundf(x)` compiles (roundf, then cvttss2si): truncate, then
 // step away from zero when |x - t| >= 0.5. Out of int range (id = 1/d overflows for fp32-subnormal d)
 // the conversion gives INT_MIN, i.e. byte 0, and must not be stepped.
