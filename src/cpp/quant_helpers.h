@@ -123,7 +123,11 @@ inline void make_qx_quants(const vf* x, vi* L, const vf* qw, vf* scale) {
 template <int G, int N, int NMAX, bool QP>
 inline void refine_levels(const vf* x, const vf* w, const vf* wx, vi* L, vf* sumlx, vf* suml2, const vi* skip) {
   bool active[G];
-  for (int s = 0; s < G; ++s) active[s] = true;
+  vf sq[G];  // sumlx*sumlx, kept with sumlx (the accepted slx*slx is the same product)
+  for (int s = 0; s < G; ++s) {
+    active[s] = true;
+    sq[s] = sumlx[s] * sumlx[s];
+  }
   for (int itry = 0; itry < 5; ++itry) {
     vi changed[G];
     for (int s = 0; s < G; ++s) changed[s] = zeroi();
@@ -134,22 +138,24 @@ inline void refine_levels(const vf* x, const vf* w, const vf* wx, vi* L, vf* sum
         const vf fl = tof(L[k]);
         vf slx = sumlx[s] - wx[k] * fl;
         vf sl2 = suml2[s] - w[k] * fl * fl;
-        vi pos = (slx > zerof()) & ~skip[s];
+        vi pos = slx > zerof();
         if (QP) pos &= sl2 > zerof();
         const vi q = vnearest_int(x[k] * sl2 / slx);
         const vi new_l = QP ? vmini(q, splati(NMAX)) : clampi(q, -NMAX, NMAX - 1);
         const vf fn = tof(new_l);
         slx += wx[k] * fn;
         sl2 += w[k] * fn * fn;
-        vi acc = pos & (new_l != L[k]) & (slx * slx * suml2[s] > sumlx[s] * sumlx[s] * sl2);
+        const vf slx2 = slx * slx;
+        vi acc = pos & (new_l != L[k]) & (slx2 * suml2[s] > sq[s] * sl2);
         if (!QP) acc &= sl2 > zerof();
         L[k] = sel(acc, QP ? wrap_u8(new_l) : new_l, L[k]);
         sumlx[s] = sel(acc, slx, sumlx[s]);
         suml2[s] = sel(acc, sl2, suml2[s]);
+        sq[s] = sel(acc, slx2, sq[s]);
         changed[s] |= acc;
       }
-    bool more = false;
-    for (int s = 0; s < G; ++s) more |= (active[s] = active[s] && any(changed[s]));
+    bool more = false;  // skipped (all-zero) lanes may churn: their results are discarded anyway
+    for (int s = 0; s < G; ++s) more |= (active[s] = active[s] && any(changed[s] & ~skip[s]));
     if (!more) break;
   }
 }
@@ -175,7 +181,7 @@ inline void make_q3_quants(const vf* x, vi* L, vf* scale) {
   for (int i = 0; i < N; ++i)
     for (int s = 0; s < G; ++s) {
       const int k = s * N + i;
-      const vi l = clampi(vnearest_int(iscale[s] * x[k]), -NMAX, NMAX - 1);
+      const vi l = clampi(vround_small(iscale[s] * x[k]), -NMAX, NMAX - 1);  // exact, as in make_qx_quants
       L[k] = l;
       const vf fl = tof(l);
       sumlx[s] += wx[k] * fl;
