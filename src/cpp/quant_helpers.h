@@ -9,8 +9,6 @@
 // float sums are sequential chains, so the loops run `for element i: for group s`, which gives the
 // CPU G independent chains to overlap. Per group the operations are exactly ggml's.
 #pragma once
-#include <type_traits>
-
 #include "simd.h"
 
 namespace prism { namespace PRISM_NS {
@@ -47,13 +45,10 @@ inline vf first_absmax(const vf* x, vf& amax) {
 // ---- make_qx_quants (rmse_type = 1) ---------------------------------------------------------------
 // Symmetric grid l in [-NMAX, NMAX-1] (L = l + NMAX); weights qw, or x*x when qw is null. 19 scale
 // candidates, accepted in order on strict improvement of sumlx^2/suml2. Writes the scales.
-// The candidates' sums are independent (only the acceptance is ordered), so with few groups C
-// candidates are summed in one pass for more independent chains, then accepted one by one.
 template <int G, int N, int NMAX>
 inline void make_qx_quants(const vf* x, vi* L, const vf* qw, vf* scale) {
-  constexpr int C = G >= 4 ? 1 : G >= 2 ? 2 : 3;  // divides the 18 candidates
-  vf max[G], w[G * N], wx[G * N], sumlx[C][G], suml2[C][G], best[G], iscale[C][G];
-  vi Laux[C][G * N], zero[G];
+  vf max[G], w[G * N], wx[G * N], sumlx[G], suml2[G], best[G], iscale[G];
+  vi Laux[G * N], zero[G];
   for (int s = 0; s < G; ++s) {
     vf amax;
     max[s] = first_absmax<N>(x + s * N, amax);
@@ -63,50 +58,38 @@ inline void make_qx_quants(const vf* x, vi* L, const vf* qw, vf* scale) {
     w[k] = qw ? qw[k] : x[k] * x[k];
     wx[k] = w[k] * x[k];
   }
-
-  // Sums of the grids of iscale[0..nc), levels (l + NMAX) into Laux[c]; nc is a compile-time
-  // constant (std::integral_constant) so that the sums stay in registers.
-  auto candidates = [&](auto nc_const) {
-    constexpr int nc = decltype(nc_const)::value;
-    for (int c = 0; c < nc; ++c)
-      for (int s = 0; s < G; ++s) sumlx[c][s] = suml2[c][s] = zerof();
+  // Sums over the grid of iscale, levels (l + NMAX) into Lout.
+  auto candidate = [&](vi* Lout) {
+    for (int s = 0; s < G; ++s) sumlx[s] = suml2[s] = zerof();
     for (int i = 0; i < N; ++i)
-      for (int c = 0; c < nc; ++c)
-        for (int s = 0; s < G; ++s) {
-          const int k = s * N + i;
-          // |iscale*x| <= NMAX + 0.9 (|x| <= |max|, |max| >= 1e-15 in non-zero groups): vround_small is exact
-          const vi l = clampi(vround_small(iscale[c][s] * x[k]), -NMAX, NMAX - 1);
-          Laux[c][k] = l + NMAX;
-          const vf fl = tof(l);
-          sumlx[c][s] += wx[k] * fl;
-          suml2[c][s] += w[k] * fl * fl;
-        }
-  };
-  for (int s = 0; s < G; ++s) iscale[0][s] = splat(-(float)NMAX) / max[s];
-  candidates(std::integral_constant<int, 1>());
-  for (int s = 0; s < G; ++s) {
-    for (int i = 0; i < N; ++i) L[s * N + i] = Laux[0][s * N + i];
-    scale[s] = sel(suml2[0][s] != zerof(), sumlx[0][s] / suml2[0][s], zerof());
-    best[s] = scale[s] * sumlx[0][s];
-  }
-  int order[18], n = 0;
-  for (int is = -9; is <= 9; ++is)
-    if (is != 0) order[n++] = is;
-  for (int c0 = 0; c0 < 18; c0 += C) {
-    for (int c = 0; c < C; ++c) {
-      const vf num = splat(-((float)NMAX + 0.1f * (float)order[c0 + c]));
-      for (int s = 0; s < G; ++s) iscale[c][s] = num / max[s];
-    }
-    candidates(std::integral_constant<int, C>());
-    for (int c = 0; c < C; ++c)
       for (int s = 0; s < G; ++s) {
-        const vf slx = sumlx[c][s], sl2 = suml2[c][s];
-        const vi acc = (sl2 > zerof()) & (slx * slx > best[s] * sl2);
-        if (!any(acc)) continue;
-        for (int i = 0; i < N; ++i) L[s * N + i] = sel(acc, Laux[c][s * N + i], L[s * N + i]);
-        scale[s] = sel(acc, slx / sl2, scale[s]);
-        best[s] = sel(acc, scale[s] * slx, best[s]);
+        const int k = s * N + i;
+        // |iscale*x| <= NMAX + 0.9 (|x| <= |max|, |max| >= 1e-15 in non-zero groups): vround_small is exact
+        const vi l = clampi(vround_small(iscale[s] * x[k]), -NMAX, NMAX - 1);
+        Lout[k] = l + NMAX;
+        const vf fl = tof(l);
+        sumlx[s] += wx[k] * fl;
+        suml2[s] += w[k] * fl * fl;
       }
+  };
+  for (int s = 0; s < G; ++s) iscale[s] = splat(-(float)NMAX) / max[s];
+  candidate(L);
+  for (int s = 0; s < G; ++s) {
+    scale[s] = sel(suml2[s] != zerof(), sumlx[s] / suml2[s], zerof());
+    best[s] = scale[s] * sumlx[s];
+  }
+  for (int is = -9; is <= 9; ++is) {
+    if (is == 0) continue;
+    const vf num = splat(-((float)NMAX + 0.1f * (float)is));
+    for (int s = 0; s < G; ++s) iscale[s] = num / max[s];
+    candidate(Laux);
+    for (int s = 0; s < G; ++s) {
+      const vi acc = (suml2[s] > zerof()) & (sumlx[s] * sumlx[s] > best[s] * suml2[s]);
+      if (!any(acc)) continue;
+      for (int i = 0; i < N; ++i) L[s * N + i] = sel(acc, Laux[s * N + i], L[s * N + i]);
+      scale[s] = sel(acc, sumlx[s] / suml2[s], scale[s]);
+      best[s] = sel(acc, scale[s] * sumlx[s], best[s]);
+    }
   }
   for (int s = 0; s < G; ++s) {
     for (int i = 0; i < N; ++i) L[s * N + i] = sel(zero[s], zeroi(), L[s * N + i]);
