@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <utility>
 
 #include "types.h"
@@ -232,9 +233,18 @@ struct PaddingBlocks {
 };
 inline constexpr PaddingBlocks kPadding{};
 
+// True when K::quantize fills the lane-form byte image (vi* ob) rather than writing through out[lane].
+template <class K, class = void>
+struct WritesByteImage : std::false_type {};
+template <class K>
+struct WritesByteImage<K, std::void_t<decltype(K::quantize(std::declval<const Group<K::BS>&>(), true,
+                                                           std::declval<vi*>()))>> : std::true_type {};
+
 // Runs K::quantize over every block of nrows x n_per_row, W blocks at a time.
-// K provides: BS, BYTES, kRowSigma2 (bool), and
+// K provides: BS, BYTES, kRowSigma2 (bool), and either
 //   static void quantize(const Group<BS>& g, bool has_qw, vi* ob);  // ob[p][lane]: byte p of the lane's block
+// (preferred: stored through transposes) or
+//   static void quantize(const Group<BS>& g, bool has_qw, uint8_t* const* out);  // out[lane]: BYTES
 template <class K>
 void quantize_rows(const float* x, uint8_t* dst, int64_t nrows, int64_t n_per_row, const float* imatrix) {
   constexpr int BS = K::BS;
@@ -276,8 +286,12 @@ void quantize_rows(const float* x, uint8_t* dst, int64_t nrows, int64_t n_per_ro
     }
     transpose_in<BS>(xs, g.x);
     if (imatrix) transpose_in<BS>(qs, g.qw);
-    K::quantize(g, imatrix != nullptr, ob);
-    transpose_out_bytes<K::BYTES>(ob, out);
+    if constexpr (WritesByteImage<K>::value) {
+      K::quantize(g, imatrix != nullptr, ob);
+      transpose_out_bytes<K::BYTES>(ob, out);
+    } else {
+      K::quantize(g, imatrix != nullptr, out);
+    }
   }
 }
 
