@@ -107,12 +107,22 @@ inline void nl_dequant32(const uint8_t* qs, float dl, float* y) {
 // Width of the bin around y on the side where x lies: |dl| * gap to the neighbouring grid value in that
 // direction (the grid runs backwards in x when dl < 0). Beyond the outermost grid value the bin is
 // unbounded: +inf, so the value counts as far from any boundary. 0 when dl == 0 (no bins).
+struct NlGaps {
+  // [0][l] = kValues[l] - kValues[l-1], [1][l] = kValues[l+1] - kValues[l]; inf beyond the ends
+  float g[2][16];
+  constexpr NlGaps() : g() {
+    for (int l = 0; l < 16; ++l) {
+      g[0][l] = l > 0 ? (float)(kValues[l] - kValues[l - 1]) : std::numeric_limits<float>::infinity();
+      g[1][l] = l < 15 ? (float)(kValues[l + 1] - kValues[l]) : std::numeric_limits<float>::infinity();
+    }
+  }
+};
+constexpr NlGaps kGaps;
+
 inline float nl_step(int l, float dl, float x) {
-  if (dl == 0.0f) return 0.0f;
   const float y = dl * (float)kValues[l];
-  const int n = ((x > y) == (dl > 0.0f)) ? l + 1 : l - 1;
-  if (n < 0 || n > 15) return std::numeric_limits<float>::infinity();
-  return std::fabs(dl) * std::fabs((float)(kValues[n] - kValues[l]));
+  const int up = (x > y) == (dl > 0.0f);  // index arithmetic, not a branch: the side is a coin flip
+  return dl == 0.0f ? 0.0f : std::fabs(dl) * kGaps.g[up][l];
 }
 
 inline void nl_steps32(const uint8_t* qs, float dl, const float* x, float* step) {
