@@ -128,12 +128,16 @@ def test_moe_layers_come_from_names():
     (r"^blk\.1\.attn_q\.weight$", "blk.11.attn_q.weight", False),
     (r"blk\.\d", "blk.\u0661.x", False),                    # ECMAScript \d is ASCII only
     (r"[^]", "x", True), (r"a[]", "a", False),
+    (r"\Attn_q", "blk.0.attn_q.weight", True),              # \a: identity escape, not BEL
+    (r"\Qkv", "blk.0.attn_qkv.weight", True),
+    (r"at++n", "blk.0.attn_k.weight", True), (r"x*+attn", "attn", True),  # nested, not possessive
 ])
 def test_tensor_type_patterns(pattern, name, hit):
     assert rules.TensorTypeRule.make(pattern, "Q8_0").matches(name) is hit
 
 
-@pytest.mark.parametrize("pattern", [r"(?P<x>attn)", r"(?i)attn", r"(?<=blk)\.0", r"\Aattn", r"attn\Z", "a++"])
+@pytest.mark.parametrize("pattern", [r"(?P<x>attn)", r"(?i)attn", r"(?<=blk)\.0", r"attn{,2}", r"\cA",
+                                     r"a{1,2}+"])
 def test_python_only_regex_is_rejected(pattern):
     with pytest.raises(PrismError):
         rules.TensorTypeRule.make(pattern, "Q8_0")
@@ -202,6 +206,7 @@ FLAG_CASES = [
     ("dense", "Q4_K_M", dict(tensor_types=[r"BLK\.\D+\.ATTN_K=Q5_0", "attn=q4_0"])),
     ("dense", "Q3_K_M", dict(tensor_types=[r"^blk\.(1|3|5)\.attn_(q|k)\.weight$=iq4_nl", "[^]=q6_K"])),
     ("dense", "Q4_K_M", dict(tensor_types=[r"a[]=q8_0", r"ffn_(up|gate)=q5_k"])),
+    ("dense", "Q4_K_M", dict(tensor_types=[r"blk\.1\.\Attn_q=q8_0", r"at++n_k=q5_0", r"f*+n_up=q6_k"])),
     ("dense", "Q4_K_M", dict(token_embedding_type="q4_K", output_tensor_type="q5_K")),
     ("dense", "Q4_K_M", dict(leave_output_tensor=True)),
     ("dense", "F16", dict(tensor_types=["attn_v=q8_0"], token_embedding_type="q8_0")),

@@ -27,6 +27,14 @@ _SPLIT_NAME = re.compile(r"^(?P<prefix>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gg
 _DEQUANT_CHUNK_VALUES = 1 << 22  # rows are dequantized in slabs of ~16 MiB of float32
 
 
+def ggml_n_dims(shape: Sequence[int]) -> int:
+    """ggml_n_dims: trailing dimensions of size 1 do not count (a [576, 1] tensor is 1-D)."""
+    for i in range(len(shape) - 1, 0, -1):
+        if shape[i] > 1:
+            return i + 1
+    return 1
+
+
 @dataclass(frozen=True)
 class TensorInfo:
     """One tensor of the model. `shape` is in ggml order: shape[0] (ne0) is the row length."""
@@ -60,11 +68,7 @@ class TensorInfo:
 
     @property
     def n_dims(self) -> int:
-        """ggml_n_dims: trailing dimensions of size 1 do not count (a [576, 1] tensor is 1-D)."""
-        for i in range(len(self.shape) - 1, 0, -1):
-            if self.shape[i] > 1:
-                return i + 1
-        return 1
+        return ggml_n_dims(self.shape)
 
     @property
     def requantized(self) -> bool:

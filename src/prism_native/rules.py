@@ -7,11 +7,14 @@ tensor_requires_imatrix; and tools/quantize/quantize.cpp for the ftype names and
 This is an independent re-implementation, not a copy; the C++ routine each part follows is named.
 
 --tensor-type patterns: llama-quantize lower-cases NAME, compiles it as std::regex (ECMAScript) and
-uses regex_search (unanchored), first match wins. Python's `re` is used with these adjustments:
+uses regex_search (unanchored), first match wins. Python's `re` is used with these adjustments
+(checked against libstdc++'s std::regex through llama-quantize --dry-run):
   * re.ASCII, because ECMAScript \\d \\w \\s \\b are ASCII-only (Python's are Unicode);
-  * constructs ECMAScript lacks are rejected instead of silently meaning something else: `(?P<..>`,
-    `(?<=`/`(?<!` lookbehind, inline flags `(?i)`, atomic groups, possessive quantifiers, and the
-    escapes \\a \\z \\g (what \\A \\Z \\G become after lower-casing); `[^]` and `[]` are translated;
+  * an escaped letter without ECMAScript meaning is the letter itself (\\A, lower-cased to \\a, matches
+    "a"; Python would read BEL); `[^]` (any character) and `[]` (nothing) are translated;
+  * nested quantifiers a++ a*+ a?+ (std::regex: (a+)+ ...) become a+ a* a* (Python: possessive);
+  * rejected, where std::regex fails or matches differently: `(?P<..>`, `(?i)`, lookbehind `(?<=`,
+    `{,n}`, `\\cX`, `{n,m}+`;
   * `$` cannot differ: it only differs before a final newline, which tensor names never contain.
 """
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Iterable, Protocol, Sequence
 
 from . import qtypes
 from .errors import PrismError
-from .gguf_model import Hparams
+from .gguf_model import Hparams, Model, ggml_n_dims
 from .qtypes import QType
 
 # -- ftypes (tools/quantize/quantize.cpp QUANT_OPTIONS, llama_ftype_get_default_type) ----------------
@@ -180,7 +183,10 @@ def llama_order(names: Iterable[str]) -> list[str]:
 
 # -- --tensor-type patterns ---------------------------------------------------------------------------
 
-_REJECTED_ESCAPES = {"a": r"\A", "z": r"\Z", "g": r"\G"}
+# escapes ECMAScript gives a meaning (lower case only: llama-quantize lower-cases the pattern); any other
+# letter is an identity escape there (libstdc++: "\\attn" matches "attn"), while Python reads \\a as BEL
+# and rejects \\q or \\z
+_ECMA_ESCAPES = frozenset("dswbfnrtvxu")
 
 
 def _python_regex(pattern: str) -> str:
@@ -189,12 +195,12 @@ def _python_regex(pattern: str) -> str:
     i, n, in_class = 0, len(pattern), False
     while i < n:
         c = pattern[i]
+        nxt = pattern[i + 1:i + 2]
         if c == "\\":
-            nxt = pattern[i + 1:i + 2]
-            if nxt in _REJECTED_ESCAPES:
-                raise ValueError(f"'\\{nxt}' (from {_REJECTED_ESCAPES[nxt]} after lower-casing) is not "
-                                 "an ECMAScript escape")
-            out.append(pattern[i:i + 2])
+            if nxt == "c":
+                raise ValueError("control escapes (\\cX) are not supported")
+            out.append(nxt if nxt.isalpha() and nxt.isascii() and nxt not in _ECMA_ESCAPES
+                       else pattern[i:i + 2])
             i += 2
             continue
         if in_class:
@@ -209,11 +215,19 @@ def _python_regex(pattern: str) -> str:
                 i += 2
                 continue
             in_class = True
-            # a ']' right after '[' or '[^' is literal in Python but closes the class in ECMAScript
-        elif c == "(" and pattern.startswith("(?", i) and pattern[i + 2:i + 3] not in (":", "=", "!"):
-            raise ValueError(f"'{pattern[i:i + 3]}' is not ECMAScript syntax (std::regex rejects it)")
-        elif c in "*+?}" and pattern[i + 1:i + 2] == "+":
-            raise ValueError("possessive quantifiers are not ECMAScript syntax")
+        elif c == "(" and nxt == "?" and pattern[i + 2:i + 3] not in (":", "=", "!"):
+            raise ValueError(f"'{pattern[i:i + 3]}' is not ECMAScript syntax (std::regex rejects it or, for "
+                             "lookbehind, matches differently)")
+        elif c == "{" and nxt == ",":
+            raise ValueError("'{,n}' is not a valid ECMAScript quantifier")
+        elif c in "*+?" and nxt == "+" and out and out[-1] not in "(|":
+            # nested quantifier: std::regex reads a++ as (a+)+, Python as possessive; a+ / a* match the
+            # same strings as (a+)+ / (a*)+ and (a?)+
+            out.append("+" if c == "+" else "*")
+            i += 2
+            continue
+        elif c == "}" and nxt == "+":
+            raise ValueError("'{n,m}+' (a nested quantifier) is not supported")
         out.append(c)
         i += 1
     return "".join(out)
@@ -307,13 +321,6 @@ class Decision:
     @property
     def changed(self) -> bool:
         return self.target.ggml_type != self.source.ggml_type
-
-
-def _n_dims(shape: Sequence[int]) -> int:
-    for i in range(len(shape) - 1, 0, -1):
-        if shape[i] > 1:
-            return i + 1
-    return 1
 
 
 def _is_quantized(t: QType) -> bool:  # ggml_is_quantized
@@ -544,62 +551,60 @@ def requires_imatrix(name: str, target: QType, ftype: str) -> bool:
 
 def decide(tensors: Iterable[TensorLike], hp: Hparams, opts: QuantizeOptions) -> list[Decision]:
     """The type llama-quantize gives every tensor (llama_tensor_get_type), in llama's tensor order."""
-    ft = get_ftype(opts.ftype)
     by_name = {t.name: t for t in tensors}
     names = llama_order(by_name)
-    default = qtypes.get(ft.default)
-    mix = _Mix(hp, ft.name, opts, names)
-    rules = opts.tensor_types
-    tet = qtypes.get(opts.token_embedding_type) if opts.token_embedding_type else None
-    ott = qtypes.get(opts.output_tensor_type) if opts.output_tensor_type else None
-    out: list[Decision] = []
-    for name in names:
-        t = by_name[name]
-        src = qtypes.get(t.ggml_type)
-        reason = not_quantized_reason(name, _n_dims(t.shape), hp.arch,
-                                      quantize_output_tensor=not opts.leave_output_tensor,
-                                      only_copy=ft.name == "COPY")
+    decider = _Decider(hp, opts, names)
+    return [decider(by_name[n]) for n in names]
+
+
+def decide_model(model: Model, opts: QuantizeOptions) -> list[Decision]:
+    """decide() for an opened model."""
+    return decide(model.tensors, model.hparams, opts)
+
+
+class _Decider:
+    """llama_tensor_get_type for one llama-quantize run (the mix keeps counters across tensors)."""
+
+    def __init__(self, hp: Hparams, opts: QuantizeOptions, names: Sequence[str]) -> None:
+        self.hp, self.opts = hp, opts
+        self.ft = get_ftype(opts.ftype)
+        self.default = qtypes.get(self.ft.default)
+        self.mix = _Mix(hp, self.ft.name, opts, names)
+        self.tet = qtypes.get(opts.token_embedding_type) if opts.token_embedding_type else None
+        self.ott = qtypes.get(opts.output_tensor_type) if opts.output_tensor_type else None
+
+    def __call__(self, t: TensorLike) -> Decision:
+        name, src, ne0 = t.name, qtypes.get(t.ggml_type), t.shape[0]
+        reason = not_quantized_reason(name, ggml_n_dims(t.shape), self.hp.arch,
+                                      quantize_output_tensor=not self.opts.leave_output_tensor,
+                                      only_copy=self.ft.name == "COPY")
         if reason is not None:
-            out.append(Decision(name, src, src, False, reason, "kept", t.shape[0]))
-            continue
-        d = _decide_one(t, src, hp, ft, default, mix, rules, tet, ott, opts.pure)
-        out.append(d)
-    return out
+            return Decision(name, src, src, False, reason, "kept", ne0)
+        target, rule, wanted = self._target(t)
+        return Decision(name, src, target, True, None, rule, ne0, wanted,
+                        requires_imatrix(name, target, self.ft.name))
 
-
-def _decide_one(t: TensorLike, src: QType, hp: Hparams, ft: Ftype, default: QType, mix: _Mix,
-                rules: Sequence[TensorTypeRule], tet: QType | None, ott: QType | None,
-                pure: bool) -> Decision:
-    name, cat = t.name, category(t.name)
-
-    def done(target: QType, rule: str, wanted: QType | None = None) -> Decision:
-        return Decision(name, src, target, True, None, rule, t.shape[0], wanted,
-                        requires_imatrix(name, target, ft.name))
-
-    if tet is not None and cat == TOKEN_EMBD:
-        # per_layer_token_embd may still be named by a --tensor-type; no fallback on this path
-        if not (name == "per_layer_token_embd.weight" and any(r.matches(name) for r in rules)):
-            return done(tet, "token-embedding-type")
-    if ott is not None and cat == OUTPUT:
-        return done(ott, "output-tensor-type")
-    new = default
-    rule = "default"
-    if _is_quantized(default):
+    def _target(self, t: TensorLike) -> tuple[QType, str, QType | None]:
+        """(type, rule that chose it, type before the row-length fallback or None)."""
+        name, cat = t.name, category(t.name)
+        rules = self.opts.tensor_types
+        if self.tet is not None and cat == TOKEN_EMBD:
+            # per_layer_token_embd may still be named by a --tensor-type; no fallback on this path
+            if not (name == "per_layer_token_embd.weight" and any(r.matches(name) for r in rules)):
+                return self.tet, "token-embedding-type", None
+        if self.ott is not None and cat == OUTPUT:
+            return self.ott, "output-tensor-type", None
+        new, rule = self.default, "default"
+        if not _is_quantized(self.default):
+            return new, rule, None
         for i, r in enumerate(rules):
             if r.matches(name):
                 new, rule = r.qtype, f"tensor-type[{i}]"
                 break
         else:
-            if pure:
+            if self.opts.pure:
                 rule = "pure"
             else:
-                new, rule = qtypes.get(mix(default.name, name, t.shape, cat)), "mix"
+                new, rule = qtypes.get(self.mix(self.default.name, name, t.shape, cat)), "mix"
         eff = qtypes.effective(new, t.shape[0])
-        if eff.ggml_type != new.ggml_type:
-            return done(eff, rule, new)
-    return done(new, rule)
-
-
-def decide_model(model: "object", opts: QuantizeOptions) -> list[Decision]:
-    """decide() for an opened gguf_model.Model."""
-    return decide(model.tensors, model.hparams, opts)  # type: ignore[attr-defined]
+        return (eff, rule, new) if eff.ggml_type != new.ggml_type else (new, rule, None)

@@ -16,7 +16,7 @@ import gguf
 
 from . import qtypes
 from .errors import PrismError
-from .gguf_model import GGUF_HEADER_BYTES, Model, TensorInfo
+from .gguf_model import GGUF_HEADER_BYTES, Model, ggml_n_dims
 from .qtypes import QType
 from .rules import Decision, not_quantized_reason
 
@@ -99,12 +99,7 @@ def imatrix_kv(file: str, dataset: str | None, has_chunks: bool) -> tuple[ExtraK
 
 def tensor_info_nbytes(name: str, shape: tuple[int, ...]) -> int:
     """gguf write_tensor_meta: name, n_dims (ggml_n_dims), ne[0..n_dims), type, offset."""
-    n_dims = 1
-    for i in range(len(shape) - 1, 0, -1):
-        if shape[i] > 1:
-            n_dims = i + 1
-            break
-    return 8 + len(name.encode()) + 4 + 8 * n_dims + 4 + 8
+    return 8 + len(name.encode()) + 4 + 8 * ggml_n_dims(shape) + 4 + 8
 
 
 def output_kv_nbytes(model: Model, extra: Iterable[ExtraKV] = ()) -> int:
@@ -181,7 +176,3 @@ def estimate_decisions(model: Model, decisions: Iterable[Decision], *,
     ds = list(decisions)
     return estimate(model, {d.name: d.target for d in ds}, extra_kv=extra_kv,
                     quantized=[d.name for d in ds if d.quantized])
-
-
-def source_tensor_bytes(tensors: Iterable[TensorInfo]) -> int:
-    return sum(t.n_bytes for t in tensors)

@@ -49,11 +49,3 @@ def _role(cls: str) -> str:
     if cls.startswith("ffn_gate_inp") or "exp_probs" in cls:
         return "expert_gate"
     return "dense"
-
-
-def layer_of(name: str) -> int | None:
-    return classify(name).layer
-
-
-def class_of(name: str) -> str:
-    return classify(name).cls
