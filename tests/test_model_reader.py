@@ -191,3 +191,26 @@ def test_type_gguf_cannot_dequantize_is_a_clear_error(tmp_path):
     assert m.tensor("blk.0.attn_q.weight").type_name == "Q8_K"
     with pytest.raises(PrismError, match="cannot dequantize"):
         m.read("blk.0.attn_q.weight")
+
+
+def test_corrupted_headers_never_escape_as_tracebacks(tmp_path):
+    """Random byte flips and cuts in the metadata: the model opens, or a PrismError names the file."""
+    import random
+
+    from prism_native.cmd_inspect import build_report
+    src = _write_valid(tmp_path / "m.gguf")
+    good = src.read_bytes()
+    meta_end = gguf.GGUFReader(src).data_offset
+    rng = random.Random(1)
+    for i in range(300):
+        b = bytearray(good)
+        for _ in range(rng.randint(1, 4)):
+            b[rng.randrange(meta_end)] = rng.randrange(256)
+        if rng.random() < 0.2:
+            b = b[:rng.randrange(len(b))]
+        p = tmp_path / f"c{i % 4}.gguf"
+        p.write_bytes(bytes(b))
+        try:
+            build_report(Model(p))
+        except PrismError as e:
+            assert str(e).startswith(str(p))
