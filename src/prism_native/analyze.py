@@ -215,7 +215,10 @@ def measure_tensor(model: Model, t: TensorInfo, settings: Settings, imatrix: Ima
     def rows_fn(n: int) -> np.ndarray | None:  # the sampling budget is shared pro rata by the matrices
         return _sample_rows(n, ne0, max(ne0, budget * n // t.n_rows), seed) if budget else None
 
-    sums, n_rows_measured = _measure_errors(x, bf16, measurable, weights, n_mat, rows_fn, settings)
+    try:
+        sums, n_rows_measured = _measure_errors(x, bf16, measurable, weights, n_mat, rows_fn, settings)
+    except ValueError as e:  # the kernel rejects NaN/Inf and bad shapes: the user's file, not a bug
+        raise PrismError(f"{model.path}: tensor {t.name}: {e}") from None
     stats = dict(zip(measurable, sums))
     if any(not math.isfinite(s[1]) for s in stats.values()):
         raise PrismError(f"{t.name}: values overflow float32 accumulation")

@@ -90,7 +90,8 @@ def default_output(model: Model) -> Path:
     return Path(f"{stem}.prism.json")
 
 
-def print_class_table(analysis: Analysis, file=sys.stdout) -> None:
+def print_class_table(analysis: Analysis, file=None) -> None:
+    file = file or sys.stdout
     rows = class_table(analysis)
     hdr = f"{'class':<22} {'n':>4} {'share':>6} {'alpha':>6} {'dom':>6} {'imbal':>6} {'osqe4':>8} {'frag':>5} {'bound':>6} {'sens':>6}"
     print(hdr, file=file)
