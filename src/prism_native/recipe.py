@@ -24,12 +24,12 @@ from typing import Callable, Iterable, Mapping, Sequence
 from . import qtypes
 from .errors import PrismError
 from .gguf_model import Hparams, TensorInfo
-from .rules import (FTYPE_ALIASES, FTYPES, Decision, QuantizeOptions, TensorTypeRule, stoi, decide, get_ftype,
-                    hparams_from_names, is_quantized, not_quantized_reason, parse_ftype)
+from .rules import (FTYPE_ALIASES, FTYPES, Decision, QuantizeOptions, TensorTypeRule, decide, get_ftype,
+                    hparams_from_names, is_quantized, not_quantized_reason, parse_ftype, stoi)
 
 __all__ = ["Override", "PartialMatch", "QuantizeCommand", "Recipe", "Resolution", "Simulation", "TensorSpec",
-           "build_recipe", "class_key", "class_pattern", "escape", "parse_command", "parse_ftype", "parse_override",
-           "parse_tensor_type_file", "simulate"]
+           "anchored_patterns", "build_recipe", "class_key", "class_pattern", "escape", "parse_command", "parse_ftype",
+           "parse_override", "parse_tensor_type_file", "simulate"]
 
 
 def _quantized(type_name: str) -> bool:
@@ -149,6 +149,7 @@ class Simulation:
     partial: tuple[PartialMatch, ...]
     lowercased: tuple[int, ...]       # patterns that llama-quantize's lower-casing changes
     misfit: tuple[str, ...] = ()      # tensors given a type their rows cannot take (no fallback ran)
+    matched: tuple[tuple[str, ...], ...] = ()  # per pattern: the tensors reaching the pattern list it matches
 
     def by_name(self) -> dict[str, Resolution]:
         return {r.name: r for r in self.tensors}
@@ -243,7 +244,7 @@ def simulate(tensors: Sequence[TensorSpec], overrides: Sequence[Override], *, ft
     lowercased = tuple(i for i, o in enumerate(overrides) if o.pattern != o.pattern.lower())
     misfit = tuple(t.name for t in tensors if decided[t.name].quantized and not decided[t.name].fits)
     return Simulation(tuple(overrides), tuple(res[t.name] for t in tensors), unused, shadowed,
-                      tuple(partial), lowercased, misfit)
+                      tuple(partial), lowercased, misfit, tuple(tuple(m) for m in matched))
 
 
 
@@ -285,7 +286,7 @@ def class_pattern(key: str) -> str:
     return "^" + r"\.".join("[0-9]+" if p == "#" else escape(p) for p in key.split(".")) + "$"
 
 
-def _override_patterns(key: str, names: Sequence[str]) -> list[str]:
+def anchored_patterns(key: str, names: Sequence[str]) -> list[str]:
     """Anchored patterns for some tensors of one class: one alternation over the layer index."""
     holes = [i for i, p in enumerate(key.split(".")) if p == "#"]
     if len(holes) != 1:
@@ -411,7 +412,7 @@ def build_recipe(tensors: Sequence[TensorSpec], plan: Mapping[str, str], *, hpar
             main = next(planned[n] for n in members if counts[planned[n]] == top)
             for ty in sorted({planned[n] for n in members} - {main}):
                 odd = [n for n in members if planned[n] == ty]
-                overrides += [Override(p, ty) for p in _override_patterns(key, odd)]
+                overrides += [Override(p, ty) for p in anchored_patterns(key, odd)]
             class_rules.append(Override(class_pattern(key), main))
     overrides += class_rules
 
@@ -492,12 +493,13 @@ def _looks_like_program(arg: str) -> bool:
     return Path(arg).name in ("llama-quantize", "quantize", "llama-quantize.exe")
 
 
-def parse_command(argv: Sequence[str]) -> QuantizeCommand:
+def parse_command(argv: Sequence[str], *, input_optional: bool = False) -> QuantizeCommand:
     """Parse llama-quantize arguments (with or without the program name) the way quantize.cpp does.
 
     Options come first; every argument that starts with '--' is one. Then come the input, an
     optional output, the ftype and an optional thread count. The output is omitted when the
-    argument after the input already parses as an ftype.
+    argument after the input already parses as an ftype. With `input_optional` (the caller knows the
+    model), a lone ftype after the options is accepted too; model_in is then "".
     """
     args = list(argv)
     if args and _looks_like_program(args[0]):
@@ -541,6 +543,10 @@ def parse_command(argv: Sequence[str]) -> QuantizeCommand:
     if cmd.include_weights and cmd.exclude_weights:
         raise PrismError("llama-quantize does not accept --include-weights together with --exclude-weights")
     pos = args[i:]
+    if input_optional and len(pos) == 1:
+        if parse_ftype(pos[0]) is None:
+            raise PrismError(f"invalid ftype '{pos[0]}' (the arguments end with at least an ftype)")
+        pos = ["", *pos]
     if len(pos) < 2:
         raise PrismError("llama-quantize needs at least an input model and an ftype")
     cmd.model_in = pos[0]

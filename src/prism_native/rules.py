@@ -3,7 +3,8 @@
 Follows llama.cpp src/llama-quant.cpp (commit 0c1e5709): tensor_allows_quantization,
 tensor_get_category, llama_tensor_get_type, llama_tensor_get_type_impl (the "mix" of each ftype and
 its counters i_attention_wv / i_ffn_down / i_ffn_gate / i_ffn_up), tensor_type_fallback and
-tensor_requires_imatrix; and tools/quantize/quantize.cpp for the ftype names and --tensor-type parsing.
+tensor_requires_imatrix; and tools/quantize/quantize.cpp for the ftype names (try_parse_ftype) and
+--tensor-type parsing.
 This is an independent re-implementation, not a copy; the C++ routine each part follows is named.
 
 --tensor-type patterns: llama-quantize lower-cases NAME, compiles it as std::regex (ECMAScript) and
@@ -65,7 +66,7 @@ def get_ftype(name: str | int) -> Ftype:
         for f in FTYPES.values():
             if f.llama_ftype == num:
                 return f
-        _reject_unsupported(next((k for k, (n, _) in UNSUPPORTED_FTYPES.items() if n == num), ""))
+        _reject_unsupported(_unsupported_numbered(num) or "")
         raise PrismError(f"unknown ftype number {num}")
     key = str(name).strip().upper()
     key = FTYPE_ALIASES.get(key, key)
@@ -73,6 +74,10 @@ def get_ftype(name: str | int) -> Ftype:
     if key not in FTYPES:
         raise PrismError(f"unknown ftype '{name}' (known: {', '.join(FTYPES)})")
     return FTYPES[key]
+
+
+def _unsupported_numbered(num: int) -> str | None:
+    return next((k for k, (n, _) in UNSUPPORTED_FTYPES.items() if n == num), None)
 
 
 def _reject_unsupported(key: str) -> None:
@@ -97,8 +102,7 @@ def parse_ftype(arg: str) -> str | None:
     if num is None:
         return None
     alias = next((a for a, full in FTYPE_ALIASES.items() if FTYPES[full].llama_ftype == num), None)
-    return alias or next((f.name for f in FTYPES.values() if f.llama_ftype == num),
-                         next((k for k, (n, _) in UNSUPPORTED_FTYPES.items() if n == num), None))
+    return alias or next((f.name for f in FTYPES.values() if f.llama_ftype == num), _unsupported_numbered(num))
 
 
 # -- what llama-quantize quantizes (tensor_allows_quantization) --------------------------------------
