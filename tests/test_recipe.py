@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from prism_native import qtypes
 from prism_native.errors import PrismError
+from prism_native.gguf_model import Hparams
 from prism_native.recipe import (Override, TensorSpec, build_recipe, class_key, class_pattern, escape,
-                                 fallback_type, parse_command, parse_ftype, parse_override,
-                                 parse_tensor_type_file, simulate)
+                                 parse_command, parse_ftype, parse_override, parse_tensor_type_file, simulate)
 
 
 def _dense(n_layers: int, hidden: int = 576, ffn: int = 1536, tied: bool = True) -> list[TensorSpec]:
@@ -227,23 +228,36 @@ def test_tied_embeddings_take_the_output_branch():
     # --output-tensor-type reaches tied token_embd through the mix, so the fallback does run
     got = simulate(tied, [], ftype="Q8_0", output_tensor_type="Q4_K").by_name()
     assert got["token_embd.weight"].requested == "Q4_K" and got["token_embd.weight"].written == "Q5_0"
-    # untied: token_embd is an ordinary mix tensor
+    # untied: token_embd is an ordinary mix tensor (the ftype's default type, then the fallback)
     got = simulate(_dense(2, tied=False), [], ftype="Q4_K_M").by_name()
-    assert got["token_embd.weight"].source == "mix" and got["token_embd.weight"].requested is None
+    assert got["token_embd.weight"].source == "mix"
+    assert (got["token_embd.weight"].requested, got["token_embd.weight"].written) == ("Q4_K", "Q5_0")
     assert got["output.weight"].source == "output-rule"
 
 
-def test_mix_callback_sees_only_unmatched_tensors_in_order():
-    ts = _dense(3)
-    seen = []
+def test_mix_sees_only_unmatched_tensors_in_order():
+    ts = _dense(16, hidden=1024, ffn=1024)
+    hp = Hparams("llama", 16, n_head=16, n_head_kv=4)          # GQA 4
+    got = simulate(ts, [Override(r"^blk\.[0-3]\.ffn_down\.weight$", "Q8_0")], ftype="Q4_K_M",
+                   hparams=hp).by_name()
+    # the mix's ffn_down counter starts at blk.4 (use_more_bits(0, 16)), not at the block number 4
+    assert [got[f"blk.{i}.ffn_down.weight"].requested for i in range(4, 8)] == ["Q6_K", "Q6_K", "Q4_K", "Q4_K"]
+    assert [got[f"blk.{i}.ffn_down.weight"].source for i in (3, 4)] == ["pattern", "mix"]
+    got = simulate(_dense(3), [Override(r"^blk\.[0-9]+\.ffn_down\.weight$", "Q6_K")], ftype="Q3_K_M").by_name()
+    assert got["blk.1.attn_q.weight"].requested == "Q3_K"
+    assert got["blk.1.attn_q.weight"].written == "Q4_0"        # Q3_K on 576 falls back
+    assert [got[f"blk.{i}.attn_v.weight"].requested for i in range(3)] == ["Q5_K", "Q5_K", "Q4_K"]
 
-    def mix(tensors):
-        seen.extend(t.name for t in tensors)
-        return {t.name: "Q3_K" for t in tensors}
 
-    sim = simulate(ts, [Override(r"^blk\.[0-9]+\.ffn_down\.weight$", "Q6_K")], ftype="Q3_K_M", mix=mix)
-    assert seen == [t.name for t in _q(ts) if "ffn_down" not in t.name and t.name != "token_embd.weight"]
-    assert sim.by_name()["blk.1.attn_q.weight"].written == "Q4_0"    # Q3_K on 576 falls back
+def test_hparams_drive_the_mix():
+    ts = _dense(2, hidden=1024, ffn=1024)
+    plain = simulate(ts, [], ftype="Q2_K").by_name()
+    gqa = simulate(ts, [], ftype="Q2_K", hparams=Hparams("llama", 2, n_head=16, n_head_kv=4)).by_name()
+    assert plain["blk.0.attn_v.weight"].requested == "Q3_K" and gqa["blk.0.attn_v.weight"].requested == "Q4_K"
+    # a few mixes differ when llama-quantize has an imatrix
+    assert simulate(ts, [], ftype="IQ3_XXS").by_name()["blk.0.attn_v.weight"].requested == "IQ3_S"
+    got = simulate(ts, [], ftype="IQ3_XXS", imatrix=True).by_name()["blk.0.attn_v.weight"]
+    assert got.requested == "IQ3_XXS" and got.requires_imatrix
 
 
 def test_unquantized_ftype_ignores_patterns_and_copy_keeps():
@@ -261,6 +275,10 @@ def test_leave_output_tensor():
 
 
 def test_fallback_table():
+    # the simulator's fallback is qtypes.effective (tensor_type_fallback)
+    def fallback_type(requested: str, n_per_row: int) -> str:
+        return qtypes.effective(qtypes.get(requested), n_per_row).name
+
     assert fallback_type("Q4_K", 576) == "Q5_0"
     assert fallback_type("Q5_K", 576) == "Q5_1"
     assert fallback_type("Q6_K", 576) == "Q8_0"
@@ -271,6 +289,8 @@ def test_fallback_table():
     assert fallback_type("Q8_0", 100) == "F16"
     with pytest.raises(PrismError, match="no fallback"):
         fallback_type("Q1_0", 576)
+    got = simulate([TensorSpec("blk.0.ffn_down.weight", 576)], [Override("ffn_down", "IQ2_XXS")]).by_name()
+    assert (got["blk.0.ffn_down.weight"].requested, got["blk.0.ffn_down.weight"].written) == ("IQ2_XXS", "IQ4_NL")
 
 
 def test_bad_regex_is_a_user_error():

@@ -1,18 +1,16 @@
 """llama-quantize recipes: build them correct by construction, simulate them, render and parse them.
 
-Rules mirrored from llama.cpp commit 0c1e5709: src/llama-quant.cpp (`llama_tensor_get_type`,
-`tensor_type_fallback`) and tools/quantize/quantize.cpp (`parse_tensor_type`, `try_parse_ftype`):
-- `--tensor-type NAME=TYPE`: NAME is lower-cased, compiled as an ECMAScript regex and tested with
-  regex_search (unanchored). The first matching pattern wins, and the shape fallback still runs.
-- `--token-embedding-type` and `--output-tensor-type` are checked before any pattern and skip the
-  fallback. For tied embeddings (no output.weight), token_embd goes through the output branch of
-  the heuristic mix.
-- Patterns apply only when the ftype's default type is quantized.
-
-The builder emits only anchored, escaped, lower-case patterns through `--tensor-type`, so that
-every quantizable tensor matches exactly the pattern meant for it. token_embd and output get one
-too, so that the fallback protects them.
-Every recipe is run through the simulator before it is returned.
+The type every tensor gets is rules.decide's (llama.cpp src/llama-quant.cpp, `llama_tensor_get_type`);
+this module adds what a recipe needs on top of it:
+- the pattern diagnostics: patterns that match nothing, patterns shadowed by an earlier one, matches
+  that cut through a name token (`attn_q` inside `attn_qkv`), patterns that llama-quantize's
+  lower-casing changes, and dedicated-flag types the rows cannot take (those flags skip the fallback);
+- the builder, which emits only anchored, escaped, lower-case patterns through `--tensor-type`, so
+  that every quantizable tensor matches exactly the pattern meant for it (token_embd and output get
+  one too, so that the fallback protects them). Every recipe is run through the simulator before it
+  is returned;
+- rendering as a command or a --tensor-type-file, and parsing an existing command
+  (tools/quantize/quantize.cpp: option order, `parse_tensor_type`, `try_parse_ftype`).
 """
 from __future__ import annotations
 
@@ -25,82 +23,30 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 from . import qtypes
 from .errors import PrismError
+from .gguf_model import Hparams, TensorInfo
+from .rules import (FTYPE_ALIASES, FTYPES, Decision, QuantizeOptions, TensorTypeRule, decide, get_ftype,
+                    hparams_from_names, is_quantized, not_quantized_reason, parse_ftype, stoi)
 
-TOKEN_EMBD_NAMES = ("token_embd.weight", "per_layer_token_embd.weight")
-OUTPUT_NAME = "output.weight"
-
-# ftype argument (QUANT_OPTIONS in quantize.cpp) -> (llama_ftype value, default tensor type from
-# llama_ftype_get_default_type). COPY keeps every tensor as it is.
-FTYPES: dict[str, tuple[int, str]] = {
-    "Q1_0": (40, "Q1_0"), "Q2_0": (41, "Q2_0"), "Q4_0": (2, "Q4_0"), "Q4_1": (3, "Q4_1"),
-    "MXFP4_MOE": (38, "MXFP4"), "Q5_0": (8, "Q5_0"), "Q5_1": (9, "Q5_1"),
-    "IQ2_XXS": (19, "IQ2_XXS"), "IQ2_XS": (20, "IQ2_XS"), "IQ2_S": (28, "IQ2_XS"), "IQ2_M": (29, "IQ2_S"),
-    "IQ1_S": (24, "IQ1_S"), "IQ1_M": (31, "IQ1_M"), "TQ1_0": (36, "TQ1_0"), "TQ2_0": (37, "TQ2_0"),
-    "Q2_K": (10, "Q2_K"), "Q2_K_S": (21, "Q2_K"), "IQ3_XXS": (23, "IQ3_XXS"), "IQ3_S": (26, "IQ3_S"),
-    "IQ3_M": (27, "IQ3_S"), "Q3_K": (12, "Q3_K"), "IQ3_XS": (22, "IQ3_S"), "Q3_K_S": (11, "Q3_K"),
-    "Q3_K_M": (12, "Q3_K"), "Q3_K_L": (13, "Q3_K"), "IQ4_NL": (25, "IQ4_NL"), "IQ4_XS": (30, "IQ4_XS"),
-    "Q4_K": (15, "Q4_K"), "Q4_K_S": (14, "Q4_K"), "Q4_K_M": (15, "Q4_K"), "Q5_K": (17, "Q5_K"),
-    "Q5_K_S": (16, "Q5_K"), "Q5_K_M": (17, "Q5_K"), "Q6_K": (18, "Q6_K"), "Q8_0": (7, "Q8_0"),
-    "F16": (1, "F16"), "BF16": (32, "BF16"), "F32": (0, "F32"), "COPY": (0, "F32"),
-}
-_FTYPE_ORDER = tuple(FTYPES)     # try_parse_ftype takes the first entry with a matching number
-
-# tensor_type_fallback: requested type -> type written when the row length is not a block multiple
-_FALLBACK = {
-    **dict.fromkeys(("IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "IQ4_XS"), "IQ4_NL"),
-    **dict.fromkeys(("Q2_0", "Q2_K", "Q3_K", "TQ1_0", "TQ2_0"), "Q4_0"),
-    "Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0",
-}
-_BLOCK_EXTRA = {"Q2_0": 64}      # ggml types the gguf package does not know yet
-
-# tensor_requires_imatrix (token_embd and output are exempt; Q2_K only inside a Q2_K_S file)
-_NEEDS_IMATRIX = ("IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS")
-
-_UNQUANTIZED = ("F32", "F16", "BF16", "F64", "I8", "I16", "I32", "I64")
+__all__ = ["Override", "PartialMatch", "QuantizeCommand", "Recipe", "Resolution", "Simulation", "TensorSpec",
+           "anchored_patterns", "build_recipe", "class_key", "class_pattern", "escape", "parse_command", "parse_ftype",
+           "parse_override", "parse_tensor_type_file", "simulate"]
 
 
-def type_name(t: str) -> str:
-    """Canonical upper-case ggml type name; PrismError for names llama-quantize would reject."""
-    key = t.strip().upper()
-    if key in _BLOCK_EXTRA or key in qtypes.all_types():
-        return key
-    raise PrismError(f"unknown quant type '{t}'")
+def _quantized(type_name: str) -> bool:
+    return is_quantized(qtypes.get(type_name))
 
 
-def _block_size(t: str) -> int:
-    return _BLOCK_EXTRA.get(t) or qtypes.get(t).block_size
+def _own_ftype(type_name: str) -> bool:
+    """`type_name` is also an ftype whose default tensor type is itself (Q4_K: yes, IQ2_S: no)."""
+    f = FTYPES.get(FTYPE_ALIASES.get(type_name, type_name))
+    return f is not None and f.default == type_name
 
 
-def is_quantized(t: str) -> bool:
-    return t not in _UNQUANTIZED
-
-
-def fallback_type(requested: str, n_per_row: int) -> str:
-    """The type llama-quantize writes for `requested` on rows of `n_per_row` values."""
-    if n_per_row % _block_size(requested) == 0:
-        return requested
-    if requested in _FALLBACK:
-        written = _FALLBACK[requested]
-    elif _block_size(requested) <= 32:
-        written = requested
-    else:
-        raise PrismError(f"llama-quantize has no fallback for {requested} on rows of {n_per_row}")
-    return written if n_per_row % _block_size(written) == 0 else "F16"
-
-
-def _stoi(arg: str) -> int | None:
-    """std::stoi: optional blanks and sign, then the longest digit prefix ("8b.gguf" -> 8)."""
-    m = re.match(r"\s*[+-]?[0-9]+", arg)
-    return int(m.group(0)) if m else None
-
-
-def parse_ftype(arg: str) -> str | None:
-    """try_parse_ftype: an ftype name (any case) or a number -> canonical name; None if neither."""
-    key = arg.upper()
-    if key in FTYPES:
-        return key
-    num = _stoi(arg)
-    return next((n for n in _FTYPE_ORDER if FTYPES[n][0] == num), None)
+def _read_text(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError as e:
+        raise PrismError(f"cannot read tensor type file '{path}': {e.strerror or e}") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -109,12 +55,34 @@ def parse_ftype(arg: str) -> str | None:
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """A tensor as llama-quantize sees it. `quantizable` mirrors tensor_allows_quantization."""
+    """A tensor as llama-quantize sees it; it serves as a tensor for rules.decide.
+
+    `quantizable` mirrors tensor_allows_quantization. `ne` is the ggml shape when known (ne0 ==
+    n_per_row); without it a quantizable tensor reads as a 2-D matrix and any other as 1-D, since the
+    type rules only look at the number of dimensions and, for MXFP4_MOE, at ne2 (the experts).
+    """
 
     name: str
     n_per_row: int
     quantizable: bool = True
     source_type: str = "F16"
+    ne: tuple[int, ...] = ()
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        if self.ne:
+            return self.ne
+        return (self.n_per_row, 2) if self.quantizable else (self.n_per_row,)
+
+    @property
+    def ggml_type(self) -> int:
+        return qtypes.get(self.source_type).ggml_type
+
+    @classmethod
+    def of(cls, t: TensorInfo, arch: str) -> "TensorSpec":
+        """The spec of a tensor of an opened model."""
+        return cls(t.name, t.n_per_row, not_quantized_reason(t.name, t.n_dims, arch) is None, t.type_name,
+                   t.shape)
 
 
 @dataclass(frozen=True)
@@ -130,15 +98,9 @@ class Override:
 
 
 def parse_override(token: str) -> Override:
-    """parse_tensor_type: split at the first '=', both sides non-empty, TYPE a ggml type name."""
-    name, sep, qtype = token.partition("=")
-    if not sep:
-        raise PrismError(f"malformed tensor type '{token}' (expected NAME=TYPE)")
-    if not name:
-        raise PrismError(f"missing tensor name in '{token}'")
-    if not qtype:
-        raise PrismError(f"missing quantization type in '{token}'")
-    return Override(name, type_name(qtype))
+    """parse_tensor_type (as rules.TensorTypeRule.parse checks it), keeping NAME as written."""
+    rule = TensorTypeRule.parse(token)
+    return Override(token.partition("=")[0], rule.qtype.name)
 
 
 def parse_tensor_type_file(text: str) -> list[Override]:
@@ -154,9 +116,10 @@ class Resolution:
     - pattern: a --tensor-type pattern matched; `pattern` is its index;
     - token-embedding-type, output-tensor-type: those flags, without fallback;
     - output-rule: the mix's output/tied-embedding rule;
-    - mix: the ftype's heuristic mix (requested is None when no `mix` callback was given);
+    - mix: the ftype's heuristic mix;
     - default: --pure, or an unquantized ftype;
-    - kept: not quantizable, or COPY.
+    - kept: not quantizable (`reason`), or COPY.
+    requested is the type before the row-length fallback (None when kept), written the type in the file.
     """
 
     name: str
@@ -164,6 +127,8 @@ class Resolution:
     written: str | None
     source: str
     pattern: int | None = None
+    reason: str | None = None          # why llama-quantize keeps the tensor, when kept
+    requires_imatrix: bool = False     # llama-quantize refuses to write it without --imatrix
 
 
 @dataclass(frozen=True)
@@ -184,6 +149,7 @@ class Simulation:
     partial: tuple[PartialMatch, ...]
     lowercased: tuple[int, ...]       # patterns that llama-quantize's lower-casing changes
     misfit: tuple[str, ...] = ()      # tensors given a type their rows cannot take (no fallback ran)
+    matched: tuple[tuple[str, ...], ...] = ()  # per pattern: the tensors reaching the pattern list it matches
 
     def by_name(self) -> dict[str, Resolution]:
         return {r.name: r for r in self.tensors}
@@ -202,9 +168,6 @@ class Simulation:
         out += [f"{n} gets {got[n].written} from --{got[n].source}, which skips the fallback, but its rows "
                 f"are not a multiple of the block size" for n in self.misfit]
         return out
-
-
-MixFn = Callable[[Sequence[TensorSpec]], Mapping[str, str]]
 
 
 def _token_char(c: str) -> bool:
@@ -230,101 +193,59 @@ def _partial(rx: re.Pattern[str], name: str) -> str | None:
     return m.group(0) if m else None
 
 
-def _compile(o: Override) -> re.Pattern[str]:
-    try:
-        return re.compile(o.pattern.lower())
-    except re.error as e:
-        raise PrismError(f"pattern '{o.pattern}' is not a valid regex: {e}") from None
-
-
-def _output_rule(t: TensorSpec, ftype: str, default: str, output_tensor_type: str | None) -> str:
-    """The mix's rule for output.weight, and for token_embd when embeddings are tied (LQ L488-511)."""
-    if output_tensor_type is not None:
-        return output_tensor_type
-    if ftype == "MXFP4_MOE" or t.n_per_row % _block_size(default) != 0:
-        return "Q8_0"
-    if ftype in ("IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ2_S", "IQ2_M", "IQ1_M"):
-        return "Q5_K"
-    return default if default == "Q8_0" else "Q6_K"
+def _resolution(d: Decision) -> Resolution:
+    if not d.quantized:
+        return Resolution(d.name, None, d.target.name, "kept", reason=d.reason)
+    return Resolution(d.name, (d.wanted or d.target).name, d.target.name, d.rule, d.pattern,
+                      requires_imatrix=d.requires_imatrix)
 
 
 def simulate(tensors: Sequence[TensorSpec], overrides: Sequence[Override], *, ftype: str = "Q8_0",
              token_embedding_type: str | None = None, output_tensor_type: str | None = None,
-             pure: bool = False, leave_output_tensor: bool = False,
-             mix: MixFn | None = None) -> Simulation:
-    """The type llama-quantize gives every tensor, with pattern diagnostics (llama_tensor_get_type).
+             pure: bool = False, leave_output_tensor: bool = False, imatrix: bool = False,
+             hparams: Hparams | None = None) -> Simulation:
+    """The type llama-quantize gives every tensor (rules.decide), with pattern diagnostics.
 
-    `mix(tensors)` is called once, with the tensors left to the ftype's heuristic mix in file order,
-    because the mix's layer counters only advance over those. Without it their type is None.
+    `hparams` are the model's (Model.hparams). Without them they come from the tensor names
+    (rules.hparams_from_names): exact under --pure or when patterns name every tensor, but the mix
+    then ignores GQA, expert counts and the architecture. `imatrix` is whether --imatrix is given
+    (a few mixes differ with one).
     """
-    ftype_name = parse_ftype(ftype)
-    if ftype_name is None:
+    ft = parse_ftype(ftype)
+    if ft is None:
         raise PrismError(f"invalid ftype '{ftype}'")
-    default = FTYPES[ftype_name][1]
-    rxs = [_compile(o) for o in overrides]
-    tied = not any(t.name == OUTPUT_NAME for t in tensors)
-    use_patterns = is_quantized(default) and ftype_name != "COPY"
-
-    def first_match(name: str) -> int | None:
-        return next((i for i, rx in enumerate(rxs) if rx.search(name)), None)
-
-    res: dict[str, Resolution] = {}
-    reaching: list[TensorSpec] = []       # tensors that consult the pattern list
-    to_mix: list[TensorSpec] = []
+    type_rules = tuple(TensorTypeRule.make(o.pattern, o.type) for o in overrides)
+    opts = QuantizeOptions(ftype=ft, pure=pure, tensor_types=type_rules, output_tensor_type=output_tensor_type,
+                           token_embedding_type=token_embedding_type, leave_output_tensor=leave_output_tensor,
+                           imatrix=imatrix)
+    hp = hparams if hparams is not None else hparams_from_names(t.name for t in tensors)
+    decided = {d.name: d for d in decide(tensors, hp, opts)}
     for t in tensors:
-        quantizable = t.quantizable and not (leave_output_tensor and t.name == OUTPUT_NAME)
-        if not quantizable or ftype_name == "COPY":
-            res[t.name] = Resolution(t.name, None, t.source_type, "kept")
-            continue
-        if token_embedding_type is not None and t.name in TOKEN_EMBD_NAMES:
-            # per_layer_token_embd alone may be claimed by an explicit pattern
-            if not (t.name == "per_layer_token_embd.weight" and first_match(t.name) is not None):
-                res[t.name] = Resolution(t.name, token_embedding_type, token_embedding_type,
-                                         "token-embedding-type")
-                continue
-        if output_tensor_type is not None and t.name == OUTPUT_NAME:
-            res[t.name] = Resolution(t.name, output_tensor_type, output_tensor_type, "output-tensor-type")
-            continue
-        if not use_patterns:
-            res[t.name] = Resolution(t.name, default, default, "default")
-            continue
-        reaching.append(t)
-        hit = first_match(t.name)
-        if hit is not None:
-            req, src = overrides[hit].type, "pattern"
-        elif pure:
-            req, src = default, "default"
-        elif t.name == OUTPUT_NAME or (tied and t.name in TOKEN_EMBD_NAMES):
-            req, src = _output_rule(t, ftype_name, default, output_tensor_type), "output-rule"
-        else:
-            to_mix.append(t)
-            continue
-        res[t.name] = Resolution(t.name, req, fallback_type(req, t.n_per_row), src, hit)
+        if not t.quantizable and decided[t.name].quantized:
+            raise ValueError(f"TensorSpec {t.name} says quantizable=False, but llama-quantize quantizes "
+                             f"a tensor of shape {t.shape}")
+    res = {name: _resolution(d) for name, d in decided.items()}
 
-    mixed = dict(mix(to_mix)) if (mix is not None and to_mix) else {}
-    for t in to_mix:
-        req = mixed.get(t.name)
-        res[t.name] = Resolution(t.name, req, None if req is None else fallback_type(req, t.n_per_row), "mix")
-
-    matched: list[list[str]] = [[] for _ in overrides]
-    for t in reaching:
-        for i, rx in enumerate(rxs):
-            if rx.search(t.name):
-                matched[i].append(t.name)
+    # the tensors that consult the pattern list: quantized, not taken by a dedicated flag, and the
+    # ftype's default type is quantized
+    patterns_apply = is_quantized(qtypes.get(get_ftype(ft).default))
+    reaching = [t.name for t in tensors if patterns_apply and decided[t.name].quantized
+                and res[t.name].source not in ("token-embedding-type", "output-tensor-type")]
+    matched: list[list[str]] = [[n for n in reaching if r.matches(n)] for r in type_rules]
     unused = tuple(i for i, m in enumerate(matched) if not m)
     shadowed = tuple(i for i, m in enumerate(matched) if m and all(res[n].pattern != i for n in m))
     partial = []
-    for t in reaching:
-        r = res[t.name]
-        if r.pattern is not None:
-            text = _partial(rxs[r.pattern], t.name)
+    for n in reaching:
+        i = res[n].pattern
+        if i is not None:
+            text = _partial(type_rules[i].regex, n)
             if text is not None:
-                partial.append(PartialMatch(r.pattern, t.name, text))
+                partial.append(PartialMatch(i, n, text))
     lowercased = tuple(i for i, o in enumerate(overrides) if o.pattern != o.pattern.lower())
-    misfit = tuple(t.name for t in tensors if res[t.name].source in ("token-embedding-type", "output-tensor-type")
-                   and t.n_per_row % _block_size(res[t.name].written or "F16") != 0)
+    misfit = tuple(t.name for t in tensors if decided[t.name].quantized and not decided[t.name].fits)
     return Simulation(tuple(overrides), tuple(res[t.name] for t in tensors), unused, shadowed,
-                      tuple(partial), lowercased, misfit)
+                      tuple(partial), lowercased, misfit, tuple(tuple(m) for m in matched))
+
 
 
 # ---------------------------------------------------------------------------------------------
@@ -365,7 +286,7 @@ def class_pattern(key: str) -> str:
     return "^" + r"\.".join("[0-9]+" if p == "#" else escape(p) for p in key.split(".")) + "$"
 
 
-def _override_patterns(key: str, names: Sequence[str]) -> list[str]:
+def anchored_patterns(key: str, names: Sequence[str]) -> list[str]:
     """Anchored patterns for some tensors of one class: one alternation over the layer index."""
     holes = [i for i, p in enumerate(key.split(".")) if p == "#"]
     if len(holes) != 1:
@@ -385,14 +306,14 @@ def _base_type(types: Iterable[str]) -> str:
     when it is the sole planned type, in which case no patterns are needed.
     """
     counts = Counter(types)
-    own = [t for t, _ in counts.most_common() if is_quantized(t) and FTYPES.get(t, (0, ""))[1] == t]
+    own = [t for t, _ in counts.most_common() if _quantized(t) and _own_ftype(t)]
     if own:
         return own[0]
     if len(counts) == 1:
         (t,) = counts
-        if t in FTYPES and FTYPES[t][1] == t:
+        if _own_ftype(t):
             return t
-    quantized = [t for t in counts if is_quantized(t)]
+    quantized = [t for t in counts if _quantized(t)]
     if quantized:
         return "Q8_0"     # any quantized default works: every tensor has its own pattern
     raise PrismError(f"llama-quantize cannot mix only unquantized types ({', '.join(sorted(counts))})")
@@ -459,11 +380,12 @@ class Recipe:
         }
 
 
-def build_recipe(tensors: Sequence[TensorSpec], plan: Mapping[str, str]) -> Recipe:
+def build_recipe(tensors: Sequence[TensorSpec], plan: Mapping[str, str], *, hparams: Hparams | None = None) -> Recipe:
     """Patterns giving every quantizable tensor its planned (requested) type, verified by simulation.
 
     Per-tensor overrides come first. They are grouped per class and type into one alternation over
     the layer index. Then comes one pattern per class, for the class's most common type.
+    `hparams` (the model's) only matter for architecture-specific exclusions from quantization.
     """
     quantizable = [t for t in tensors if t.quantizable]
     names = {t.name for t in quantizable}
@@ -473,7 +395,7 @@ def build_recipe(tensors: Sequence[TensorSpec], plan: Mapping[str, str]) -> Reci
     stray = [n for n in plan if n not in names]
     if stray:
         raise ValueError(f"build_recipe: planned type for a tensor that is not quantizable: {stray[0]}")
-    planned = {t.name: type_name(plan[t.name]) for t in quantizable}
+    planned = {t.name: qtypes.get(plan[t.name]).name for t in quantizable}
 
     classes: dict[str, list[str]] = {}
     for t in quantizable:
@@ -482,28 +404,32 @@ def build_recipe(tensors: Sequence[TensorSpec], plan: Mapping[str, str]) -> Reci
 
     overrides: list[Override] = []
     class_rules: list[Override] = []
-    if is_quantized(base):
+    patterned = _quantized(base)
+    if patterned:
         for key, members in classes.items():
             counts = Counter(planned[n] for n in members)
             top = max(counts.values())
             main = next(planned[n] for n in members if counts[planned[n]] == top)
             for ty in sorted({planned[n] for n in members} - {main}):
                 odd = [n for n in members if planned[n] == ty]
-                overrides += [Override(p, ty) for p in _override_patterns(key, odd)]
+                overrides += [Override(p, ty) for p in anchored_patterns(key, odd)]
             class_rules.append(Override(class_pattern(key), main))
     overrides += class_rules
 
-    sim = simulate(tensors, overrides, ftype=base)
-    _verify(sim, planned, "pattern" if is_quantized(base) else "default")
+    sim = simulate(tensors, overrides, ftype=base, hparams=hparams)
+    _verify(sim, planned, "pattern" if patterned else "default")
     got = sim.by_name()
     written = {n: got[n].written or "" for n in planned}
-    needs = tuple(n for n in planned if planned[n] in _NEEDS_IMATRIX
-                  and n not in TOKEN_EMBD_NAMES and n != OUTPUT_NAME)
+    needs = tuple(n for n in planned if got[n].requires_imatrix)
     return Recipe(tuple(overrides), base, planned, written, needs)
 
 
 def _verify(sim: Simulation, planned: Mapping[str, str], source: str) -> None:
     got = sim.by_name()
+    kept = next((got[n] for n in planned if got[n].source == "kept"), None)
+    if kept is not None:
+        raise ValueError(f"build_recipe: {kept.name} is listed as quantizable, but llama-quantize keeps it "
+                         f"({kept.reason})")
     for name, want in planned.items():
         r = got[name]
         if r.source != source or r.requested != want:
@@ -541,19 +467,20 @@ class QuantizeCommand:
     nthreads: int | None = None
     ignored: list[str] = field(default_factory=list)   # positional arguments llama-quantize never reads
 
-    def overrides(self, read: Callable[[str], str] = lambda p: Path(p).read_text()) -> list[Override]:
+    def overrides(self, read: Callable[[str], str] = _read_text) -> list[Override]:
         """--tensor-type and --tensor-type-file entries merged in command-line order."""
         out: list[Override] = []
         for kind, value in self.type_args:
             out += [parse_override(value)] if kind == "tensor-type" else parse_tensor_type_file(read(value))
         return out
 
-    def simulate(self, tensors: Sequence[TensorSpec], *, mix: MixFn | None = None,
-                 read: Callable[[str], str] = lambda p: Path(p).read_text()) -> Simulation:
+    def simulate(self, tensors: Sequence[TensorSpec], *, hparams: Hparams | None = None,
+                 read: Callable[[str], str] = _read_text) -> Simulation:
         return simulate(tensors, self.overrides(read), ftype=self.ftype,
                         token_embedding_type=self.token_embedding_type,
                         output_tensor_type=self.output_tensor_type, pure=self.pure,
-                        leave_output_tensor=self.leave_output_tensor, mix=mix)
+                        leave_output_tensor=self.leave_output_tensor, imatrix=self.imatrix is not None,
+                        hparams=hparams)
 
 
 _FLAGS = {"--pure": "pure", "--allow-requantize": "allow_requantize", "--leave-output-tensor": "leave_output_tensor",
@@ -566,12 +493,13 @@ def _looks_like_program(arg: str) -> bool:
     return Path(arg).name in ("llama-quantize", "quantize", "llama-quantize.exe")
 
 
-def parse_command(argv: Sequence[str]) -> QuantizeCommand:
+def parse_command(argv: Sequence[str], *, input_optional: bool = False) -> QuantizeCommand:
     """Parse llama-quantize arguments (with or without the program name) the way quantize.cpp does.
 
     Options come first; every argument that starts with '--' is one. Then come the input, an
     optional output, the ftype and an optional thread count. The output is omitted when the
-    argument after the input already parses as an ftype.
+    argument after the input already parses as an ftype. With `input_optional` (the caller knows the
+    model), a lone ftype after the options is accepted too; model_in is then "".
     """
     args = list(argv)
     if args and _looks_like_program(args[0]):
@@ -597,9 +525,9 @@ def parse_command(argv: Sequence[str]) -> QuantizeCommand:
         elif a == "--tensor-type-file":
             cmd.type_args.append(("tensor-type-file", v))
         elif a == "--token-embedding-type":
-            cmd.token_embedding_type = type_name(v)
+            cmd.token_embedding_type = qtypes.get(v).name
         elif a == "--output-tensor-type":
-            cmd.output_tensor_type = type_name(v)
+            cmd.output_tensor_type = qtypes.get(v).name
         elif a == "--imatrix":
             cmd.imatrix = v
         elif a == "--include-weights":
@@ -615,6 +543,10 @@ def parse_command(argv: Sequence[str]) -> QuantizeCommand:
     if cmd.include_weights and cmd.exclude_weights:
         raise PrismError("llama-quantize does not accept --include-weights together with --exclude-weights")
     pos = args[i:]
+    if input_optional and len(pos) == 1:
+        if parse_ftype(pos[0]) is None:
+            raise PrismError(f"invalid ftype '{pos[0]}' (the arguments end with at least an ftype)")
+        pos = ["", *pos]
     if len(pos) < 2:
         raise PrismError("llama-quantize needs at least an input model and an ftype")
     cmd.model_in = pos[0]
@@ -631,7 +563,7 @@ def parse_command(argv: Sequence[str]) -> QuantizeCommand:
         rest = pos[3:]
     cmd.ftype = ft
     if rest:
-        cmd.nthreads = _stoi(rest[0])
+        cmd.nthreads = stoi(rest[0])
         if cmd.nthreads is None:
             raise PrismError(f"invalid thread count '{rest[0]}'")
         cmd.ignored = rest[1:]

@@ -3,7 +3,8 @@
 Follows llama.cpp src/llama-quant.cpp (commit 0c1e5709): tensor_allows_quantization,
 tensor_get_category, llama_tensor_get_type, llama_tensor_get_type_impl (the "mix" of each ftype and
 its counters i_attention_wv / i_ffn_down / i_ffn_gate / i_ffn_up), tensor_type_fallback and
-tensor_requires_imatrix; and tools/quantize/quantize.cpp for the ftype names and --tensor-type parsing.
+tensor_requires_imatrix; and tools/quantize/quantize.cpp for the ftype names (try_parse_ftype) and
+--tensor-type parsing.
 This is an independent re-implementation, not a copy; the C++ routine each part follows is named.
 
 --tensor-type patterns: llama-quantize lower-cases NAME, compiles it as std::regex (ECMAScript) and
@@ -52,8 +53,10 @@ FTYPES: dict[str, Ftype] = {f.name: f for f in (
     Ftype("Q8_0", 7, "Q8_0"), Ftype("F16", 1, "F16"), Ftype("BF16", 32, "BF16"),
     Ftype("F32", 0, "F32"), Ftype("COPY", 0, "F32"),
 )}
+# QUANT_OPTIONS lists each alias just before the name it stands for (same LLAMA_FTYPE number)
 FTYPE_ALIASES = {"Q3_K": "Q3_K_M", "Q4_K": "Q4_K_M", "Q5_K": "Q5_K_M"}
-UNSUPPORTED_FTYPES = {"Q2_0": "its tensor type Q2_0 is unknown to the gguf package"}
+# ftypes llama-quantize knows that prism_native cannot model: name -> (LLAMA_FTYPE number, why)
+UNSUPPORTED_FTYPES = {"Q2_0": (41, "its tensor type Q2_0 is unknown to the gguf package")}
 
 
 def get_ftype(name: str | int) -> Ftype:
@@ -63,14 +66,43 @@ def get_ftype(name: str | int) -> Ftype:
         for f in FTYPES.values():
             if f.llama_ftype == num:
                 return f
+        _reject_unsupported(_unsupported_numbered(num) or "")
         raise PrismError(f"unknown ftype number {num}")
     key = str(name).strip().upper()
     key = FTYPE_ALIASES.get(key, key)
-    if key in UNSUPPORTED_FTYPES:
-        raise PrismError(f"ftype {key} is not supported: {UNSUPPORTED_FTYPES[key]}")
+    _reject_unsupported(key)
     if key not in FTYPES:
         raise PrismError(f"unknown ftype '{name}' (known: {', '.join(FTYPES)})")
     return FTYPES[key]
+
+
+def _unsupported_numbered(num: int) -> str | None:
+    return next((k for k, (n, _) in UNSUPPORTED_FTYPES.items() if n == num), None)
+
+
+def _reject_unsupported(key: str) -> None:
+    if key in UNSUPPORTED_FTYPES:
+        raise PrismError(f"ftype {key} is not supported: {UNSUPPORTED_FTYPES[key][1]}")
+
+
+def stoi(arg: str) -> int | None:
+    """std::stoi: optional blanks and sign, then the longest digit prefix ("8b.gguf" -> 8)."""
+    m = re.match(r"\s*[+-]?[0-9]+", arg)
+    return int(m.group(0)) if m else None
+
+
+def parse_ftype(arg: str) -> str | None:
+    """try_parse_ftype (quantize.cpp): an ftype name (any case) or a number -> the name as QUANT_OPTIONS
+    spells it (the first entry with that number: an alias before its full name, F32 before COPY); None
+    if `arg` is neither. llama-quantize uses this to tell the ftype from an output path."""
+    key = arg.upper()
+    if key in FTYPES or key in FTYPE_ALIASES or key in UNSUPPORTED_FTYPES:
+        return key
+    num = stoi(arg)
+    if num is None:
+        return None
+    alias = next((a for a, full in FTYPE_ALIASES.items() if FTYPES[full].llama_ftype == num), None)
+    return alias or next((f.name for f in FTYPES.values() if f.llama_ftype == num), _unsupported_numbered(num))
 
 
 # -- what llama-quantize quantizes (tensor_allows_quantization) --------------------------------------
@@ -258,8 +290,10 @@ class TensorTypeRule:
         low = pattern.lower()
         try:
             rx = re.compile(_python_regex(low), re.ASCII)
-        except (ValueError, re.error) as e:
+        except ValueError as e:
             raise PrismError(f"--tensor-type pattern '{pattern}': {e}") from None
+        except re.error as e:
+            raise PrismError(f"--tensor-type pattern '{pattern}' is not a valid regex: {e}") from None
         qt = qtype if isinstance(qtype, QType) else qtypes.get(qtype)
         return cls(low, qt, rx)
 
@@ -303,10 +337,13 @@ class Decision:
     target: QType
     quantized: bool            # tensor_allows_quantization
     reason: str | None         # why not, when not quantized
-    rule: str                  # kept | token-embedding-type | output-tensor-type | tensor-type[i] | pure | mix
+    # kept | token-embedding-type | output-tensor-type | pattern (a --tensor-type) | default (--pure, or an unquantized
+    # ftype) | output-rule (the mix's branch for output and tied token_embd) | mix
+    rule: str
     n_per_row: int = 0
     wanted: QType | None = None  # the type before a row-length fallback, when one happened
     requires_imatrix: bool = False
+    pattern: int | None = None   # index of the --tensor-type that chose the type (rule "pattern")
 
     @property
     def fallback(self) -> bool:
@@ -323,7 +360,7 @@ class Decision:
         return self.target.ggml_type != self.source.ggml_type
 
 
-def _is_quantized(t: QType) -> bool:  # ggml_is_quantized
+def is_quantized(t: QType) -> bool:  # ggml_is_quantized
     return t.name not in ("F32", "F16", "BF16", "F64", "I8", "I16", "I32", "I64")
 
 
@@ -366,6 +403,10 @@ class _Mix:
         self.n_gqa = hp.n_gqa
         self.is_70b = is_70b(hp)
 
+    def output_branch(self, cat: str) -> bool:
+        """The mix's rule for output.weight, which token_embd takes too when embeddings are tied."""
+        return cat == OUTPUT or (self.tied and cat == TOKEN_EMBD)
+
     def _layer(self, counter: int, name: str) -> tuple[int, int]:
         """layer_info: the running counter, or the block number parsed from the name for MoE."""
         n_layer = self.n_ffn
@@ -383,7 +424,7 @@ class _Mix:
         if arch == "glm5-next" and any(s in name for s in ("attn_q_a", "attn_q_b", "nextn.eh_proj")):
             if new not in ("F32", "BF16", "F16"):
                 return "Q8_0"
-        if cat == OUTPUT or (self.tied and cat == TOKEN_EMBD):
+        if self.output_branch(cat):
             if self.opts.output_tensor_type:
                 new = qtypes.get(self.opts.output_tensor_type).name
             elif ft == "MXFP4_MOE":
@@ -557,6 +598,16 @@ def decide(tensors: Iterable[TensorLike], hp: Hparams, opts: QuantizeOptions) ->
     return [decider(by_name[n]) for n in names]
 
 
+def hparams_from_names(names: Iterable[str]) -> Hparams:
+    """Hparams for a tensor list without metadata: the block count from the blk.N names, nothing else.
+
+    With no architecture, head counts or experts, the mix takes its plain branches (no Falcon, 70B,
+    GQA >= 4 or 8-expert rules); pass the model's own Hparams where those may apply.
+    """
+    layers = [il for il in map(_sscanf_layer, names) if il is not None]
+    return Hparams(arch="", n_layer_all=max(layers) + 1 if layers else 0)
+
+
 def decide_model(model: Model, opts: QuantizeOptions) -> list[Decision]:
     """decide() for an opened model."""
     return decide(model.tensors, model.hparams, opts)
@@ -580,31 +631,28 @@ class _Decider:
                                       only_copy=self.ft.name == "COPY")
         if reason is not None:
             return Decision(name, src, src, False, reason, "kept", ne0)
-        target, rule, wanted = self._target(t)
+        target, rule, wanted, pattern = self._target(t)
         return Decision(name, src, target, True, None, rule, ne0, wanted,
-                        requires_imatrix(name, target, self.ft.name))
+                        requires_imatrix(name, target, self.ft.name), pattern)
 
-    def _target(self, t: TensorLike) -> tuple[QType, str, QType | None]:
-        """(type, rule that chose it, type before the row-length fallback or None)."""
+    def _target(self, t: TensorLike) -> tuple[QType, str, QType | None, int | None]:
+        """(type, rule that chose it, type before the row-length fallback or None, --tensor-type index)."""
         name, cat = t.name, category(t.name)
         rules = self.opts.tensor_types
         if self.tet is not None and cat == TOKEN_EMBD:
             # per_layer_token_embd may still be named by a --tensor-type; no fallback on this path
             if not (name == "per_layer_token_embd.weight" and any(r.matches(name) for r in rules)):
-                return self.tet, "token-embedding-type", None
+                return self.tet, "token-embedding-type", None, None
         if self.ott is not None and cat == OUTPUT:
-            return self.ott, "output-tensor-type", None
-        new, rule = self.default, "default"
-        if not _is_quantized(self.default):
-            return new, rule, None
-        for i, r in enumerate(rules):
-            if r.matches(name):
-                new, rule = r.qtype, f"tensor-type[{i}]"
-                break
-        else:
-            if self.opts.pure:
-                rule = "pure"
-            else:
-                new, rule = qtypes.get(self.mix(self.default.name, name, t.shape, cat)), "mix"
+            return self.ott, "output-tensor-type", None, None
+        new, rule, hit = self.default, "default", None
+        if not is_quantized(self.default):
+            return new, rule, None, None
+        hit = next((i for i, r in enumerate(rules) if r.matches(name)), None)
+        if hit is not None:
+            new, rule = rules[hit].qtype, "pattern"
+        elif not self.opts.pure:
+            rule = "output-rule" if self.mix.output_branch(cat) else "mix"
+            new = qtypes.get(self.mix(self.default.name, name, t.shape, cat))
         eff = qtypes.effective(new, t.shape[0])
-        return (eff, rule, new) if eff.ggml_type != new.ggml_type else (new, rule, None)
+        return (eff, rule, new, hit) if eff.ggml_type != new.ggml_type else (new, rule, None, hit)
