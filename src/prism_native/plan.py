@@ -142,8 +142,8 @@ def make_plan(model: Model, analysis: Analysis, budget: Budget, *, types: Sequen
     groups = build_groups(model, analysis, types, padded=budget.kind == "size")
     avail, fmt = byte_budget(model, analysis, budget, extra_kv)
     alloc = allocate(groups, avail, max_overrides=max_overrides, fmt=fmt)
-    specs = [TensorSpec(t.name, t.n_per_row, t.name in analysis.tensors, t.type_name) for t in model.tensors]
-    recipe = build_recipe(specs, alloc.tensor_types)
+    specs = [TensorSpec.of(t, model.arch) for t in model.tensors]
+    recipe = build_recipe(specs, alloc.tensor_types, hparams=model.hparams)
     written = {n: qtypes.get(w) for n, w in recipe.written.items()}
     size = estimate(model, written, extra_kv=extra_kv, quantized=list(analysis.tensors))
     return Plan(budget, alloc, recipe, size, class_rows(analysis, alloc, model))
