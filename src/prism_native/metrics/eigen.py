@@ -76,31 +76,42 @@ def block_krylov_quadrature(apply: Callable[[np.ndarray], np.ndarray], dim: int,
             q = _orthonormal_complement(y, basis[:, :(j + 1) * block], rng)
     t = basis.T @ image
     t = (t + t.T) * 0.5
-    theta, vecs = sla.eigh(t.astype(np.float64), driver="evd", check_finite=False)
-    weights = (dim / block) * np.square(vecs[:block]).sum(axis=0)
-    return Quadrature(theta[::-1].copy(), weights[::-1].copy())
+    theta, vecs = sla.eigh(t, driver="evd", check_finite=False)
+    weights = (dim / block) * np.square(vecs[:block].astype(np.float64)).sum(axis=0)
+    return Quadrature(theta[::-1].astype(np.float64), weights[::-1].copy())
 
 
 def _orthonormal_complement(y: np.ndarray, p: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Orthonormal basis of the part of y orthogonal to the orthonormal columns p ("twice is enough").
-    Columns that vanish (the Krylov space became invariant, e.g. low rank) are replaced by random ones so
-    the block keeps its width and stays orthogonal to p."""
+    """Orthonormal basis of the part of y orthogonal to the orthonormal columns p (block Gram-Schmidt run
+    twice). Columns that vanish (the Krylov space became invariant, e.g. low rank) are replaced by random
+    ones so the block keeps its width and stays orthogonal to p."""
     scale = np.linalg.norm(y, axis=0)
-    for _ in range(2):
-        y = y - p @ (p.T @ y)
+    y = y - p @ (p.T @ y)
     dead = np.linalg.norm(y, axis=0) <= 1e-4 * np.maximum(scale, np.finfo(np.float32).tiny)
     if dead.any():
         y[:, dead] = rng.standard_normal((y.shape[0], int(dead.sum())), dtype=np.float64).astype(y.dtype)
-        for _ in range(2):
-            y = y - p @ (p.T @ y)
-    q, _ = np.linalg.qr(y)
-    return q
+        y = y - p @ (p.T @ y)
+    y = _orthonormalize(y)
+    return _orthonormalize(y - p @ (p.T @ y))
+
+
+def _orthonormalize(y: np.ndarray) -> np.ndarray:
+    """Cholesky QR with a float64 Gram (BLAS3: ~5x faster than Householder QR on 4096 x 128 float32);
+    Householder QR if the block is too ill-conditioned for it."""
+    c = y.T.astype(np.float64) @ y.astype(np.float64)
+    try:
+        r = sla.cholesky(c, lower=False, check_finite=False)
+    except np.linalg.LinAlgError:
+        return np.linalg.qr(y)[0]
+    r_inv = sla.solve_triangular(r, np.eye(r.shape[0]), lower=False, check_finite=False)
+    return y @ r_inv.astype(y.dtype)
 
 
 def top_eigenvalue(apply: Callable[[np.ndarray], np.ndarray], dim: int, rng: np.random.Generator,
                    block: int = 8, depth: int = 8, dtype: type = np.float32) -> float:
-    """Largest eigenvalue of a PSD operator by a small block Krylov run (relative error ~1e-6 measured on
-    heavy-tailed and real weight spectra, whose top eigenvalue is well separated)."""
+    """Largest eigenvalue of a PSD operator by a small block Krylov run. Measured relative error: <= 3e-7
+    when the top eigenvalue is separated (real weights, heavy-tailed matrices), 9e-3 when the top of the
+    spectrum is a tight cluster (i.i.d. t(4) entries, lambda_2 / lambda_1 = 0.995)."""
     return float(block_krylov_quadrature(apply, dim, block, depth, rng, dtype).nodes[0])
 
 

@@ -30,7 +30,7 @@ ZERO_TOL = 20.0
 class SpectralConfig:
     """Thresholds of the default mode (mode "exact" ignores all but `precision`)."""
     exact_max_dim: int = 3072        # N above this: block-Krylov quadrature instead of a full eigvalsh
-    gram_flop_budget: float = 6e11   # L * N^2 (syrk multiply-adds, L = long side) above this: sample lines
+    gram_flop_budget: float = 3e12   # L * N^2 (syrk flops, L = long side) above this: sample lines (biased!)
     min_sample_ratio: float = 4.0    # but never fewer than this * N sampled lines
     krylov_block: int = 64           # Gaussian probe block (quadrature variance ~ 1 / block)
     krylov_depth: int = 16           # Krylov steps (quadrature resolution)
