@@ -102,10 +102,10 @@ def test_results_file_roundtrip_and_resume(small, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         an.analyze(small, an.Settings(), out=out)
     partial = an.Analysis.load(out)
-    assert not partial.complete and len(partial.tensors) == 4
+    assert not partial.complete and 1 <= len(partial.tensors) < len(an.quantizable(small))
     calls.clear()
     full = an.analyze(small, an.Settings(), out=out)
-    assert len(calls) == len(an.quantizable(small)) - 4
+    assert len(calls) == len(an.quantizable(small)) - len(partial.tensors)
     again = an.Analysis.load(out)
     assert again.complete and set(again.tensors) == set(full.tensors)
     d = json.loads(out.read_text())

@@ -13,9 +13,11 @@ import math
 import os
 import time
 import zlib
-from dataclasses import asdict, dataclass, field
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -302,6 +304,17 @@ def class_table(analysis: Analysis) -> list[dict[str, Any]]:
     return rows
 
 
+@contextmanager
+def _blas_threads(n: int) -> Iterator[None]:
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # optional: without it LAPACK keeps its own thread count
+        yield
+        return
+    with threadpool_limits(limits=n, user_api="blas"):
+        yield
+
+
 def analyze(model: Model, settings: Settings, *, imatrix: Imatrix | None = None, out: Path | None = None,
             weights: Weights | None = None, resume: bool = True,
             progress: Callable[[int, str], None] | None = None) -> Analysis:
@@ -320,12 +333,26 @@ def analyze(model: Model, settings: Settings, *, imatrix: Imatrix | None = None,
     for t in quantizable(model):
         if t.name in analysis.tensors and progress:
             progress(t.n_elements, t.name)
-    for t in todo:
-        analysis.tensors[t.name] = measure_tensor(model, t, settings, imatrix)
-        if out is not None:
-            analysis.save(out)
-        if progress:
-            progress(t.n_elements, t.name)
+    workers = settings.threads or os.cpu_count() or 1
+    # Tensors run concurrently, one per worker, each single-threaded (the native kernels release the
+    # GIL; LAPACK gets one thread per worker): small LAPACK calls with several BLAS threads ran
+    # 10-100x slower on a loaded 2-core machine. Results do not depend on the worker count.
+    one = replace(settings, threads=1)
+    with _blas_threads(1), ThreadPoolExecutor(max_workers=workers) as pool:
+        pending = {pool.submit(measure_tensor, model, t, one, imatrix): t for t in todo[:workers]}
+        queue = iter(todo[workers:])
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                t = pending.pop(fut)
+                analysis.tensors[t.name] = fut.result()
+                if out is not None:
+                    analysis.save(out)
+                if progress:
+                    progress(t.n_elements, t.name)
+                nxt = next(queue, None)
+                if nxt is not None:
+                    pending[pool.submit(measure_tensor, model, nxt, one, imatrix)] = nxt
     order = {t.name: i for i, t in enumerate(model.tensors)}
     analysis.tensors = dict(sorted(analysis.tensors.items(), key=lambda kv: order.get(kv[0], 1 << 30)))
     analysis.complete = True
