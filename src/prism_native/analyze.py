@@ -159,12 +159,9 @@ def quantizable(model: Model) -> list[TensorInfo]:
 # -- one tensor -------------------------------------------------------------------------------------
 
 def _native_input(model: Model, t: TensorInfo) -> tuple[np.ndarray, bool]:
-    """(rows x ne0 array, is_bf16) straight from the memory map when the kernel reads the type."""
-    name = t.type_name
-    if name in ("F32", "F16", "BF16"):
-        dt = {"F32": "<f4", "F16": "<f2", "BF16": "<u2"}[name]
-        return model.raw(t).view(dt).reshape(t.n_rows, t.n_per_row), name == "BF16"
-    return model.read(t).reshape(t.n_rows, t.n_per_row), False
+    """(rows x ne0 array, is_bf16) straight from the memory map (F32/F16/BF16: no float32 copy)."""
+    dt = {"F32": "<f4", "F16": "<f2", "BF16": "<u2"}[t.type_name]
+    return model.raw(t).view(dt).reshape(t.n_rows, t.n_per_row), t.type_name == "BF16"
 
 
 def _sample_rows(n_rows: int, ne0: int, budget: int, seed: int) -> np.ndarray | None:
@@ -211,7 +208,8 @@ def measure_tensor(model: Model, t: TensorInfo, settings: Settings, imatrix: Ima
     requested = list(dict.fromkeys(list(settings.candidates) + list(OSQE_TYPES.values())))
     written = {r: qtypes.effective(qtypes.get(r), ne0).name for r in requested}
     measurable = [w for w in dict.fromkeys(written.values()) if qtypes.get(w).native]
-    x, bf16 = _native_input(model, t)
+    w32 = None if t.type_name in ("F32", "F16", "BF16") else model.read(t)  # dequantize once
+    x, bf16 = _native_input(model, t) if w32 is None else (w32.reshape(t.n_rows, ne0), False)
     seed = _stable_seed(t.name, settings.seed)
     budget = settings.sample_values if settings.mode == "default" else 0
     def rows_fn(n: int) -> np.ndarray | None:  # the sampling budget is shared pro rata by the matrices
@@ -236,7 +234,7 @@ def measure_tensor(model: Model, t: TensorInfo, settings: Settings, imatrix: Ima
     bs = stats.get(written[BOUNDARY_TYPE])
     boundary = bs[2] / bs[3] if bs and bs[3] else math.nan
 
-    w32 = model.read(t).reshape(-1, t.shape[1] if len(t.shape) > 1 else 1, ne0)
+    w32 = (model.read(t) if w32 is None else w32).reshape(-1, t.shape[1] if len(t.shape) > 1 else 1, ne0)
     spec = [spectral_metrics(w32[i], settings.mode, rng_seed=seed) for i in _spectral_mats(n_mat, settings)]
     del w32, x
     return TensorResult(

@@ -366,6 +366,9 @@ class Model:
         return self._dequantize(t, raw).reshape(np_shape)
 
     def _dequantize(self, t: TensorInfo, raw: np.ndarray) -> np.ndarray:
+        if t.qtype.native and t.qtype.fits(t.n_per_row):  # our bit-exact to_float: ~10x gguf's numpy
+            from .quant import dequantize
+            return dequantize(raw, t.qtype, (t.n_rows, t.n_per_row))
         qt = gguf.GGMLQuantizationType(t.ggml_type)
         if qt not in gguf.quants._type_traits:  # noqa: SLF001  (no public "can dequantize" query)
             raise PrismError(f"{self.parts[t.part]}: tensor '{t.name}' has type {t.type_name}, which the "
