@@ -14,7 +14,7 @@ using namespace prism;
 
 namespace {
 
-using AnyArray = nb::ndarray<nb::c_contig, nb::device::cpu>;
+using AnyArray = nb::ndarray<nb::ro, nb::c_contig, nb::device::cpu>;  // read-only views of a memory map are fine
 using F32Vec = nb::ndarray<const float, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
 using I64Vec = nb::ndarray<const int64_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
 using U8Array = nb::ndarray<const uint8_t, nb::c_contig, nb::device::cpu>;

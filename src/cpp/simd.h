@@ -80,8 +80,12 @@ typedef int32_t vi __attribute__((vector_size(4 * PW)));
 typedef uint32_t vu __attribute__((vector_size(4 * PW)));
 // Masks are vi with -1 (true) or 0 (false) per lane: the result type of vector comparisons.
 
-inline vf splat(float v) { vf r; for (int i = 0; i < PW; ++i) r[i] = v; return r; }
-inline vi splati(int v) { vi r; for (int i = 0; i < PW; ++i) r[i] = v; return r; }
+// Broadcasts as vector initialisers: a per-lane store loop is not always recognised as a broadcast
+// once inlined into a non-unrolled loop (GCC 12 emitted W masked inserts per splat).
+template <class V, class T, std::size_t... I>
+inline V splat_n(T v, std::index_sequence<I...>) { return V{((void)I, v)...}; }
+inline vf splat(float v) { return splat_n<vf>(v, std::make_index_sequence<PW>()); }
+inline vi splati(int v) { return splat_n<vi>(v, std::make_index_sequence<PW>()); }
 inline vf zerof() { return splat(0.0f); }
 inline vi zeroi() { return splati(0); }
 

@@ -15,6 +15,13 @@ from .errors import PrismError
 
 F16_ENUM = int(gguf.GGMLQuantizationType.F16)
 
+# llama-quantize's tensor_type_fallback (src/llama-quant.cpp) for the types the native table does not
+# hold; other quantized types of 32 values or fewer per block fall back to F16, larger ones have none.
+_LLAMA_FALLBACK = {
+    "IQ1_S": "IQ4_NL", "IQ1_M": "IQ4_NL", "IQ2_XXS": "IQ4_NL", "IQ2_XS": "IQ4_NL", "IQ2_S": "IQ4_NL",
+    "IQ3_XXS": "IQ4_NL", "IQ3_S": "IQ4_NL", "TQ1_0": "Q4_0", "TQ2_0": "Q4_0",
+}
+
 
 @dataclass(frozen=True)
 class QType:
@@ -22,7 +29,7 @@ class QType:
     ggml_type: int     # ggml enum value
     block_size: int    # values per block
     type_size: int     # bytes per block
-    fallback: int | None  # ggml enum llama-quantize falls back to when rows do not fit; None: not ours
+    fallback: int | None  # ggml enum llama-quantize falls back to when rows do not fit; None: none
     native: bool       # prism_native has a bit-exact quantizer for it
 
     @property
@@ -46,6 +53,12 @@ def _table() -> dict[str, QType]:
         if bs is None:
             continue
         table[t.name] = QType(t.name, int(t), bs, ts, None, False)
+    for name, target in _LLAMA_FALLBACK.items():
+        t = table[name]
+        table[name] = QType(t.name, t.ggml_type, t.block_size, t.type_size, table[target].ggml_type, False)
+    for t in list(table.values()):
+        if t.fallback is None and 1 < t.block_size <= 32:
+            table[t.name] = QType(t.name, t.ggml_type, t.block_size, t.type_size, F16_ENUM, False)
     for d in _native.type_traits():
         table[d["name"]] = QType(d["name"], d["ggml_type"], d["block_size"], d["type_size"],
                                  d["fallback"], bool(d["implemented"]))
@@ -72,10 +85,11 @@ def get(name_or_enum: str | int) -> QType:
 
 def effective(t: QType, n_per_row: int) -> QType:
     """The type llama-quantize really writes for a row length (tensor_type_fallback), F16 at worst."""
-    cur = t
-    while not cur.fits(n_per_row):
-        if cur.fallback is None:
-            cur = get(F16_ENUM)
-            break
-        cur = get(cur.fallback)
-    return cur
+    if t.fits(n_per_row):
+        return t
+    if t.fallback is None:
+        # llama-quantize throws "no tensor type fallback is defined" for these (Q8_K, NVFP4, Q1_0)
+        raise PrismError(f"{t.name} does not fit rows of {n_per_row} values and llama-quantize "
+                         "has no fallback for it")
+    fb = get(t.fallback)
+    return fb if fb.fits(n_per_row) else get(F16_ENUM)

@@ -1,0 +1,110 @@
+"""Single-thread quantization speed: our scalar and SIMD paths against ggml_quantize_chunk, per type,
+and the fused error kernel against ggml quantizing the same tensor to one type.
+
+extra_info of every benchmark: values, Mvalues_per_s and, where the reference was timed in the
+same session, speedup_vs_ggml / speedup_vs_scalar (reference time / this time).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import prism_native
+from prism_native import qtypes
+from prism_native.quant import quant_errors, quantize
+
+from benchutil import Timings, run_timed
+
+CPU = prism_native.cpu_features()
+ACTIVE = CPU["active"]
+CASES = ("none", "imat")
+# ggml and scalar first: later paths of the same type report ratios against them
+PATHS = ("ggml", "scalar", "default", "avx2")
+FUSED_GROUPS = {
+    "K": ("Q2_K", "Q3_K", "Q4_K", "Q6_K"),       # the planner's usual candidate set
+    "IQ4+Q8_0": ("IQ4_NL", "IQ4_XS", "Q8_0"),
+}
+
+
+def implemented_types() -> list[str]:
+    return sorted((t.name for t in qtypes.all_types().values() if t.native),
+                  key=lambda n: qtypes.get(n).ggml_type)
+
+
+def _isa(path: str) -> str:
+    return "" if path == "default" else path
+
+
+def _quantize_cases():
+    for t in implemented_types():
+        for case in CASES:
+            for path in PATHS:
+                yield pytest.param(t, case, path, id=f"{t}-{case}-{path}")
+
+
+def _runner(tname: str, path: str, x: np.ndarray, im, ggml):
+    if path == "ggml":
+        return lambda: ggml.quantize(tname, x, im)
+    return lambda: quantize(x, tname, im, nthreads=1, isa=_isa(path))
+
+
+def _skip_reason(path: str, ggml) -> str | None:
+    if path == "ggml" and ggml is None:
+        return "PRISM_GGML_LIB not set"
+    if path == "avx2" and ("avx2" not in CPU["usable"] or ACTIVE == "avx2"):
+        return "avx2 not usable here, or already the default"
+    return None
+
+
+def _speed_info(benchmark, nvalues: int, best: float | None) -> None:
+    benchmark.extra_info["values"] = nvalues
+    if best:
+        benchmark.extra_info["Mvalues_per_s"] = round(nvalues / best / 1e6, 3)
+
+
+@pytest.mark.parametrize("tname,case,path", list(_quantize_cases()))
+def test_quantize(benchmark, timings: Timings, tensor, imatrix, ggml, tname, case, path):
+    reason = _skip_reason(path, ggml)
+    if reason:
+        pytest.skip(reason)
+    im = imatrix if case == "imat" else None
+    benchmark.group = f"quantize {tname} {case}"
+    benchmark.extra_info.update(type=tname, case=case, path=path, isa=ACTIVE if path == "default" else path,
+                                shape=list(tensor.shape), threads=1)
+    best = run_timed(benchmark, _runner(tname, path, tensor, im, ggml))
+    _speed_info(benchmark, tensor.size, best)
+    if best is None:
+        return
+    timings.record((tname, case, path), best)
+    if path == "ggml":
+        return
+    if ggml is not None:
+        ref = timings.get((tname, case, "ggml"), _runner(tname, "ggml", tensor, im, ggml))
+        benchmark.extra_info["speedup_vs_ggml"] = round(ref / best, 2)
+    if path != "scalar":
+        ref = timings.get((tname, case, "scalar"), _runner(tname, "scalar", tensor, im, ggml))
+        benchmark.extra_info["speedup_vs_scalar"] = round(ref / best, 2)
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("group", list(FUSED_GROUPS))
+def test_fused_errors(benchmark, timings: Timings, tensor, imatrix, ggml, group, case):
+    """quant_errors (quantize + dequantize + error and boundary statistics, every type of the group,
+    one pass, default ISA, one thread) against ggml_quantize_chunk to each single type."""
+    types = FUSED_GROUPS[group]
+    missing = [t for t in types if not qtypes.get(t).native]
+    if missing:
+        pytest.skip(f"not implemented yet: {', '.join(missing)}")
+    im = imatrix if case == "imat" else None
+    benchmark.group = f"fused errors {group}"
+    benchmark.extra_info.update(types=list(types), case=case, isa=ACTIVE, shape=list(tensor.shape), threads=1)
+    best = run_timed(benchmark, lambda: quant_errors(tensor, types, im, nthreads=1))
+    _speed_info(benchmark, tensor.size, best)
+    if best is None or ggml is None:
+        return
+    total = 0.0
+    for t in types:
+        ref = timings.get((t, case, "ggml"), _runner(t, "ggml", tensor, im, ggml))
+        benchmark.extra_info[f"speedup_vs_ggml_{t}"] = round(ref / best, 2)
+        total += ref
+    benchmark.extra_info["speedup_vs_ggml_all_types"] = round(total / best, 2)

@@ -1,0 +1,137 @@
+"""Spectral and structural metrics of one weight matrix: the single entry point `spectral_metrics`.
+
+W is (rows, n_per_row) as GGUF stores it. Every spectral quantity is transpose-invariant; the
+eigenvalues lambda_i = sigma_i^2 (N = min(rows, n_per_row) of them) come from the Gram matrix of the
+short side. Mode "exact" computes the whole spectrum; mode "default" switches to estimates for large
+matrices by the explicit rule of `plan` (see docs/metrics.md for the measured errors and timings).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from ..errors import PrismError
+from .eigen import (block_krylov_quadrature, exact_eigenvalues, gram, gram_operator, long_side_view,
+                    top_eigenvalue)
+from .hill import KPolicy, hill_alpha, tail_size
+from .structure import as_matrix, imbalance_from_norms, line_norms
+
+Mode = Literal["default", "exact"]
+_PRECISIONS = {"float32": np.float32, "float64": np.float64}
+# Eigenvalues below ZERO_TOL * sqrt(N) * eps * lambda_max count as zero: float32 Grams of exactly
+# rank-deficient matrices gave |noise| <= 5e-7 lambda_max at N = 4096 (this tolerance is 1.5e-4 there).
+ZERO_TOL = 20.0
+
+
+@dataclass(frozen=True)
+class SpectralConfig:
+    """Thresholds of the default mode (mode "exact" ignores all but `precision`)."""
+    exact_max_dim: int = 3072        # N above this: block-Krylov quadrature instead of a full eigvalsh
+    gram_flop_budget: float = 3e12   # L * N^2 (syrk flops, L = long side) above this: sample lines (biased!)
+    min_sample_ratio: float = 4.0    # but never fewer than this * N sampled lines
+    krylov_block: int = 64           # Gaussian probe block (quadrature variance ~ 1 / block)
+    krylov_depth: int = 16           # Krylov steps (quadrature resolution)
+    precision: str = "float32"       # Gram and eigensolver dtype; "float64" only to validate
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How the spectrum of one shape is obtained."""
+    sampled_lines: int   # 0: the Gram uses every line of the long side; else that many, uniformly
+    krylov: bool         # True: quadrature estimate of the bulk; False: exact eigvalsh
+
+    @property
+    def method(self) -> str:
+        return ("sampled-" if self.sampled_lines else "") + ("krylov" if self.krylov else "exact")
+
+
+def plan(shape: tuple[int, int], mode: Mode = "default", config: SpectralConfig | None = None) -> Plan:
+    """The default mode's choice rule, explicit: sample the long side when the Gram would cost more than
+    the flop budget, use the Krylov quadrature when the short side exceeds exact_max_dim."""
+    cfg = config or SpectralConfig()
+    if mode not in ("default", "exact"):
+        raise PrismError(f"unknown spectral mode {mode!r}; use 'default' or 'exact'")
+    if mode == "exact":
+        return Plan(0, False)
+    long_side, n = max(shape), min(shape)
+    lines = 0
+    if long_side * n * n > cfg.gram_flop_budget:
+        lines = max(math.ceil(cfg.min_sample_ratio * n), int(cfg.gram_flop_budget // (n * n)))
+        lines = 0 if lines >= long_side else lines
+    krylov = n > cfg.exact_max_dim and 2 * cfg.krylov_block * cfg.krylov_depth <= n
+    return Plan(lines, krylov)
+
+
+@dataclass(frozen=True)
+class SpectralMetrics:
+    shape: tuple[int, int]   # (rows, n_per_row)
+    n_eigs: int              # N = min(shape)
+    k: int                   # Hill tail size used
+    alpha: float             # PL-Alpha-Hill; NaN if the tail does not fit (N < k + 1, rank <= k, zero W)
+    spectral_norm: float     # sigma_1
+    frobenius_sq: float      # sum sigma_i^2 = ||W||_F^2 (exact, float64)
+    dominance: float         # sigma_1^2 / ||W||_F^2 in (0, 1]; NaN for a zero matrix
+    row_cv: float            # coefficient of variation of the row L2 norms
+    col_cv: float            # coefficient of variation of the column L2 norms
+    imbalance: float         # max(row_cv, col_cv); NaN for a zero matrix
+    method: str              # Plan.method actually used
+    sampled_lines: int       # lines of the long side in the Gram (0 = all)
+
+    @property
+    def alpha_weighted(self) -> float:
+        """WeightWatcher's alpha * log10(lambda_max)."""
+        return self.alpha * math.log10(self.spectral_norm ** 2) if self.spectral_norm > 0 else float("nan")
+
+    @property
+    def stable_rank(self) -> float:
+        """||W||_F^2 / sigma_1^2 = 1 / dominance."""
+        return 1.0 / self.dominance if self.dominance > 0 else float("nan")
+
+
+def spectral_metrics(w: np.ndarray, mode: Mode = "default", *, k_policy: KPolicy = "alphaquant",
+                     rng_seed: int = 0, config: SpectralConfig | None = None) -> SpectralMetrics:
+    """PL-Alpha-Hill, spectral norm, spectral dominance and matrix imbalance of one 2-D matrix.
+
+    Deterministic for a given rng_seed. Pure numpy/LAPACK: the GIL is released during the heavy work, so
+    tensors can be processed from a thread pool (limit BLAS threads with threadpoolctl if you do)."""
+    cfg = config or SpectralConfig()
+    if cfg.precision not in _PRECISIONS:
+        raise PrismError(f"unknown precision {cfg.precision!r}; use one of {sorted(_PRECISIONS)}")
+    dtype = _PRECISIONS[cfg.precision]
+    w = as_matrix(w)
+    n = min(w.shape)
+    k = tail_size(n, k_policy)
+    how = plan(w.shape, mode, cfg)
+    norms = line_norms(w)
+    imb = imbalance_from_norms(norms)
+    fro = norms.frobenius_sq
+    nan = float("nan")
+    if fro == 0.0:
+        return SpectralMetrics(w.shape, n, k, nan, 0.0, 0.0, nan, imb.row_cv, imb.col_cv, imb.value,
+                               how.method, how.sampled_lines)
+
+    rng = np.random.default_rng(rng_seed)
+    x = long_side_view(w)
+    lines = (np.sort(rng.choice(x.shape[0], how.sampled_lines, replace=False))
+             if how.sampled_lines else None)
+    g = gram(x, lines, dtype)
+    if how.krylov:
+        quad = block_krylov_quadrature(lambda v: g @ v, n, cfg.krylov_block, cfg.krylov_depth, rng, dtype)
+        nodes, weights = quad.nodes, quad.weights
+    else:
+        nodes, weights = exact_eigenvalues(g), None
+    zero_tol = ZERO_TOL * math.sqrt(n) * float(np.finfo(dtype).eps) * float(nodes[0])
+    alpha = hill_alpha(nodes, weights, k, zero_tol)
+    method = how.method
+    if how.krylov and math.isnan(alpha):
+        # The quadrature put x_min on the zero eigenvalues (rank <= ~k): settle it exactly.
+        alpha = hill_alpha(exact_eigenvalues(g), None, k, zero_tol)
+        method = how.method.replace("krylov", "exact")
+    # A sampled Gram estimates the bulk; sigma_1 (and so dominance) is recomputed on the full matrix.
+    lam_max = top_eigenvalue(gram_operator(x, dtype), n, rng) if lines is not None else float(nodes[0])
+    lam_max = max(lam_max, 0.0)
+    return SpectralMetrics(w.shape, n, k, alpha, math.sqrt(lam_max), fro, min(lam_max / fro, 1.0),
+                           imb.row_cv, imb.col_cv, imb.value, method, how.sampled_lines)

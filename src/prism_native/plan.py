@@ -1,0 +1,149 @@
+"""From measured errors and sensitivities to a priced, optimal type per class (and a few tensors).
+
+Distortion of giving tensor i the requested type t:  D = s_i * e_i(t') * n_i, with s_i the composite
+sensitivity, e_i(t') the measured relative error of the type t' llama-quantize really writes (the
+fallback for rows that do not fit t), and n_i the parameter count. Cost is the bytes of t' (padded to
+the file's 32-byte alignment for a file-size budget). The allocator (allocate.py) finds the exact
+optimum per class, then refines single tensors.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from . import qtypes
+from .allocate import Allocation, Group, TensorCost, allocate
+from .analyze import Analysis, TensorResult
+from .errors import PrismError
+from .gguf_model import Model
+from .recipe import Recipe, TensorSpec, build_recipe
+from .sizes import SizeEstimate, estimate, pad, tensor_nbytes
+
+DEFAULT_TYPES = ("Q2_K", "Q3_K", "IQ4_XS", "Q4_K", "Q5_K", "Q6_K")
+_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([KMGT]?I?B?)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "B": 1, "K": 10**3, "KB": 10**3, "M": 10**6, "MB": 10**6, "G": 10**9, "GB": 10**9,
+          "T": 10**12, "TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40,
+          "KI": 2**10, "MI": 2**20, "GI": 2**30, "TI": 2**40}
+
+
+def parse_size(text: str) -> int:
+    """'4.2GiB', '3.5 GB', '900M', '123456789' -> bytes (GB = 10^9, GiB = 2^30)."""
+    m = _SIZE.match(text)
+    unit = (m.group(2) or "").upper() if m else ""
+    if not m or unit not in _UNITS:
+        raise PrismError(f"cannot read size '{text}' (examples: 4.2GiB, 3.5GB, 900MiB, 123456789)")
+    return int(float(m.group(1)) * _UNITS[unit])
+
+
+def fmt_bytes(n: float) -> str:
+    return f"{n / 2**20:,.2f} MiB ({int(n):,} bytes)"
+
+
+@dataclass(frozen=True)
+class Budget:
+    kind: str        # "bpw" (over the quantized tensors) or "size" (whole output file)
+    value: float     # bits per weight, or bytes
+
+    def describe(self) -> str:
+        return f"{self.value:g} bpw over the quantized tensors" if self.kind == "bpw" else \
+            f"file size {fmt_bytes(self.value)}"
+
+
+@dataclass
+class Plan:
+    budget: Budget
+    allocation: Allocation
+    recipe: Recipe
+    size: SizeEstimate
+    classes: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        a = self.allocation
+        return {"budget": {"kind": self.budget.kind, "value": self.budget.value},
+                "class_types": a.group_types, "overrides": a.overrides, "tensor_types": a.tensor_types,
+                "total_distortion": a.total_distortion, "class_distortion": a.class_distortion,
+                "size": self.size.as_dict(), "classes": self.classes, "recipe": self.recipe.to_dict()}
+
+
+def _check_measured(analysis: Analysis, types: Sequence[str]) -> None:
+    some = next(iter(analysis.tensors.values()))
+    missing = [t for t in types if t not in some.errors]
+    if missing:
+        raise PrismError(f"the analysis did not measure {', '.join(missing)}; re-run analyze with "
+                         f"--candidates including them")
+
+
+def build_groups(model: Model, analysis: Analysis, types: Sequence[str], padded: bool) -> list[Group]:
+    """One group per tensor class; each tensor priced and scored at the type llama-quantize writes."""
+    _check_measured(analysis, types)
+    by_cls: dict[str, list[TensorCost]] = {}
+    for r in analysis.tensors.values():
+        t = model.tensor(r.name)
+        cost: dict[str, int] = {}
+        dist: dict[str, float] = {}
+        for req in types:
+            written = qtypes.effective(qtypes.get(req), t.n_per_row)
+            nb = tensor_nbytes(t.shape, written)
+            cost[req] = pad(nb) if padded else nb
+            s = r.sensitivity if math.isfinite(r.sensitivity) else 1.0
+            dist[req] = s * r.rel_error(req) * r.n_params
+        by_cls.setdefault(r.cls, []).append(TensorCost(r.name, cost, dist))
+    return [Group(c, tuple(ts), tuple(types)) for c, ts in by_cls.items()]
+
+
+def _fixed_bytes(model: Model, analysis: Analysis, extra_kv: Sequence[Any]) -> int:
+    """File bytes that do not depend on the plan: metadata and the tensors llama-quantize keeps."""
+    base = estimate(model, {}, extra_kv=extra_kv)
+    kept = sum(pad(tensor_nbytes(t.shape, t.qtype)) for t in model.tensors if t.name not in analysis.tensors)
+    return base.meta_bytes + kept
+
+
+def byte_budget(model: Model, analysis: Analysis, budget: Budget, extra_kv: Sequence[Any]) -> tuple[int, Any]:
+    """(bytes available to the quantized tensors, formatter of such bytes in the user's units)."""
+    q_params = sum(r.n_params for r in analysis.tensors.values())
+    if budget.kind == "bpw":
+        return int(math.floor(budget.value * q_params / 8)), (lambda b: f"{8 * b / q_params:.4f} bpw")
+    fixed = _fixed_bytes(model, analysis, extra_kv)
+    return int(budget.value) - fixed, (lambda b: fmt_bytes(b + fixed))
+
+
+def class_rows(analysis: Analysis, alloc: Allocation, model: Model) -> list[dict[str, Any]]:
+    rows: dict[str, dict[str, Any]] = {}
+    total = sum(r.n_params for r in analysis.tensors.values()) or 1
+    for r in analysis.tensors.values():
+        req = alloc.tensor_types[r.name]
+        t = model.tensor(r.name)
+        written = qtypes.effective(qtypes.get(req), t.n_per_row).name
+        d = rows.setdefault(r.cls, {"class": r.cls, "type": alloc.group_types[r.cls], "written": {},
+                                    "params": 0, "bytes": 0, "err_num": 0.0, "sens_num": 0.0, "overrides": 0})
+        d["written"][written] = d["written"].get(written, 0) + 1
+        d["params"] += r.n_params
+        d["bytes"] += tensor_nbytes(t.shape, qtypes.get(written))
+        d["err_num"] += r.rel_error(req) * r.n_params
+        d["sens_num"] += (r.sensitivity if math.isfinite(r.sensitivity) else 1.0) * r.n_params
+        d["overrides"] += r.name in alloc.overrides
+    out = []
+    for d in rows.values():
+        p = d.pop("params")
+        d.update(share=p / total, params=p, rel_error=d.pop("err_num") / p, sensitivity=d.pop("sens_num") / p,
+                 bpw=8 * d["bytes"] / p)
+        out.append(d)
+    out.sort(key=lambda d: -d["sensitivity"])
+    return out
+
+
+def make_plan(model: Model, analysis: Analysis, budget: Budget, *, types: Sequence[str] = DEFAULT_TYPES,
+              max_overrides: int = 16, extra_kv: Sequence[Any] = ()) -> Plan:
+    for t in types:
+        if not qtypes.get(t).native:
+            raise PrismError(f"type {t} cannot be planned (prism_native has no bit-exact quantizer for it)")
+    groups = build_groups(model, analysis, types, padded=budget.kind == "size")
+    avail, fmt = byte_budget(model, analysis, budget, extra_kv)
+    alloc = allocate(groups, avail, max_overrides=max_overrides, fmt=fmt)
+    specs = [TensorSpec.of(t, model.arch) for t in model.tensors]
+    recipe = build_recipe(specs, alloc.tensor_types, hparams=model.hparams)
+    written = {n: qtypes.get(w) for n, w in recipe.written.items()}
+    size = estimate(model, written, extra_kv=extra_kv, quantized=list(analysis.tensors))
+    return Plan(budget, alloc, recipe, size, class_rows(analysis, alloc, model))
