@@ -49,14 +49,25 @@ const std::vector<IsaEntry>& isa_list() {
 
 size_t dtype_size(DType d) { return d == DType::F32 ? 4 : 2; }
 
-// Converts rows [r0, r0+n) (or the listed rows) to float32; returns false on a non-finite value.
-bool load_rows(const Matrix& m, const int64_t* rows, int64_t r0, int64_t n, float* out) {
+bool all_finite(const float* x, int64_t n) {
+  uint32_t bad = 0;  // exponent all ones = inf or nan; branch-free so it vectorises
+  for (int64_t j = 0; j < n; ++j) bad |= ((f2u(x[j]) & 0x7f800000u) == 0x7f800000u);
+  return !bad;
+}
+
+// Float32 rows [r0, r0+n) (or the listed rows) of m: a pointer into m itself when they are contiguous
+// F32 rows, else converted into `scratch`. Returns nullptr on a non-finite value.
+const float* load_rows(const Matrix& m, const int64_t* rows, int64_t r0, int64_t n, std::vector<float>& scratch) {
   const int64_t k = m.n_per_row;
-  bool finite = true;
+  if (m.dtype == DType::F32 && !rows) {
+    const float* p = static_cast<const float*>(m.data) + (size_t)r0 * k;
+    return all_finite(p, n * k) ? p : nullptr;
+  }
+  scratch.resize((size_t)(n * k));
   for (int64_t i = 0; i < n; ++i) {
     const int64_t r = rows ? rows[r0 + i] : r0 + i;
     const uint8_t* src = static_cast<const uint8_t*>(m.data) + (size_t)r * k * dtype_size(m.dtype);
-    float* dst = out + i * k;
+    float* dst = scratch.data() + i * k;
     switch (m.dtype) {
       case DType::F32: std::memcpy(dst, src, (size_t)k * 4); break;
       case DType::F16: {
@@ -70,11 +81,46 @@ bool load_rows(const Matrix& m, const int64_t* rows, int64_t r0, int64_t n, floa
         break;
       }
     }
-    uint32_t bad = 0;  // exponent all ones = inf or nan; branch-free so it vectorises
-    for (int64_t j = 0; j < k; ++j) bad |= ((f2u(dst[j]) & 0x7f800000u) == 0x7f800000u);
-    finite = finite && !bad;
   }
-  return finite;
+  return all_finite(scratch.data(), n * k) ? scratch.data() : nullptr;
+}
+
+// sum_j w_j (x - y)^2 over n rows of k (y = nullptr: sum w x^2), in double with 8 interleaved partial
+// sums in a fixed pattern (vectorisable, and the same result on every machine and thread count).
+double weighted_sum_sq(const float* x, const float* y, const float* w, int64_t n, int64_t k) {
+  double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  for (int64_t i = 0; i < n; ++i) {
+    const float* xr = x + i * k;
+    const float* yr = y ? y + i * k : nullptr;
+    int64_t j = 0;
+    for (; j + 8 <= k; j += 8)
+      for (int l = 0; l < 8; ++l) {
+        const double d = yr ? (double)xr[j + l] - (double)yr[j + l] : (double)xr[j + l];
+        acc[l] += (w ? (double)w[j + l] : 1.0) * d * d;
+      }
+    for (; j < k; ++j) {
+      const double d = yr ? (double)xr[j] - (double)yr[j] : (double)xr[j];
+      acc[j & 7] += (w ? (double)w[j] : 1.0) * d * d;
+    }
+  }
+  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+// Values whose distance to the nearest bin boundary, 0.5 - |x - y| / step (in bin widths), lies in
+// [0, delta); values with step 0 (zero scale) or step inf (beyond the outermost grid value) have no
+// boundary to be near and are not counted as "near". Division-free form of the same test.
+void count_near_boundary(const float* x, const float* y, const float* step, int64_t n, double delta,
+                         ErrorStats& s) {
+  const float lo = (float)(0.5 - delta);
+  int64_t near = 0, counted = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    const float d = std::fabs(x[j] - y[j]), st = step[j];
+    const bool has = st > 0.0f;
+    counted += has;
+    near += has & (d <= 0.5f * st) & (d > lo * st);
+  }
+  s.near_boundary += near;
+  s.counted += counted;
 }
 
 // Rows per work item: fixed by the shape only, so results never depend on the thread count.
@@ -150,9 +196,10 @@ void quantize(const KernelTable& t, QType type, const Matrix& m, const float* im
   std::atomic<bool> bad{false};
   parallel_chunks(nchunks, nthreads, [&](int64_t c) {
     const int64_t r0 = c * cr, n = std::min(cr, m.nrows - r0);
-    std::vector<float> buf((size_t)(n * m.n_per_row));
-    if (!load_rows(m, nullptr, r0, n, buf.data())) { bad = true; return; }
-    ops.quantize(buf.data(), dst + r0 * row_bytes, n, m.n_per_row, imatrix);
+    std::vector<float> scratch;
+    const float* xr = load_rows(m, nullptr, r0, n, scratch);
+    if (!xr) { bad = true; return; }
+    ops.quantize(xr, dst + r0 * row_bytes, n, m.n_per_row, imatrix);
   });
   if (bad) throw std::invalid_argument("input contains NaN or Inf");
 }
@@ -189,40 +236,22 @@ std::vector<ErrorStats> quant_errors(const KernelTable& t, const std::vector<QTy
   std::atomic<bool> bad{false};
   parallel_chunks(nchunks, nthreads, [&](int64_t c) {
     const int64_t r0 = c * cr, n = std::min(cr, total - r0);
-    std::vector<float> x((size_t)(n * k)), y((size_t)(n * k)), step((size_t)(n * k));
+    std::vector<float> scratch, y((size_t)(n * k)), step((size_t)(n * k));
     std::vector<uint8_t> q;
-    if (!load_rows(m, rows, r0, n, x.data())) { bad = true; return; }
+    const float* x = load_rows(m, rows, r0, n, scratch);
+    if (!x) { bad = true; return; }
+    const double signal = weighted_sum_sq(x, nullptr, imatrix, n, k);  // the same for every type
     for (size_t ti = 0; ti < nt; ++ti) {
       const TypeTraits& tr = *trs[ti];
       const int64_t nblocks = n * (k / tr.block_size);
       q.resize((size_t)nblocks * tr.type_size);
-      ops[ti]->quantize(x.data(), q.data(), n, k, imatrix);
+      ops[ti]->quantize(x, q.data(), n, k, imatrix);
       ops[ti]->dequantize(q.data(), y.data(), nblocks);
-      ops[ti]->steps(q.data(), x.data(), step.data(), nblocks);
+      ops[ti]->steps(q.data(), x, step.data(), nblocks);
       ErrorStats& s = per_chunk[(size_t)c * nt + ti];
-      for (int64_t i = 0; i < n; ++i) {
-        double e = 0.0, sg = 0.0;
-        int64_t nb = 0, cnt = 0;
-        const float* xr = &x[(size_t)(i * k)];
-        const float* yr = &y[(size_t)(i * k)];
-        const float* sr = &step[(size_t)(i * k)];
-        for (int64_t j = 0; j < k; ++j) {
-          const double w = imatrix ? (double)imatrix[j] : 1.0;
-          const double d = (double)xr[j] - (double)yr[j];
-          e += w * d * d;
-          sg += w * (double)xr[j] * (double)xr[j];
-          if (sr[j] > 0.0f) {
-            // distance of x to the nearest bin boundary, in bin widths: 0.5 - |x - y| / step
-            const double dist = 0.5 - std::fabs(d) / (double)sr[j];
-            ++cnt;
-            nb += (dist >= 0.0 && dist < delta);
-          }
-        }
-        s.err += e;
-        s.signal += sg;
-        s.near_boundary += nb;
-        s.counted += cnt;
-      }
+      s.err = weighted_sum_sq(x, y.data(), imatrix, n, k);
+      s.signal = signal;
+      count_near_boundary(x, y.data(), step.data(), n * k, delta, s);
     }
   });
   if (bad) throw std::invalid_argument("input contains NaN or Inf");
