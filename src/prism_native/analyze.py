@@ -36,6 +36,7 @@ FORMAT = "prism-analysis/1"
 OSQE_TYPES = {2: "Q2_K", 3: "Q3_K", 4: "Q4_K", 6: "Q6_K"}   # OSQE bit levels -> ggml's own quantizers
 BOUNDARY_TYPE = "Q4_K"                                       # boundary density on the 4-bit grid
 CANDIDATES = ("Q2_K", "Q3_K", "IQ4_XS", "Q4_K", "Q5_K", "Q6_K", "Q8_0")
+CHECKPOINT_SECONDS = 5.0   # an interrupted analyze loses at most this much work
 
 
 @dataclass(frozen=True)
@@ -336,21 +337,28 @@ def analyze(model: Model, settings: Settings, *, imatrix: Imatrix | None = None,
     # GIL; LAPACK gets one thread per worker): small LAPACK calls with several BLAS threads ran
     # 10-100x slower on a loaded 2-core machine. Results do not depend on the worker count.
     one = replace(settings, threads=1)
-    with _blas_threads(1), ThreadPoolExecutor(max_workers=workers) as pool:
-        pending = {pool.submit(measure_tensor, model, t, one, imatrix): t for t in todo[:workers]}
-        queue = iter(todo[workers:])
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                t = pending.pop(fut)
-                analysis.tensors[t.name] = fut.result()
-                if out is not None:
-                    analysis.save(out)
-                if progress:
-                    progress(t.n_elements, t.name)
-                nxt = next(queue, None)
-                if nxt is not None:
-                    pending[pool.submit(measure_tensor, model, nxt, one, imatrix)] = nxt
+    saved = time.monotonic()
+    try:
+        with _blas_threads(1), ThreadPoolExecutor(max_workers=workers) as pool:
+            pending = {pool.submit(measure_tensor, model, t, one, imatrix): t for t in todo[:workers]}
+            queue = iter(todo[workers:])
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    t = pending.pop(fut)
+                    analysis.tensors[t.name] = fut.result()
+                    if out is not None and time.monotonic() - saved > CHECKPOINT_SECONDS:
+                        analysis.save(out)  # checkpoint for resuming; not after every tensor (O(n^2) JSON)
+                        saved = time.monotonic()
+                    if progress:
+                        progress(t.n_elements, t.name)
+                    nxt = next(queue, None)
+                    if nxt is not None:
+                        pending[pool.submit(measure_tensor, model, nxt, one, imatrix)] = nxt
+    except BaseException:  # Ctrl-C or an error: keep what was measured for the next run
+        if out is not None and analysis.tensors:
+            analysis.save(out)
+        raise
     order = {t.name: i for i, t in enumerate(model.tensors)}
     analysis.tensors = dict(sorted(analysis.tensors.items(), key=lambda kv: order.get(kv[0], 1 << 30)))
     analysis.complete = True
