@@ -173,6 +173,10 @@ class Store:
     def log(self, key: str, kind: str, text: str) -> None:
         (self.root / "logs" / f"{key}.{kind}.log").write_text(text)
 
+    def read_log(self, key: str, kind: str) -> str:
+        p = self.root / "logs" / f"{key}.{kind}.log"
+        return p.read_text() if p.exists() else ""
+
 
 class Tracker:
     """Progress over the whole run: a live bar on a terminal, one line per finished step always."""
@@ -298,18 +302,14 @@ class Evaluation:
         self._ensure_logits()
         t0 = time.monotonic()
         qfile = self.store.root / f"{key}.gguf"
-        llama_bpw = float("nan")
-        if qfile.exists():
-            self.tracker.advance(self.quant_units, method.name)
-        else:
+        if not qfile.exists():                 # else kept by an earlier --keep run
             self.tracker.note(f"{method.name}: quantizing")
             part = self.store.root / f"{key}.part.gguf"
             argv = method.argv(s.quantize_bin, s.model.path, part, s.imatrix, s.ppl.threads)
-            qlog = run_quantize(Path(argv[0]), argv[1:])
-            self.store.log(key, "quantize", qlog)
-            llama_bpw = parse_dry_run(qlog).bpw
+            self.store.log(key, "quantize", run_quantize(Path(argv[0]), argv[1:]))
             os.replace(part, qfile)
-            self.tracker.advance(self.quant_units, method.name)
+        self.tracker.advance(self.quant_units, method.name)
+        llama_bpw = parse_dry_run(self.store.read_log(key, "quantize")).bpw
         self.tracker.note(f"{method.name}: measuring ({qfile.stat().st_size / 2**20:.2f} MiB)")
         try:
             m, log = s.ppl.run(s.ppl.kld_argv(qfile, self.logits), self.tracker.follow(1.0, method.name))
