@@ -118,27 +118,31 @@ def pareto_png(results: Results, path: Path) -> bool:
         return False
     rows = results.rows
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
-    metrics = (("mean KL divergence vs reference", lambda r: r.m.kld_mean, True),
-               ("perplexity", lambda r: r.m.ppl, False))
+    metrics = (("mean KL divergence vs reference", lambda r: r.m.kld_mean, False),
+               ("perplexity", lambda r: r.m.ppl, True))
     series = sorted({r.series for r in rows}, key=lambda s: (s == SERIES_PRISM, s))
     markers = {SERIES_PRISM: "*"}
-    for ax, (label, get, log) in zip(axes, metrics):
+    for ax, (label, get, with_ref) in zip(axes, metrics):
         for ser in series:
             pts = [r for r in rows if r.series == ser]
             ax.scatter([r.mib for r in pts], [get(r) for r in pts], label=ser, marker=markers.get(ser, "o"),
                        s=110 if ser == SERIES_PRISM else 40, zorder=3)
-            for r in pts:
-                ax.annotate(r.method, (r.mib, get(r)), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            for r in pts:      # the series says prism_native: the point's label only needs the budget
+                ax.annotate(r.method.removeprefix(SERIES_PRISM + " "), (r.mib, get(r)), fontsize=7, xytext=(3, 3),
+                            textcoords="offset points")
         pts = [(r.mib, get(r)) for r in rows]
         idx = frontier(pts)
         fx, fy = [pts[i][0] for i in idx], [pts[i][1] for i in idx]
         ax.step(fx, fy, where="post", color="black", linestyle="--", linewidth=1, label="Pareto frontier", zorder=2)
         ax.scatter(fx, fy, facecolors="none", edgecolors="black", s=160, linewidths=1.2, zorder=4)
-        if not log:
+        if with_ref:
             ax.axhline(results.reference.m.ppl, color="grey", linewidth=0.8, linestyle=":",
                        label=f"{results.reference.method}")
-        if log:
-            ax.set_yscale("log")
+        ax.set_yscale("log")
+        if with_ref:           # perplexities read better as plain numbers
+            from matplotlib.ticker import ScalarFormatter
+            ax.yaxis.set_major_formatter(ScalarFormatter())
+            ax.yaxis.set_minor_formatter(ScalarFormatter())
         ax.set_xlabel("file size (MiB)")
         ax.set_ylabel(label)
         ax.grid(True, alpha=0.3)
