@@ -29,7 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bpw", default="", metavar="B,...",
                    help="prism_native plans at these bits per weight (over the quantized tensors), e.g. 3.0,3.5,4.0")
     p.add_argument("--sizes-of", default="", metavar="TYPE,...",
-                   help="prism_native plans whose size budget is the real file size of these baselines, e.g. Q3_K_M,Q4_K_M")
+                   help="prism_native plans whose size budget is the real file size of these baselines, "
+                        "e.g. Q3_K_M,Q4_K_M")
     p.add_argument("--baselines", default=DEFAULT_BASELINES, metavar="TYPE,...",
                    help="llama-quantize types to compare with; TYPE:pure for --pure (one type everywhere); "
                         "'frontier' = every K-quant mix, Q4_0, IQ4_XS and four --pure types; '' for none "

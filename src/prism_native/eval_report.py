@@ -90,7 +90,8 @@ def markdown(results: Results) -> str:
     fits = best_fits(results.rows)
     if fits:
         lines += ["", "prism_native against the best llama.cpp baseline of this run that fits in the same size:", "",
-                  "| prism_native | Size (MiB) | Mean KLD | best baseline that fits | Size (MiB) | Mean KLD | KLD ratio |",
+                  "| prism_native | Size (MiB) | Mean KLD | best baseline that fits | Size (MiB) | Mean KLD "
+                  "| KLD ratio |",
                   "|---|--:|--:|---|--:|--:|--:|"]
         prism = {r.method: r for r in results.rows}
         for name, b in fits.items():

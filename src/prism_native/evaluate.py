@@ -135,9 +135,9 @@ class Row:
         return {"method": self.method, "series": self.series, "target": self.target, "key": self.key,
                 "file_bytes": self.file_bytes, "size_mib": round(self.mib, 3), "n_params": self.n_params,
                 "bpw": round(self.bpw, 4),
-                "llama_quantize_bpw": None if math.isnan(self.llama_bpw) else self.llama_bpw, "predicted_bytes": self.predicted_bytes, "budget_bytes": self.budget_bytes,
-                **self.m.to_json(),
-                "quantize_args": self.args, "seconds": round(self.seconds, 1)}
+                "llama_quantize_bpw": None if math.isnan(self.llama_bpw) else self.llama_bpw,
+                "predicted_bytes": self.predicted_bytes, "budget_bytes": self.budget_bytes,
+                **self.m.to_json(), "quantize_args": self.args, "seconds": round(self.seconds, 1)}
 
     @classmethod
     def from_json(cls, d: dict[str, Any], cached: bool = True) -> "Row":
