@@ -28,6 +28,7 @@ class Spec:
     kv: dict[str, object] = field(default_factory=dict)
     alignment: int = 0                 # general.alignment (0: the default, 32)
     seed: int = 0
+    byte_tokenizer: bool = False       # a loadable SPM vocabulary of byte tokens (n_vocab >= BYTE_VOCAB)
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         e, f, kv_dim = self.n_embd, self.n_ff, self.n_embd // self.n_head * self.n_head_kv
@@ -70,6 +71,26 @@ def encode(x: np.ndarray, dtype: str) -> tuple[np.ndarray, QT | None]:
     return gguf.quants.quantize(x, q), q
 
 
+BYTE_VOCAB = 3 + 256    # <unk> <s> </s>, then one token per byte
+
+
+def add_byte_tokenizer(w: gguf.GGUFWriter, n_vocab: int) -> None:
+    """SentencePiece-style vocabulary that llama.cpp can load: the special tokens, the 256 byte tokens
+    (<0xXX>, which SPM tokenization falls back to), then unused filler pieces up to n_vocab."""
+    if n_vocab < BYTE_VOCAB:
+        raise ValueError(f"a byte tokenizer needs n_vocab >= {BYTE_VOCAB}")
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
+    tokens += [f"piece{i}" for i in range(n_vocab - len(tokens))]
+    types = [2, 3, 3] + [6] * 256 + [1] * (n_vocab - BYTE_VOCAB)    # UNKNOWN, CONTROL, BYTE, NORMAL
+    w.add_tokenizer_model("llama")
+    w.add_token_list(tokens)
+    w.add_token_scores([0.0] * n_vocab)
+    w.add_token_types(types)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_unk_token_id(0)
+
+
 def write(path: Path, spec: Spec, *, split_max_tensors: int = 0) -> dict[str, np.ndarray]:
     """Write the model; returns the float32 values of every tensor (before encoding)."""
     rng = np.random.default_rng(spec.seed)
@@ -98,6 +119,8 @@ def write(path: Path, spec: Spec, *, split_max_tensors: int = 0) -> dict[str, np
             w.add_float32(k, v)
         else:
             w.add_uint32(k, int(v))  # type: ignore[arg-type]
+    if spec.byte_tokenizer:
+        add_byte_tokenizer(w, spec.n_vocab)
     values: dict[str, np.ndarray] = {}
     for name, shape in spec.shapes().items():
         x = _values(rng, shape)

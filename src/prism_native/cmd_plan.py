@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_analysis_arguments(p)
 
 
-def _load_analysis(args: argparse.Namespace) -> tuple[Model, Analysis]:
+def load_analysis(args: argparse.Namespace) -> tuple[Model, Analysis]:
     if args.results:
         analysis = Analysis.load(args.results)
         if args.model or args.example:
@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     types = tuple(t.strip().upper() for t in args.types.split(",") if t.strip())
     if args.max_overrides < 0:
         raise PrismError("--max-overrides must be >= 0")
-    model, analysis = _load_analysis(args)
+    model, analysis = load_analysis(args)
     extra = imatrix_kv(analysis.imatrix["path"], (analysis.imatrix.get("datasets") or [None])[0],
                        bool(analysis.imatrix.get("chunk_count"))) if analysis.imatrix else ()
     plans = [make_plan(model, analysis, b, types=types, max_overrides=args.max_overrides, extra_kv=extra)

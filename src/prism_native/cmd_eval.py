@@ -1,0 +1,123 @@
+"""`eval`: quantize with llama.cpp (its ftypes and prism_native plans) and measure perplexity and KL
+divergence against the full-precision model; writes results.csv/.json/.md and pareto.png."""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Callable
+
+from .analyze import Analysis
+from .cmd_analyze import add_analysis_arguments, add_model_argument, resolve_model
+from .cmd_plan import load_analysis
+from .errors import PrismError
+from .eval_report import markdown, write_all
+from .evaluate import IMATRIX, MODEL_IN, MODEL_OUT, SERIES_PRISM, Method, Setup, evaluate, parse_baselines
+from .gguf_model import Model
+from .llama_quantize import find_binary
+from .llama_tools import find_tool
+from .perplexity import Perplexity
+from .plan import DEFAULT_TYPES, Budget, make_plan
+from .sizes import imatrix_kv
+
+DEFAULT_BASELINES = "Q3_K_M,Q4_K_M,IQ4_XS"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_model_argument(p)
+    p.add_argument("--text", required=True, metavar="FILE", help="evaluation text (plain UTF-8)")
+    p.add_argument("--bpw", default="", metavar="B,...",
+                   help="prism_native plans at these bits per weight (over the quantized tensors), e.g. 3.0,3.5,4.0")
+    p.add_argument("--sizes-of", default="", metavar="TYPE,...",
+                   help="prism_native plans whose size budget is the real file size of these baselines, "
+                        "e.g. Q3_K_M,Q4_K_M")
+    p.add_argument("--baselines", default=DEFAULT_BASELINES, metavar="TYPE,...",
+                   help="llama-quantize types to compare with; TYPE:pure for --pure (one type everywhere); "
+                        "'frontier' = every K-quant mix, Q4_0, IQ4_XS and four --pure types; '' for none "
+                        "(default %(default)s)")
+    p.add_argument("--llama-cpp", metavar="DIR",
+                   help="llama.cpp build or install holding llama-quantize and llama-perplexity "
+                        "(DIR, DIR/bin or DIR/build/bin; default: PATH)")
+    p.add_argument("-o", "--output", default="eval-results", metavar="DIR",
+                   help="results and cache directory (default %(default)s)")
+    p.add_argument("--ctx", type=int, default=512, help="llama-perplexity context (default %(default)s)")
+    p.add_argument("--chunks", type=int, default=32,
+                   help="chunks of --ctx tokens to evaluate (default %(default)s; fewer if the text is short)")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the quantized files and the full-precision logits in DIR/cache")
+    p.add_argument("--from", dest="results", metavar="RESULTS",
+                   help="analysis results for the plans (default: MODEL.prism.json if it matches, else analyze)")
+    p.add_argument("--types", default=",".join(DEFAULT_TYPES), help="plan candidate types (default %(default)s)")
+    p.add_argument("--max-overrides", type=int, default=16, help="plan single-tensor overrides (default %(default)s)")
+    add_analysis_arguments(p)
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        vals = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise PrismError(f"--bpw wants numbers separated by commas, e.g. 3.0,3.5,4.0 (got '{text}')") from None
+    bad = [v for v in vals if not 0 < v < 64]
+    if bad:
+        raise PrismError(f"--bpw {bad[0]:g} is not a bits-per-weight figure")
+    return vals
+
+
+def _tools(args: argparse.Namespace) -> tuple[Path, Path]:
+    """llama-quantize ($PRISM_LLAMA_QUANTIZE or PATH unless --llama-cpp) and llama-perplexity."""
+    quantize = (find_binary() if args.llama_cpp is None else None) or find_tool("llama-quantize", args.llama_cpp)
+    return quantize, find_tool("llama-perplexity", args.llama_cpp)
+
+
+def _imatrix(args: argparse.Namespace, analysis: Analysis | None) -> str | None:
+    """One imatrix for baselines and plans alike, so that they are compared on equal terms."""
+    planned = analysis.imatrix["path"] if analysis is not None and analysis.imatrix else None
+    if planned and args.imatrix and Path(planned).resolve() != Path(args.imatrix).resolve():
+        raise PrismError(f"the analysis used the imatrix {planned}, not {args.imatrix}")
+    if analysis is not None and args.imatrix and not planned:
+        raise PrismError(f"{args.results}: analysed without an imatrix; analyze again with --imatrix {args.imatrix}")
+    return planned or args.imatrix
+
+
+def _planner(model: Model, analysis: Analysis, args: argparse.Namespace) -> Callable[[Budget, str], Method]:
+    types = tuple(t.strip().upper() for t in args.types.split(",") if t.strip())
+    if args.max_overrides < 0:
+        raise PrismError("--max-overrides must be >= 0")
+    im = analysis.imatrix
+    extra = imatrix_kv(im["path"], (im.get("datasets") or [None])[0], bool(im.get("chunk_count"))) if im else ()
+    requant = any(model.tensor(n).requantized for n in analysis.tensors)
+
+    def plan(budget: Budget, label: str) -> Method:
+        p = make_plan(model, analysis, budget, types=types, max_overrides=args.max_overrides, extra_kv=extra)
+        argv = p.recipe.argv(MODEL_IN, MODEL_OUT, imatrix=IMATRIX if im else None, allow_requantize=requant)
+        return Method(f"prism_native {label}", SERIES_PRISM, tuple(argv[1:]), label, p.size.file_bytes,
+                      int(budget.value) if budget.kind == "size" else None)
+    return plan
+
+
+def run(args: argparse.Namespace) -> int:
+    text = Path(args.text)
+    if not text.is_file():
+        raise PrismError(f"--text {text}: no such file")
+    if args.ctx < 16 or args.chunks < 1:
+        raise PrismError("--ctx must be >= 16 and --chunks >= 1")
+    bpws = _floats(args.bpw)
+    baselines = parse_baselines(args.baselines)
+    sizes_of = parse_baselines(args.sizes_of)
+    quantize, perplexity = _tools(args)
+    if bpws or sizes_of:
+        model, analysis = load_analysis(args)
+        planner = _planner(model, analysis, args)
+    else:
+        model, analysis, planner = resolve_model(args), None, None
+    out_dir = Path(args.output)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise PrismError(f"-o {out_dir}: not a directory")
+    threads = args.threads or os.cpu_count() or 1
+    setup = Setup(model, quantize, Perplexity(perplexity, text, args.ctx, args.chunks, threads), out_dir,
+                  _imatrix(args, analysis), args.keep, args.quiet)
+    results = evaluate(setup, baselines, bpws, sizes_of, planner)
+    written = write_all(results, out_dir)
+    print(markdown(results))
+    print("written: " + ", ".join(str(p) for p in written))
+    return 0
