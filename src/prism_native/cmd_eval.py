@@ -9,7 +9,7 @@ from typing import Callable
 
 from .analyze import Analysis
 from .cmd_analyze import add_analysis_arguments, add_model_argument, resolve_model
-from .cmd_plan import load_analysis
+from .cmd_plan import add_plan_arguments, load_analysis
 from .errors import PrismError
 from .eval_report import markdown, write_all
 from .evaluate import IMATRIX, MODEL_IN, MODEL_OUT, SERIES_PRISM, Method, Setup, evaluate, parse_baselines
@@ -17,7 +17,7 @@ from .gguf_model import Model
 from .llama_quantize import find_binary
 from .llama_tools import find_tool
 from .perplexity import Perplexity
-from .plan import DEFAULT_TYPES, Budget, make_plan
+from .plan import Budget, make_plan
 from .sizes import imatrix_kv
 
 DEFAULT_BASELINES = "Q3_K_M,Q4_K_M,IQ4_XS"
@@ -45,10 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="chunks of --ctx tokens to evaluate (default %(default)s; fewer if the text is short)")
     p.add_argument("--keep", action="store_true",
                    help="keep the quantized files and the full-precision logits in DIR/cache")
-    p.add_argument("--from", dest="results", metavar="RESULTS",
-                   help="analysis results for the plans (default: MODEL.prism.json if it matches, else analyze)")
-    p.add_argument("--types", default=",".join(DEFAULT_TYPES), help="plan candidate types (default %(default)s)")
-    p.add_argument("--max-overrides", type=int, default=16, help="plan single-tensor overrides (default %(default)s)")
+    add_plan_arguments(p)
     add_analysis_arguments(p)
 
 
@@ -88,7 +85,8 @@ def _planner(model: Model, analysis: Analysis, args: argparse.Namespace) -> Call
     requant = any(model.tensor(n).requantized for n in analysis.tensors)
 
     def plan(budget: Budget, label: str) -> Method:
-        p = make_plan(model, analysis, budget, types=types, max_overrides=args.max_overrides, extra_kv=extra)
+        p = make_plan(model, analysis, budget, types=types, max_overrides=args.max_overrides, extra_kv=extra,
+                      distortion=args.distortion)
         argv = p.recipe.argv(MODEL_IN, MODEL_OUT, imatrix=IMATRIX if im else None, allow_requantize=requant)
         return Method(f"prism_native {label}", SERIES_PRISM, tuple(argv[1:]), label, p.size.file_bytes,
                       int(budget.value) if budget.kind == "size" else None)

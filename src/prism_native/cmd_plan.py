@@ -11,9 +11,21 @@ from .cmd_analyze import (add_analysis_arguments, add_model_argument, default_ou
                           run_analysis)
 from .errors import PrismError
 from .gguf_model import Model, open_model
-from .plan import DEFAULT_TYPES, Budget, Plan, fmt_bytes, make_plan, parse_size
+from .plan import DEFAULT_TYPES, DISTORTIONS, Budget, Plan, fmt_bytes, make_plan, parse_size
 from .score import Weights
 from .sizes import imatrix_kv
+
+
+def add_plan_arguments(p: argparse.ArgumentParser) -> None:
+    """Options shared by plan and eval (which plans too)."""
+    p.add_argument("--from", dest="results", metavar="RESULTS",
+                   help="reuse an analyze results file (default: MODEL.prism.json if it matches, else analyze)")
+    p.add_argument("--types", default=",".join(DEFAULT_TYPES),
+                   help="candidate types (default %(default)s; Q8_0 and the 32-block types allowed)")
+    p.add_argument("--max-overrides", type=int, default=16,
+                   help="single tensors that may get a type other than their class's (default %(default)s)")
+    p.add_argument("--distortion", choices=DISTORTIONS, default="relative",
+                   help="allocator's distortion: relative error per tensor (default) or x parameters")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -22,12 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     b.add_argument("--bpw", type=float, help="bits per weight over the quantized tensors")
     b.add_argument("--size", help="whole output file size, e.g. 4.2GiB or 3.9GB")
     b.add_argument("--sweep", metavar="A:B:STEP", help="one recipe per bpw from A to B, e.g. 3.0:5.0:0.25")
-    p.add_argument("--from", dest="results", metavar="RESULTS",
-                   help="reuse an analyze results file (default: MODEL.prism.json if it matches, else analyze)")
-    p.add_argument("--types", default=",".join(DEFAULT_TYPES),
-                   help="candidate types (default %(default)s; Q8_0 allowed)")
-    p.add_argument("--max-overrides", type=int, default=16,
-                   help="single tensors that may get a type other than their class's (default %(default)s)")
+    add_plan_arguments(p)
     p.add_argument("--out", metavar="OUT.gguf", help="output path written into the command")
     p.add_argument("--tensor-type-file", metavar="FILE",
                    help="also write the patterns to FILE and show the --tensor-type-file command")
@@ -123,7 +130,8 @@ def run(args: argparse.Namespace) -> int:
     model, analysis = load_analysis(args)
     extra = imatrix_kv(analysis.imatrix["path"], (analysis.imatrix.get("datasets") or [None])[0],
                        bool(analysis.imatrix.get("chunk_count"))) if analysis.imatrix else ()
-    plans = [make_plan(model, analysis, b, types=types, max_overrides=args.max_overrides, extra_kv=extra)
+    plans = [make_plan(model, analysis, b, types=types, max_overrides=args.max_overrides, extra_kv=extra,
+                      distortion=args.distortion)
              for b in budgets]
     if args.json:
         out = []

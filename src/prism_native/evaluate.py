@@ -26,7 +26,7 @@ from .llama_quantize import parse_dry_run, run as run_quantize
 from .perplexity import Measurement, Perplexity
 from .plan import Budget
 from .progress import Progress, _fmt_secs
-from .recipe import FTYPES, parse_ftype
+from .rules import UNSUPPORTED_FTYPES, parse_ftype
 
 SERIES_REFERENCE = "reference"
 SERIES_FTYPE = "llama.cpp"
@@ -70,7 +70,7 @@ def parse_baselines(text: str) -> list[str]:
             ftype = name.strip().upper()
             if mode not in ("", "pure"):
                 raise PrismError(f"baseline '{spec}': the only suffix is ':pure' (e.g. Q4_K:pure)")
-            if ftype not in FTYPES or ftype == "COPY" or parse_ftype(ftype) != ftype:
+            if ftype == "COPY" or ftype in UNSUPPORTED_FTYPES or parse_ftype(ftype) != ftype:
                 raise PrismError(f"baseline '{spec}' is not a llama-quantize type (e.g. Q4_K_M, IQ4_XS, Q4_K:pure)")
             canon = f"{ftype}:pure" if mode else ftype
             if canon not in out:

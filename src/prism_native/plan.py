@@ -75,8 +75,17 @@ def _check_measured(analysis: Analysis, types: Sequence[str]) -> None:
                          f"--candidates including them")
 
 
-def build_groups(model: Model, analysis: Analysis, types: Sequence[str], padded: bool) -> list[Group]:
-    """One group per tensor class; each tensor priced and scored at the type llama-quantize writes."""
+DISTORTIONS = ("relative", "params")
+
+
+def build_groups(model: Model, analysis: Analysis, types: Sequence[str], padded: bool,
+                 distortion: str = "relative") -> list[Group]:
+    """One group per tensor class; each tensor priced and scored at the type llama-quantize writes.
+
+    distortion "relative": D = s * e (every matmul adds relative noise e to its output, whatever its
+    size); "params": D = s * e * n_params (error energy summed over weights)."""
+    if distortion not in DISTORTIONS:
+        raise PrismError(f"unknown distortion model '{distortion}' (use {' or '.join(DISTORTIONS)})")
     _check_measured(analysis, types)
     by_cls: dict[str, list[TensorCost]] = {}
     for r in analysis.tensors.values():
@@ -88,7 +97,7 @@ def build_groups(model: Model, analysis: Analysis, types: Sequence[str], padded:
             nb = tensor_nbytes(t.shape, written)
             cost[req] = pad(nb) if padded else nb
             s = r.sensitivity if math.isfinite(r.sensitivity) else 1.0
-            dist[req] = s * r.rel_error(req) * r.n_params
+            dist[req] = s * r.rel_error(req) * (r.n_params if distortion == "params" else 1.0)
         by_cls.setdefault(r.cls, []).append(TensorCost(r.name, cost, dist))
     return [Group(c, tuple(ts), tuple(types)) for c, ts in by_cls.items()]
 
@@ -135,11 +144,11 @@ def class_rows(analysis: Analysis, alloc: Allocation, model: Model) -> list[dict
 
 
 def make_plan(model: Model, analysis: Analysis, budget: Budget, *, types: Sequence[str] = DEFAULT_TYPES,
-              max_overrides: int = 16, extra_kv: Sequence[Any] = ()) -> Plan:
+              max_overrides: int = 16, extra_kv: Sequence[Any] = (), distortion: str = "relative") -> Plan:
     for t in types:
         if not qtypes.get(t).native:
             raise PrismError(f"type {t} cannot be planned (prism_native has no bit-exact quantizer for it)")
-    groups = build_groups(model, analysis, types, padded=budget.kind == "size")
+    groups = build_groups(model, analysis, types, padded=budget.kind == "size", distortion=distortion)
     avail, fmt = byte_budget(model, analysis, budget, extra_kv)
     alloc = allocate(groups, avail, max_overrides=max_overrides, fmt=fmt)
     specs = [TensorSpec.of(t, model.arch) for t in model.tensors]
