@@ -1,0 +1,48 @@
+"""Bad input to the native quantizers is a ValueError with a clear message; the fused kernel's results
+do not depend on the thread count and honour row subsets."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from prism_native.quant import dequantize, quant_errors, quantize
+
+X = (np.random.default_rng(1).standard_normal((8, 512)) * 0.02).astype(np.float32)
+
+
+@pytest.mark.parametrize("bad,match", [
+    (np.array([[np.nan] * 256], np.float32), "NaN or Inf"),
+    (np.array([[np.inf] * 256], np.float32), "NaN or Inf"),
+    (np.zeros((0, 256), np.float32), "empty"),
+    (np.zeros((2, 100), np.float32), "multiple"),
+    (np.zeros(256, np.float32), "2-D"),
+    (np.zeros((2, 256), np.float64), "float32"),
+    (np.zeros((2, 256), np.int32), "float32"),
+])
+def test_bad_input_is_value_error(bad, match):
+    with pytest.raises(ValueError, match=match):
+        quantize(bad, "Q4_K")
+
+
+def test_bad_imatrix_and_sizes():
+    with pytest.raises(ValueError, match="imatrix"):
+        quantize(X, "Q4_K", np.ones(100, np.float32))
+    with pytest.raises(ValueError, match="imatrix"):
+        quantize(X, "Q4_K", -np.ones(512, np.float32))
+    with pytest.raises(ValueError, match="bytes"):
+        dequantize(np.zeros(10, np.uint8), "Q4_K", (8, 512))
+    with pytest.raises(ValueError, match="no quantizer|unknown"):
+        quantize(X, "IQ2_XXS")
+    with pytest.raises(ValueError, match="out of range"):
+        quant_errors(X, ["Q4_K"], rows=np.array([0, 99]))
+
+
+def test_fused_kernel_threads_and_rows():
+    big = np.repeat(X, 64, axis=0)
+    one = quant_errors(big, ["Q2_K", "Q4_K", "IQ4_XS"], nthreads=1)
+    two = quant_errors(big, ["Q2_K", "Q4_K", "IQ4_XS"], nthreads=2)
+    assert one == two
+    rows = np.array([1, 3, 5])
+    sub = quant_errors(X, ["Q4_K"], rows=rows)[0]
+    ref = quant_errors(np.ascontiguousarray(X[rows]), ["Q4_K"])[0]
+    assert sub == ref
