@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-
-import gguf
 import numpy as np
 import pytest
 
 import synth
+from recipes import run_recipe
 from prism_native import analyze as an
 from prism_native.cli import main
 from prism_native.gguf_model import open_model
@@ -76,11 +74,6 @@ def test_llama_quantize_with_imatrix_matches_plan(moe, tmp_path, llama_quantize_
     capsys.readouterr()
     assert main(["plan", str(path), "--from", str(res), "--bpw", "3.6", "--json"]) == 0
     p = json.loads(capsys.readouterr().out)
-    argv = list(p["argv"])
-    argv[0] = str(llama_quantize_bin)
-    argv[-2] = str(tmp_path / "out.gguf")
-    r = subprocess.run(argv, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-2000:]
-    got = {t.name: t.tensor_type.name for t in gguf.GGUFReader(argv[-2]).tensors}
+    got, size = run_recipe(llama_quantize_bin, p, tmp_path)
     assert all(got[n] == typ for n, typ in p["recipe"]["written"].items())
-    assert (tmp_path / "out.gguf").stat().st_size == p["size"]["file_bytes"]
+    assert size == p["size"]["file_bytes"]

@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-
-import gguf
 import pytest
 
 import synth
+from recipes import run_recipe
 from prism_native import analyze as an
 from prism_native.cli import main
 from prism_native.errors import PrismError
@@ -78,16 +76,6 @@ def test_cli_plan_json_and_errors(analysed, capsys):
     assert capsys.readouterr().out.count("\nllama-quantize ") == 3
 
 
-def _run_recipe(bin_path, plan_json, tmp_path):
-    argv = list(plan_json["argv"])
-    argv[0] = str(bin_path)
-    argv[-2] = str(tmp_path / "out.gguf")
-    r = subprocess.run(argv, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-2000:]
-    written = {t.name: t.tensor_type.name for t in gguf.GGUFReader(argv[-2]).tensors}
-    return written, (tmp_path / "out.gguf").stat().st_size
-
-
 @pytest.mark.parametrize("name,spec,budgets", [("plan-dense", SPEC, ("3.3", "4.6")),
                                                ("plan-tied", TIED, ("4.6", "5.6"))])
 def test_llama_quantize_applies_plan_exactly(llama_quantize_bin, synthetic, tmp_path, name, spec, budgets, capsys):
@@ -98,7 +86,7 @@ def test_llama_quantize_applies_plan_exactly(llama_quantize_bin, synthetic, tmp_
     for bpw in budgets:
         assert main(["plan", str(path), "--from", str(res), "--bpw", bpw, "--json"]) == 0
         d = json.loads(capsys.readouterr().out)
-        written, size = _run_recipe(llama_quantize_bin, d, tmp_path)
+        written, size = run_recipe(llama_quantize_bin, d, tmp_path)
         for t, typ in d["recipe"]["written"].items():
             assert written[t] == typ, t
         assert size == d["size"]["file_bytes"]
@@ -110,6 +98,6 @@ def test_smollm2_recipe_applies_exactly(llama_quantize_bin, smollm2_path, tmp_pa
     capsys.readouterr()
     assert main(["plan", str(smollm2_path), "--from", str(res), "--size", "80MB", "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
-    written, size = _run_recipe(llama_quantize_bin, d, tmp_path)
+    written, size = run_recipe(llama_quantize_bin, d, tmp_path)
     assert all(written[t] == typ for t, typ in d["recipe"]["written"].items())
     assert size == d["size"]["file_bytes"] <= 80_000_000
