@@ -24,8 +24,9 @@ def add_plan_arguments(p: argparse.ArgumentParser) -> None:
                    help="candidate types (default %(default)s; Q8_0 and the 32-block types allowed)")
     p.add_argument("--max-overrides", type=int, default=16,
                    help="single tensors that may get a type other than their class's (default %(default)s)")
-    p.add_argument("--distortion", choices=DISTORTIONS, default="relative",
-                   help="allocator's distortion: relative error per tensor (default) or x parameters")
+    p.add_argument("--distortion", choices=DISTORTIONS, default="params",
+                   help="allocator's distortion per tensor: relative error x parameters (default) or "
+                        "relative error alone")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

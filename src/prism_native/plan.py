@@ -75,15 +75,16 @@ def _check_measured(analysis: Analysis, types: Sequence[str]) -> None:
                          f"--candidates including them")
 
 
-DISTORTIONS = ("relative", "params")
+DISTORTIONS = ("params", "relative")
 
 
 def build_groups(model: Model, analysis: Analysis, types: Sequence[str], padded: bool,
-                 distortion: str = "relative") -> list[Group]:
+                 distortion: str = "params") -> list[Group]:
     """One group per tensor class; each tensor priced and scored at the type llama-quantize writes.
 
-    distortion "relative": D = s * e (every matmul adds relative noise e to its output, whatever its
-    size); "params": D = s * e * n_params (error energy summed over weights)."""
+    distortion "params" (default): D = s * e * n_params (error energy summed over weights);
+    "relative": D = s * e (every matmul adds relative noise e to its output, whatever its size).
+    docs/results.md compares the two on SmolLM2 (params won at 3 of 4 budgets)."""
     if distortion not in DISTORTIONS:
         raise PrismError(f"unknown distortion model '{distortion}' (use {' or '.join(DISTORTIONS)})")
     _check_measured(analysis, types)
@@ -144,7 +145,7 @@ def class_rows(analysis: Analysis, alloc: Allocation, model: Model) -> list[dict
 
 
 def make_plan(model: Model, analysis: Analysis, budget: Budget, *, types: Sequence[str] = DEFAULT_TYPES,
-              max_overrides: int = 16, extra_kv: Sequence[Any] = (), distortion: str = "relative") -> Plan:
+              max_overrides: int = 16, extra_kv: Sequence[Any] = (), distortion: str = "params") -> Plan:
     for t in types:
         if not qtypes.get(t).native:
             raise PrismError(f"type {t} cannot be planned (prism_native has no bit-exact quantizer for it)")
