@@ -14,6 +14,9 @@ from prism_native.plan import Budget, make_plan, parse_size
 
 SPEC = synth.Spec(n_layer=4, n_embd=256, n_ff=512, n_vocab=512, seed=5)
 TIED = synth.Spec(tied=True, n_embd=320, n_head=5, n_ff=640, n_layer=3, seed=6)
+# Qwen3.5-style hybrid names (ssm_alpha/ssm_beta/ssm_out, attn_gate, attn_qkv, shared experts) in BF16
+HYBRID = synth.Spec(n_layer=4, dtype="BF16", layer_names=synth.QWEN35_LAYER + ("ffn_up_shexp", "ffn_down_shexp"),
+                    seed=9)
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +80,8 @@ def test_cli_plan_json_and_errors(analysed, capsys):
 
 
 @pytest.mark.parametrize("name,spec,budgets", [("plan-dense", SPEC, ("3.3", "4.6")),
-                                               ("plan-tied", TIED, ("4.6", "5.6"))])
+                                               ("plan-tied", TIED, ("4.6", "5.6")),
+                                               ("plan-hybrid", HYBRID, ("3.9", "5.1"))])
 def test_llama_quantize_applies_plan_exactly(llama_quantize_bin, synthetic, tmp_path, name, spec, budgets, capsys):
     path = synthetic(name, spec)
     res = tmp_path / "r.prism.json"
