@@ -158,22 +158,15 @@ VARIANTS: dict[str, Spec] = {
 
 def write_imatrix(path: Path, spec: Spec, dataset: str = "synthetic-calibration.txt", chunks: int = 10) -> int:
     """A GGUF imatrix (llama-imatrix's format) for every blk.* matrix of `spec`; returns its entry count."""
+    from prism_native.imatrix import write_gguf
+
     rng = np.random.default_rng(spec.seed + 1)
-    w = gguf.GGUFWriter(path, "imatrix")
-    w.add_string("general.type", "imatrix")
-    w.add_array("imatrix.datasets", [dataset])
-    w.add_uint32("imatrix.chunk_count", chunks)
-    w.add_uint32("imatrix.chunk_size", 512)
-    n = 0
+    entries = {}
     for name, shape in spec.shapes().items():
         if not name.startswith("blk.") or len(shape) < 2:
             continue
         nmat = shape[2] if len(shape) > 2 else 1
-        w.add_tensor(f"{name}.in_sum2", (rng.random((nmat, shape[0]), dtype=np.float32) + 0.1) * 5120)
-        w.add_tensor(f"{name}.counts", np.full((nmat, 1), 5120.0, dtype=np.float32))
-        n += 1
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return n
+        entries[name] = ((rng.random((nmat, shape[0]), dtype=np.float32) + 0.1) * 5120,
+                         np.full(nmat, 5120.0, dtype=np.float32))
+    write_gguf(path, entries, [dataset], chunks, 512)
+    return len(entries)

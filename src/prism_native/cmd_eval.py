@@ -17,8 +17,7 @@ from .gguf_model import Model
 from .llama_quantize import find_binary
 from .llama_tools import find_tool
 from .perplexity import Perplexity
-from .plan import Budget, make_plan
-from .sizes import imatrix_kv
+from .plan import Budget, imatrix_extra_kv, make_plan, needs_requantize
 
 DEFAULT_BASELINES = "Q3_K_M,Q4_K_M,IQ4_XS"
 
@@ -81,8 +80,8 @@ def _planner(model: Model, analysis: Analysis, args: argparse.Namespace) -> Call
     if args.max_overrides < 0:
         raise PrismError("--max-overrides must be >= 0")
     im = analysis.imatrix
-    extra = imatrix_kv(im["path"], (im.get("datasets") or [None])[0], bool(im.get("chunk_count"))) if im else ()
-    requant = any(model.tensor(n).requantized for n in analysis.tensors)
+    extra = imatrix_extra_kv(analysis)
+    requant = needs_requantize(model, analysis)
 
     def plan(budget: Budget, label: str) -> Method:
         p = make_plan(model, analysis, budget, types=types, max_overrides=args.max_overrides, extra_kv=extra,

@@ -11,9 +11,9 @@ from .cmd_analyze import (add_analysis_arguments, add_model_argument, default_ou
                           run_analysis)
 from .errors import PrismError
 from .gguf_model import Model, open_model
-from .plan import DEFAULT_TYPES, DISTORTIONS, Budget, Plan, fmt_bytes, make_plan, parse_size
+from .plan import (DEFAULT_TYPES, DISTORTIONS, Budget, Plan, fmt_bytes, imatrix_extra_kv, make_plan,
+                   needs_requantize, parse_size)
 from .score import Weights
-from .sizes import imatrix_kv
 
 
 def add_plan_arguments(p: argparse.ArgumentParser) -> None:
@@ -94,7 +94,7 @@ def _out_path(model: Model, args: argparse.Namespace, budget: Budget) -> str:
 
 def _command(plan: Plan, model: Model, analysis: Analysis, args: argparse.Namespace, out: str,
              type_file: str | None = None) -> str:
-    requant = any(model.tensor(n).requantized for n in analysis.tensors)
+    requant = needs_requantize(model, analysis)
     imatrix = analysis.imatrix["path"] if analysis.imatrix else None
     return plan.recipe.shell(str(model.path), out, imatrix=imatrix, allow_requantize=requant,
                              tensor_type_file=type_file)
@@ -129,8 +129,7 @@ def run(args: argparse.Namespace) -> int:
     if args.max_overrides < 0:
         raise PrismError("--max-overrides must be >= 0")
     model, analysis = load_analysis(args)
-    extra = imatrix_kv(analysis.imatrix["path"], (analysis.imatrix.get("datasets") or [None])[0],
-                       bool(analysis.imatrix.get("chunk_count"))) if analysis.imatrix else ()
+    extra = imatrix_extra_kv(analysis)
     plans = [make_plan(model, analysis, b, types=types, max_overrides=args.max_overrides, extra_kv=extra,
                       distortion=args.distortion)
              for b in budgets]
@@ -141,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
             o = _out_path(model, args, p.budget)
             d["command"] = _command(p, model, analysis, args, o)
             d["argv"] = p.recipe.argv(str(model.path), o, imatrix=analysis.imatrix["path"] if analysis.imatrix else None,
-                                      allow_requantize=any(model.tensor(n).requantized for n in analysis.tensors))
+                                      allow_requantize=needs_requantize(model, analysis))
             out.append(d)
         json.dump(out[0] if len(out) == 1 else out, sys.stdout, indent=1)
         print()

@@ -19,7 +19,7 @@ from .analyze import Analysis, TensorResult
 from .errors import PrismError
 from .gguf_model import Model
 from .recipe import Recipe, TensorSpec, build_recipe
-from .sizes import SizeEstimate, estimate, pad, tensor_nbytes
+from .sizes import SizeEstimate, estimate, imatrix_kv, pad, tensor_nbytes
 
 DEFAULT_TYPES = ("Q2_K", "Q3_K", "IQ4_XS", "Q4_K", "Q5_K", "Q6_K")
 _SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([KMGT]?I?B?)?\s*$", re.IGNORECASE)
@@ -142,6 +142,19 @@ def class_rows(analysis: Analysis, alloc: Allocation, model: Model) -> list[dict
         out.append(d)
     out.sort(key=lambda d: -d["sensitivity"])
     return out
+
+
+def imatrix_extra_kv(analysis: Analysis) -> tuple[Any, ...]:
+    """The metadata keys llama-quantize adds with --imatrix (they count in the output file's size)."""
+    im = analysis.imatrix
+    if not im:
+        return ()
+    return imatrix_kv(im["path"], (im.get("datasets") or [None])[0], bool(im.get("chunk_count")))
+
+
+def needs_requantize(model: Model, analysis: Analysis) -> bool:
+    """True when a planned tensor is stored quantized (llama-quantize then wants --allow-requantize)."""
+    return any(model.tensor(n).requantized for n in analysis.tensors)
 
 
 def make_plan(model: Model, analysis: Analysis, budget: Budget, *, types: Sequence[str] = DEFAULT_TYPES,
