@@ -159,9 +159,10 @@ def test_randomised_mode_is_deterministic_per_seed():
 def test_plan_rule_for_model_shapes():
     assert plan((4096, 4096)).method == "krylov"
     assert plan((4096, 14336)).method == "krylov"
-    assert plan((151936, 4096)).method == "krylov"        # embedding: full Gram (sampling is biased)
-    p = plan((151936, 8192))
-    assert p.method == "sampled-krylov" and p.sampled_lines == int(3e12 // 8192 ** 2)
+    assert plan((14336, 4096)).sampled_lines == 0          # 4 N lines would be more than there are
+    p = plan((151936, 4096))                                 # embedding: 4 N sampled lines (biased, documented)
+    assert p.method == "sampled-krylov" and p.sampled_lines == 4 * 4096
+    assert plan((151936, 4096), config=SpectralConfig(gram_flop_budget=3e12)).method == "krylov"
     assert plan((151936, 4096), config=SpectralConfig(gram_flop_budget=6e11)).sampled_lines == int(6e11 // 4096 ** 2)
     assert plan((576, 576)).method == "exact" and plan((1, 4096)).method == "exact"
     assert plan((151936, 4096), "exact").method == "exact"

@@ -46,3 +46,15 @@ def test_fused_kernel_threads_and_rows():
     sub = quant_errors(X, ["Q4_K"], rows=rows)[0]
     ref = quant_errors(np.ascontiguousarray(X[rows]), ["Q4_K"])[0]
     assert sub == ref
+
+
+def test_to_float32_is_exact_for_every_half_and_bfloat():
+    from prism_native import _native
+
+    bits = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    want = bits.view(np.float16).astype(np.float32)
+    got = _native.to_float32(bits.view(np.float16), False, 2)
+    finite = ~np.isnan(want)
+    assert np.array_equal(got.view(np.uint32)[finite], want.view(np.uint32)[finite])
+    assert np.isnan(got[~finite]).all()
+    assert np.array_equal(_native.to_float32(bits, True, 1).view(np.uint32), bits.astype(np.uint32) << 16)

@@ -112,6 +112,18 @@ NB_MODULE(_native, m) {
   }, nb::arg("x"), nb::arg("type"), nb::arg("imatrix") = nb::none(), nb::arg("bf16") = false,
      nb::arg("nthreads") = 0, nb::arg("isa") = "");
 
+  m.def("to_float32", [](const AnyArray& x, bool bf16, int nthreads) {
+    const Matrix mat = as_matrix(x, bf16);
+    float* buf = new float[(size_t)mat.nrows * mat.n_per_row];
+    nb::capsule owner(buf, [](void* p) noexcept { delete[] static_cast<float*>(p); });
+    {
+      nb::gil_scoped_release nogil;
+      prism::to_float32(mat, buf, nthreads);
+    }
+    return nb::ndarray<nb::numpy, float, nb::ndim<2>>(buf, {(size_t)mat.nrows, (size_t)mat.n_per_row}, owner);
+  }, nb::arg("x"), nb::arg("bf16") = false, nb::arg("nthreads") = 0,
+     "Exact float32 copy of a 2-D float16 (or uint16 bfloat16 bits with bf16=True) array, in parallel.");
+
   m.def("dequantize", [](const U8Array& q, int type, int64_t nrows, int64_t n_per_row, int nthreads,
                          const std::string& isa) {
     const QType qt = check_type(type);

@@ -57,6 +57,24 @@ bool all_finite(const float* x, int64_t n) {
 
 // Float32 rows [r0, r0+n) (or the listed rows) of m: a pointer into m itself when they are contiguous
 // F32 rows, else converted into `scratch`. Returns nullptr on a non-finite value.
+// Rows [r0, r0+n) (or the listed rows) of m converted to float32 into dst.
+void convert_rows(const Matrix& m, const int64_t* rows, int64_t r0, int64_t n, float* dst) {
+  const int64_t k = m.n_per_row;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t r = rows ? rows[r0 + i] : r0 + i;
+    const uint8_t* src = static_cast<const uint8_t*>(m.data) + (size_t)r * k * dtype_size(m.dtype);
+    float* d = dst + i * k;
+    const uint16_t* h = reinterpret_cast<const uint16_t*>(src);
+    switch (m.dtype) {
+      case DType::F32: std::memcpy(d, src, (size_t)k * 4); break;
+      case DType::F16: for (int64_t j = 0; j < k; ++j) d[j] = fp16_to_fp32(h[j]); break;
+      case DType::BF16: for (int64_t j = 0; j < k; ++j) d[j] = u2f((uint32_t)h[j] << 16); break;
+    }
+  }
+}
+
+// Float32 rows [r0, r0+n) (or the listed rows) of m: a pointer into m itself when they are contiguous
+// F32 rows, else converted into `scratch`. Returns nullptr on a non-finite value.
 const float* load_rows(const Matrix& m, const int64_t* rows, int64_t r0, int64_t n, std::vector<float>& scratch) {
   const int64_t k = m.n_per_row;
   if (m.dtype == DType::F32 && !rows) {
@@ -64,24 +82,7 @@ const float* load_rows(const Matrix& m, const int64_t* rows, int64_t r0, int64_t
     return all_finite(p, n * k) ? p : nullptr;
   }
   scratch.resize((size_t)(n * k));
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t r = rows ? rows[r0 + i] : r0 + i;
-    const uint8_t* src = static_cast<const uint8_t*>(m.data) + (size_t)r * k * dtype_size(m.dtype);
-    float* dst = scratch.data() + i * k;
-    switch (m.dtype) {
-      case DType::F32: std::memcpy(dst, src, (size_t)k * 4); break;
-      case DType::F16: {
-        const uint16_t* h = reinterpret_cast<const uint16_t*>(src);
-        for (int64_t j = 0; j < k; ++j) dst[j] = fp16_to_fp32(h[j]);
-        break;
-      }
-      case DType::BF16: {
-        const uint16_t* h = reinterpret_cast<const uint16_t*>(src);
-        for (int64_t j = 0; j < k; ++j) dst[j] = u2f((uint32_t)h[j] << 16);
-        break;
-      }
-    }
-  }
+  convert_rows(m, rows, r0, n, scratch.data());
   return all_finite(scratch.data(), n * k) ? scratch.data() : nullptr;
 }
 
@@ -202,6 +203,14 @@ void quantize(const KernelTable& t, QType type, const Matrix& m, const float* im
     ops.quantize(xr, dst + r0 * row_bytes, n, m.n_per_row, imatrix);
   });
   if (bad) throw std::invalid_argument("input contains NaN or Inf");
+}
+
+void to_float32(const Matrix& m, float* dst, int nthreads) {
+  const int64_t cr = chunk_rows(m.n_per_row), nchunks = (m.nrows + cr - 1) / cr;
+  parallel_chunks(nchunks, nthreads, [&](int64_t c) {
+    const int64_t r0 = c * cr;
+    convert_rows(m, nullptr, r0, std::min(cr, m.nrows - r0), dst + r0 * m.n_per_row);
+  });
 }
 
 void dequantize(const KernelTable& t, QType type, const uint8_t* src, int64_t nrows, int64_t n_per_row,

@@ -26,6 +26,8 @@ struct Matrix {
 // std::invalid_argument on non-finite input. Thread count <= 0 means hardware concurrency.
 void quantize(const KernelTable& t, QType type, const Matrix& m, const float* imatrix, uint8_t* dst,
               int nthreads);
+// F32/F16/BF16 rows to float32 (exact), in parallel.
+void to_float32(const Matrix& m, float* dst, int nthreads);
 void dequantize(const KernelTable& t, QType type, const uint8_t* src, int64_t nrows, int64_t n_per_row,
                 float* dst, int nthreads);
 

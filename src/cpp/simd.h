@@ -48,12 +48,14 @@ inline uint16_t fp32_to_fp16(float f) {
   return sign | (uint16_t)t;
 }
 
+// IEEE fp16 -> fp32, exact for every input; branch-free so loops over it vectorise.
 inline float fp16_to_fp32(uint16_t h) {
   const uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
   const uint32_t e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
-  if (e == 0) { const float v = (float)m * 0x1p-24f; return sign ? -v : v; }  // exact
-  if (e == 31) return u2f(sign | 0x7f800000u | (m << 13));
-  return u2f(sign | ((e + 112u) << 23) | (m << 13));
+  const uint32_t normal = sign | ((e + 112u) << 23) | (m << 13);
+  const uint32_t infnan = sign | 0x7f800000u | (m << 13);
+  const uint32_t sub = sign | f2u((float)m * 0x1p-24f);   // zero and subnormals: exact
+  return u2f(e == 0 ? sub : (e == 31 ? infnan : normal));
 }
 
 inline float fp16_round(float f) { return fp16_to_fp32(fp32_to_fp16(f)); }

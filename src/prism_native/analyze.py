@@ -326,7 +326,8 @@ def analyze(model: Model, settings: Settings, *, imatrix: Imatrix | None = None,
         prev = Analysis.load(out)
         if prev.model == ident and prev.settings == settings.key() and prev.imatrix == im_ident:
             analysis.tensors = prev.tensors
-    todo = [t for t in quantizable(model) if t.name not in analysis.tensors]
+    # largest tensors first: the last tensors then are small ones, so no worker idles at the end
+    todo = sorted((t for t in quantizable(model) if t.name not in analysis.tensors), key=lambda t: -t.n_elements)
     if not quantizable(model):
         raise PrismError(f"{model.path}: no tensor llama-quantize would quantize")
     for t in quantizable(model):

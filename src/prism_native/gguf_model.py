@@ -359,10 +359,10 @@ class Model:
         name = t.type_name
         if name == "F32":
             return raw.view("<f4").reshape(np_shape)
-        if name == "F16":
-            return raw.view("<f2").astype(np.float32).reshape(np_shape)
-        if name == "BF16":
-            return (raw.view("<u2").astype(np.uint32) << 16).view(np.float32).reshape(np_shape)
+        if name in ("F16", "BF16"):  # native exact conversion: numpy's float16 cast is ~10x slower
+            from . import _native
+            rows = raw.view("<f2" if name == "F16" else "<u2").reshape(t.n_rows, t.n_per_row)
+            return _native.to_float32(rows, name == "BF16", 1).reshape(np_shape)
         return self._dequantize(t, raw).reshape(np_shape)
 
     def _dequantize(self, t: TensorInfo, raw: np.ndarray) -> np.ndarray:

@@ -30,10 +30,10 @@ ZERO_TOL = 20.0
 class SpectralConfig:
     """Thresholds of the default mode (mode "exact" ignores all but `precision`)."""
     exact_max_dim: int = 3072        # N above this: block-Krylov quadrature instead of a full eigvalsh
-    gram_flop_budget: float = 3e12   # L * N^2 (syrk flops, L = long side) above this: sample lines (biased!)
+    gram_flop_budget: float = 2e11   # L * N^2 above this: sample lines (biased, see docs: tall embeddings)
     min_sample_ratio: float = 4.0    # but never fewer than this * N sampled lines
-    krylov_block: int = 64           # Gaussian probe block (quadrature variance ~ 1 / block)
-    krylov_depth: int = 16           # Krylov steps (quadrature resolution)
+    krylov_block: int = 32           # Gaussian probe block (quadrature variance ~ 1 / block)
+    krylov_depth: int = 12           # Krylov steps (quadrature resolution)
     precision: str = "float32"       # Gram and eigensolver dtype; "float64" only to validate
 
 
@@ -117,18 +117,23 @@ def spectral_metrics(w: np.ndarray, mode: Mode = "default", *, k_policy: KPolicy
     x = long_side_view(w)
     lines = (np.sort(rng.choice(x.shape[0], how.sampled_lines, replace=False))
              if how.sampled_lines else None)
-    g = gram(x, lines, dtype)
     if how.krylov:
-        quad = block_krylov_quadrature(lambda v: g @ v, n, cfg.krylov_block, cfg.krylov_depth, rng, dtype)
+        # Products X^T (X V) instead of forming the Gram: 2*block*depth*L*N multiply-adds against L*N^2/2,
+        # cheaper whenever N > 4*block*depth (the quadrature only runs for N > exact_max_dim).
+        xs = x if lines is None else x[lines]
+        quad = block_krylov_quadrature(gram_operator(xs, dtype), n, cfg.krylov_block, cfg.krylov_depth,
+                                       rng, dtype)
         nodes, weights = quad.nodes, quad.weights
+        if lines is not None:
+            nodes = nodes * (x.shape[0] / lines.size)   # the sampled Gram is rescaled to the full one
     else:
-        nodes, weights = exact_eigenvalues(g), None
+        nodes, weights = exact_eigenvalues(gram(x, lines, dtype)), None
     zero_tol = ZERO_TOL * math.sqrt(n) * float(np.finfo(dtype).eps) * float(nodes[0])
     alpha = hill_alpha(nodes, weights, k, zero_tol)
     method = how.method
     if how.krylov and math.isnan(alpha):
         # The quadrature put x_min on the zero eigenvalues (rank <= ~k): settle it exactly.
-        alpha = hill_alpha(exact_eigenvalues(g), None, k, zero_tol)
+        alpha = hill_alpha(exact_eigenvalues(gram(x, lines, dtype)), None, k, zero_tol)
         method = how.method.replace("krylov", "exact")
     # A sampled Gram estimates the bulk; sigma_1 (and so dominance) is recomputed on the full matrix.
     lam_max = top_eigenvalue(gram_operator(x, dtype), n, rng) if lines is not None else float(nodes[0])
