@@ -61,7 +61,10 @@ def load_analysis(args: argparse.Namespace) -> tuple[Model, Analysis]:
             finish(analysis, Weights.parse(args.weights))
         return model, analysis
     model = resolve_model(args)
-    return model, run_analysis(model, args, default_output(model))
+    out = default_output(model)
+    analysis = run_analysis(model, args, out)
+    print(f"# analysis saved to {out}; later plans of this model reuse it", file=sys.stderr)
+    return model, analysis
 
 
 def _budgets(args: argparse.Namespace) -> list[Budget]:
