@@ -35,7 +35,9 @@ from .taxonomy import classify
 FORMAT = "prism-analysis/1"
 OSQE_TYPES = {2: "Q2_K", 3: "Q3_K", 4: "Q4_K", 6: "Q6_K"}   # OSQE bit levels -> ggml's own quantizers
 BOUNDARY_TYPE = "Q4_K"                                       # boundary density on the 4-bit grid
-CANDIDATES = ("Q2_K", "Q3_K", "IQ4_XS", "Q4_K", "Q5_K", "Q6_K", "Q8_0")
+# every type a plan may pick: the K-quants and IQ4_XS, and the 32-block types that rows not fitting
+# 256 fall back to, offered directly (Q4_1 is no K-quant's fallback but is often the best at 5 bpw)
+CANDIDATES = ("Q2_K", "Q3_K", "IQ4_XS", "Q4_K", "Q5_K", "Q6_K", "Q8_0", "IQ4_NL", "Q4_0", "Q4_1", "Q5_0", "Q5_1")
 CHECKPOINT_SECONDS = 5.0   # an interrupted analyze loses at most this much work
 
 

@@ -1,4 +1,4 @@
-"""Command line: `python -m prism_native {inspect,analyze,plan,check-recipe,eval}`.
+"""Command line: `python -m prism_native {inspect,analyze,plan,check-recipe,eval,ablate,fit-weights}`.
 
 Every sub-command lives in its own module and registers itself through `COMMANDS`; user mistakes
 surface as PrismError and are printed as one line with exit code 2, never as a traceback.
@@ -25,6 +25,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
                      "show what an existing llama-quantize command does to every tensor of a model"),
     "eval": ("prism_native.cmd_eval",
              "quantize with llama.cpp and measure perplexity/KL divergence against full precision"),
+    "ablate": ("prism_native.cmd_ablate",
+               "measure each class's (or layer's) true damage: it alone at a low type, the rest high"),
+    "fit-weights": ("prism_native.cmd_fit",
+                    "fit the composite sensitivity's weights to ablation measurements, with held-out checks"),
 }
 
 

@@ -22,18 +22,9 @@ from .plan import Budget, imatrix_extra_kv, make_plan, needs_requantize
 DEFAULT_BASELINES = "Q3_K_M,Q4_K_M,IQ4_XS"
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_model_argument(p)
+def add_measure_arguments(p: argparse.ArgumentParser) -> None:
+    """What every llama-perplexity measurement needs (eval and ablate share them, and the cache)."""
     p.add_argument("--text", required=True, metavar="FILE", help="evaluation text (plain UTF-8)")
-    p.add_argument("--bpw", default="", metavar="B,...",
-                   help="prism_native plans at these bits per weight (over the quantized tensors), e.g. 3.0,3.5,4.0")
-    p.add_argument("--sizes-of", default="", metavar="TYPE,...",
-                   help="prism_native plans whose size budget is the real file size of these baselines, "
-                        "e.g. Q3_K_M,Q4_K_M")
-    p.add_argument("--baselines", default=DEFAULT_BASELINES, metavar="TYPE,...",
-                   help="llama-quantize types to compare with; TYPE:pure for --pure (one type everywhere); "
-                        "'frontier' = every K-quant mix, Q4_0, IQ4_XS and four --pure types; '' for none "
-                        "(default %(default)s)")
     p.add_argument("--llama-cpp", metavar="DIR",
                    help="llama.cpp build or install holding llama-quantize and llama-perplexity "
                         "(DIR, DIR/bin or DIR/build/bin; default: PATH)")
@@ -44,6 +35,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="chunks of --ctx tokens to evaluate (default %(default)s; fewer if the text is short)")
     p.add_argument("--keep", action="store_true",
                    help="keep the quantized files and the full-precision logits in DIR/cache")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_model_argument(p)
+    p.add_argument("--bpw", default="", metavar="B,...",
+                   help="prism_native plans at these bits per weight (over the quantized tensors), e.g. 3.0,3.5,4.0")
+    p.add_argument("--sizes-of", default="", metavar="TYPE,...",
+                   help="prism_native plans whose size budget is the real file size of these baselines, "
+                        "e.g. Q3_K_M,Q4_K_M")
+    p.add_argument("--baselines", default=DEFAULT_BASELINES, metavar="TYPE,...",
+                   help="llama-quantize types to compare with; TYPE:pure for --pure (one type everywhere); "
+                        "'frontier' = every K-quant mix, Q4_0, IQ4_XS and four --pure types; '' for none "
+                        "(default %(default)s)")
+    add_measure_arguments(p)
     add_plan_arguments(p)
     add_analysis_arguments(p)
 
@@ -59,13 +64,13 @@ def _floats(text: str) -> list[float]:
     return vals
 
 
-def _tools(args: argparse.Namespace) -> tuple[Path, Path]:
+def tools(args: argparse.Namespace) -> tuple[Path, Path]:
     """llama-quantize ($PRISM_LLAMA_QUANTIZE or PATH unless --llama-cpp) and llama-perplexity."""
     quantize = (find_binary() if args.llama_cpp is None else None) or find_tool("llama-quantize", args.llama_cpp)
     return quantize, find_tool("llama-perplexity", args.llama_cpp)
 
 
-def _imatrix(args: argparse.Namespace, analysis: Analysis | None) -> str | None:
+def imatrix_for(args: argparse.Namespace, analysis: Analysis | None) -> str | None:
     """One imatrix for baselines and plans alike, so that they are compared on equal terms."""
     planned = analysis.imatrix["path"] if analysis is not None and analysis.imatrix else None
     if planned and args.imatrix and Path(planned).resolve() != Path(args.imatrix).resolve():
@@ -92,29 +97,37 @@ def _planner(model: Model, analysis: Analysis, args: argparse.Namespace) -> Call
     return plan
 
 
-def run(args: argparse.Namespace) -> int:
-    text = Path(args.text)
-    if not text.is_file():
-        raise PrismError(f"--text {text}: no such file")
+def check_measure_arguments(args: argparse.Namespace) -> None:
+    if not Path(args.text).is_file():
+        raise PrismError(f"--text {args.text}: no such file")
     if args.ctx < 16 or args.chunks < 1:
         raise PrismError("--ctx must be >= 16 and --chunks >= 1")
+
+
+def make_setup(args: argparse.Namespace, model: Model, quantize: Path, perplexity: Path,
+               imatrix: str | None) -> Setup:
+    out_dir = Path(args.output)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise PrismError(f"-o {out_dir}: not a directory")
+    threads = args.threads or os.cpu_count() or 1
+    return Setup(model, quantize, Perplexity(perplexity, Path(args.text), args.ctx, args.chunks, threads), out_dir,
+                 imatrix, args.keep, args.quiet)
+
+
+def run(args: argparse.Namespace) -> int:
+    check_measure_arguments(args)
     bpws = _floats(args.bpw)
     baselines = parse_baselines(args.baselines)
     sizes_of = parse_baselines(args.sizes_of)
-    quantize, perplexity = _tools(args)
+    quantize, perplexity = tools(args)
     if bpws or sizes_of:
         model, analysis = load_analysis(args)
         planner = _planner(model, analysis, args)
     else:
         model, analysis, planner = resolve_model(args), None, None
-    out_dir = Path(args.output)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise PrismError(f"-o {out_dir}: not a directory")
-    threads = args.threads or os.cpu_count() or 1
-    setup = Setup(model, quantize, Perplexity(perplexity, text, args.ctx, args.chunks, threads), out_dir,
-                  _imatrix(args, analysis), args.keep, args.quiet)
+    setup = make_setup(args, model, quantize, perplexity, imatrix_for(args, analysis))
     results = evaluate(setup, baselines, bpws, sizes_of, planner)
-    written = write_all(results, out_dir)
+    written = write_all(results, setup.out_dir)
     print(markdown(results))
     print("written: " + ", ".join(str(p) for p in written))
     return 0

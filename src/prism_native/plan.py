@@ -15,13 +15,13 @@ from typing import Any, Sequence
 
 from . import qtypes
 from .allocate import Allocation, Group, TensorCost, allocate
-from .analyze import Analysis, TensorResult
+from .analyze import CANDIDATES, Analysis, TensorResult
 from .errors import PrismError
 from .gguf_model import Model
 from .recipe import Recipe, TensorSpec, build_recipe
 from .sizes import SizeEstimate, estimate, imatrix_kv, pad, tensor_nbytes
 
-DEFAULT_TYPES = ("Q2_K", "Q3_K", "IQ4_XS", "Q4_K", "Q5_K", "Q6_K")
+DEFAULT_TYPES = CANDIDATES     # a plan may pick any type the analysis measures by default
 _SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([KMGT]?I?B?)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "B": 1, "K": 10**3, "KB": 10**3, "M": 10**6, "MB": 10**6, "G": 10**9, "GB": 10**9,
           "T": 10**12, "TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40,

@@ -1,0 +1,174 @@
+"""Ablation: the measured damage of one class (or one layer) at a low type while the rest stays high.
+
+This is the ground truth the composite sensitivity is fitted to (fit.py). For every unit u (all
+tensors of a class, or all quantizable tensors of a layer) and low type t, llama-quantize writes the
+model with u at t and everything else at the high type, and llama-perplexity measures the KL
+divergence to the input model. The damage of (u, t) is that KLD minus the KLD of the all-high file.
+Each record also keeps, per tensor of the model, what the analysis measured (metrics and relative
+errors), so a fit needs nothing but the ablation files.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from . import qtypes
+from .analyze import Analysis
+from .errors import PrismError
+from .evaluate import MODEL_IN, MODEL_OUT, IMATRIX, Evaluation, Method, Row, Setup
+from .gguf_model import Model
+from .recipe import TensorSpec, build_recipe
+from .score import Weights
+
+FORMAT = "prism-ablation/1"
+SERIES = "ablation"
+METRICS = tuple(f.name for f in Weights.__dataclass_fields__.values())   # the composite's inputs
+BY = ("class", "layer")
+
+
+@dataclass(frozen=True)
+class Unit:
+    name: str                   # "class attn_q" or "layer 4"
+    tensors: tuple[str, ...]
+
+
+def units(analysis: Analysis, by: str, only: Sequence[str] = ()) -> list[Unit]:
+    """Classes (by="class") or layers (by="layer") of the analysed tensors, in model order."""
+    if by not in BY:
+        raise PrismError(f"--by must be one of {', '.join(BY)}")
+    groups: dict[str, list[str]] = {}
+    for r in analysis.tensors.values():
+        if by == "class":
+            key = f"class {r.cls}"
+        elif r.layer is not None:
+            key = f"layer {r.layer}"
+        else:
+            continue                 # token_embd/output have no layer
+        groups.setdefault(key, []).append(r.name)
+    if only:
+        wanted = {f"{by} {o}" for o in only}
+        unknown = wanted - set(groups)
+        if unknown:
+            raise PrismError(f"no {by} {sorted(unknown)[0].split(' ', 1)[1]} in this model "
+                             f"(have: {', '.join(k.split(' ', 1)[1] for k in groups)})")
+        groups = {k: v for k, v in groups.items() if k in wanted}
+    key = (lambda k: int(k.split()[1])) if by == "layer" else (lambda k: 0)
+    return [Unit(k, tuple(v)) for k, v in sorted(groups.items(), key=lambda kv: key(kv[0]))]
+
+
+def _method(model: Model, analysis: Analysis, types: dict[str, str], name: str, *, imatrix: bool,
+            requantize: bool) -> Method:
+    specs = [TensorSpec.of(t, model.arch) for t in model.tensors]
+    recipe = build_recipe(specs, types, hparams=model.hparams)
+    argv = recipe.argv(MODEL_IN, MODEL_OUT, imatrix=IMATRIX if imatrix else None, allow_requantize=requantize)
+    return Method(name, SERIES, tuple(argv[1:]))
+
+
+def methods(model: Model, analysis: Analysis, unit_list: Sequence[Unit], low: Sequence[str], high: str, *,
+            imatrix: bool, requantize: bool) -> tuple[Method, list[tuple[Unit, str, Method]]]:
+    """The all-high file, then one file per (unit, low type)."""
+    for t in (*low, high):
+        qtypes.get(t)                                   # unknown names fail here, with the list
+    base_types = {n: high for n in analysis.tensors}
+    base = _method(model, analysis, base_types, f"all {high}", imatrix=imatrix, requantize=requantize)
+    out = []
+    for u in unit_list:
+        for t in low:
+            types = dict(base_types)
+            types.update({n: t for n in u.tensors})
+            out.append((u, t, _method(model, analysis, types, f"{u.name} at {t}", imatrix=imatrix,
+                                      requantize=requantize)))
+    return base, out
+
+
+def tensor_table(model: Model, analysis: Analysis) -> list[dict[str, Any]]:
+    """Per analysed tensor: what a fit needs (metrics, relative error per requested type, written type)."""
+    rows = []
+    for r in analysis.tensors.values():
+        t = model.tensor(r.name)
+        rows.append({"name": r.name, "cls": r.cls, "layer": r.layer, "n_params": r.n_params,
+                     "metrics": {k: _num(getattr(r, k)) for k in METRICS},
+                     "errors": {req: {"type": qtypes.effective(qtypes.get(req), t.n_per_row).name,
+                                      "rel_error": _num(r.rel_error(req))} for req in r.errors}})
+    return rows
+
+
+def _num(v: Any) -> float | None:
+    return float(v) if v is not None and math.isfinite(float(v)) else None
+
+
+@dataclass
+class Record:
+    unit: str
+    tensors: list[str]
+    low: str
+    kld: float
+    kld_err: float
+    damage: float             # kld - kld of the all-high file
+    file_bytes: int
+    ppl: float
+
+    @classmethod
+    def of(cls, u: Unit, low: str, row: Row, base: Row) -> "Record":
+        return cls(u.name, list(u.tensors), low, row.m.kld_mean, row.m.kld_mean_err,
+                   row.m.kld_mean - base.m.kld_mean, row.file_bytes, row.m.ppl)
+
+
+def run(setup: Setup, analysis: Analysis, unit_list: Sequence[Unit], low: Sequence[str], high: str,
+        by: str, on_row: Callable[[Record], None] | None = None) -> dict[str, Any]:
+    model = setup.model
+    requant = any(t.requantized for t in model.tensors)
+    base_m, todo = methods(model, analysis, unit_list, low, high, imatrix=setup.imatrix is not None,
+                           requantize=requant)
+    ev = Evaluation(setup)
+    ev.start(ev.pending_units([base_m] + [m for _, _, m in todo]))
+    records: list[Record] = []
+    try:
+        ref = ev.reference()
+        base = ev.measure(base_m)
+        for u, t, m in todo:
+            rec = Record.of(u, t, ev.measure(m), base)
+            records.append(rec)
+            if on_row is not None:
+                on_row(rec)
+    finally:
+        ev.finish()
+    return {"format": FORMAT, "model": {k: v for k, v in analysis.model.items() if k != "path"},
+            "model_name": model.name, "text": str(setup.ppl.text), "n_ctx": setup.ppl.n_ctx,
+            "chunks": base.m.chunks, "imatrix": setup.imatrix is not None, "by": by, "high": high,
+            "low": list(low), "reference_ppl": ref.m.ppl,
+            "base": {"kld": base.m.kld_mean, "kld_err": base.m.kld_mean_err, "file_bytes": base.file_bytes},
+            "records": [asdict(r) for r in records], "tensors": tensor_table(model, analysis)}
+
+
+def save(data: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1, allow_nan=False))
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise PrismError(f"{p}: no such file") from None
+    except (ValueError, UnicodeDecodeError):
+        raise PrismError(f"{p}: not an ablation file (not JSON)") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise PrismError(f"{p}: not an ablation file (format {FORMAT} expected)")
+    return data
+
+
+def merge(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Ablations of one model (e.g. by class and by layer) as one: records concatenated, each with
+    its own all-high baseline already subtracted."""
+    first = parts[0]
+    for p in parts[1:]:
+        if p["model"] != first["model"]:
+            raise PrismError("cannot merge ablations of different models")
+    out = dict(first)
+    out["records"] = [r for p in parts for r in p["records"]]
+    return out

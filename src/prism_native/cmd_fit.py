@@ -1,0 +1,87 @@
+"""`fit-weights`: fit the composite's weights to ablation files and show how well they predict damage
+on models they were not fitted on (leave one model out)."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from . import ablate
+from .errors import PrismError
+from .fit import Fit, ModelData, Score, fit, model_data, score
+from .score import Weights
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("ablations", nargs="+", metavar="ABLATION.json",
+                   help="files from `ablate`; files of the same model (by class, by layer) are merged")
+    p.add_argument("--lambda", dest="lam", type=float, default=1.0,
+                   help="ridge penalty on the weights (default %(default)s)")
+    p.add_argument("--beta", default="fit", help="size exponent: 1 = params distortion, 0 = relative, "
+                   "'fit' (default) to fit it in [0, 1]")
+    p.add_argument("--min-snr", type=float, default=2.0,
+                   help="drop records whose damage is within this many standard errors of zero (default %(default)s)")
+    p.add_argument("--json-out", metavar="FILE", help="write the fit and every score as JSON")
+
+
+def _beta(text: str) -> float | None:
+    if text == "fit":
+        return None
+    try:
+        b = float(text)
+    except ValueError:
+        raise PrismError(f"--beta wants a number in [0, 1] or 'fit' (got '{text}')") from None
+    if not 0.0 <= b <= 1.0:
+        raise PrismError("--beta must lie in [0, 1]")
+    return b
+
+
+def _models(paths: list[str], min_snr: float) -> list[ModelData]:
+    by_model: dict[str, list[dict[str, Any]]] = {}
+    for p in paths:
+        ab = ablate.load(p)
+        by_model.setdefault(json.dumps(ab["model"], sort_keys=True), []).append(ab)
+    return [model_data(ablate.merge(parts), min_snr) for parts in by_model.values()]
+
+
+def run(args: argparse.Namespace) -> int:
+    beta = _beta(args.beta)
+    data = _models(args.ablations, args.min_snr)
+    for d in data:
+        print(f"{d.name}: {len(d.damage)} usable records, {len(d.dropped)} left out")
+        for why in d.dropped:
+            print(f"  left out: {why}")
+    schemes: dict[str, tuple[Weights, float] | None] = {
+        "prior weights, params": (Weights(), 1.0),
+        "errors only, params (w = 0, beta = 1)": (Weights(**{k: 0.0 for k in Weights().as_dict()}), 1.0),
+        "errors only, relative (w = 0, beta = 0)": (Weights(**{k: 0.0 for k in Weights().as_dict()}), 0.0),
+    }
+    overall = fit(data, args.lam, beta)
+    schemes["fitted on all models (in-sample)"] = (overall.weights, overall.beta)
+    rows: list[dict[str, Any]] = []
+    held: dict[str, Fit] = {}
+    for d in data:
+        others = [o for o in data if o is not d]
+        if others and sum(len(o.damage) for o in others) >= 2:
+            held[d.name] = fit(others, args.lam, beta)
+    print(f"\n{'scheme':<44} {'model':<24} {'spearman':>8} {'pairs':>6} {'rms log':>8}")
+    for name, wb in list(schemes.items()) + [("fitted on the other models (held out)", None)]:
+        for d in data:
+            if wb is None and d.name not in held:
+                continue
+            w, b = wb if wb is not None else (held[d.name].weights, held[d.name].beta)
+            s: Score = score(d, w, b)
+            rows.append({"scheme": name, "model": d.name, **s.as_dict(), "weights": w.as_dict(), "beta": b})
+            print(f"{name:<44} {d.name[:24]:<24} {s.spearman:>8.3f} {s.pairs:>6.3f} {s.rms_log:>8.3f}")
+    print(f"\nfitted on all models: beta {overall.beta:g}, weights "
+          + ",".join(f"{k}={v:g}" for k, v in overall.weights.as_dict().items()))
+    for name, f in held.items():
+        print(f"fitted without {name}: beta {f.beta:g}, weights "
+              + ",".join(f"{k}={v:g}" for k, v in f.weights.as_dict().items()))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(
+            {"fit": overall.as_dict(), "held_out_fits": {k: v.as_dict() for k, v in held.items()},
+             "scores": rows, "files": args.ablations, "lambda": args.lam, "min_snr": args.min_snr,
+             "left_out": {d.name: d.dropped for d in data}}, indent=1))
+    return 0

@@ -1,0 +1,155 @@
+"""Fit the composite sensitivity's weights to measured damage (ablation files), and check them held out.
+
+The allocator predicts the damage of a unit u (a class or a layer) at a low type t as
+
+    P(u, t) = sum over tensors i of u:  exp(w . z_i) * (e_i(t) - e_i(high)) * n_i^beta
+
+with z_i the tensor's robust z-scores (score.robust_z over the model's tensors), e_i the measured
+relative error of the type llama-quantize writes, n_i its parameters; beta = 1 is the "params"
+distortion, beta = 0 "relative". Ablation measures the true damage M(u, t) (KLD increase). The fit
+minimises, over all records of all models,  sum (log P + c_model - log M)^2 + lam * |w|^2, where the
+free offset c_model absorbs each model's KLD scale (only ranks and ratios within a model matter to
+the allocator). Records whose predicted or measured damage is not positive (a lossless requantization,
+damage inside the noise) cannot be scored in log space and are left out, and counted.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+from scipy import optimize, stats
+
+from .errors import PrismError
+from .score import Weights, robust_z
+
+METRICS = tuple(Weights.__dataclass_fields__)
+
+
+@dataclass
+class ModelData:
+    """One model's ablation records, as arrays."""
+
+    name: str
+    z: np.ndarray                  # tensors x metrics, robust z-scores
+    n: np.ndarray                  # parameters per tensor
+    units: list[str]
+    lows: list[str]
+    members: list[np.ndarray]      # per record: tensor indices
+    de: list[np.ndarray]           # per record: error increase of those tensors
+    damage: np.ndarray             # per record: measured KLD increase
+    noise: np.ndarray              # per record: standard error of the KLD
+    dropped: list[str] = field(default_factory=list)
+
+
+def model_data(ab: dict[str, Any], min_snr: float = 2.0) -> ModelData:
+    """Arrays from a (merged) ablation file; records with damage below min_snr standard errors are
+    dropped (their log is noise)."""
+    tensors = ab["tensors"]
+    index = {t["name"]: i for i, t in enumerate(tensors)}
+    z = np.column_stack([robust_z([_nan(t["metrics"].get(k)) for t in tensors]) for k in METRICS])
+    n = np.array([t["n_params"] for t in tensors], dtype=np.float64)
+    high = ab["high"]
+    d = ModelData(ab.get("model_name") or ab["model"].get("name", "model"), z, n, [], [], [], [],
+                  np.zeros(0), np.zeros(0))
+    dmg, noise = [], []
+    for r in ab["records"]:
+        idx = np.array([index[name] for name in r["tensors"]])
+        de = np.array([_err(tensors[i], r["low"]) - _err(tensors[i], high) for i in idx])
+        err = math.hypot(r["kld_err"], ab["base"]["kld_err"])
+        label = f"{r['unit']} at {r['low']}"
+        if not (r["damage"] > min_snr * err):
+            d.dropped.append(f"{label}: damage {r['damage']:.2e} within {min_snr:g} standard errors")
+            continue
+        if not np.any(de > 0):
+            d.dropped.append(f"{label}: measured error is zero (lossless requantization)")
+            continue
+        d.units.append(r["unit"])
+        d.lows.append(r["low"])
+        d.members.append(idx)
+        d.de.append(np.maximum(de, 0.0))
+        dmg.append(r["damage"])
+        noise.append(err)
+    d.damage, d.noise = np.array(dmg), np.array(noise)
+    return d
+
+
+def _nan(v: Any) -> float:
+    return math.nan if v is None else float(v)
+
+
+def _err(t: dict[str, Any], req: str) -> float:
+    e = t["errors"].get(req)
+    if e is None:
+        raise PrismError(f"the ablation's analysis did not measure {req} on {t['name']}")
+    return float(e["rel_error"] or 0.0)
+
+
+def predict(d: ModelData, w: np.ndarray, beta: float) -> np.ndarray:
+    """log P for every record of one model."""
+    s = np.exp(d.z @ w) * d.n ** beta
+    return np.log(np.array([float(np.dot(s[i], de)) for i, de in zip(d.members, d.de)]))
+
+
+def _residuals(data: Sequence[ModelData], w: np.ndarray, beta: float) -> list[np.ndarray]:
+    out = []
+    for d in data:
+        r = predict(d, w, beta) - np.log(d.damage)
+        out.append(r - r.mean())              # the per-model offset, solved in closed form
+    return out
+
+
+@dataclass
+class Fit:
+    weights: Weights
+    beta: float
+    lam: float
+    rms_log: float                  # in-sample, natural log units
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"weights": self.weights.as_dict(), "beta": self.beta, "lambda": self.lam, "rms_log": self.rms_log}
+
+
+def fit(data: Sequence[ModelData], lam: float = 1.0, beta: float | None = None) -> Fit:
+    """Least squares in log space with a ridge on w; beta fitted in [0, 1] unless given."""
+    k = len(METRICS)
+    n_rec = sum(len(d.damage) for d in data)
+    if n_rec < 2:
+        raise PrismError("too few usable ablation records to fit (need 2 or more)")
+
+    def loss(x: np.ndarray) -> float:
+        w, b = x[:k], (x[k] if beta is None else beta)
+        res = np.concatenate(_residuals(data, w, b))
+        return float(res @ res) / n_rec + lam * float(w @ w) / k
+
+    x0 = np.zeros(k + (beta is None))
+    if beta is None:
+        x0[k] = 1.0
+    bounds = [(-3.0, 3.0)] * k + ([(0.0, 1.0)] if beta is None else [])
+    res = optimize.minimize(loss, x0, method="L-BFGS-B", bounds=bounds)
+    w = res.x[:k]
+    b = float(res.x[k]) if beta is None else float(beta)
+    rms = float(np.sqrt(np.mean(np.concatenate(_residuals(data, w, b)) ** 2)))
+    return Fit(Weights(**{m: round(float(v), 3) for m, v in zip(METRICS, w)}), round(b, 3), lam, rms)
+
+
+@dataclass
+class Score:
+    spearman: float           # rank agreement of predicted and measured damage
+    pairs: float              # share of record pairs ordered alike
+    rms_log: float            # after the model's offset
+
+    def as_dict(self) -> dict[str, float]:
+        return {"spearman": self.spearman, "pairs": self.pairs, "rms_log": self.rms_log}
+
+
+def score(d: ModelData, weights: Weights, beta: float) -> Score:
+    w = np.array([getattr(weights, m) for m in METRICS])
+    p = predict(d, w, beta)
+    m = np.log(d.damage)
+    r = (p - m) - (p - m).mean()
+    i, j = np.triu_indices(len(p), 1)
+    pairs = float(np.mean(np.sign(p[i] - p[j]) == np.sign(m[i] - m[j]))) if len(i) else math.nan
+    rho = float(stats.spearmanr(p, m).statistic) if len(p) > 2 else math.nan
+    return Score(rho, pairs, float(np.sqrt(np.mean(r ** 2))))
