@@ -186,7 +186,7 @@ def test_refinement_swaps_one_down_one_up_within_budget():
     budget = 4 * BYTES["Q4_K"]
     base = allocate_classes([g], budget)
     assert base.group_types == {"ffn_down": "Q4_K"}
-    a = allocate([g], budget, max_overrides=2)
+    a = refine_tensors([g], base, max_overrides=2)
     assert a.overrides == {"blk.0.ffn_down.weight": "Q5_K", "blk.3.ffn_down.weight": "Q3_K"}
     assert a.total_bytes <= budget
     assert a.total_distortion < base.total_distortion
@@ -198,18 +198,21 @@ def test_refinement_swaps_one_down_one_up_within_budget():
 def test_refinement_respects_cap_and_is_one_step():
     g = _layer_group("ffn_down", [50.0, 1.0, 1.0, 1.0, 0.01, 0.01])
     budget = 6 * BYTES["Q4_K"] + 10
+    base = allocate_classes([g], budget)
     for cap in range(0, 6):
         a = allocate([g], budget, max_overrides=cap)
         assert len(a.overrides) <= cap
         assert a.total_bytes <= budget
-        for name, t in a.overrides.items():
+        r = refine_tensors([g], base, max_overrides=cap)
+        assert len(r.overrides) <= cap and a.total_distortion <= r.total_distortion + 1e-12
+        for name, t in r.overrides.items():
             assert abs(ORDER.index(t) - ORDER.index("Q4_K")) == 1
 
 
 def test_refinement_spends_spare_bytes_on_single_upgrade():
     g = _layer_group("attn_v", [1.0, 5.0])
     budget = 2 * BYTES["Q4_K"] + 40        # 40 spare: one Q4_K -> Q5_K step costs 32
-    a = allocate([g], budget, max_overrides=1)
+    a = refine_tensors([g], allocate_classes([g], budget), max_overrides=1)
     assert a.group_types == {"attn_v": "Q4_K"}
     assert a.overrides == {"blk.1.attn_v.weight": "Q5_K"}
 
@@ -236,3 +239,36 @@ def test_refinement_never_worsens_and_min_gain_blocks_small_moves():
         assert a.total_bytes <= budget
         assert a.total_distortion <= base.total_distortion + 1e-12
         assert refine_tensors(groups, base, max_overrides=8, min_gain=1e9).overrides == {}
+
+
+def test_tensor_level_lagrangian_finds_mixes_several_steps_apart():
+    # a requantized Q4_K_M file: half the tensors are lossless at Q4_K, half at Q6_K; one step from
+    # the class's Q5_K reaches neither, the tensor-level Lagrangian finds both
+    lossless = {0: "Q4_K", 1: "Q6_K", 2: "Q4_K", 3: "Q6_K"}
+    ts = tuple(TensorCost(f"blk.{i}.ffn_down.weight", dict(BYTES),
+                          {t: (0.0 if t == lossless[i] else ERR[t] + (5.0 if t == "Q4_K" and i % 2 else 0.0))
+                           for t in ORDER}) for i in range(4))
+    g = Group("ffn_down", ts, ORDER)
+    budget = 2 * BYTES["Q4_K"] + 2 * BYTES["Q6_K"]
+    base = allocate_classes([g], budget)
+    assert base.group_types == {"ffn_down": "Q5_K"}
+    assert refine_tensors([g], base, max_overrides=2).total_distortion > 0    # needs all 4 moved
+    a = allocate([g], budget, max_overrides=2)
+    assert a.tensor_types == {f"blk.{i}.ffn_down.weight": t for i, t in lossless.items()}
+    assert a.total_distortion == 0.0 and a.total_bytes == budget and len(a.overrides) == 2
+    capped = allocate([g], budget, max_overrides=1)             # the mix needs 2 overrides
+    assert len(capped.overrides) <= 1 and capped.total_distortion > 0
+
+
+def test_allocate_never_worse_than_refinement():
+    rng = random.Random(5)
+    for _ in range(40):
+        groups = [_layer_group(f"c{k}", [rng.lognormvariate(0, 1) for _ in range(rng.randint(1, 6))])
+                  for k in range(rng.randint(1, 4))]
+        lo, hi = cost_range(groups)
+        budget = rng.randint(lo, hi)
+        cap = rng.randint(0, 8)
+        a = allocate(groups, budget, max_overrides=cap)
+        r = refine_tensors(groups, allocate_classes(groups, budget), max_overrides=cap)
+        assert a.total_bytes <= budget and len(a.overrides) <= cap
+        assert a.total_distortion <= r.total_distortion + 1e-12

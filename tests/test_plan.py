@@ -105,3 +105,17 @@ def test_smollm2_recipe_applies_exactly(llama_quantize_bin, smollm2_path, tmp_pa
     written, size = run_recipe(llama_quantize_bin, d, tmp_path)
     assert all(written[t] == typ for t, typ in d["recipe"]["written"].items())
     assert size == d["size"]["file_bytes"] <= 80_000_000
+
+
+def test_distortion_models(analysed):
+    from prism_native.errors import PrismError
+    from prism_native.plan import size_exponent
+    assert size_exponent("params") == 1.0 and size_exponent("relative") == 0.0 and size_exponent("0.4") == 0.4
+    for bad in ("1.5", "-0.1", "nope"):
+        with pytest.raises(PrismError, match="distortion"):
+            size_exponent(bad)
+    model, a, _ = analysed
+    half = make_plan(model, a, Budget("bpw", 4.0), distortion="0.5").allocation
+    one = make_plan(model, a, Budget("bpw", 4.0), distortion="1").allocation
+    assert one.total_distortion == make_plan(model, a, Budget("bpw", 4.0)).allocation.total_distortion
+    assert half.total_distortion != one.total_distortion

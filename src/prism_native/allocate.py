@@ -18,7 +18,8 @@ fallback (Q4_K on 576-wide rows writes Q5_0) is costed and scored as what really
    Each rule keeps at least one optimal completion, so the result is optimal.
 3. Per-tensor refinement. A greedy exchange moves single tensors one type step away from their
    class's type, or swaps two such moves. A move is taken only if it lowers total distortion and
-   stays within the budget, and the number of moved tensors is capped.
+   stays within the budget, and the number of moved tensors is capped. The Lagrangian solved with
+   every tensor as its own group is the other contender; the lower distortion within the cap wins.
 """
 from __future__ import annotations
 
@@ -386,10 +387,43 @@ def refine_tensors(groups: Sequence[Group], alloc: Allocation, *, max_overrides:
                    total_distortion=dist)
 
 
+def allocate_tensors(groups: Sequence[Group], alloc: Allocation, *, max_overrides: int) -> Allocation | None:
+    """The Lagrangian at tensor granularity (every tensor its own group), then greedy fill.
+
+    Refinement moves a tensor one type step from its class's; this finds mixes several steps apart
+    (a class whose tensors are best split between Q4_K and Q6_K, as in a requantized Q4_K_M file).
+    Returned only when it beats `alloc` and needs at most `max_overrides` deviating tensors."""
+    singles = [Group(t.name, (t,), g.candidates) for g in groups for t in g.tensors]
+    opts = [_group_options(x) for x in singles]
+    if sum(int(o.cost.min()) for o in opts) > alloc.budget:
+        return None
+    choice, _ = _lagrangian(opts, alloc.budget)
+    choice = _greedy_fill(opts, choice, alloc.budget)
+    tensor_types = {x.name: o.types[i] for x, o, i in zip(singles, opts, choice)}
+    group_types: dict[str, str] = {}
+    overrides: dict[str, str] = {}
+    for g in groups:
+        counts: dict[str, int] = {}
+        for t in g.tensors:
+            counts[tensor_types[t.name]] = counts.get(tensor_types[t.name], 0) + 1
+        main = max(counts, key=lambda ty: (counts[ty], -g.candidates.index(ty)))
+        group_types[g.name] = main
+        overrides.update({t.name: tensor_types[t.name] for t in g.tensors if tensor_types[t.name] != main})
+    total = sum(int(o.cost[i]) for o, i in zip(opts, choice))
+    dist = math.fsum(float(o.dist[i]) for o, i in zip(opts, choice))
+    if len(overrides) > max_overrides or total > alloc.budget or \
+            dist >= alloc.total_distortion - 1e-12 * max(1.0, abs(alloc.total_distortion)):
+        return None
+    return replace(alloc, group_types=group_types, tensor_types=tensor_types, overrides=overrides,
+                   total_bytes=total, total_distortion=dist)
+
+
 def allocate(groups: Sequence[Group], budget: int, *, max_overrides: int = 0, min_gain: float = 0.0,
              fmt: Formatter = _fmt_bytes) -> Allocation:
-    """Class-level optimum under `budget` bytes, then up to `max_overrides` per-tensor exchanges."""
+    """Class-level optimum under `budget` bytes, then up to `max_overrides` per-tensor exchanges,
+    or the tensor-level Lagrangian solution when it is better within the same override cap."""
     alloc = allocate_classes(groups, budget, fmt=fmt)
     if max_overrides <= 0:
         return alloc
-    return refine_tensors(groups, alloc, max_overrides=max_overrides, min_gain=min_gain)
+    refined = refine_tensors(groups, alloc, max_overrides=max_overrides, min_gain=min_gain)
+    return allocate_tensors(groups, refined, max_overrides=max_overrides) or refined

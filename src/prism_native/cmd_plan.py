@@ -11,7 +11,7 @@ from .cmd_analyze import (add_analysis_arguments, add_model_argument, default_ou
                           run_analysis)
 from .errors import PrismError
 from .gguf_model import Model, open_model
-from .plan import (DEFAULT_TYPES, DISTORTIONS, Budget, Plan, fmt_bytes, imatrix_extra_kv, make_plan,
+from .plan import (DEFAULT_DISTORTION, DEFAULT_TYPES, Budget, Plan, fmt_bytes, imatrix_extra_kv, make_plan,
                    needs_requantize, parse_size)
 from .score import Weights
 
@@ -22,11 +22,11 @@ def add_plan_arguments(p: argparse.ArgumentParser) -> None:
                    help="reuse an analyze results file (default: MODEL.prism.json if it matches, else analyze)")
     p.add_argument("--types", default=",".join(DEFAULT_TYPES),
                    help="candidate types (default %(default)s; Q8_0 and the 32-block types allowed)")
-    p.add_argument("--max-overrides", type=int, default=16,
+    p.add_argument("--max-overrides", type=int, default=64,
                    help="single tensors that may get a type other than their class's (default %(default)s)")
-    p.add_argument("--distortion", choices=DISTORTIONS, default="params",
-                   help="allocator's distortion per tensor: relative error x parameters (default) or "
-                        "relative error alone")
+    p.add_argument("--distortion", default=DEFAULT_DISTORTION, metavar="MODEL",
+                   help="allocator's distortion per tensor, s x rel.error x params^beta: 'params' (beta 1), "
+                        "'relative' (beta 0) or beta itself (default %(default)s)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

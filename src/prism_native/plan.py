@@ -75,18 +75,31 @@ def _check_measured(analysis: Analysis, types: Sequence[str]) -> None:
                          f"--candidates including them")
 
 
-DISTORTIONS = ("params", "relative")
+DISTORTIONS = {"params": 1.0, "relative": 0.0}
+DEFAULT_DISTORTION = "params"
+
+
+def size_exponent(distortion: str) -> float:
+    """beta of D = s * e * n^beta: 'params' = 1, 'relative' = 0, or a number in [0, 1]."""
+    if distortion in DISTORTIONS:
+        return DISTORTIONS[distortion]
+    try:
+        beta = float(distortion)
+    except ValueError:
+        beta = math.nan
+    if not 0.0 <= beta <= 1.0:
+        raise PrismError(f"unknown distortion model '{distortion}' (params, relative, or an exponent in [0, 1])")
+    return beta
 
 
 def build_groups(model: Model, analysis: Analysis, types: Sequence[str], padded: bool,
-                 distortion: str = "params") -> list[Group]:
+                 distortion: str = DEFAULT_DISTORTION) -> list[Group]:
     """One group per tensor class; each tensor priced and scored at the type llama-quantize writes.
 
-    distortion "params" (default): D = s * e * n_params (error energy summed over weights);
-    "relative": D = s * e (every matmul adds relative noise e to its output, whatever its size).
-    docs/results.md compares the two on SmolLM2 (params won at 3 of 4 budgets)."""
-    if distortion not in DISTORTIONS:
-        raise PrismError(f"unknown distortion model '{distortion}' (use {' or '.join(DISTORTIONS)})")
+    D = s * e * n_params^beta: beta = 1 ("params") counts error energy summed over weights, beta = 0
+    ("relative") says every matmul adds relative noise e to its output, whatever its size; fit-weights
+    fits beta with the composite's weights (docs/metrics.md)."""
+    beta = size_exponent(distortion)
     _check_measured(analysis, types)
     by_cls: dict[str, list[TensorCost]] = {}
     for r in analysis.tensors.values():
@@ -98,7 +111,7 @@ def build_groups(model: Model, analysis: Analysis, types: Sequence[str], padded:
             nb = tensor_nbytes(t.shape, written)
             cost[req] = pad(nb) if padded else nb
             s = r.sensitivity if math.isfinite(r.sensitivity) else 1.0
-            dist[req] = s * r.rel_error(req) * (r.n_params if distortion == "params" else 1.0)
+            dist[req] = s * r.rel_error(req) * float(r.n_params) ** beta
         by_cls.setdefault(r.cls, []).append(TensorCost(r.name, cost, dist))
     return [Group(c, tuple(ts), tuple(types)) for c, ts in by_cls.items()]
 
@@ -158,7 +171,7 @@ def needs_requantize(model: Model, analysis: Analysis) -> bool:
 
 
 def make_plan(model: Model, analysis: Analysis, budget: Budget, *, types: Sequence[str] = DEFAULT_TYPES,
-              max_overrides: int = 16, extra_kv: Sequence[Any] = (), distortion: str = "params") -> Plan:
+              max_overrides: int = 64, extra_kv: Sequence[Any] = (), distortion: str = DEFAULT_DISTORTION) -> Plan:
     for t in types:
         if not qtypes.get(t).native:
             raise PrismError(f"type {t} cannot be planned (prism_native has no bit-exact quantizer for it)")
