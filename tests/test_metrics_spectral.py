@@ -150,6 +150,28 @@ def test_sampled_long_side_keeps_sigma1_exact():
     assert est.imbalance == exact.imbalance and est.frobenius_sq == exact.frobenius_sq
 
 
+def test_sampled_krylov_sigma1_from_warm_start():
+    """The full-matrix sigma_1 run starts from the sampled quadrature's top Ritz vectors."""
+    w = _heavy(6000, 256, RNG)
+    cfg = SpectralConfig(gram_flop_budget=1e8, min_sample_ratio=4.0, exact_max_dim=0, krylov_block=16,
+                         krylov_depth=6)
+    est = spectral_metrics(w.T, config=cfg)
+    exact = spectral_metrics(w, "exact")
+    assert est.method == "sampled-krylov" and est.sampled_lines == 1525
+    assert est.spectral_norm == pytest.approx(exact.spectral_norm, rel=1e-5)
+
+
+def test_line_norms_any_layout():
+    from prism_native.metrics.structure import line_norms
+    w = RNG.standard_normal((37, 53)).astype(np.float32)
+    for view in (w, w.T, w[::2, 1::3]):   # row-major, transposed view, strided copy
+        got = line_norms(view)
+        sq = view.astype(np.float64) ** 2
+        np.testing.assert_allclose(got.row_sq, sq.sum(axis=1), rtol=1e-12)
+        np.testing.assert_allclose(got.col_sq, sq.sum(axis=0), rtol=1e-12)
+        assert got.frobenius_sq == pytest.approx(float(sq.sum()), rel=1e-12)
+
+
 def test_randomised_mode_is_deterministic_per_seed():
     w = _heavy(700, 700, RNG)
     a, b = (spectral_metrics(w, config=KRYLOV, rng_seed=5) for _ in range(2))

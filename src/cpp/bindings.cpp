@@ -5,7 +5,12 @@
 #include <nanobind/stl/vector.h>
 #include <nanobind/stl/optional.h>
 
+#include <cstdlib>
+#include <new>
 #include <stdexcept>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "dispatch.h"
 
@@ -14,7 +19,29 @@ using namespace prism;
 
 namespace {
 
+// Output buffer of `count` T, owned by `owner`. Large ones are 2 MiB-aligned and marked for transparent
+// huge pages, as numpy does for its own arrays: with 4 KiB pages the first-touch page faults made a
+// 14336x4096 float32 copy 30-40% slower than numpy's own F16 cast.
+template <class T>
+T* alloc_output(size_t count, nb::capsule& owner) {
+  const size_t bytes = count ? count * sizeof(T) : 1;
+  void* p = nullptr;
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr size_t kHuge = size_t(2) << 20;
+  if (bytes >= 2 * kHuge) {
+    const size_t rounded = (bytes + kHuge - 1) / kHuge * kHuge;
+    p = std::aligned_alloc(kHuge, rounded);
+    if (p) madvise(p, rounded, MADV_HUGEPAGE);
+  }
+#endif
+  if (!p) p = std::malloc(bytes);
+  if (!p) throw std::bad_alloc();
+  owner = nb::capsule(p, [](void* q) noexcept { std::free(q); });
+  return static_cast<T*>(p);
+}
+
 using AnyArray = nb::ndarray<nb::ro, nb::c_contig, nb::device::cpu>;  // read-only views of a memory map are fine
+using F32Matrix = nb::ndarray<const float, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
 using F32Vec = nb::ndarray<const float, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
 using I64Vec = nb::ndarray<const int64_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
 using U8Array = nb::ndarray<const uint8_t, nb::c_contig, nb::device::cpu>;
@@ -100,8 +127,8 @@ NB_MODULE(_native, m) {
       throw nb::value_error(("row length " + std::to_string(mat.n_per_row) + " is not a multiple of " +
                              tr.name + "'s block size " + std::to_string(tr.block_size)).c_str());
     const size_t row_bytes = (size_t)(mat.n_per_row / tr.block_size) * tr.type_size;
-    uint8_t* buf = new uint8_t[row_bytes * mat.nrows];
-    nb::capsule owner(buf, [](void* p) noexcept { delete[] static_cast<uint8_t*>(p); });
+    nb::capsule owner;
+    uint8_t* buf = alloc_output<uint8_t>(row_bytes * mat.nrows, owner);
     translate([&] {
       const KernelTable& t = get_table(isa);
       nb::gil_scoped_release nogil;
@@ -114,8 +141,8 @@ NB_MODULE(_native, m) {
 
   m.def("to_float32", [](const AnyArray& x, bool bf16, int nthreads) {
     const Matrix mat = as_matrix(x, bf16);
-    float* buf = new float[(size_t)mat.nrows * mat.n_per_row];
-    nb::capsule owner(buf, [](void* p) noexcept { delete[] static_cast<float*>(p); });
+    nb::capsule owner;
+    float* buf = alloc_output<float>((size_t)mat.nrows * mat.n_per_row, owner);
     {
       nb::gil_scoped_release nogil;
       prism::to_float32(mat, buf, nthreads);
@@ -123,6 +150,19 @@ NB_MODULE(_native, m) {
     return nb::ndarray<nb::numpy, float, nb::ndim<2>>(buf, {(size_t)mat.nrows, (size_t)mat.n_per_row}, owner);
   }, nb::arg("x"), nb::arg("bf16") = false, nb::arg("nthreads") = 0,
      "Exact float32 copy of a 2-D float16 (or uint16 bfloat16 bits with bf16=True) array, in parallel.");
+
+  m.def("line_norms", [](const F32Matrix& x) {
+    const size_t rows = x.shape(0), k = x.shape(1);
+    nb::capsule row_owner, col_owner;
+    double* row_sq = alloc_output<double>(rows, row_owner);
+    double* col_sq = alloc_output<double>(k, col_owner);
+    {
+      nb::gil_scoped_release nogil;
+      prism::line_norms(x.data(), (int64_t)rows, (int64_t)k, row_sq, col_sq);
+    }
+    return nb::make_tuple(nb::ndarray<nb::numpy, double, nb::ndim<1>>(row_sq, {rows}, row_owner),
+                          nb::ndarray<nb::numpy, double, nb::ndim<1>>(col_sq, {k}, col_owner));
+  }, nb::arg("x"), "(row, column) squared L2 norms of a C-contiguous float32 matrix, in double.");
 
   m.def("dequantize", [](const U8Array& q, int type, int64_t nrows, int64_t n_per_row, int nthreads,
                          const std::string& isa) {
@@ -133,8 +173,8 @@ NB_MODULE(_native, m) {
     const size_t need = (size_t)nrows * (size_t)(n_per_row / tr.block_size) * tr.type_size;
     if (q.size() != need)
       throw nb::value_error(("expected " + std::to_string(need) + " bytes, got " + std::to_string(q.size())).c_str());
-    float* buf = new float[(size_t)nrows * n_per_row];
-    nb::capsule owner(buf, [](void* p) noexcept { delete[] static_cast<float*>(p); });
+    nb::capsule owner;
+    float* buf = alloc_output<float>((size_t)nrows * n_per_row, owner);
     translate([&] {
       const KernelTable& t = get_table(isa);
       nb::gil_scoped_release nogil;

@@ -213,6 +213,27 @@ void to_float32(const Matrix& m, float* dst, int nthreads) {
   });
 }
 
+void line_norms(const float* x, int64_t nrows, int64_t k, double* row_sq, double* col_sq) {
+  std::fill(col_sq, col_sq + k, 0.0);
+  for (int64_t i = 0; i < nrows; ++i) {
+    const float* r = x + i * k;
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t j = 0;
+    for (; j + 8 <= k; j += 8)
+      for (int l = 0; l < 8; ++l) {
+        const double v = (double)r[j + l] * (double)r[j + l];
+        acc[l] += v;
+        col_sq[j + l] += v;
+      }
+    for (; j < k; ++j) {
+      const double v = (double)r[j] * (double)r[j];
+      acc[j & 7] += v;
+      col_sq[j] += v;
+    }
+    row_sq[i] = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  }
+}
+
 void dequantize(const KernelTable& t, QType type, const uint8_t* src, int64_t nrows, int64_t n_per_row,
                 float* dst, int nthreads) {
   const KernelOps& ops = ops_for(t, type);

@@ -44,7 +44,7 @@ CHECKPOINT_SECONDS = 5.0   # an interrupted analyze loses at most this much work
 @dataclass(frozen=True)
 class Settings:
     mode: str = "default"             # "default": sampled rows + fast spectra; "exact": everything
-    sample_values: int = 1 << 21      # default mode: values per tensor fed to the error kernel, at most
+    sample_values: int = 1 << 20      # default mode: values per tensor fed to the error kernel, at most
     boundary_delta: float = 0.1       # "near a boundary" = within this many bin widths of it
     threads: int = 0                  # 0 = all cores
     seed: int = 0

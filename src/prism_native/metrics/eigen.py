@@ -14,6 +14,8 @@ import scipy.linalg as sla
 
 # Gram rows summed per BLAS call when the long side is sampled (bounds the gathered copy).
 _GATHER_BYTES = 64 << 20
+# Rows of X per chunk of the one-pass Gram product (about L2-sized: 128 rows at N = 4096).
+_PRODUCT_CHUNK_BYTES = 2 << 20
 
 
 def long_side_view(w: np.ndarray) -> np.ndarray:
@@ -47,9 +49,11 @@ def exact_eigenvalues(g: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class Quadrature:
     """Discrete approximation of the eigenvalue distribution: `nodes` (descending Ritz values) carrying
-    `weights` (estimated eigenvalue counts, summing to the dimension)."""
+    `weights` (estimated eigenvalue counts, summing to the dimension); `top_vectors` holds the Ritz
+    vectors of the first `block` nodes (columns), e.g. to warm-start a sigma_1 run on a related operator."""
     nodes: np.ndarray
     weights: np.ndarray
+    top_vectors: np.ndarray
 
 
 def block_krylov_quadrature(apply: Callable[[np.ndarray], np.ndarray], dim: int, block: int, depth: int,
@@ -62,23 +66,51 @@ def block_krylov_quadrature(apply: Callable[[np.ndarray], np.ndarray], dim: int,
     the bulk. Cost: depth products with the operator on `block` columns + O(dim * (block*depth)^2).
     """
     block = max(1, min(block, dim))
-    depth = max(1, min(depth, dim // block))
-    d = block * depth
-    basis = np.empty((dim, d), dtype=dtype)
-    image = np.empty((dim, d), dtype=dtype)
-    q, _ = np.linalg.qr(rng.standard_normal((dim, block), dtype=np.float64).astype(dtype))
-    for j in range(depth):
-        cols = slice(j * block, (j + 1) * block)
-        basis[:, cols] = q
-        y = apply(q)
-        image[:, cols] = y
-        if j + 1 < depth:
-            q = _orthonormal_complement(y, basis[:, :(j + 1) * block], rng)
-    t = basis.T @ image
-    t = (t + t.T) * 0.5
-    theta, vecs = sla.eigh(t, driver="evd", check_finite=False)
+    lanczos = _BlockLanczos(apply, dim, block, max(1, min(depth, dim // block)), rng, dtype, None)
+    while lanczos.step():
+        pass
+    theta, vecs = lanczos.ritz()
     weights = (dim / block) * np.square(vecs[:block].astype(np.float64)).sum(axis=0)
-    return Quadrature(theta[::-1].astype(np.float64), weights[::-1].copy())
+    top = lanczos.basis[:, :lanczos.size] @ vecs[:, ::-1][:, :block].astype(dtype)
+    return Quadrature(theta[::-1].astype(np.float64), weights[::-1].copy(), top)
+
+
+class _BlockLanczos:
+    """Block Lanczos on a symmetric operator, one product per `step()`, full reorthogonalisation.
+    Started from `start`'s columns (completed with Gaussian ones up to `block`), or a Gaussian block."""
+
+    def __init__(self, apply: Callable[[np.ndarray], np.ndarray], dim: int, block: int, depth: int,
+                 rng: np.random.Generator, dtype: type, start: np.ndarray | None) -> None:
+        self.apply, self.block, self.rng = apply, block, rng
+        self.basis = np.empty((dim, block * depth), dtype=dtype)
+        self.image = np.empty((dim, block * depth), dtype=dtype)
+        self.size = 0
+        omega = rng.standard_normal((dim, block), dtype=np.float64).astype(dtype)
+        if start is not None:
+            omega[:, :start.shape[1]] = start[:, :block]
+        self.q = np.linalg.qr(omega)[0]
+
+    def step(self) -> bool:
+        """Apply the operator to the next block; False once `depth` blocks are done."""
+        if self.size == self.basis.shape[1]:
+            return False
+        cols = slice(self.size, self.size + self.block)
+        self.basis[:, cols] = self.q
+        y = self.apply(self.q)
+        self.image[:, cols] = y
+        self.size += self.block
+        if self.size < self.basis.shape[1]:
+            self.q = _orthonormal_complement(y, self.basis[:, :self.size], self.rng)
+        return True
+
+    def projected(self) -> np.ndarray:
+        """The operator projected on the Krylov space so far (symmetrised)."""
+        t = self.basis[:, :self.size].T @ self.image[:, :self.size]
+        return (t + t.T) * 0.5
+
+    def ritz(self) -> tuple[np.ndarray, np.ndarray]:
+        """Ritz values (ascending) and vectors in the basis coordinates."""
+        return sla.eigh(self.projected(), driver="evd", check_finite=False)
 
 
 def _orthonormal_complement(y: np.ndarray, p: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -108,14 +140,40 @@ def _orthonormalize(y: np.ndarray) -> np.ndarray:
 
 
 def top_eigenvalue(apply: Callable[[np.ndarray], np.ndarray], dim: int, rng: np.random.Generator,
-                   block: int = 8, depth: int = 8, dtype: type = np.float32) -> float:
-    """Largest eigenvalue of a PSD operator by a small block Krylov run. Measured relative error: <= 3e-7
+                   block: int = 8, depth: int = 8, dtype: type = np.float32, start: np.ndarray | None = None,
+                   rtol: float = 0.0) -> float:
+    """Largest eigenvalue of a PSD operator by a small block Krylov run, from a Gaussian block or from
+    `start`'s columns (e.g. the top Ritz vectors of a sampled Gram), stopping early once the top Ritz value
+    moved by at most rtol (relative) in one step. Measured relative error (random start, rtol 0): <= 3e-7
     when the top eigenvalue is separated (real weights, heavy-tailed matrices), 9e-3 when the top of the
     spectrum is a tight cluster (i.i.d. t(4) entries, lambda_2 / lambda_1 = 0.995)."""
-    return float(block_krylov_quadrature(apply, dim, block, depth, rng, dtype).nodes[0])
+    block = max(1, min(block, dim))
+    lanczos = _BlockLanczos(apply, dim, block, max(1, min(depth, dim // block)), rng, dtype, start)
+    prev = 0.0
+    while lanczos.step():
+        top = float(sla.eigvalsh(lanczos.projected(), check_finite=False)[-1]) if rtol > 0 else 0.0
+        if rtol > 0 and abs(top - prev) <= rtol * abs(top):
+            return top
+        prev = top
+    return float(lanczos.ritz()[0][-1])
 
 
 def gram_operator(x: np.ndarray, dtype: type = np.float32) -> Callable[[np.ndarray], np.ndarray]:
-    """v -> X^T (X v) without forming the Gram (two passes over X)."""
+    """v -> X^T (X v) without forming the Gram.
+
+    Row-major X: one pass, sum over row chunks of X_c^T (X_c v) with the chunk still in cache (measured
+    on 14336x4096 float32, 32 columns, 1 thread: 66 GFLOP/s against 50 for two passes; 8 columns on
+    32000x4096: 0.14 s against 0.24 s). A transposed view (wide W) keeps the two BLAS calls, which
+    already ran at 56 GFLOP/s and gained nothing from chunking."""
     xs = x.astype(dtype, copy=False)
-    return lambda v: xs.T @ (xs @ v)
+    if not xs.flags.c_contiguous:
+        return lambda v: xs.T @ (xs @ v)
+    step = max(1, _PRODUCT_CHUNK_BYTES // (xs.itemsize * xs.shape[1]))
+
+    def apply(v: np.ndarray) -> np.ndarray:
+        out = np.zeros((xs.shape[1], v.shape[1]), dtype=np.result_type(xs, v))
+        for i in range(0, xs.shape[0], step):
+            c = xs[i:i + step]
+            out += c.T @ (c @ v)
+        return out
+    return apply
