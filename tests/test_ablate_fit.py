@@ -93,11 +93,11 @@ def test_fit_recovers_planted_weights_and_scores_held_out(tmp_path, capsys):
     assert np.allclose([getattr(got.weights, k) for k in fit.METRICS], w, atol=0.01)
     s = fit.score(data[1], fit.fit(data[:1], lam=0.0).weights, 0.5)
     assert s.spearman > 0.999 and s.pairs == 1.0
-    assert main(["fit-weights", *files, "--lambda", "0", "--json-out", str(tmp_path / "fit.json")]) == 0
+    assert main(["fit-weights", *files, "--lambda", "0", "--beta", "fit", "--json-out", str(tmp_path / "fit.json")]) == 0
     out = capsys.readouterr().out
     assert "fitted on the other models (held out)" in out
     d = json.loads((tmp_path / "fit.json").read_text())
-    assert abs(d["fit"]["beta"] - 0.5) < 0.01 and len(d["scores"]) == 2 * 5
+    assert abs(d["fit"]["beta"] - 0.5) < 0.01 and len(d["scores"]) == 2 * 6
 
 
 def test_fit_leaves_out_noise_and_lossless_records(tmp_path):

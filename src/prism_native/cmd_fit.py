@@ -12,14 +12,19 @@ from .errors import PrismError
 from .fit import Fit, ModelData, Score, fit, model_data, score
 from .score import Weights
 
+# the unfitted weights of the first version (AlphaPruning's direction for alpha, llama.cpp's
+# use_more_bits for position), kept as the baseline every fit is scored against
+LITERATURE_PRIORS = Weights(alpha=-0.30, dominance=0.15, imbalance=0.15, fragility=0.25, boundary=0.10,
+                            position=0.25)
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("ablations", nargs="+", metavar="ABLATION.json",
                    help="files from `ablate`; files of the same model (by class, by layer) are merged")
-    p.add_argument("--lambda", dest="lam", type=float, default=1.0,
+    p.add_argument("--lambda", dest="lam", type=float, default=0.3,
                    help="ridge penalty on the weights (default %(default)s)")
-    p.add_argument("--beta", default="fit", help="size exponent: 1 = params distortion, 0 = relative, "
-                   "'fit' (default) to fit it in [0, 1]")
+    p.add_argument("--beta", default="1", help="size exponent of the distortion: 1 = params (default, as "
+                   "plan's default), 0 = relative, or 'fit' to fit it in [0, 1]")
     p.add_argument("--min-snr", type=float, default=2.0,
                    help="drop records whose damage is within this many standard errors of zero (default %(default)s)")
     p.add_argument("--json-out", metavar="FILE", help="write the fit and every score as JSON")
@@ -53,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
         for why in d.dropped:
             print(f"  left out: {why}")
     schemes: dict[str, tuple[Weights, float] | None] = {
-        "prior weights, params": (Weights(), 1.0),
+        "literature priors, params": (LITERATURE_PRIORS, 1.0),
+        "current defaults, params": (Weights(), 1.0),
         "errors only, params (w = 0, beta = 1)": (Weights(**{k: 0.0 for k in Weights().as_dict()}), 1.0),
         "errors only, relative (w = 0, beta = 0)": (Weights(**{k: 0.0 for k in Weights().as_dict()}), 0.0),
     }

@@ -57,8 +57,7 @@ def load_analysis(args: argparse.Namespace) -> tuple[Model, Analysis]:
             raise PrismError(f"{args.results} was measured on another file than {model.path}")
         if not analysis.complete:
             raise PrismError(f"{args.results} is a partial analysis; run analyze again to finish it")
-        if args.weights:
-            finish(analysis, Weights.parse(args.weights))
+        finish(analysis, Weights.parse(args.weights))    # the weights may be newer than the file
         return model, analysis
     model = resolve_model(args)
     out = default_output(model)
