@@ -135,3 +135,14 @@ def test_ablate_end_to_end(tmp_path, monkeypatch, capsys):
         assert r["kld"] >= 0 and math.isclose(r["damage"], r["kld"] - d["base"]["kld"])
     assert len(d["tensors"]) == len(open_model(model).tensors) - sum(1 for t in open_model(model).tensors
                                                                       if len(t.shape) < 2)
+
+
+def test_shipped_default_weights_are_the_documented_fit():
+    """score.Weights' defaults come from the ablation files in docs/results, by the documented fit."""
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent / "docs" / "results"
+    files = sorted(root.glob("*-ablation-class.json"))
+    assert len(files) >= 2
+    got = fit.fit([fit.model_data(ablate.load(f)) for f in files], lam=0.3, beta=1.0)
+    for k, v in Weights().as_dict().items():
+        assert getattr(got.weights, k) == pytest.approx(v, abs=2e-3), k

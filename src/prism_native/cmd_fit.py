@@ -27,6 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "plan's default), 0 = relative, or 'fit' to fit it in [0, 1]")
     p.add_argument("--min-snr", type=float, default=2.0,
                    help="drop records whose damage is within this many standard errors of zero (default %(default)s)")
+    p.add_argument("--check", nargs="+", default=[], metavar="ABLATION.json",
+                   help="also score the fitted weights on these files, without fitting to them "
+                        "(e.g. the by-layer ablations of the same models)")
     p.add_argument("--json-out", metavar="FILE", help="write the fit and every score as JSON")
 
 
@@ -80,6 +83,14 @@ def run(args: argparse.Namespace) -> int:
             s: Score = score(d, w, b)
             rows.append({"scheme": name, "model": d.name, **s.as_dict(), "weights": w.as_dict(), "beta": b})
             print(f"{name:<44} {d.name[:24]:<24} {s.spearman:>8.3f} {s.pairs:>6.3f} {s.rms_log:>8.3f}")
+    checks = _models(args.check, args.min_snr) if args.check else []
+    for d in checks:
+        sc = score(d, overall.weights, overall.beta)
+        base = score(d, Weights(**{k: 0.0 for k in Weights().as_dict()}), overall.beta)
+        rows.append({"scheme": "check: fitted on all models", "model": d.name, **sc.as_dict()})
+        rows.append({"scheme": "check: errors only", "model": d.name, **base.as_dict()})
+        print(f"{'check (not fitted): ' + d.name[:24]:<44} {len(d.damage):>3} records: fitted "
+              f"{sc.spearman:.3f} / {sc.pairs:.3f}, errors only {base.spearman:.3f} / {base.pairs:.3f}")
     print(f"\nfitted on all models: beta {overall.beta:g}, weights "
           + ",".join(f"{k}={v:g}" for k, v in overall.weights.as_dict().items()))
     for name, f in held.items():
