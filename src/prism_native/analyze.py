@@ -279,7 +279,7 @@ def finish(analysis: Analysis, weights: Weights) -> None:
             r.depth = float(d)
             r.position = abs(2.0 * float(d) - 1.0)   # ends of the chain: first and last layers
     rs = list(analysis.tensors.values())
-    sens = tensor_sensitivity([asdict(r) for r in rs], weights)
+    sens = tensor_sensitivity([asdict(r) for r in rs], weights, [r.n_params for r in rs], [r.cls for r in rs])
     for r, s in zip(rs, sens):
         r.sensitivity = float(s)
     analysis.weights = weights.as_dict()

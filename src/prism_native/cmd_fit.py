@@ -25,6 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="ridge penalty on the weights (default %(default)s)")
     p.add_argument("--beta", default="1", help="size exponent of the distortion: 1 = params (default, as "
                    "plan's default), 0 = relative, or 'fit' to fit it in [0, 1]")
+    p.add_argument("--fix", default="", metavar="K=V,...",
+                   help="hold these weights at a value instead of fitting them, e.g. position=0")
     p.add_argument("--min-snr", type=float, default=2.0,
                    help="drop records whose damage is within this many standard errors of zero (default %(default)s)")
     p.add_argument("--check", nargs="+", default=[], metavar="ABLATION.json",
@@ -55,6 +57,8 @@ def _models(paths: list[str], min_snr: float) -> list[ModelData]:
 
 def run(args: argparse.Namespace) -> int:
     beta = _beta(args.beta)
+    parsed = Weights.parse(args.fix).as_dict()            # validates names and numbers
+    fixed = {k: parsed[k] for k in (i.partition("=")[0].strip() for i in args.fix.split(",") if i.strip())}
     data = _models(args.ablations, args.min_snr)
     for d in data:
         print(f"{d.name}: {len(d.damage)} usable records, {len(d.dropped)} left out")
@@ -66,14 +70,14 @@ def run(args: argparse.Namespace) -> int:
         "errors only, params (w = 0, beta = 1)": (Weights(**{k: 0.0 for k in Weights().as_dict()}), 1.0),
         "errors only, relative (w = 0, beta = 0)": (Weights(**{k: 0.0 for k in Weights().as_dict()}), 0.0),
     }
-    overall = fit(data, args.lam, beta)
+    overall = fit(data, args.lam, beta, fixed)
     schemes["fitted on all models (in-sample)"] = (overall.weights, overall.beta)
     rows: list[dict[str, Any]] = []
     held: dict[str, Fit] = {}
     for d in data:
         others = [o for o in data if o is not d]
         if others and sum(len(o.damage) for o in others) >= 2:
-            held[d.name] = fit(others, args.lam, beta)
+            held[d.name] = fit(others, args.lam, beta, fixed)
     print(f"\n{'scheme':<44} {'model':<24} {'spearman':>8} {'pairs':>6} {'rms log':>8}")
     for name, wb in list(schemes.items()) + [("fitted on the other models (held out)", None)]:
         for d in data:

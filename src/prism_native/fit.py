@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from scipy import optimize, stats
 
 from .errors import PrismError
-from .score import Weights, robust_z
+from .score import Weights, combine, robust_z
 
 METRICS = tuple(Weights.__dataclass_fields__)
 
@@ -34,6 +34,7 @@ class ModelData:
     name: str
     z: np.ndarray                  # tensors x metrics, robust z-scores
     n: np.ndarray                  # parameters per tensor
+    cls: np.ndarray                # class index per tensor
     units: list[str]
     lows: list[str]
     members: list[np.ndarray]      # per record: tensor indices
@@ -50,8 +51,10 @@ def model_data(ab: dict[str, Any], min_snr: float = 2.0) -> ModelData:
     index = {t["name"]: i for i, t in enumerate(tensors)}
     z = np.column_stack([robust_z([_nan(t["metrics"].get(k)) for t in tensors]) for k in METRICS])
     n = np.array([t["n_params"] for t in tensors], dtype=np.float64)
+    names = sorted({t["cls"] for t in tensors})
+    cls = np.array([names.index(t["cls"]) for t in tensors])
     high = ab["high"]
-    d = ModelData(ab.get("model_name") or ab["model"].get("name", "model"), z, n, [], [], [], [],
+    d = ModelData(ab.get("model_name") or ab["model"].get("name", "model"), z, n, cls, [], [], [], [],
                   np.zeros(0), np.zeros(0))
     dmg, noise = [], []
     for r in ab["records"]:
@@ -87,8 +90,8 @@ def _err(t: dict[str, Any], req: str) -> float:
 
 
 def predict(d: ModelData, w: np.ndarray, beta: float) -> np.ndarray:
-    """log P for every record of one model."""
-    s = np.exp(d.z @ w) * d.n ** beta
+    """log P for every record of one model, with the allocator's sensitivities (score.combine)."""
+    s = combine(d.z, w, METRICS, d.n, d.cls) * d.n ** beta
     return np.log(np.array([float(np.dot(s[i], de)) for i, de in zip(d.members, d.de)]))
 
 
@@ -111,8 +114,10 @@ class Fit:
         return {"weights": self.weights.as_dict(), "beta": self.beta, "lambda": self.lam, "rms_log": self.rms_log}
 
 
-def fit(data: Sequence[ModelData], lam: float = 1.0, beta: float | None = None) -> Fit:
-    """Least squares in log space with a ridge on w; beta fitted in [0, 1] unless given."""
+def fit(data: Sequence[ModelData], lam: float = 1.0, beta: float | None = None,
+        fixed: Mapping[str, float] | None = None) -> Fit:
+    """Least squares in log space with a ridge on w; beta fitted in [0, 1] unless given; weights named
+    in `fixed` are held at their value."""
     k = len(METRICS)
     n_rec = sum(len(d.damage) for d in data)
     if n_rec < 2:
@@ -126,7 +131,13 @@ def fit(data: Sequence[ModelData], lam: float = 1.0, beta: float | None = None) 
     x0 = np.zeros(k + (beta is None))
     if beta is None:
         x0[k] = 1.0
-    bounds = [(-3.0, 3.0)] * k + ([(0.0, 1.0)] if beta is None else [])
+    fixed = dict(fixed or {})
+    unknown = set(fixed) - set(METRICS)
+    if unknown:
+        raise PrismError(f"cannot fix unknown weight {sorted(unknown)[0]} (weights: {', '.join(METRICS)})")
+    bounds = [(fixed[m], fixed[m]) if m in fixed else (-3.0, 3.0) for m in METRICS] + \
+        ([(0.0, 1.0)] if beta is None else [])
+    x0[:k] = [fixed.get(m, 0.0) for m in METRICS]
     res = optimize.minimize(loss, x0, method="L-BFGS-B", bounds=bounds)
     w = res.x[:k]
     b = float(res.x[k]) if beta is None else float(beta)
