@@ -66,14 +66,16 @@ def _planted(seed: int, w: np.ndarray, beta: float, n_units: int = 14) -> dict:
                         "errors": {"Q3_K": {"type": "Q3_K", "rel_error": float(rng.uniform(0.01, 0.05))},
                                    "Q4_K": {"type": "Q4_K", "rel_error": float(rng.uniform(0.002, 0.01))},
                                    "Q8_0": {"type": "Q8_0", "rel_error": 1e-5}}})
-    from prism_native.score import robust_z
+    from prism_native.score import combine, robust_z
     z = np.column_stack([robust_z([t["metrics"][k] for t in tensors]) for k in names])
+    n = np.array([t["n_params"] for t in tensors], dtype=np.float64)
+    labels = sorted({t["cls"] for t in tensors})
+    s = combine(z, w, names, n, np.array([labels.index(t["cls"]) for t in tensors])) * n ** beta
     scale = 10.0 ** rng.uniform(-4, -2)
-    for u in range(n_units):
-        idx = [i for i in range(len(tensors)) if i % n_units == u]
+    for u in range(n_units):                      # units cut across classes, like layers do
+        idx = [i for i in range(len(tensors)) if (i // 3) % n_units == u]
         for low in ("Q3_K", "Q4_K"):
-            p = sum(math.exp(z[i] @ w) * (tensors[i]["errors"][low]["rel_error"] - 1e-5) * tensors[i]["n_params"] ** beta
-                    for i in idx)
+            p = sum(s[i] * (tensors[i]["errors"][low]["rel_error"] - 1e-5) for i in idx)
             records.append({"unit": f"class c{u}", "tensors": [f"t{i}" for i in idx], "low": low,
                             "kld": scale * p + 1e-4, "kld_err": 1e-9, "damage": scale * p, "file_bytes": 1, "ppl": 1.0})
     return {"format": ablate.FORMAT, "model": {"name": f"m{seed}"}, "model_name": f"m{seed}", "high": "Q8_0",
