@@ -146,7 +146,7 @@ def run(setup: Setup, analysis: Analysis, unit_list: Sequence[Unit], low: Sequen
 
 def save(data: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=1, allow_nan=False))
+    path.write_text(json.dumps(data, separators=(",", ":"), allow_nan=False))   # large: per-tensor tables
 
 
 def load(path: str | Path) -> dict[str, Any]:
