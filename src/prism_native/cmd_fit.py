@@ -16,6 +16,7 @@ from .score import Weights
 # use_more_bits for position), kept as the baseline every fit is scored against
 LITERATURE_PRIORS = Weights(alpha=-0.30, dominance=0.15, imbalance=0.15, fragility=0.25, boundary=0.10,
                             position=0.25)
+ERRORS_ONLY = Weights(**{k: 0.0 for k in Weights().as_dict()})     # distortion = measured error alone
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -55,54 +56,56 @@ def _models(paths: list[str], min_snr: float) -> list[ModelData]:
     return [model_data(ablate.merge(parts), min_snr) for parts in by_model.values()]
 
 
+def _fixed(text: str) -> dict[str, float]:
+    parsed = Weights.parse(text).as_dict()            # validates names and numbers
+    return {k: parsed[k] for k in (i.partition("=")[0].strip() for i in text.split(",") if i.strip())}
+
+
+def _print_score(rows: list[dict[str, Any]], scheme: str, d: ModelData, w: Weights, b: float) -> None:
+    s: Score = score(d, w, b)
+    rows.append({"scheme": scheme, "model": d.name, **s.as_dict(), "weights": w.as_dict(), "beta": b})
+    print(f"{scheme:<44} {d.name[:24]:<24} {s.spearman:>8.3f} {s.pairs:>6.3f} {s.rms_log:>8.3f}")
+
+
+def _weights_line(label: str, f: Fit) -> str:
+    return f"{label}: beta {f.beta:g}, weights " + ",".join(f"{k}={v:g}" for k, v in f.weights.as_dict().items())
+
+
 def run(args: argparse.Namespace) -> int:
     beta = _beta(args.beta)
-    parsed = Weights.parse(args.fix).as_dict()            # validates names and numbers
-    fixed = {k: parsed[k] for k in (i.partition("=")[0].strip() for i in args.fix.split(",") if i.strip())}
+    fixed = _fixed(args.fix)
     data = _models(args.ablations, args.min_snr)
     for d in data:
         print(f"{d.name}: {len(d.damage)} usable records, {len(d.dropped)} left out")
         for why in d.dropped:
             print(f"  left out: {why}")
-    schemes: dict[str, tuple[Weights, float] | None] = {
+    overall = fit(data, args.lam, beta, fixed)
+    schemes: dict[str, tuple[Weights, float]] = {
         "literature priors, params": (LITERATURE_PRIORS, 1.0),
         "current defaults, params": (Weights(), 1.0),
-        "errors only, params (w = 0, beta = 1)": (Weights(**{k: 0.0 for k in Weights().as_dict()}), 1.0),
-        "errors only, relative (w = 0, beta = 0)": (Weights(**{k: 0.0 for k in Weights().as_dict()}), 0.0),
+        "errors only, params (w = 0, beta = 1)": (ERRORS_ONLY, 1.0),
+        "errors only, relative (w = 0, beta = 0)": (ERRORS_ONLY, 0.0),
+        "fitted on all models (in-sample)": (overall.weights, overall.beta),
     }
-    overall = fit(data, args.lam, beta, fixed)
-    schemes["fitted on all models (in-sample)"] = (overall.weights, overall.beta)
+    held = {d.name: fit([o for o in data if o is not d], args.lam, beta, fixed)
+            for d in data if sum(len(o.damage) for o in data if o is not d) >= 2}
     rows: list[dict[str, Any]] = []
-    held: dict[str, Fit] = {}
-    for d in data:
-        others = [o for o in data if o is not d]
-        if others and sum(len(o.damage) for o in others) >= 2:
-            held[d.name] = fit(others, args.lam, beta, fixed)
     print(f"\n{'scheme':<44} {'model':<24} {'spearman':>8} {'pairs':>6} {'rms log':>8}")
-    for name, wb in list(schemes.items()) + [("fitted on the other models (held out)", None)]:
+    for name, (w, b) in schemes.items():
         for d in data:
-            if wb is None and d.name not in held:
-                continue
-            w, b = wb if wb is not None else (held[d.name].weights, held[d.name].beta)
-            s: Score = score(d, w, b)
-            rows.append({"scheme": name, "model": d.name, **s.as_dict(), "weights": w.as_dict(), "beta": b})
-            print(f"{name:<44} {d.name[:24]:<24} {s.spearman:>8.3f} {s.pairs:>6.3f} {s.rms_log:>8.3f}")
-    checks = _models(args.check, args.min_snr) if args.check else []
-    for d in checks:
-        sc = score(d, overall.weights, overall.beta)
-        base = score(d, Weights(**{k: 0.0 for k in Weights().as_dict()}), overall.beta)
-        rows.append({"scheme": "check: fitted on all models", "model": d.name, **sc.as_dict()})
-        rows.append({"scheme": "check: errors only", "model": d.name, **base.as_dict()})
-        print(f"{'check (not fitted): ' + d.name[:24]:<44} {len(d.damage):>3} records: fitted "
-              f"{sc.spearman:.3f} / {sc.pairs:.3f}, errors only {base.spearman:.3f} / {base.pairs:.3f}")
-    print(f"\nfitted on all models: beta {overall.beta:g}, weights "
-          + ",".join(f"{k}={v:g}" for k, v in overall.weights.as_dict().items()))
+            _print_score(rows, name, d, w, b)
+    for d in data:
+        if d.name in held:
+            _print_score(rows, "fitted on the other models (held out)", d, held[d.name].weights, held[d.name].beta)
+    for d in _models(args.check, args.min_snr) if args.check else []:
+        _print_score(rows, "check, not fitted: fitted on all models", d, overall.weights, overall.beta)
+        _print_score(rows, "check, not fitted: errors only", d, ERRORS_ONLY, overall.beta)
+    print("\n" + _weights_line("fitted on all models", overall))
     for name, f in held.items():
-        print(f"fitted without {name}: beta {f.beta:g}, weights "
-              + ",".join(f"{k}={v:g}" for k, v in f.weights.as_dict().items()))
+        print(_weights_line(f"fitted without {name}", f))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(
             {"fit": overall.as_dict(), "held_out_fits": {k: v.as_dict() for k, v in held.items()},
              "scores": rows, "files": args.ablations, "lambda": args.lam, "min_snr": args.min_snr,
-             "left_out": {d.name: d.dropped for d in data}}, indent=1))
+             "fixed": fixed, "left_out": {d.name: d.dropped for d in data}}, indent=1))
     return 0

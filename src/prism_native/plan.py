@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 from . import qtypes
 from .allocate import Allocation, Group, TensorCost, allocate
-from .analyze import CANDIDATES, Analysis, TensorResult
+from .analyze import CANDIDATES, Analysis
 from .errors import PrismError
 from .gguf_model import Model
 from .recipe import Recipe, TensorSpec, build_recipe
