@@ -227,13 +227,18 @@ def test_refinement_step_skips_fallback_twins():
     assert a.overrides == {"blk.0.ffn_up.weight": "Q5_K"} and a.total_bytes == 46
 
 
+def _random_layers(rng: random.Random) -> tuple[list[Group], int]:
+    """1-4 classes of 1-6 tensors with log-normal sensitivities, and a feasible budget."""
+    groups = [_layer_group(f"c{k}", [rng.lognormvariate(0, 1) for _ in range(rng.randint(1, 6))])
+              for k in range(rng.randint(1, 4))]
+    lo, hi = cost_range(groups)
+    return groups, rng.randint(lo, hi)
+
+
 def test_refinement_never_worsens_and_min_gain_blocks_small_moves():
     rng = random.Random(11)
     for _ in range(40):
-        groups = [_layer_group(f"c{k}", [rng.lognormvariate(0, 1) for _ in range(rng.randint(1, 6))])
-                  for k in range(rng.randint(1, 4))]
-        lo, hi = cost_range(groups)
-        budget = rng.randint(lo, hi)
+        groups, budget = _random_layers(rng)
         base = allocate_classes(groups, budget)
         a = refine_tensors(groups, base, max_overrides=rng.randint(0, 8))
         assert a.total_bytes <= budget
@@ -263,10 +268,7 @@ def test_tensor_level_lagrangian_finds_mixes_several_steps_apart():
 def test_allocate_never_worse_than_refinement():
     rng = random.Random(5)
     for _ in range(40):
-        groups = [_layer_group(f"c{k}", [rng.lognormvariate(0, 1) for _ in range(rng.randint(1, 6))])
-                  for k in range(rng.randint(1, 4))]
-        lo, hi = cost_range(groups)
-        budget = rng.randint(lo, hi)
+        groups, budget = _random_layers(rng)
         cap = rng.randint(0, 8)
         a = allocate(groups, budget, max_overrides=cap)
         r = refine_tensors(groups, allocate_classes(groups, budget), max_overrides=cap)
