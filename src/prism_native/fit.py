@@ -22,7 +22,7 @@ import numpy as np
 from scipy import optimize, stats
 
 from .errors import PrismError
-from .score import Weights, combine, robust_z
+from .score import Weights, class_index, combine, z_matrix
 
 METRICS = tuple(Weights.__dataclass_fields__)
 
@@ -49,10 +49,9 @@ def model_data(ab: dict[str, Any], min_snr: float = 2.0) -> ModelData:
     dropped (their log is noise)."""
     tensors = ab["tensors"]
     index = {t["name"]: i for i, t in enumerate(tensors)}
-    z = np.column_stack([robust_z([_nan(t["metrics"].get(k)) for t in tensors]) for k in METRICS])
+    z = z_matrix([t["metrics"] for t in tensors], METRICS)
     n = np.array([t["n_params"] for t in tensors], dtype=np.float64)
-    names = sorted({t["cls"] for t in tensors})
-    cls = np.array([names.index(t["cls"]) for t in tensors])
+    cls = class_index([t["cls"] for t in tensors])
     high = ab["high"]
     d = ModelData(ab.get("model_name") or ab["model"].get("name", "model"), z, n, cls, [], [], [], [],
                   np.zeros(0), np.zeros(0))
@@ -76,10 +75,6 @@ def model_data(ab: dict[str, Any], min_snr: float = 2.0) -> ModelData:
         noise.append(err)
     d.damage, d.noise = np.array(dmg), np.array(noise)
     return d
-
-
-def _nan(v: Any) -> float:
-    return math.nan if v is None else float(v)
 
 
 def _err(t: dict[str, Any], req: str) -> float:

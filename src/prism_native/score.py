@@ -89,16 +89,28 @@ def combine(z: np.ndarray, w: np.ndarray, names: Sequence[str], n: np.ndarray, c
     return pooled(np.exp(z[:, ~within] @ w[~within]), n, cls) * np.exp(z[:, within] @ w[within])
 
 
+def z_matrix(metrics: Sequence[Mapping[str, float | None]], names: Sequence[str]) -> np.ndarray:
+    """Robust z-scores, tensors x metrics (a missing or None metric is NaN, hence neutral)."""
+    def val(m: Mapping[str, float | None], k: str) -> float:
+        v = m.get(k)
+        return math.nan if v is None else float(v)
+    if not metrics:
+        return np.zeros((0, len(names)))
+    return np.column_stack([robust_z([val(m, k) for m in metrics]) for k in names])
+
+
+def class_index(classes: Sequence[str]) -> np.ndarray:
+    """Class names -> small integers (for pooled)."""
+    labels = {c: i for i, c in enumerate(sorted(set(classes)))}
+    return np.array([labels[c] for c in classes], dtype=np.int64)
+
+
 def tensor_sensitivity(metrics: Sequence[Mapping[str, float]], weights: Weights, params: Sequence[int],
                        classes: Sequence[str]) -> np.ndarray:
     """Composite sensitivity of every tensor from its metric record (keys = Weights fields)."""
     names = list(weights.as_dict())
-    z = np.column_stack([robust_z([float(m.get(k, math.nan)) for m in metrics]) for k in names]) \
-        if metrics else np.zeros((0, len(names)))
     w = np.array([weights.as_dict()[k] for k in names])
-    labels = sorted(set(classes))
-    cls = np.array([labels.index(c) for c in classes], dtype=np.int64)
-    return combine(z, w, names, np.asarray(params, dtype=np.float64), cls)
+    return combine(z_matrix(metrics, names), w, names, np.asarray(params, dtype=np.float64), class_index(classes))
 
 
 def class_sensitivity(sens: Sequence[float], params: Sequence[int]) -> float:
