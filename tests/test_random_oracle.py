@@ -47,7 +47,29 @@ def _grid(rng: np.random.Generator, r: int, c: int) -> np.ndarray:
     return x
 
 
-DISTS: dict[str, Gen] = {"normal": _normal, "student_t": _student_t, "mixed": _mixed_scales, "grid": _grid}
+def _signed_zeros(rng: np.random.Generator, r: int, c: int) -> np.ndarray:
+    """Zeros of both signs and tied magnitudes: ggml's first-occurrence rule decides the sign of a zero
+    min, max or absmax (all-zero, one-signed and +-a tied blocks)."""
+    x = rng.choice(np.array([0.0, -0.0, 0.5, -0.5, 1.0, -1.0]), (r, c))
+    blocks = x.reshape(r, c // 32, 32)
+    blocks[:, 0::4] = rng.choice(np.array([0.0, -0.0]), blocks[:, 0::4].shape)         # all zero
+    one = np.abs(blocks[:, 1::4]) * rng.choice([1.0, -1.0], (r, 1, 1))                  # one-signed,
+    zeros = rng.random(one.shape) < 0.3                                                  # zeros of both
+    one[zeros] = rng.choice(np.array([0.0, -0.0]), zeros.sum())                         # signs anywhere
+    one[..., 0] = np.where(rng.random(one.shape[:2]) < 0.5, one[..., 0], 0.75)          # not always first
+    blocks[:, 1::4] = one
+    return x
+
+
+def _tiny(rng: np.random.Generator, r: int, c: int) -> np.ndarray:
+    """fp32-subnormal and near-subnormal blocks: 1/d overflows to inf (levels from ggml's casts of NaN/inf)."""
+    x = rng.normal(size=(r, c)) * 10.0 ** rng.uniform(-45.0, -36.0, (r, c // 32, 1)).repeat(32, axis=1).reshape(r, c)
+    x[:, ::5] = 0.0
+    return x
+
+
+DISTS: dict[str, Gen] = {"tiny": _tiny, "normal": _normal, "student_t": _student_t, "mixed": _mixed_scales, "grid": _grid,
+                         "signed_zeros": _signed_zeros}
 SHAPES = [(3, 256), (37, 512), (2, 2048)]  # 37 rows: super-block count not a multiple of 8 or 16
 
 
@@ -95,8 +117,9 @@ def test_sparse_imatrix_matches_ggml(ggml) -> None:
 @pytest.mark.parametrize("tname", NATIVE)
 def test_isas_agree(tname: str) -> None:
     """scalar, avx2 and avx512 builds give the same bytes (also a guard against miscompiled mask code)."""
-    x, im = _data("student_t", (23, 512), seed=3)
-    for imatrix in (None, im):
-        ref = quantize(x, tname, imatrix, isa="scalar")
-        for isa in ISAS:
-            assert np.array_equal(quantize(x, tname, imatrix, isa=isa), ref), f"{tname} {isa}"
+    for dist in ("student_t", "signed_zeros", "tiny"):
+        x, im = _data(dist, (23, 512), seed=3)
+        for imatrix in (None, im):
+            ref = quantize(x, tname, imatrix, isa="scalar")
+            for isa in ISAS:
+                assert np.array_equal(quantize(x, tname, imatrix, isa=isa), ref), f"{tname} {dist} {isa}"

@@ -197,6 +197,11 @@ void quantize(const KernelTable& t, QType type, const Matrix& m, const float* im
   std::atomic<bool> bad{false};
   parallel_chunks(nchunks, nthreads, [&](int64_t c) {
     const int64_t r0 = c * cr, n = std::min(cr, m.nrows - r0);
+    if (!imatrix && ops.quantize_checked && m.dtype == DType::F32) {
+      const float* xr = static_cast<const float*>(m.data) + r0 * m.n_per_row;
+      if (!ops.quantize_checked(xr, dst + r0 * row_bytes, n, m.n_per_row)) bad = true;
+      return;
+    }
     std::vector<float> scratch;
     const float* xr = load_rows(m, nullptr, r0, n, scratch);
     if (!xr) { bad = true; return; }

@@ -11,6 +11,10 @@ struct KernelOps {
   // Quantize nrows rows (n_per_row a multiple of the block size) exactly as ggml_quantize_chunk does;
   // imatrix: n_per_row importance weights or nullptr.
   void (*quantize)(const float* x, uint8_t* dst, int64_t nrows, int64_t n_per_row, const float* imatrix) = nullptr;
+  // Optional one-pass form of quantize for float32 rows without imatrix that also checks the input:
+  // returns false if a value is Inf or NaN (dst then holds garbage). It saves the separate finiteness
+  // pass, which costs a quarter of the time of the fastest kernels.
+  bool (*quantize_checked)(const float* x, uint8_t* dst, int64_t nrows, int64_t n_per_row) = nullptr;
   // ggml's to_float for nblocks consecutive blocks.
   void (*dequantize)(const uint8_t* src, float* y, int64_t nblocks) = nullptr;
   // Width of the quantization bin of every element (see simd.h: steps_blocks).

@@ -126,10 +126,137 @@ struct Legacy {
     for (int e = 0; e < BS; ++e) step[e] = d;
   }
 };
-using Q4_0 = Legacy<4, false>;
-using Q4_1 = Legacy<4, true>;
-using Q5_0 = Legacy<5, false>;
-using Q5_1 = Legacy<5, true>;
+// Row form of the no-imatrix paths: a block's 32 values sit in the lanes of NV = 32/W vectors.
+// quantize_row_q{4,5}_{0,1}_ref take only elementwise steps and min/max reductions, so this changes no
+// result while it skips the lane form's transposes (the lane form stays for W = 1 and for the imatrix
+// paths, whose sums are order-dependent). W blocks go together: their per-lane extremes are transposed
+// so that the per-block scalars (d, 1/d, fp16 bits) take one vector operation per group, which also
+// keeps the long division chain off each block's path.
+template <int NB, bool AFFINE>
+struct LegacyRowForm {
+  using K = Legacy<NB, AFFINE>;
+  static constexpr int NV = K::BS / W;
+
+  // ggml's own scans, for the rare blocks whose extreme is a zero or a +-a tie: the first occurrence
+  // decides the sign.
+  static float first_min(const float* x) {
+    float m = 3.402823466e+38f;
+    for (int j = 0; j < K::BS; ++j) if (x[j] < m) m = x[j];
+    return m;
+  }
+  static float first_max(const float* x) {
+    float m = -3.402823466e+38f;
+    for (int j = 0; j < K::BS; ++j) if (x[j] > m) m = x[j];
+    return m;
+  }
+  static float first_absmax(const float* x) {
+    float amax = 0.0f, max = 0.0f;
+    for (int j = 0; j < K::BS; ++j) if (amax < std::fabs(x[j])) { amax = std::fabs(x[j]); max = x[j]; }
+    return max;
+  }
+
+  // W blocks (padding lanes point at zeros); returns (x - x) OR-ed over them: nonzero where a value is
+  // Inf or NaN.
+  static vi group(const float* const* xs, uint8_t* const* outs) {
+    vf lo[W], hi[W];
+    vi nonfinite = zeroi();
+    for (int b = 0; b < W; ++b) {
+      lo[b] = hi[b] = load_unaligned(xs[b]);
+      nonfinite |= (vi)(lo[b] - lo[b]);
+      for (int k = 1; k < NV; ++k) {
+        const vf v = load_unaligned(xs[b] + k * W);
+        nonfinite |= (vi)(v - v);
+        lo[b] = vmin(v, lo[b]);
+        hi[b] = vmax(v, hi[b]);
+      }
+    }
+    transpose(lo);  // lo[k][b]: lane k's partial minimum of block b
+    transpose(hi);
+    vf mn = lo[0], mx = hi[0];
+    for (int k = 1; k < W; ++k) { mn = vmin(lo[k], mn); mx = vmax(hi[k], mx); }
+
+    vf d, base = zerof();
+    vi hm = zeroi();
+    if (AFFINE) {  // quantize_row_q{4,5}_1_ref
+      if (any((mn == zerof()) | (mx == zerof())))
+        for (int b = 0; b < W; ++b) {
+          if (mn[b] == 0.0f) mn[b] = first_min(xs[b]);
+          if (mx[b] == 0.0f) mx[b] = first_max(xs[b]);
+        }
+      d = (mx - mn) / splat((float)K::NMAX);
+      base = mn;
+      hm = vfp16_bits(mn);
+    } else {  // quantize_row_q{4,5}_0_ref: max = the first element of largest |x|, +0 if all are zero
+      // the larger of mx and -mn: no element is then its negative, so the value is unique
+      vf max = sel(mx > vneg(mn), mx, mn);
+      const vi tie = mx == vneg(mn);
+      if (any(tie))
+        for (int b = 0; b < W; ++b) if (tie[b]) max[b] = first_absmax(xs[b]);
+      d = max / splat(-(float)K::HALF);
+    }
+    const vf id = sel(d != zerof(), splat(1.0f) / d, zerof());
+    const vi hd = vfp16_bits(d);
+
+    const float offset = AFFINE ? 0.5f : (float)K::HALF + 0.5f;
+    for (int b = 0; b < W; ++b) {
+      uint8_t* out = outs[b];
+      const uint16_t h[2] = {(uint16_t)hd[b], (uint16_t)hm[b]};
+      std::memcpy(out, h, AFFINE ? 4 : 2);
+      // t lies in [0, NMAX + 1.5] unless id is infinite (d below 1/FLT_MAX), where trunc gives INT_MIN
+      // and ggml's (int8_t)/(uint8_t) casts give 0: so max(trunc(t), 0), then MIN(NMAX, .) except for
+      // Q5_1's plain (uint8_t), reproduces them.
+      vi q[NV];
+      for (int k = 0; k < NV; ++k) {
+        const vf v = load_unaligned(xs[b] + k * W);
+        const vf t = (AFFINE ? (v - splat(base[b])) * splat(id[b]) : v * splat(id[b])) + splat(offset);
+        q[k] = vmaxi(vtrunc(t), zeroi());
+        if (!(AFFINE && NB == 5)) q[k] = vmini(q[k], splati(K::NMAX));
+      }
+      if (NB == 5) {  // qh bit e = bit 4 of element e
+        uint32_t qh = 0;
+        for (int k = 0; k < NV; ++k) qh |= movemask((q[k] & 16) != zeroi()) << (k * W);
+        std::memcpy(out + K::QH, &qh, 4);
+      }
+      vi packed[NV / 2];  // byte j: element j (low nibble), element j + 16 (high nibble)
+      for (int k = 0; k < NV / 2; ++k)
+        packed[k] = NB == 5 ? (q[k] & 15) | ((q[k + NV / 2] & 15) << 4) : q[k] | (q[k + NV / 2] << 4);
+      store_bytes<NV / 2>(packed, out + K::QS);
+    }
+    return nonfinite;
+  }
+
+  static bool rows_checked(const float* x, uint8_t* dst, int64_t nrows, int64_t n_per_row) {
+    const int64_t nblocks = nrows * (n_per_row / K::BS);
+    alignas(64) uint8_t scratch[W][K::BYTES];
+    vi nonfinite = zeroi();
+    for (int64_t b0 = 0; b0 < nblocks; b0 += W) {
+      const float* xs[W];
+      uint8_t* outs[W];
+      for (int b = 0; b < W; ++b) {
+        const bool real = b0 + b < nblocks;
+        xs[b] = real ? x + (b0 + b) * K::BS : kPadding.zeros;
+        outs[b] = real ? dst + (b0 + b) * K::BYTES : scratch[b];
+      }
+      nonfinite |= group(xs, outs);
+    }
+    return !any(nonfinite);
+  }
+  static void rows(const float* x, uint8_t* dst, int64_t nrows, int64_t n_per_row, const float* imatrix) {
+    if (imatrix) return quantize_rows<K>(x, dst, nrows, n_per_row, imatrix);
+    rows_checked(x, dst, nrows, n_per_row);  // the caller has checked the input
+  }
+};
+
+template <int NB, bool AFFINE>
+KernelOps legacy_ops() {
+  KernelOps o = make_ops<Legacy<NB, AFFINE>>();
+  if constexpr (W >= 4 && PW == W) {  // W = 1 keeps the lane form: the scalar cross-check path
+    o.quantize = &LegacyRowForm<NB, AFFINE>::rows;
+    o.quantize_checked = &LegacyRowForm<NB, AFFINE>::rows_checked;
+  }
+  return o;
+}
+
 
 }  // namespace
 
@@ -139,10 +266,10 @@ void register_legacy(KernelTable& t) {
     quantize_rows<Q8_0>(x, dst, nrows, n_per_row, nullptr);  // quantize_q8_0 ignores the imatrix
   };
   t.ops[type_index(QType::Q8_0)] = q8;
-  t.ops[type_index(QType::Q4_0)] = make_ops<Q4_0>();
-  t.ops[type_index(QType::Q4_1)] = make_ops<Q4_1>();
-  t.ops[type_index(QType::Q5_0)] = make_ops<Q5_0>();
-  t.ops[type_index(QType::Q5_1)] = make_ops<Q5_1>();
+  t.ops[type_index(QType::Q4_0)] = legacy_ops<4, false>();
+  t.ops[type_index(QType::Q4_1)] = legacy_ops<4, true>();
+  t.ops[type_index(QType::Q5_0)] = legacy_ops<5, false>();
+  t.ops[type_index(QType::Q5_1)] = legacy_ops<5, true>();
 }
 
 }}  // namespace prism::PRISM_NS

@@ -181,23 +181,73 @@ inline void transpose(vf* r) {
   }
 }
 
+// W floats from an address with only float alignment.
+inline vf load_unaligned(const float* p) {
+  typedef float vf_unaligned __attribute__((vector_size(4 * PW), aligned(4)));
+  if constexpr (PW == W) return *reinterpret_cast<const vf_unaligned*>(p);
+  vf v{};
+  std::memcpy(&v, p, 4 * W);
+  return v;
+}
+
 // t[j][lane] = src[lane][j] for j < BS (BS a multiple of W).
 template <int BS>
 inline void transpose_in(const float* const* src, vf* t) {
   for (int j0 = 0; j0 < BS; j0 += W) {
     vf v[W];
-    for (int i = 0; i < W; ++i) {
-      if (PW == W) {
-        typedef float vf_unaligned __attribute__((vector_size(4 * PW), aligned(4)));
-        v[i] = *reinterpret_cast<const vf_unaligned*>(src[i] + j0);
-      } else {
-        v[i] = vf{};
-        std::memcpy(&v[i], src[i] + j0, 4 * W);
-      }
-    }
+    for (int i = 0; i < W; ++i) v[i] = load_unaligned(src[i] + j0);
     transpose(v);
     for (int k = 0; k < W; ++k) t[j0 + k] = v[k];
   }
+}
+
+// ---- in-block ("row form") helpers: the W lanes hold W consecutive elements of ONE block ------------
+// Only for kernels whose every operation is elementwise or an exact reduction (min/max), where
+// vectorising within the block cannot change a result; see q_legacy.cpp.
+
+// Lane i <- v[i ^ S] (constant indices).
+template <int S, size_t... K>
+inline vf xor_lanes(vf v, std::index_sequence<K...>) { return __builtin_shufflevector(v, v, ((int)K ^ S)...); }
+
+// OP(a, b) folded over the W lanes into every lane (a butterfly; exact for min/max).
+template <class OP>
+inline vf hreduce(vf v, OP op) {
+  if constexpr (W >= 16) v = op(v, xor_lanes<8>(v, std::make_index_sequence<PW>()));
+  if constexpr (W >= 8) v = op(v, xor_lanes<4>(v, std::make_index_sequence<PW>()));
+  if constexpr (W >= 4) v = op(v, xor_lanes<2>(v, std::make_index_sequence<PW>()));
+  if constexpr (W >= 2) v = op(v, xor_lanes<1>(v, std::make_index_sequence<PW>()));
+  return v;
+}
+
+// Bit i = mask lane i (lanes < W).
+inline uint32_t movemask(vi m) {
+#if PRISM_W == 16 && defined(__AVX512DQ__)
+  return (uint32_t)_mm512_movepi32_mask((__m512i)m);
+#elif PRISM_W == 8 && defined(__AVX__)
+  return (uint32_t)_mm256_movemask_ps((__m256)m);
+#else
+  uint32_t bits = 0;
+  for (int i = 0; i < W; ++i) bits |= (uint32_t)(m[i] != 0) << i;
+  return bits;
+#endif
+}
+
+// dst[k*W + i] = v[k][i] for NV vectors whose values are all in 0..255 (saturating packs keep them).
+template <int NV>
+inline void store_bytes(const vi* v, uint8_t* dst) {
+#if PRISM_W == 16 && defined(__AVX512F__)
+  for (int k = 0; k < NV; ++k) _mm_storeu_si128((__m128i*)(dst + 16 * k), _mm512_cvtepi32_epi8((__m512i)v[k]));
+#elif PRISM_W == 8 && defined(__AVX2__)
+  static_assert(NV % 2 == 0, "pairs of 8-lane vectors");
+  for (int k = 0; k < NV; k += 2) {  // packs work per 128-bit half: the permute restores the order
+    const __m256i w = _mm256_permute4x64_epi64(_mm256_packus_epi32((__m256i)v[k], (__m256i)v[k + 1]), 0xD8);
+    _mm_storeu_si128((__m128i*)(dst + 8 * k),
+                     _mm_packus_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1)));
+  }
+#else
+  for (int k = 0; k < NV; ++k)
+    for (int i = 0; i < W; ++i) dst[k * W + i] = (uint8_t)v[k][i];
+#endif
 }
 
 // A group of up to W blocks, transposed: x[j][lane] is element j of block `lane`.
