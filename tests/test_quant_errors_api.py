@@ -24,6 +24,22 @@ def test_bad_input_is_value_error(bad, match):
         quantize(bad, "Q4_K")
 
 
+@pytest.mark.parametrize("tname", ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "IQ4_NL", "Q2_K", "Q3_K", "Q4_K",
+                                   "Q5_K", "Q6_K", "IQ4_XS"])
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_one_nonfinite_value_anywhere_is_rejected(tname, value):
+    """One bad value in an otherwise normal tensor, in the first, a middle and the last block, and in a
+    partial last group of blocks (the one-pass row-form kernels check inside the kernel)."""
+    for pos in (0, 7 * 512 + 300, 9 * 512 - 1):  # x has 9 rows
+        x = np.vstack([X, X[:1]]).copy()
+        x.reshape(-1)[pos] = value
+        for imatrix in (None, np.ones(512, np.float32)):
+            with pytest.raises(ValueError, match="NaN or Inf"):
+                quantize(x, tname, imatrix, nthreads=2)
+        with pytest.raises(ValueError, match="NaN or Inf"):
+            quantize(x.astype(np.float16), tname)
+
+
 def test_bad_imatrix_and_sizes():
     with pytest.raises(ValueError, match="imatrix"):
         quantize(X, "Q4_K", np.ones(100, np.float32))
