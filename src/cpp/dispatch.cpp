@@ -86,44 +86,6 @@ const float* load_rows(const Matrix& m, const int64_t* rows, int64_t r0, int64_t
   return all_finite(scratch.data(), n * k) ? scratch.data() : nullptr;
 }
 
-// sum_j w_j (x - y)^2 over n rows of k (y = nullptr: sum w x^2), in double with 8 interleaved partial
-// sums in a fixed pattern (vectorisable, and the same result on every machine and thread count).
-double weighted_sum_sq(const float* x, const float* y, const float* w, int64_t n, int64_t k) {
-  double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  for (int64_t i = 0; i < n; ++i) {
-    const float* xr = x + i * k;
-    const float* yr = y ? y + i * k : nullptr;
-    int64_t j = 0;
-    for (; j + 8 <= k; j += 8)
-      for (int l = 0; l < 8; ++l) {
-        const double d = yr ? (double)xr[j + l] - (double)yr[j + l] : (double)xr[j + l];
-        acc[l] += (w ? (double)w[j + l] : 1.0) * d * d;
-      }
-    for (; j < k; ++j) {
-      const double d = yr ? (double)xr[j] - (double)yr[j] : (double)xr[j];
-      acc[j & 7] += (w ? (double)w[j] : 1.0) * d * d;
-    }
-  }
-  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-}
-
-// Values whose distance to the nearest bin boundary, 0.5 - |x - y| / step (in bin widths), lies in
-// [0, delta); values with step 0 (zero scale) or step inf (beyond the outermost grid value) have no
-// boundary to be near and are not counted as "near". Division-free form of the same test.
-void count_near_boundary(const float* x, const float* y, const float* step, int64_t n, double delta,
-                         ErrorStats& s) {
-  const float lo = (float)(0.5 - delta);
-  int64_t near = 0, counted = 0;
-  for (int64_t j = 0; j < n; ++j) {
-    const float d = std::fabs(x[j] - y[j]), st = step[j];
-    const bool has = st > 0.0f;
-    counted += has;
-    near += has & (d <= 0.5f * st) & (d > lo * st);
-  }
-  s.near_boundary += near;
-  s.counted += counted;
-}
-
 // Rows per work item: fixed by the shape only, so results never depend on the thread count.
 int64_t chunk_rows(int64_t n_per_row) { return std::max<int64_t>(1, 65536 / std::max<int64_t>(1, n_per_row)); }
 
@@ -271,22 +233,19 @@ std::vector<ErrorStats> quant_errors(const KernelTable& t, const std::vector<QTy
   std::atomic<bool> bad{false};
   parallel_chunks(nchunks, nthreads, [&](int64_t c) {
     const int64_t r0 = c * cr, n = std::min(cr, total - r0);
-    std::vector<float> scratch, y((size_t)(n * k)), step((size_t)(n * k));
+    std::vector<float> scratch;
     std::vector<uint8_t> q;
     const float* x = load_rows(m, rows, r0, n, scratch);
     if (!x) { bad = true; return; }
-    const double signal = weighted_sum_sq(x, nullptr, imatrix, n, k);  // the same for every type
+    const double signal = t.weighted_sum_sq(x, imatrix, n, k);  // the same for every type
     for (size_t ti = 0; ti < nt; ++ti) {
       const TypeTraits& tr = *trs[ti];
       const int64_t nblocks = n * (k / tr.block_size);
       q.resize((size_t)nblocks * tr.type_size);
       ops[ti]->quantize(x, q.data(), n, k, imatrix);
-      ops[ti]->dequantize(q.data(), y.data(), nblocks);
-      ops[ti]->steps(q.data(), x, step.data(), nblocks);
       ErrorStats& s = per_chunk[(size_t)c * nt + ti];
-      s.err = weighted_sum_sq(x, y.data(), imatrix, n, k);
+      ops[ti]->error_stats(q.data(), x, imatrix, n, k, delta, &s);
       s.signal = signal;
-      count_near_boundary(x, y.data(), step.data(), n * k, delta, s);
     }
   });
   if (bad) throw std::invalid_argument("input contains NaN or Inf");

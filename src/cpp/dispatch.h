@@ -34,12 +34,6 @@ void line_norms(const float* x, int64_t nrows, int64_t k, double* row_sq, double
 void dequantize(const KernelTable& t, QType type, const uint8_t* src, int64_t nrows, int64_t n_per_row,
                 float* dst, int nthreads);
 
-struct ErrorStats {
-  double err = 0.0;       // sum w*(x-q)^2
-  double signal = 0.0;    // sum w*x^2
-  int64_t near_boundary = 0;  // values within `delta` bin widths of a bin boundary
-  int64_t counted = 0;        // values with a non-zero bin width (the denominator of the share)
-};
 
 // One pass over the (selected rows of the) matrix: each chunk of rows is converted to float once and
 // quantized/dequantized to every type in `types`. imatrix (n_per_row weights) is both the quantizer's

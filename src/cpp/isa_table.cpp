@@ -10,6 +10,7 @@ const KernelTable& table() {
     KernelTable k;
     k.isa = PRISM_STR(PRISM_NS);
     k.width = W;
+    k.weighted_sum_sq = &weighted_sum_sq;
     register_k_quants(k);
     register_iq4(k);
     register_legacy(k);

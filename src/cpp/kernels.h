@@ -7,6 +7,13 @@
 
 namespace prism {
 
+struct ErrorStats {
+  double err = 0.0;       // sum w*(x-q)^2
+  double signal = 0.0;    // sum w*x^2
+  int64_t near_boundary = 0;  // values within `delta` bin widths of a bin boundary
+  int64_t counted = 0;        // values with a non-zero bin width (the denominator of the share)
+};
+
 struct KernelOps {
   // Quantize nrows rows (n_per_row a multiple of the block size) exactly as ggml_quantize_chunk does;
   // imatrix: n_per_row importance weights or nullptr.
@@ -19,12 +26,18 @@ struct KernelOps {
   void (*dequantize)(const uint8_t* src, float* y, int64_t nblocks) = nullptr;
   // Width of the quantization bin of every element (see simd.h: steps_blocks).
   void (*steps)(const uint8_t* src, const float* x, float* step, int64_t nblocks) = nullptr;
+  // The fused error kernel's pass for one type over nrows rows of x and their quantized bytes q: sets
+  // s->err = sum w*(x - dequantized)^2 and adds the boundary counts (see simd.h: error_stats_blocks).
+  void (*error_stats)(const uint8_t* q, const float* x, const float* w, int64_t nrows, int64_t n_per_row,
+                      double delta, ErrorStats* s) = nullptr;
 };
 
 struct KernelTable {
   const char* isa = "";
   int width = 1;
   KernelOps ops[kNumTypes];
+  // sum w x^2 over nrows rows of k, w per column or null: the fused kernel's signal (simd.h).
+  double (*weighted_sum_sq)(const float* x, const float* w, int64_t nrows, int64_t k) = nullptr;
 };
 
 #define PRISM_DECLARE_ISA(ns) namespace ns { const KernelTable& table(); }
@@ -45,6 +58,7 @@ KernelOps make_ops() {
   o.quantize = &quantize_rows<K>;
   o.dequantize = &dequantize_blocks<K>;
   o.steps = &steps_blocks<K>;
+  o.error_stats = &error_stats_blocks<K>;
   return o;
 }
 // Each family translation unit registers its types.
