@@ -46,19 +46,19 @@ def quantize_table(benches: list[dict]) -> list[str]:
 
 
 def fused_table(benches: list[dict], ggml: dict[tuple[str, str], float]) -> list[str]:
-    best: dict[tuple[tuple[str, ...], str], float] = {}
+    best: dict[tuple[tuple[str, ...], str, str], float] = {}
     for b in benches:
         e = b["extra_info"]
         if "types" in e and "Mvalues_per_s" in e:
-            key = (tuple(e["types"]), e["case"])
+            key = (tuple(e["types"]), e["case"], e.get("isa", "?"))
             best[key] = max(best.get(key, 0.0), e["Mvalues_per_s"])
-    out = ["| types | imatrix | fused Mval/s (whole set) | vs ggml, each single type | vs ggml, all types |",
-           "|---|---|---:|---|---:|"]
-    for (types, case), v in best.items():
+    out = ["| types | imatrix | isa | fused Mval/s (whole set) | vs ggml, each single type | vs ggml, all types |",
+           "|---|---|---|---:|---|---:|"]
+    for (types, case, isa), v in sorted(best.items()):
         g = [ggml.get((t, case)) for t in types]
         each = ", ".join(f"{t} {_ratio(v, gt)}" for t, gt in zip(types, g))
         total = None if None in g else 1.0 / sum(1.0 / gt for gt in g)  # ggml speed for all types in a row
-        out.append(f"| {' '.join(types)} | {'yes' if case == 'imat' else 'no'} | {v:.1f} | {each} | "
+        out.append(f"| {' '.join(types)} | {'yes' if case == 'imat' else 'no'} | {isa} | {v:.1f} | {each} | "
                    f"{_ratio(v, total)} |")
     return out
 

@@ -86,19 +86,23 @@ def test_quantize(benchmark, timings: Timings, tensor, imatrix, ggml, tname, cas
         benchmark.extra_info["speedup_vs_scalar"] = round(ref / best, 2)
 
 
+@pytest.mark.parametrize("path", ("default", "avx2"))
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("group", list(FUSED_GROUPS))
-def test_fused_errors(benchmark, timings: Timings, tensor, imatrix, ggml, group, case):
+def test_fused_errors(benchmark, timings: Timings, tensor, imatrix, ggml, group, case, path):
     """quant_errors (quantize + dequantize + error and boundary statistics, every type of the group,
-    one pass, default ISA, one thread) against ggml_quantize_chunk to each single type."""
+    one pass, one thread; default ISA and AVX2) against ggml_quantize_chunk to each single type."""
     types = FUSED_GROUPS[group]
     missing = [t for t in types if not qtypes.get(t).native]
     if missing:
         pytest.skip(f"not implemented yet: {', '.join(missing)}")
+    if path == "avx2" and ("avx2" not in CPU["usable"] or ACTIVE == "avx2"):
+        pytest.skip("avx2 not usable here, or already the default")
     im = imatrix if case == "imat" else None
     benchmark.group = f"fused errors {group}"
-    benchmark.extra_info.update(types=list(types), case=case, isa=ACTIVE, shape=list(tensor.shape), threads=1)
-    best = run_timed(benchmark, lambda: quant_errors(tensor, types, im, nthreads=1))
+    isa = ACTIVE if path == "default" else path
+    benchmark.extra_info.update(types=list(types), case=case, isa=isa, shape=list(tensor.shape), threads=1)
+    best = run_timed(benchmark, lambda: quant_errors(tensor, types, im, nthreads=1, isa=_isa(path)))
     _speed_info(benchmark, tensor.size, best)
     if best is None or ggml is None:
         return

@@ -364,33 +364,50 @@ void steps_blocks(const uint8_t* src, const float* x, float* step, int64_t nbloc
   for (int64_t b = 0; b < nblocks; ++b) K::steps(src + b * K::BYTES, x + b * K::BS, step + b * K::BS);
 }
 
-// Eight-wide float/double vectors whatever the ISA's width (GCC splits them into native ones): sums in
-// double over 8 partial sums, partial sum l taking the columns = l mod 8, are then elementwise vector
-// operations with the same bits on every path (no FMA), and vectorise where 8 scalar chains did not.
-typedef float f8 __attribute__((vector_size(32)));
-typedef double d8 __attribute__((vector_size(64)));
-inline d8 load_d8(const float* p) {
-  f8 v;
-  std::memcpy(&v, p, 32);
-  return __builtin_convertvector(v, d8);
+// Sums in double over 8 partial sums, partial sum l taking the columns = l mod 8: kept as two 4-wide
+// double vectors (columns 0-3, 4-7) whatever the ISA's width, so they are elementwise vector operations
+// with the same bits on every path (no FMA), and stay in registers (GCC spilled a 64-byte vector to the
+// stack on AVX2 at every step).
+typedef float f4 __attribute__((vector_size(16)));
+typedef double d4 __attribute__((vector_size(32)));
+struct Sum8 {
+  d4 lo = {0, 0, 0, 0}, hi = {0, 0, 0, 0};
+  double fold() const { return ((lo[0] + lo[1]) + (lo[2] + lo[3])) + ((hi[0] + hi[1]) + (hi[2] + hi[3])); }
+};
+inline d4 load_d4(const float* p) {
+  f4 v;
+  std::memcpy(&v, p, 16);
+  return __builtin_convertvector(v, d4);
 }
-inline double fold8(d8 a) { return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7])); }
+// s += w * d * d for d = x - y (y null: d = x) and w = 1 when null, over 8 consecutive values.
+template <bool HAS_W, bool HAS_Y>
+inline void add_sq8(Sum8& s, const float* x, const float* y, const float* w) {
+  const d4 one = {1, 1, 1, 1};
+  d4 dl = load_d4(x), dh = load_d4(x + 4);
+  if (HAS_Y) { dl -= load_d4(y); dh -= load_d4(y + 4); }
+  s.lo += (HAS_W ? load_d4(w) : one) * dl * dl;
+  s.hi += (HAS_W ? load_d4(w + 4) : one) * dh * dh;
+}
 
-// sum w x^2 over nrows rows of k, w per column or null (w = 1).
+// sum w x^2 over nrows rows of k (a multiple of 8), w per column or null (w = 1).
+template <bool HAS_W>
+double weighted_sum_sq_impl(const float* x, const float* w, int64_t nrows, int64_t k) {
+  Sum8 acc;
+  for (int64_t i = 0; i < nrows; ++i)
+    for (int64_t j = 0; j < k; j += 8) add_sq8<HAS_W, false>(acc, x + i * k + j, nullptr, HAS_W ? w + j : w);
+  return acc.fold();
+}
 inline double weighted_sum_sq(const float* x, const float* w, int64_t nrows, int64_t k) {
-  d8 acc = {0, 0, 0, 0, 0, 0, 0, 0};
-  for (int64_t i = 0; i < nrows; ++i) {
-    int64_t j = 0;
-    for (; j + 8 <= k; j += 8) {
-      const d8 v = load_d8(x + i * k + j);
-      acc += (w ? load_d8(w + j) : d8{1, 1, 1, 1, 1, 1, 1, 1}) * v * v;
-    }
-    for (; j < k; ++j) {  // rows are whole blocks, so only for callers outside the kernels
-      const double v = x[i * k + j];
-      acc[j & 7] += (w ? (double)w[j] : 1.0) * v * v;
-    }
+  if (k % 8) {  // not from the kernels (rows are whole blocks): the same pattern, scalar
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int64_t i = 0; i < nrows; ++i)
+      for (int64_t j = 0; j < k; ++j) {
+        const double v = x[i * k + j];
+        acc[j & 7] += (w ? (double)w[j] : 1.0) * v * v;
+      }
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
   }
-  return fold8(acc);
+  return w ? weighted_sum_sq_impl<true>(x, w, nrows, k) : weighted_sum_sq_impl<false>(x, w, nrows, k);
 }
 
 // The fused error kernel's pass for one type, one block at a time: ggml's to_float and the bin widths
@@ -404,7 +421,7 @@ void error_stats_impl(const uint8_t* q, const float* x, const float* w, int64_t 
                       ErrorStats* s) {
   static_assert(K::BS % 8 == 0, "blocks of whole partial-sum groups");
   alignas(64) float y[K::BS], step[K::BS];
-  d8 acc = {0, 0, 0, 0, 0, 0, 0, 0};
+  Sum8 acc;
   const float lo = (float)(0.5 - delta);
   int64_t near = 0, counted = 0;
   const int64_t nb_row = k / K::BS;
@@ -414,10 +431,8 @@ void error_stats_impl(const uint8_t* q, const float* x, const float* w, int64_t 
       const float* xb = x + i * k + b * K::BS;
       K::dequantize(blk, y);
       K::steps(blk, xb, step);
-      for (int e = 0; e < K::BS; e += 8) {
-        const d8 d = load_d8(xb + e) - load_d8(y + e);
-        acc += (HAS_W ? load_d8(w + b * K::BS + e) : d8{1, 1, 1, 1, 1, 1, 1, 1}) * d * d;
-      }
+      const float* wb = HAS_W ? w + b * K::BS : w;  // no offset on a null pointer
+      for (int e = 0; e < K::BS; e += 8) add_sq8<HAS_W, true>(acc, xb + e, y + e, HAS_W ? wb + e : wb);
       int32_t bn = 0, bc = 0;  // 32-bit per block: the loop vectorises without widening
       for (int e = 0; e < K::BS; ++e) {
         const float d = std::fabs(xb[e] - y[e]), st = step[e];
@@ -428,7 +443,7 @@ void error_stats_impl(const uint8_t* q, const float* x, const float* w, int64_t 
       counted += bc;
       near += bn;
     }
-  s->err = fold8(acc);
+  s->err = acc.fold();
   s->near_boundary += near;
   s->counted += counted;
 }
