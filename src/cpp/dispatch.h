@@ -34,7 +34,6 @@ void line_norms(const float* x, int64_t nrows, int64_t k, double* row_sq, double
 void dequantize(const KernelTable& t, QType type, const uint8_t* src, int64_t nrows, int64_t n_per_row,
                 float* dst, int nthreads);
 
-
 // One pass over the (selected rows of the) matrix: each chunk of rows is converted to float once and
 // quantized/dequantized to every type in `types`. imatrix (n_per_row weights) is both the quantizer's
 // importance and the error weight w; w = 1 without it. Results do not depend on nthreads.

@@ -24,8 +24,6 @@ struct KernelOps {
   bool (*quantize_checked)(const float* x, uint8_t* dst, int64_t nrows, int64_t n_per_row) = nullptr;
   // ggml's to_float for nblocks consecutive blocks.
   void (*dequantize)(const uint8_t* src, float* y, int64_t nblocks) = nullptr;
-  // Width of the quantization bin of every element (see simd.h: steps_blocks).
-  void (*steps)(const uint8_t* src, const float* x, float* step, int64_t nblocks) = nullptr;
   // The fused error kernel's pass for one type over nrows rows of x and their quantized bytes q: sets
   // s->err = sum w*(x - dequantized)^2 and adds the boundary counts (see simd.h: error_stats_blocks).
   void (*error_stats)(const uint8_t* q, const float* x, const float* w, int64_t nrows, int64_t n_per_row,
@@ -57,7 +55,6 @@ KernelOps make_ops() {
   KernelOps o;
   o.quantize = &quantize_rows<K>;
   o.dequantize = &dequantize_blocks<K>;
-  o.steps = &steps_blocks<K>;
   o.error_stats = &error_stats_blocks<K>;
   return o;
 }

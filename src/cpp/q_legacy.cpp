@@ -257,7 +257,6 @@ KernelOps legacy_ops() {
   return o;
 }
 
-
 }  // namespace
 
 void register_legacy(KernelTable& t) {

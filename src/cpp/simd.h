@@ -205,20 +205,6 @@ inline void transpose_in(const float* const* src, vf* t) {
 // Only for kernels whose every operation is elementwise or an exact reduction (min/max), where
 // vectorising within the block cannot change a result; see q_legacy.cpp.
 
-// Lane i <- v[i ^ S] (constant indices).
-template <int S, size_t... K>
-inline vf xor_lanes(vf v, std::index_sequence<K...>) { return __builtin_shufflevector(v, v, ((int)K ^ S)...); }
-
-// OP(a, b) folded over the W lanes into every lane (a butterfly; exact for min/max).
-template <class OP>
-inline vf hreduce(vf v, OP op) {
-  if constexpr (W >= 16) v = op(v, xor_lanes<8>(v, std::make_index_sequence<PW>()));
-  if constexpr (W >= 8) v = op(v, xor_lanes<4>(v, std::make_index_sequence<PW>()));
-  if constexpr (W >= 4) v = op(v, xor_lanes<2>(v, std::make_index_sequence<PW>()));
-  if constexpr (W >= 2) v = op(v, xor_lanes<1>(v, std::make_index_sequence<PW>()));
-  return v;
-}
-
 // Bit i = mask lane i (lanes < W).
 inline uint32_t movemask(vi m) {
 #if PRISM_W == 16 && defined(__AVX512DQ__)
@@ -356,13 +342,6 @@ void dequantize_blocks(const uint8_t* src, float* y, int64_t nblocks) {
   for (int64_t b = 0; b < nblocks; ++b) K::dequantize(src + b * K::BYTES, y + b * K::BS);
 }
 
-// Local bin width of every element (for boundary density): K::steps(block, y, step) writes, for each
-// element, the distance between the two grid values around its dequantized value y (the width of
-// the quantization bin the element falls in); 0 where the block's scale is 0.
-template <class K>
-void steps_blocks(const uint8_t* src, const float* x, float* step, int64_t nblocks) {
-  for (int64_t b = 0; b < nblocks; ++b) K::steps(src + b * K::BYTES, x + b * K::BS, step + b * K::BS);
-}
 
 // Sums in double over 8 partial sums, partial sum l taking the columns = l mod 8: kept as two 4-wide
 // double vectors (columns 0-3, 4-7) whatever the ISA's width, so they are elementwise vector operations
@@ -374,19 +353,30 @@ struct Sum8 {
   d4 lo = {0, 0, 0, 0}, hi = {0, 0, 0, 0};
   double fold() const { return ((lo[0] + lo[1]) + (lo[2] + lo[3])) + ((hi[0] + hi[1]) + (hi[2] + hi[3])); }
 };
-inline d4 load_d4(const float* p) {
+// (double) of 4 floats; an out-parameter, as returning a 32-byte vector changes the ABI without AVX.
+inline void load_d4(const float* p, d4& out) {
   f4 v;
   std::memcpy(&v, p, 16);
-  return __builtin_convertvector(v, d4);
+  out = __builtin_convertvector(v, d4);
 }
-// s += w * d * d for d = x - y (y null: d = x) and w = 1 when null, over 8 consecutive values.
+// s += w * d * d for d = x - y (HAS_Y false: d = x) and w = 1 (HAS_W false), over 8 consecutive values.
 template <bool HAS_W, bool HAS_Y>
 inline void add_sq8(Sum8& s, const float* x, const float* y, const float* w) {
-  const d4 one = {1, 1, 1, 1};
-  d4 dl = load_d4(x), dh = load_d4(x + 4);
-  if (HAS_Y) { dl -= load_d4(y); dh -= load_d4(y + 4); }
-  s.lo += (HAS_W ? load_d4(w) : one) * dl * dl;
-  s.hi += (HAS_W ? load_d4(w + 4) : one) * dh * dh;
+  d4 dl, dh, t, wl = {1, 1, 1, 1}, wh = {1, 1, 1, 1};
+  load_d4(x, dl);
+  load_d4(x + 4, dh);
+  if (HAS_Y) {
+    load_d4(y, t);
+    dl -= t;
+    load_d4(y + 4, t);
+    dh -= t;
+  }
+  if (HAS_W) {
+    load_d4(w, wl);
+    load_d4(w + 4, wh);
+  }
+  s.lo += wl * dl * dl;
+  s.hi += wh * dh * dh;
 }
 
 // sum w x^2 over nrows rows of k (a multiple of 8), w per column or null (w = 1).
@@ -410,12 +400,14 @@ inline double weighted_sum_sq(const float* x, const float* w, int64_t nrows, int
   return w ? weighted_sum_sq_impl<true>(x, w, nrows, k) : weighted_sum_sq_impl<false>(x, w, nrows, k);
 }
 
-// The fused error kernel's pass for one type, one block at a time: ggml's to_float and the bin widths
-// go to L1 buffers, then sum w*(x - y)^2 as weighted_sum_sq sums w x^2, and count the values near a
-// boundary. A value is near one when its distance to it, 0.5 - |x - y| / step bin widths, lies in
-// [0, delta); values with step 0 (zero scale) or inf (beyond the outermost grid value) have none and are
-// not counted (the test below is the division-free form). One pass instead of four over chunk-sized
-// buffers, which had cost 1.4-3.3 ns per value and type.
+// The fused error kernel's pass for one type, one block at a time: ggml's to_float (K::dequantize) and
+// the bin widths (K::steps: for each element, the distance between the two grid values around its
+// dequantized value, 0 where the block's scale is 0) go to L1 buffers; then it sums w*(x - y)^2 as
+// weighted_sum_sq sums w x^2, and counts the values near a boundary. A value is near one when its
+// distance to it, 0.5 - |x - y| / step bin widths, lies in [0, delta); values with step 0 (zero scale)
+// or inf (beyond the outermost grid value) have none and are not counted (the test below is the
+// division-free form). One pass instead of four over chunk-sized buffers, which had cost 1.4-3.3 ns
+// per value and type.
 template <class K, bool HAS_W>
 void error_stats_impl(const uint8_t* q, const float* x, const float* w, int64_t nrows, int64_t k, double delta,
                       ErrorStats* s) {
