@@ -19,20 +19,46 @@ inline float load_fp16(const uint8_t* p) { uint16_t h; std::memcpy(&h, p, 2); re
 // best_index_int8(16, kValues, a) per lane, plus q = kValues[l] as float.
 // ggml picks l-1 over l iff a - v[l-1] < v[l] - a; for this grid that is exactly a < (v[l-1] + v[l]) / 2:
 // the midpoints are representable and, near them, both differences are exact (the half gap is never in
-// a higher binade than the midpoint; checked for the 2^21 floats around every midpoint). So counting the
-// midpoints <= a is exact, including ties (a == midpoint -> upper index) and the clamps at both ends.
+// a higher binade than the midpoint; checked for the 2^21 floats around every midpoint). So l = the
+// number of midpoints <= a, including ties (a == midpoint -> upper index) and the clamps at both ends
+// (NaN compares false everywhere: 0). The midpoints are sorted, so a four-step binary search over them
+// gives the same count with 4 compares instead of 15.
 struct NlIndex {
   vi l;
   vf q;
 };
+constexpr float nl_mid(int k) { return 0.5f * ((float)kValues[k] + (float)kValues[k + 1]); }
+
+// t[idx] per lane for a table of 8 floats (idx in 0..7).
+inline vf lookup8(const float (&t)[8], vi idx) {
+#if PRISM_W == 8 && defined(__AVX2__)
+  return (vf)_mm256_permutevar8x32_ps(_mm256_loadu_ps(t), (__m256i)idx);
+#elif PRISM_W == 16 && defined(__AVX512F__)
+  return (vf)_mm512_permutexvar_ps((__m512i)idx, _mm512_castps256_ps512(_mm256_loadu_ps(t)));
+#else
+  const vi b0 = (idx & 1) != 0, b1 = (idx & 2) != 0, b2 = (idx & 4) != 0;
+  const vf lo = sel(b1, sel(b0, splat(t[3]), splat(t[2])), sel(b0, splat(t[1]), splat(t[0])));
+  const vf hi = sel(b1, sel(b0, splat(t[7]), splat(t[6])), sel(b0, splat(t[5]), splat(t[4])));
+  return sel(b2, hi, lo);
+#endif
+}
+
 inline NlIndex nl_index(vf a) {
-  NlIndex r{zeroi(), splat((float)kValues[0])};
-  for (int k = 1; k < 16; ++k) {
-    const vi m = a >= splat(0.5f * ((float)kValues[k - 1] + (float)kValues[k]));
-    r.l -= m;  // m is -1 where true
-    r.q = sel(m, splat((float)kValues[k]), r.q);
-  }
-  return r;
+  static constexpr float kEvenMid[8] = {nl_mid(0), nl_mid(2), nl_mid(4), nl_mid(6),
+                                        nl_mid(8), nl_mid(10), nl_mid(12), nl_mid(14)};
+  static constexpr float kLow[8] = {kValues[0], kValues[1], kValues[2], kValues[3],
+                                    kValues[4], kValues[5], kValues[6], kValues[7]};
+  static constexpr float kHigh[8] = {kValues[8], kValues[9], kValues[10], kValues[11],
+                                     kValues[12], kValues[13], kValues[14], kValues[15]};
+  const vi s8 = a >= splat(nl_mid(7));                                   // l >= 8
+  const vi s4 = a >= sel(s8, splat(nl_mid(11)), splat(nl_mid(3)));        // l >= base + 4
+  const vf m2 = sel(s8, sel(s4, splat(nl_mid(13)), splat(nl_mid(9))), sel(s4, splat(nl_mid(5)), splat(nl_mid(1))));
+  const vi s2 = a >= m2;                                                  // l >= base + 2
+  const vi base = (s8 & 8) | (s4 & 4) | (s2 & 2);
+  const vi s1 = a >= lookup8(kEvenMid, base >> 1);                        // l >= base + 1
+  const vi l = base | (s1 & 1);
+  const vi low3 = l & 7;
+  return {l, sel(s8, lookup8(kHigh, low3), lookup8(kLow, low3))};
 }
 
 // One pass of the candidate loop: sums of w*q*x and w*q*q for the indices of id*x.
