@@ -35,11 +35,10 @@ inline vf lookup8(const float (&t)[8], vi idx) {
   return (vf)_mm256_permutevar8x32_ps(_mm256_loadu_ps(t), (__m256i)idx);
 #elif PRISM_W == 16 && defined(__AVX512F__)
   return (vf)_mm512_permutexvar_ps((__m512i)idx, _mm512_castps256_ps512(_mm256_loadu_ps(t)));
-#else
-  const vi b0 = (idx & 1) != 0, b1 = (idx & 2) != 0, b2 = (idx & 4) != 0;
-  const vf lo = sel(b1, sel(b0, splat(t[3]), splat(t[2])), sel(b0, splat(t[1]), splat(t[0])));
-  const vf hi = sel(b1, sel(b0, splat(t[7]), splat(t[6])), sel(b0, splat(t[5]), splat(t[4])));
-  return sel(b2, hi, lo);
+#else  // scalar and NEON builds: W <= 4 loads
+  vf r = zerof();
+  for (int i = 0; i < W; ++i) r[i] = t[idx[i] & 7];
+  return r;
 #endif
 }
 
