@@ -68,7 +68,15 @@ def _tiny(rng: np.random.Generator, r: int, c: int) -> np.ndarray:
     return x
 
 
-DISTS: dict[str, Gen] = {"tiny": _tiny, "normal": _normal, "student_t": _student_t, "mixed": _mixed_scales, "grid": _grid,
+def _narrow(rng: np.random.Generator, r: int, c: int) -> np.ndarray:
+    """Near-constant sub-blocks (a tiny spread around an offset of either sign): huge inverse scales,
+    grids far from the data after a fitted min, so the exact-range shortcuts must step aside."""
+    off = rng.choice([-1.0, 1.0], (r, c // 16, 1)) * 10.0 ** rng.uniform(-3, 2, (r, c // 16, 1))
+    spread = 10.0 ** rng.uniform(-9, -4, (r, c // 16, 1))
+    return (off * (1.0 + spread * rng.normal(size=(r, c // 16, 16)))).reshape(r, c)
+
+
+DISTS: dict[str, Gen] = {"tiny": _tiny, "narrow": _narrow, "normal": _normal, "student_t": _student_t, "mixed": _mixed_scales, "grid": _grid,
                          "signed_zeros": _signed_zeros}
 SHAPES = [(3, 256), (37, 512), (2, 2048)]  # 37 rows: super-block count not a multiple of 8 or 16
 
@@ -117,7 +125,7 @@ def test_sparse_imatrix_matches_ggml(ggml) -> None:
 @pytest.mark.parametrize("tname", NATIVE)
 def test_isas_agree(tname: str) -> None:
     """scalar, avx2 and avx512 builds give the same bytes (also a guard against miscompiled mask code)."""
-    for dist in ("student_t", "signed_zeros", "tiny"):
+    for dist in ("student_t", "signed_zeros", "tiny", "narrow"):
         x, im = _data(dist, (23, 512), seed=3)
         for imatrix in (None, im):
             ref = quantize(x, tname, imatrix, isa="scalar")

@@ -182,13 +182,16 @@ inline void make_q3_quants(const vf* x, vi* L, vf* scale) {
 // degenerate test (`max == min` vs `max <= min`), which agree because max >= min always holds
 // (callers always pass weights). The candidate loop is sequential: an accepted candidate replaces
 // `min`, which every later candidate's iscale and grid use. Writes the_min = -min and the scale.
+// Work saved without changing a result: levels are kept as floats (small integers, converted once),
+// and nearest_int takes one instruction (vround_small) when a bound on |iscale * (x - min)| shows
+// every lane in its exact range (degenerate lanes are discarded anyway).
 template <int G, int N, int NMAX, bool USE_MAD>
 inline void make_qkx_quants(const vf* x, const vf* w, vi* L, vf* the_min, vf* scale, float rmin, float rdelta,
                             int nstep) {
-  vf min[G], max[G], sum_w[G], sum_x[G], min0[G], best_error[G], iscale[G];
+  vf min[G], max[G], xmin[G], sum_w[G], sum_x[G], min0[G], best_error[G], iscale[G];
   vf sum_l[G], sum_l2[G], sum_xl[G], this_scale[G], this_min[G], cur_error[G];
   vi degenerate[G], pos[G];
-  vi Laux[G * N];
+  vf Lf[G * N], Laux[G * N];  // levels as floats
   auto err_term = [](vf diff) { return USE_MAD ? vabs(diff) : diff * diff; };
   for (int s = 0; s < G; ++s) {
     const vf* xs = x + s * N;
@@ -202,6 +205,7 @@ inline void make_qkx_quants(const vf* x, const vf* w, vi* L, vf* the_min, vf* sc
       sum_w[s] += ws[i];
       sum_x[s] += ws[i] * xs[i];
     }
+    xmin[s] = min[s];
     min[s] = sel(min[s] > zerof(), zerof(), min[s]);
     degenerate[s] = max[s] == min[s];
     min0[s] = min[s];
@@ -212,26 +216,37 @@ inline void make_qkx_quants(const vf* x, const vf* w, vi* L, vf* the_min, vf* sc
   for (int i = 0; i < N; ++i)
     for (int s = 0; s < G; ++s) {
       const int k = s * N + i;
-      const vi l = clampi(vnearest_int(iscale[s] * (x[k] - min[s])), 0, NMAX);
-      L[k] = l;
-      best_error[s] += w[k] * err_term(scale[s] * tof(l) + min[s] - x[k]);
+      Lf[k] = tof(clampi(vnearest_int(iscale[s] * (x[k] - min[s])), 0, NMAX));
+      best_error[s] += w[k] * err_term(scale[s] * Lf[k] + min[s] - x[k]);
     }
-  for (int is = 0; is <= nstep; ++is) {
-    const vf c = splat(rmin + rdelta * (float)is + (float)NMAX);
-    for (int s = 0; s < G; ++s) {
-      iscale[s] = c / (max[s] - min[s]);
-      sum_l[s] = sum_l2[s] = sum_xl[s] = zerof();
-    }
+  // The candidate's levels and sums; FAST: every lane's |iscale * (x - min)| <= 4194303, where vround_small
+  // rounds exactly like nearest_int.
+  auto levels = [&](auto fast) {
     for (int i = 0; i < N; ++i)
       for (int s = 0; s < G; ++s) {
         const int k = s * N + i;
-        const vi l = clampi(vnearest_int(iscale[s] * (x[k] - min[s])), 0, NMAX);
-        Laux[k] = l;
-        const vf wl = w[k] * tof(l);
+        const vf f = iscale[s] * (x[k] - min[s]);
+        const vf fl = tof(clampi(decltype(fast)::value ? vround_small(f) : vnearest_int(f), 0, NMAX));
+        Laux[k] = fl;
+        const vf wl = w[k] * fl;
         sum_l[s] += wl;
-        sum_l2[s] += wl * tof(l);
+        sum_l2[s] += wl * fl;
         sum_xl[s] += wl * x[k];
       }
+  };
+  for (int is = 0; is <= nstep; ++is) {
+    const vf c = splat(rmin + rdelta * (float)is + (float)NMAX);
+    bool fast = true;
+    for (int s = 0; s < G; ++s) {
+      iscale[s] = c / (max[s] - min[s]);
+      sum_l[s] = sum_l2[s] = sum_xl[s] = zerof();
+      // xmin <= x <= max and rounding is monotonic, so |fl(x - min)| <= span and
+      // |fl(iscale * fl(x - min))| <= fl(|iscale| * span)
+      const vf span = vmax(vabs(max[s] - min[s]), vabs(xmin[s] - min[s]));
+      fast = fast && all((vabs(iscale[s]) * span <= splat(4194303.0f)) | degenerate[s]);
+    }
+    if (fast) levels(std::true_type{});
+    else levels(std::false_type{});
     vi any_pos = zeroi();
     for (int s = 0; s < G; ++s) {
       const vf D = sum_w[s] * sum_l2[s] - sum_l[s] * sum_l[s];
@@ -248,19 +263,19 @@ inline void make_qkx_quants(const vf* x, const vf* w, vi* L, vf* the_min, vf* sc
     for (int i = 0; i < N; ++i)
       for (int s = 0; s < G; ++s) {
         const int k = s * N + i;
-        cur_error[s] += w[k] * err_term(this_scale[s] * tof(Laux[k]) + this_min[s] - x[k]);
+        cur_error[s] += w[k] * err_term(this_scale[s] * Laux[k] + this_min[s] - x[k]);
       }
     for (int s = 0; s < G; ++s) {
       const vi acc = pos[s] & (cur_error[s] < best_error[s]);
       if (!any(acc)) continue;
-      for (int i = 0; i < N; ++i) L[s * N + i] = sel(acc, Laux[s * N + i], L[s * N + i]);
+      for (int i = 0; i < N; ++i) Lf[s * N + i] = sel(acc, Laux[s * N + i], Lf[s * N + i]);
       best_error[s] = sel(acc, cur_error[s], best_error[s]);
       scale[s] = sel(acc, this_scale[s], scale[s]);
       min[s] = sel(acc, this_min[s], min[s]);
     }
   }
   for (int s = 0; s < G; ++s) {
-    for (int i = 0; i < N; ++i) L[s * N + i] = sel(degenerate[s], zeroi(), L[s * N + i]);
+    for (int i = 0; i < N; ++i) L[s * N + i] = sel(degenerate[s], zeroi(), vtrunc(Lf[s * N + i]));
     the_min[s] = vneg(sel(degenerate[s], min0[s], min[s]));
     scale[s] = sel(degenerate[s], zerof(), scale[s]);
   }
