@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import prism_native
+
 from prism_native.quant import dequantize, quant_errors, quantize
 
 X = (np.random.default_rng(1).standard_normal((8, 512)) * 0.02).astype(np.float32)
@@ -64,9 +66,12 @@ def test_fused_kernel_threads_and_rows():
     assert sub == ref
 
 
-def test_to_float32_is_exact_for_every_half_and_bfloat():
+@pytest.mark.parametrize("isa", prism_native.cpu_features()["usable"])
+def test_to_float32_is_exact_for_every_half_and_bfloat(isa, monkeypatch):
+    """Every ISA's conversion (the table's half_to_float; $PRISM_ISA picks the table)."""
     from prism_native import _native
 
+    monkeypatch.setenv("PRISM_ISA", isa)
     bits = np.arange(65536, dtype=np.uint16).reshape(256, 256)
     want = bits.view(np.float16).astype(np.float32)
     got = _native.to_float32(bits.view(np.float16), False, 2)
@@ -74,3 +79,5 @@ def test_to_float32_is_exact_for_every_half_and_bfloat():
     assert np.array_equal(got.view(np.uint32)[finite], want.view(np.uint32)[finite])
     assert np.isnan(got[~finite]).all()
     assert np.array_equal(_native.to_float32(bits, True, 1).view(np.uint32), bits.astype(np.uint32) << 16)
+    odd = bits.reshape(-1)[:7 * 37].reshape(7, 37)  # rows not a multiple of the vector width: the tails
+    assert np.array_equal(_native.to_float32(odd, True, 1).view(np.uint32), odd.astype(np.uint32) << 16)

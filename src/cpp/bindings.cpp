@@ -145,7 +145,7 @@ NB_MODULE(_native, m) {
     float* buf = alloc_output<float>((size_t)mat.nrows * mat.n_per_row, owner);
     {
       nb::gil_scoped_release nogil;
-      prism::to_float32(mat, buf, nthreads);
+      prism::to_float32(get_table(""), mat, buf, nthreads);
     }
     return nb::ndarray<nb::numpy, float, nb::ndim<2>>(buf, {(size_t)mat.nrows, (size_t)mat.n_per_row}, owner);
   }, nb::arg("x"), nb::arg("bf16") = false, nb::arg("nthreads") = 0,

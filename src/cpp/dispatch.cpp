@@ -55,34 +55,30 @@ bool all_finite(const float* x, int64_t n) {
   return !bad;
 }
 
-// Float32 rows [r0, r0+n) (or the listed rows) of m: a pointer into m itself when they are contiguous
-// F32 rows, else converted into `scratch`. Returns nullptr on a non-finite value.
 // Rows [r0, r0+n) (or the listed rows) of m converted to float32 into dst.
-void convert_rows(const Matrix& m, const int64_t* rows, int64_t r0, int64_t n, float* dst) {
+void convert_rows(const KernelTable& t, const Matrix& m, const int64_t* rows, int64_t r0, int64_t n, float* dst) {
   const int64_t k = m.n_per_row;
   for (int64_t i = 0; i < n; ++i) {
     const int64_t r = rows ? rows[r0 + i] : r0 + i;
     const uint8_t* src = static_cast<const uint8_t*>(m.data) + (size_t)r * k * dtype_size(m.dtype);
-    float* d = dst + i * k;
-    const uint16_t* h = reinterpret_cast<const uint16_t*>(src);
-    switch (m.dtype) {
-      case DType::F32: std::memcpy(d, src, (size_t)k * 4); break;
-      case DType::F16: for (int64_t j = 0; j < k; ++j) d[j] = fp16_to_fp32(h[j]); break;
-      case DType::BF16: for (int64_t j = 0; j < k; ++j) d[j] = u2f((uint32_t)h[j] << 16); break;
-    }
+    if (m.dtype == DType::F32)
+      std::memcpy(dst + i * k, src, (size_t)k * 4);
+    else
+      t.half_to_float(reinterpret_cast<const uint16_t*>(src), dst + i * k, k, m.dtype == DType::BF16);
   }
 }
 
 // Float32 rows [r0, r0+n) (or the listed rows) of m: a pointer into m itself when they are contiguous
 // F32 rows, else converted into `scratch`. Returns nullptr on a non-finite value.
-const float* load_rows(const Matrix& m, const int64_t* rows, int64_t r0, int64_t n, std::vector<float>& scratch) {
+const float* load_rows(const KernelTable& t, const Matrix& m, const int64_t* rows, int64_t r0, int64_t n,
+                       std::vector<float>& scratch) {
   const int64_t k = m.n_per_row;
   if (m.dtype == DType::F32 && !rows) {
     const float* p = static_cast<const float*>(m.data) + (size_t)r0 * k;
     return all_finite(p, n * k) ? p : nullptr;
   }
   scratch.resize((size_t)(n * k));
-  convert_rows(m, rows, r0, n, scratch.data());
+  convert_rows(t, m, rows, r0, n, scratch.data());
   return all_finite(scratch.data(), n * k) ? scratch.data() : nullptr;
 }
 
@@ -165,18 +161,18 @@ void quantize(const KernelTable& t, QType type, const Matrix& m, const float* im
       return;
     }
     std::vector<float> scratch;
-    const float* xr = load_rows(m, nullptr, r0, n, scratch);
+    const float* xr = load_rows(t, m, nullptr, r0, n, scratch);
     if (!xr) { bad = true; return; }
     ops.quantize(xr, dst + r0 * row_bytes, n, m.n_per_row, imatrix);
   });
   if (bad) throw std::invalid_argument("input contains NaN or Inf");
 }
 
-void to_float32(const Matrix& m, float* dst, int nthreads) {
+void to_float32(const KernelTable& t, const Matrix& m, float* dst, int nthreads) {
   const int64_t cr = chunk_rows(m.n_per_row), nchunks = (m.nrows + cr - 1) / cr;
   parallel_chunks(nchunks, nthreads, [&](int64_t c) {
     const int64_t r0 = c * cr;
-    convert_rows(m, nullptr, r0, std::min(cr, m.nrows - r0), dst + r0 * m.n_per_row);
+    convert_rows(t, m, nullptr, r0, std::min(cr, m.nrows - r0), dst + r0 * m.n_per_row);
   });
 }
 
@@ -235,7 +231,7 @@ std::vector<ErrorStats> quant_errors(const KernelTable& t, const std::vector<QTy
     const int64_t r0 = c * cr, n = std::min(cr, total - r0);
     std::vector<float> scratch;
     std::vector<uint8_t> q;
-    const float* x = load_rows(m, rows, r0, n, scratch);
+    const float* x = load_rows(t, m, rows, r0, n, scratch);
     if (!x) { bad = true; return; }
     const double signal = t.weighted_sum_sq(x, imatrix, n, k);  // the same for every type
     for (size_t ti = 0; ti < nt; ++ti) {

@@ -27,7 +27,7 @@ struct Matrix {
 void quantize(const KernelTable& t, QType type, const Matrix& m, const float* imatrix, uint8_t* dst,
               int nthreads);
 // F32/F16/BF16 rows to float32 (exact), in parallel.
-void to_float32(const Matrix& m, float* dst, int nthreads);
+void to_float32(const KernelTable& t, const Matrix& m, float* dst, int nthreads);
 // Squared L2 norms of every row and column of a row-major float32 matrix, in double, one pass on one
 // thread (fixed summation order: the same result on every machine).
 void line_norms(const float* x, int64_t nrows, int64_t k, double* row_sq, double* col_sq);

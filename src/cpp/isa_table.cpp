@@ -11,6 +11,7 @@ const KernelTable& table() {
     k.isa = PRISM_STR(PRISM_NS);
     k.width = W;
     k.weighted_sum_sq = &weighted_sum_sq;
+    k.half_to_float = &half_to_float;
     register_k_quants(k);
     register_iq4(k);
     register_legacy(k);

@@ -36,6 +36,8 @@ struct KernelTable {
   KernelOps ops[kNumTypes];
   // sum w x^2 over nrows rows of k, w per column or null: the fused kernel's signal (simd.h).
   double (*weighted_sum_sq)(const float* x, const float* w, int64_t nrows, int64_t k) = nullptr;
+  // n F16 (bf16 false) or BF16 values to float32, exact (simd.h).
+  void (*half_to_float)(const uint16_t* h, float* d, int64_t n, bool bf16) = nullptr;
 };
 
 #define PRISM_DECLARE_ISA(ns) namespace ns { const KernelTable& table(); }

