@@ -1,6 +1,8 @@
 """analyze: every metric of every quantizable tensor, fallbacks, imatrix weighting, results file, resume."""
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import math
 
@@ -66,6 +68,21 @@ def test_threads_do_not_change_results(small):
     assert one.errors == two.errors and one.boundary == two.boundary
 
 
+def test_scratch_buffer_does_not_change_results(small, synthetic):
+    """A worker's reused float32 buffer (larger, holding the previous tensor) gives the same metrics, for
+    F16 and for a dequantized input."""
+    from prism_native.quant import Scratch
+
+    scratch = Scratch()
+    q8 = open_model(synthetic("an-q8", synth.Spec(n_layer=1, dtype="Q8_0")))
+    cases = [(small, "token_embd.weight"), (small, "blk.2.attn_q.weight"), (q8, "blk.0.ffn_down.weight")]
+    for m, name in cases:
+        t = m.tensor(name)
+        plain = an.measure_tensor(m, t, an.Settings(threads=1), None)
+        reused = an.measure_tensor(m, t, an.Settings(threads=1), None, scratch)
+        assert dataclasses.replace(plain, seconds=0) == dataclasses.replace(reused, seconds=0), name
+
+
 def test_default_mode_samples_rows_and_stays_close(small):
     t = small.tensor("token_embd.weight")
     exact = an.measure_tensor(small, t, an.Settings(mode="exact"), None)
@@ -91,12 +108,12 @@ def test_results_file_roundtrip_and_resume(small, tmp_path, monkeypatch):
     calls: list[str] = []
     real = an.measure_tensor
 
-    def counting(model, t, settings, imatrix):
+    def counting(model, t, settings, imatrix, scratch=None):
         calls.append(t.name)
         if len(calls) == 5 and not hasattr(counting, "done"):
             counting.done = True
             raise KeyboardInterrupt
-        return real(model, t, settings, imatrix)
+        return real(model, t, settings, imatrix, scratch)
 
     monkeypatch.setattr(an, "measure_tensor", counting)
     with pytest.raises(KeyboardInterrupt):

@@ -81,3 +81,18 @@ def test_to_float32_is_exact_for_every_half_and_bfloat(isa, monkeypatch):
     assert np.array_equal(_native.to_float32(bits, True, 1).view(np.uint32), bits.astype(np.uint32) << 16)
     odd = bits.reshape(-1)[:7 * 37].reshape(7, 37)  # rows not a multiple of the vector width: the tails
     assert np.array_equal(_native.to_float32(odd, True, 1).view(np.uint32), odd.astype(np.uint32) << 16)
+
+
+def test_out_buffers_give_the_same_values():
+    """to_float32 / dequantize into a caller's reusable buffer (quant.Scratch), larger than needed."""
+    from prism_native.quant import Scratch, to_float32
+
+    half = X.astype(np.float16)
+    scratch = Scratch()
+    buf = scratch.get(X.size + 100)
+    assert scratch.get(10) is buf  # reused while large enough
+    assert np.array_equal(to_float32(half, out=buf), to_float32(half))
+    q = quantize(X, "Q4_K")
+    assert np.array_equal(dequantize(q, "Q4_K", X.shape, out=buf), dequantize(q, "Q4_K", X.shape))
+    with pytest.raises(ValueError, match="too small"):
+        to_float32(half, out=np.empty(10, np.float32))

@@ -27,7 +27,7 @@ from .gguf_model import Model, TensorInfo
 from .imatrix import Imatrix
 from .metrics.position import spectral_position
 from .metrics.spectral import spectral_metrics
-from .quant import quant_errors
+from .quant import Scratch, quant_errors
 from .rules import not_quantized_reason
 from .score import Weights, class_sensitivity, tensor_sensitivity
 from .taxonomy import classify
@@ -199,7 +199,9 @@ def _measure_errors(x: np.ndarray, bf16: bool, types: Sequence[str], weights: np
     return total, measured
 
 
-def measure_tensor(model: Model, t: TensorInfo, settings: Settings, imatrix: Imatrix | None) -> TensorResult:
+def measure_tensor(model: Model, t: TensorInfo, settings: Settings, imatrix: Imatrix | None,
+                   scratch: Scratch | None = None) -> TensorResult:
+    """Every metric of one tensor; `scratch` holds the float32 copy (reused across a worker's tensors)."""
     t0 = time.perf_counter()
     tax = classify(t.name)
     ne0 = t.n_per_row
@@ -211,7 +213,8 @@ def measure_tensor(model: Model, t: TensorInfo, settings: Settings, imatrix: Ima
     requested = list(dict.fromkeys(list(settings.candidates) + list(OSQE_TYPES.values())))
     written = {r: qtypes.effective(qtypes.get(r), ne0).name for r in requested}
     measurable = [w for w in dict.fromkeys(written.values()) if qtypes.get(w).native]
-    w32 = None if t.type_name in ("F32", "F16", "BF16") else model.read(t)  # dequantize once
+    out = scratch.get(t.n_elements) if scratch is not None else None
+    w32 = None if t.type_name in ("F32", "F16", "BF16") else model.read(t, out)  # dequantize once
     x, bf16 = _native_input(model, t) if w32 is None else (w32.reshape(t.n_rows, ne0), False)
     seed = _stable_seed(t.name, settings.seed)
     budget = settings.sample_values if settings.mode == "default" else 0
@@ -237,7 +240,7 @@ def measure_tensor(model: Model, t: TensorInfo, settings: Settings, imatrix: Ima
     bs = stats.get(written[BOUNDARY_TYPE])
     boundary = bs[2] / bs[3] if bs and bs[3] else math.nan
 
-    w32 = (model.read(t) if w32 is None else w32).reshape(-1, t.shape[1] if len(t.shape) > 1 else 1, ne0)
+    w32 = (model.read(t, out) if w32 is None else w32).reshape(-1, t.shape[1] if len(t.shape) > 1 else 1, ne0)
     spec = [spectral_metrics(w32[i], settings.mode, rng_seed=seed) for i in _spectral_mats(n_mat, settings)]
     del w32, x
     return TensorResult(
@@ -340,10 +343,11 @@ def analyze(model: Model, settings: Settings, *, imatrix: Imatrix | None = None,
     # GIL; LAPACK gets one thread per worker): small LAPACK calls with several BLAS threads ran
     # 10-100x slower on a loaded 2-core machine. Results do not depend on the worker count.
     one = replace(settings, threads=1)
+    scratch = Scratch()  # per worker thread: each tensor's float32 copy reuses mapped pages
     saved = time.monotonic()
     try:
         with _blas_threads(1), ThreadPoolExecutor(max_workers=workers) as pool:
-            pending = {pool.submit(measure_tensor, model, t, one, imatrix): t for t in todo[:workers]}
+            pending = {pool.submit(measure_tensor, model, t, one, imatrix, scratch): t for t in todo[:workers]}
             queue = iter(todo[workers:])
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -357,7 +361,7 @@ def analyze(model: Model, settings: Settings, *, imatrix: Imatrix | None = None,
                         progress(t.n_elements, t.name)
                     nxt = next(queue, None)
                     if nxt is not None:
-                        pending[pool.submit(measure_tensor, model, nxt, one, imatrix)] = nxt
+                        pending[pool.submit(measure_tensor, model, nxt, one, imatrix, scratch)] = nxt
     except BaseException:  # Ctrl-C or an error: keep what was measured for the next run
         if out is not None and analysis.tensors:
             analysis.save(out)

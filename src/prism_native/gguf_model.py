@@ -349,9 +349,10 @@ class Model:
         """The tensor's bytes as a read-only uint8 view of the memory map (no copy)."""
         return self._readers[t.part].data[t.offset:t.offset + t.n_bytes]
 
-    def read(self, t: TensorInfo | str) -> np.ndarray:
+    def read(self, t: TensorInfo | str, out: np.ndarray | None = None) -> np.ndarray:
         """Values as float32, numpy shape (..., ne1, ne0). F32 is a view of the map; other types are
-        converted (F16/BF16) or dequantized by the gguf package, in row slabs to bound memory."""
+        converted (F16/BF16) or dequantized by the gguf package, in row slabs to bound memory. `out`: a
+        reusable 1-D float32 buffer of at least n_elements for the converted values (quant.Scratch)."""
         if isinstance(t, str):
             t = self.tensor(t)
         np_shape = tuple(reversed(t.shape))
@@ -360,15 +361,15 @@ class Model:
         if name == "F32":
             return raw.view("<f4").reshape(np_shape)
         if name in ("F16", "BF16"):  # native exact conversion: numpy's float16 cast is ~10x slower
-            from . import _native
+            from .quant import to_float32
             rows = raw.view("<f2" if name == "F16" else "<u2").reshape(t.n_rows, t.n_per_row)
-            return _native.to_float32(rows, name == "BF16", 1).reshape(np_shape)
-        return self._dequantize(t, raw).reshape(np_shape)
+            return to_float32(rows, name == "BF16", nthreads=1, out=out).reshape(np_shape)
+        return self._dequantize(t, raw, out).reshape(np_shape)
 
-    def _dequantize(self, t: TensorInfo, raw: np.ndarray) -> np.ndarray:
+    def _dequantize(self, t: TensorInfo, raw: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         if t.qtype.native and t.qtype.fits(t.n_per_row):  # our bit-exact to_float: ~10x gguf's numpy
             from .quant import dequantize
-            return dequantize(raw, t.qtype, (t.n_rows, t.n_per_row))
+            return dequantize(raw, t.qtype, (t.n_rows, t.n_per_row), out=out)
         qt = gguf.GGMLQuantizationType(t.ggml_type)
         if qt not in gguf.quants._type_traits:  # noqa: SLF001  (no public "can dequantize" query)
             raise PrismError(f"{self.parts[t.part]}: tensor '{t.name}' has type {t.type_name}, which the "

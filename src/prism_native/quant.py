@@ -1,6 +1,7 @@
 """Python face of the native quantizers: bit-exact ggml bytes, dequantization and the fused error kernel."""
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -48,12 +49,37 @@ def quantize(x: np.ndarray, qtype: str | int | QType, imatrix: np.ndarray | None
 
 
 def dequantize(data: np.ndarray | bytes, qtype: str | int | QType, shape: tuple[int, int], *,
-               nthreads: int = 0, isa: str = "") -> np.ndarray:
-    """ggml's to_float: float32 (rows, n_per_row) from ggml bytes."""
+               nthreads: int = 0, isa: str = "", out: np.ndarray | None = None) -> np.ndarray:
+    """ggml's to_float: float32 (rows, n_per_row) from ggml bytes; written into the start of `out`
+    (a reusable 1-D float32 buffer, see `scratch`) when given."""
     q = _type(qtype)
     buf = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray)) else np.ascontiguousarray(data, dtype=np.uint8)
-    nrows, n = shape
-    return _native.dequantize(buf.reshape(-1), q.ggml_type, int(nrows), int(n), nthreads, isa)
+    nrows, n = int(shape[0]), int(shape[1])
+    y = _native.dequantize(buf.reshape(-1), q.ggml_type, nrows, n, nthreads, isa, out)
+    return y if out is None else out[:nrows * n].reshape(nrows, n)
+
+
+def to_float32(x: np.ndarray, bf16: bool = False, *, nthreads: int = 0, out: np.ndarray | None = None) -> np.ndarray:
+    """Exact float32 copy of a 2-D float16 array (uint16 bfloat16 bits with bf16=True); into the start of
+    `out` when given."""
+    y = _native.to_float32(x, bf16, nthreads, out)
+    return y if out is None else out[:x.size].reshape(x.shape)
+
+
+class Scratch:
+    """One growing float32 buffer per thread, for tensor-sized temporaries that would otherwise be
+    allocated per tensor: a fresh 100-500 MB buffer cost 0.1-0.7 s of page faults (and huge-page
+    compaction) per tensor; reused, its pages are already mapped."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def get(self, n: int) -> np.ndarray:
+        buf = getattr(self._local, "buf", None)
+        if buf is None or buf.size < n:
+            buf = self._local.buf = None  # free the old one before allocating the larger
+            buf = self._local.buf = np.empty(n, dtype=np.float32)
+        return buf
 
 
 @dataclass(frozen=True)
