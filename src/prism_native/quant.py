@@ -77,9 +77,10 @@ class Scratch:
     def get(self, n: int) -> np.ndarray:
         buf = getattr(self._local, "buf", None)
         if buf is None or buf.size < n:
-            buf = self._local.buf = None  # free the old one before allocating the larger
-            buf = self._local.buf = np.empty(n, dtype=np.float32)
-        return buf
+            del buf
+            self._local.buf = None  # drop the smaller one before allocating the larger
+            self._local.buf = np.empty(n, dtype=np.float32)
+        return self._local.buf
 
 
 @dataclass(frozen=True)
