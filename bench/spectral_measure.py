@@ -21,8 +21,8 @@ import numpy as np
 import scipy.linalg as sla
 from threadpoolctl import threadpool_limits
 
-from prism_native.metrics import SpectralConfig, spectral_metrics
-from prism_native.metrics.eigen import block_krylov_quadrature, exact_eigenvalues, gram_operator, top_eigenvalue
+from prism_native.measure import SpectralConfig, spectral_metrics
+from prism_native.measure.eigen import block_krylov_quadrature, exact_eigenvalues, gram_operator, top_eigenvalue
 
 FIELDS = ("alpha", "spectral_norm", "dominance")
 

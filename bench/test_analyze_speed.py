@@ -33,9 +33,9 @@ def model_8b(tmp_path_factory) -> Path:
 
 
 def test_analyze_vs_llama_quantize_q3_k_m(benchmark, model_8b, tmp_path):
-    from prism_native.analyze import Settings, analyze
-    from prism_native.gguf_model import open_model
-    from prism_native.llama_quantize import find_binary
+    from prism_native.measure.analyze import Settings, analyze
+    from prism_native.read.model import open_model
+    from prism_native.llama.quantize_tool import find_binary
 
     binary = find_binary()
     if binary is None:

@@ -11,7 +11,7 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def llama_quantize_bin():
     """llama-quantize from $PRISM_LLAMA_QUANTIZE or PATH; the test is skipped without one."""
-    from prism_native.llama_quantize import find_binary
+    from prism_native.llama.quantize_tool import find_binary
     b = find_binary()
     if b is None:
         pytest.skip("no llama-quantize binary (set PRISM_LLAMA_QUANTIZE or put it on PATH)")
@@ -21,7 +21,7 @@ def llama_quantize_bin():
 @pytest.fixture(scope="session")
 def smollm2_path():
     from prism_native.errors import PrismError
-    from prism_native.example import example_model
+    from prism_native.read.example import example_model
     try:
         return example_model()
     except PrismError as e:

@@ -158,7 +158,7 @@ VARIANTS: dict[str, Spec] = {
 
 def write_imatrix(path: Path, spec: Spec, dataset: str = "synthetic-calibration.txt", chunks: int = 10) -> int:
     """A GGUF imatrix (llama-imatrix's format) for every blk.* matrix of `spec`; returns its entry count."""
-    from prism_native.imatrix import write_gguf
+    from prism_native.read.imatrix import write_gguf
 
     rng = np.random.default_rng(spec.seed + 1)
     entries = {}

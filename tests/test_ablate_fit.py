@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 
 import synth
-from prism_native import ablate, fit
-from prism_native.analyze import Settings, analyze
+from prism_native.research import ablate
+from prism_native.research import fit
+from prism_native.measure.analyze import Settings, analyze
 from prism_native.cli import main
-from prism_native.gguf_model import open_model
-from prism_native.recipe import TensorSpec, simulate
-from prism_native.score import Weights
+from prism_native.read.model import open_model
+from prism_native.llama.recipe import TensorSpec, simulate
+from prism_native.plan.score import Weights
 
 SMALL = synth.Spec(n_embd=256, n_ff=512, n_layer=2, n_head=4, n_head_kv=1, n_vocab=320, byte_tokenizer=True)
 
@@ -36,7 +37,7 @@ def test_each_recipe_lowers_exactly_its_unit(small, by):
     base, todo = ablate.methods(model, analysis, units, ["Q3_K", "Q4_K"], "Q8_0", imatrix=False, requantize=False)
     assert len(todo) == 2 * len(units)
     specs = [TensorSpec.of(t, model.arch) for t in model.tensors]
-    from prism_native.recipe import parse_command
+    from prism_native.llama.recipe import parse_command
     for u, low, m in todo:
         cmd = parse_command(["llama-quantize", *m.args], input_optional=False)
         sim = simulate(specs, cmd.overrides(), ftype=cmd.ftype).by_name()
@@ -66,7 +67,7 @@ def _planted(seed: int, w: np.ndarray, beta: float, n_units: int = 14) -> dict:
                         "errors": {"Q3_K": {"type": "Q3_K", "rel_error": float(rng.uniform(0.01, 0.05))},
                                    "Q4_K": {"type": "Q4_K", "rel_error": float(rng.uniform(0.002, 0.01))},
                                    "Q8_0": {"type": "Q8_0", "rel_error": 1e-5}}})
-    from prism_native.score import combine, robust_z
+    from prism_native.plan.score import combine, robust_z
     z = np.column_stack([robust_z([t["metrics"][k] for t in tensors]) for k in names])
     n = np.array([t["n_params"] for t in tensors], dtype=np.float64)
     labels = sorted({t["cls"] for t in tensors})

@@ -10,9 +10,9 @@ import time
 import numpy as np
 import pytest
 
-from prism_native.allocate import (Allocation, Group, TensorCost, allocate, allocate_classes,
+from prism_native.plan.allocate import (Allocation, Group, TensorCost, allocate, allocate_classes,
                                    cost_range, refine_tensors)
-from prism_native.allocate import _group_options, _lagrange_choice, _lagrangian, _lower_hull
+from prism_native.plan.allocate import _group_options, _lagrange_choice, _lagrangian, _lower_hull
 from prism_native.errors import PrismError
 
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 import synth
-from prism_native import analyze as an
+from prism_native.measure import analyze as an
 from prism_native.cli import main
-from prism_native.gguf_model import open_model
-from prism_native.imatrix import load_imatrix
+from prism_native.read.model import open_model
+from prism_native.read.imatrix import load_imatrix
 from prism_native.quant import dequantize, quantize
 
 SMALL = synth.Spec(n_layer=4, n_embd=256, n_ff=512, n_vocab=512, seed=3)

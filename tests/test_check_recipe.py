@@ -8,10 +8,10 @@ import pytest
 
 import synth
 from prism_native.cli import main
-from prism_native.gguf_model import Model
-from prism_native.llama_quantize import parse_dry_run, run
-from prism_native.rules import QuantizeOptions, decide
-from prism_native.sizes import estimate_decisions
+from prism_native.read.model import Model
+from prism_native.llama.quantize_tool import parse_dry_run, run
+from prism_native.llama.rules import QuantizeOptions, decide
+from prism_native.llama.sizes import estimate_decisions
 
 # attn_q next to attn_qkv, attn_output next to output, 12 layers (blk.1 is a prefix of blk.10/11)
 PITFALLS = synth.Spec(n_layer=12, layer_names=("attn_q", "attn_qkv", "attn_output", "ffn_down", "ssm_beta"))

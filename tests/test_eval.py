@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 
 from prism_native.errors import PrismError
-from prism_native.eval_report import best_fits, frontier, markdown, pareto_png, write_all
-from prism_native.evaluate import (FRONTIER, IMATRIX, MODEL_IN, MODEL_OUT, SERIES_FTYPE, SERIES_PRISM, SERIES_PURE,
+from prism_native.research.report import best_fits, frontier, markdown, pareto_png, write_all
+from prism_native.research.evaluate import (FRONTIER, IMATRIX, MODEL_IN, MODEL_OUT, SERIES_FTYPE, SERIES_PRISM, SERIES_PURE,
                                    SERIES_REFERENCE, Results, Row, Setup, Store, baseline_method,
                                    parse_baselines)
-from prism_native.llama_tools import find_tool
-from prism_native.perplexity import Measurement, Perplexity, chunks_done, parse_output
+from prism_native.llama.tools import find_tool
+from prism_native.llama.perplexity import Measurement, Perplexity, chunks_done, parse_output
 
 DATA = Path(__file__).parent / "data" / "llama_perplexity"
 

@@ -3,7 +3,7 @@ import sys
 
 import prism_native
 from prism_native import _native
-from prism_native.cli import COMMANDS, main
+from prism_native.cli.main import COMMANDS, main
 
 
 def test_native_module_trivial_call():

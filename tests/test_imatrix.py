@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from prism_native.errors import PrismError
-from prism_native.imatrix import load_imatrix, write_dat, write_gguf
+from prism_native.read.imatrix import load_imatrix, write_dat, write_gguf
 
 NAME = "blk.0.ffn_down.weight"
 

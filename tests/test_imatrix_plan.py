@@ -7,10 +7,10 @@ import pytest
 
 import synth
 from recipes import run_recipe
-from prism_native import analyze as an
+from prism_native.measure import analyze as an
 from prism_native.cli import main
-from prism_native.gguf_model import open_model
-from prism_native.imatrix import load_imatrix, write_dat
+from prism_native.read.model import open_model
+from prism_native.read.imatrix import load_imatrix, write_dat
 from prism_native.quant import dequantize, quantize
 
 MOE = synth.Spec(n_expert=4, n_layer=2, n_embd=256, n_ff=256, n_vocab=256,

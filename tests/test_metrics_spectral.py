@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from prism_native.errors import PrismError
-from prism_native.metrics import (SpectralConfig, hill_alpha, matrix_imbalance, plan, spectral_metrics,
+from prism_native.measure import (SpectralConfig, hill_alpha, matrix_imbalance, plan, spectral_metrics,
                                   spectral_position, tail_size)
 
 
@@ -162,7 +162,7 @@ def test_sampled_krylov_sigma1_from_warm_start():
 
 
 def test_line_norms_any_layout():
-    from prism_native.metrics.structure import line_norms
+    from prism_native.measure.structure import line_norms
     w = RNG.standard_normal((37, 53)).astype(np.float32)
     for view in (w, w.T, w[::2, 1::3]):   # row-major, transposed view, strided copy
         got = line_norms(view)

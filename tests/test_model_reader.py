@@ -1,4 +1,4 @@
-"""Reading GGUF files (prism_native.gguf_model): values, split sets, metadata, and bad input."""
+"""Reading GGUF files (prism_native.read.model): values, split sets, metadata, and bad input."""
 from __future__ import annotations
 
 import struct
@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 import synth
-from prism_native import gguf_model, sizes
+from prism_native.read import model as gguf_model
+from prism_native.llama import sizes
 from prism_native.cli import main
 from prism_native.errors import PrismError
-from prism_native.gguf_model import Model
+from prism_native.read.model import Model
 
 QT = gguf.GGMLQuantizationType
 SMALL = synth.Spec(n_layer=2, n_vocab=256)
@@ -197,7 +198,7 @@ def test_corrupted_headers_never_escape_as_tracebacks(tmp_path):
     """Random byte flips and cuts in the metadata: the model opens, or a PrismError names the file."""
     import random
 
-    from prism_native.cmd_inspect import build_report
+    from prism_native.cli.inspect import build_report
     src = _write_valid(tmp_path / "m.gguf")
     good = src.read_bytes()
     meta_end = gguf.GGUFReader(src).data_offset

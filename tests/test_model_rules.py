@@ -1,15 +1,15 @@
-"""llama-quantize's per-tensor type decision (prism_native.rules): unit cases, and every built-in ftype
+"""llama-quantize's per-tensor type decision (prism_native.llama.rules): unit cases, and every built-in ftype
 and flag combination checked against `llama-quantize --dry-run` when the binary is available."""
 from __future__ import annotations
 
 import pytest
 
 import synth
-from prism_native import rules
+from prism_native.llama import rules
 from prism_native.errors import PrismError
-from prism_native.gguf_model import Hparams, Model, TensorInfo
-from prism_native.llama_quantize import dry_run
-from prism_native.rules import QuantizeOptions, decide
+from prism_native.read.model import Hparams, Model, TensorInfo
+from prism_native.llama.quantize_tool import dry_run
+from prism_native.llama.rules import QuantizeOptions, decide
 
 
 def _tensors(spec: synth.Spec, ggml_type: int = 1) -> list[TensorInfo]:

@@ -1,4 +1,4 @@
-"""Exact size accounting (prism_native.sizes) against files llama-quantize really writes."""
+"""Exact size accounting (prism_native.llama.sizes) against files llama-quantize really writes."""
 from __future__ import annotations
 
 import gguf
@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 
 import synth
-from prism_native import qtypes, sizes
+from prism_native import qtypes
+from prism_native.llama import sizes
 from prism_native.errors import PrismError
-from prism_native.gguf_model import Model
-from prism_native.llama_quantize import dry_run, quantize
-from prism_native.rules import QuantizeOptions, decide
+from prism_native.read.model import Model
+from prism_native.llama.quantize_tool import dry_run, quantize
+from prism_native.llama.rules import QuantizeOptions, decide
 
 
 def test_tensor_nbytes_and_padding():

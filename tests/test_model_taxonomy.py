@@ -1,9 +1,9 @@
-"""Tensor names -> (layer, class) for any architecture (prism_native.taxonomy)."""
+"""Tensor names -> (layer, class) for any architecture (prism_native.read.taxonomy)."""
 from __future__ import annotations
 
 import pytest
 
-from prism_native.taxonomy import classify
+from prism_native.read.taxonomy import classify
 
 
 @pytest.mark.parametrize("name,layer,cls,role", [

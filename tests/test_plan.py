@@ -6,11 +6,11 @@ import pytest
 
 import synth
 from recipes import run_recipe
-from prism_native import analyze as an
+from prism_native.measure import analyze as an
 from prism_native.cli import main
 from prism_native.errors import PrismError
-from prism_native.gguf_model import open_model
-from prism_native.plan import Budget, make_plan, parse_size
+from prism_native.read.model import open_model
+from prism_native.plan.planner import Budget, make_plan, parse_size
 
 SPEC = synth.Spec(n_layer=4, n_embd=256, n_ff=512, n_vocab=512, seed=5)
 TIED = synth.Spec(tied=True, n_embd=320, n_head=5, n_ff=640, n_layer=3, seed=6)
@@ -109,7 +109,7 @@ def test_smollm2_recipe_applies_exactly(llama_quantize_bin, smollm2_path, tmp_pa
 
 def test_distortion_models(analysed):
     from prism_native.errors import PrismError
-    from prism_native.plan import size_exponent
+    from prism_native.plan.planner import size_exponent
     assert size_exponent("params") == 1.0 and size_exponent("relative") == 0.0 and size_exponent("0.4") == 0.4
     for bad in ("1.5", "-0.1", "nope"):
         with pytest.raises(PrismError, match="distortion"):

@@ -12,8 +12,8 @@ import pytest
 
 from prism_native import qtypes
 from prism_native.errors import PrismError
-from prism_native.gguf_model import Hparams
-from prism_native.recipe import (Override, TensorSpec, build_recipe, class_key, class_pattern, escape,
+from prism_native.read.model import Hparams
+from prism_native.llama.recipe import (Override, TensorSpec, build_recipe, class_key, class_pattern, escape,
                                  parse_command, parse_ftype, parse_override, parse_tensor_type_file, simulate)
 
 

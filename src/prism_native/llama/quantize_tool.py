@@ -9,7 +9,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import PrismError
+from ..errors import PrismError
 from .rules import QuantizeOptions
 
 ENV_BINARY = "PRISM_LLAMA_QUANTIZE"

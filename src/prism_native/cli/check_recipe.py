@@ -22,16 +22,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from . import qtypes, rules
-from .cmd_inspect import _count, _ranges, _shape, _table
-from .errors import PrismError
-from .example import example_model
-from .gguf_model import Model
-from .recipe import (PartialMatch, QuantizeCommand, Resolution, Simulation, TensorSpec, anchored_patterns,
+from .. import qtypes
+from ..llama import rules
+from .inspect import _count, _ranges, _shape, _table
+from ..errors import PrismError
+from ..read.example import example_model
+from ..read.model import Model
+from ..llama.recipe import (PartialMatch, QuantizeCommand, Resolution, Simulation, TensorSpec, anchored_patterns,
                      class_key, class_pattern, parse_command)
-from .rules import TensorTypeRule
-from .sizes import estimate
-from .taxonomy import classify
+from ..llama.rules import TensorTypeRule
+from ..llama.sizes import estimate
+from ..read.taxonomy import classify
 
 _DEDICATED = ("token-embedding-type", "output-tensor-type")
 _SEVERITY_ORDER = {"error": 0, "warning": 1}

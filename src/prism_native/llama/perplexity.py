@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import PrismError
-from .llama_tools import last_line, run_streaming
+from ..errors import PrismError
+from .tools import last_line, run_streaming
 
 _NUM = r"([-+]?[0-9.]+(?:e[-+]?[0-9]+)?|nan|inf)"
 _PM = r"\s*(?:±|\+/-)\s*"

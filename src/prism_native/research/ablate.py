@@ -15,13 +15,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from . import qtypes
-from .analyze import Analysis
-from .errors import PrismError
+from .. import qtypes
+from ..measure.analyze import Analysis
+from ..errors import PrismError
 from .evaluate import MODEL_IN, MODEL_OUT, IMATRIX, Evaluation, Method, Row, Setup
-from .gguf_model import Model
-from .recipe import TensorSpec, build_recipe
-from .score import Weights
+from ..read.model import Model
+from ..llama.recipe import TensorSpec, build_recipe
+from ..plan.score import Weights
 
 FORMAT = "prism-ablation/1"
 SERIES = "ablation"

@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from . import ablate
-from .errors import PrismError
-from .fit import Fit, ModelData, Score, fit, model_data, score
-from .score import Weights
+from ..research import ablate
+from ..errors import PrismError
+from ..research.fit import Fit, ModelData, Score, fit, model_data, score
+from ..plan.score import Weights
 
 # the unfitted weights of the first version (AlphaPruning's direction for alpha, llama.cpp's
 # use_more_bits for position), kept as the baseline every fit is scored against

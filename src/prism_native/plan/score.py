@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .errors import PrismError
+from ..errors import PrismError
 
 
 @dataclass(frozen=True)

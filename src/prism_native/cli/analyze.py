@@ -5,13 +5,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from .analyze import CANDIDATES, Analysis, Settings, analyze, class_table, quantizable
-from .errors import PrismError
-from .gguf_model import Model, open_model
-from .imatrix import load_imatrix
-from .progress import Progress
-from .score import Weights
-from .example import example_model
+from ..measure.analyze import CANDIDATES, Analysis, Settings, analyze, class_table, quantizable
+from ..errors import PrismError
+from ..read.model import Model, open_model
+from ..read.imatrix import load_imatrix
+from ..progress import Progress
+from ..plan.score import Weights
+from ..read.example import example_model
 
 
 def add_model_argument(p: argparse.ArgumentParser) -> None:
@@ -62,7 +62,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def run_analysis(model: Model, args: argparse.Namespace, out: Path | None) -> Analysis:
-    from . import qtypes
+    from .. import qtypes
 
     settings = settings_from(args)
     for c in settings.candidates:

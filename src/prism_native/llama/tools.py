@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .errors import PrismError
+from ..errors import PrismError
 
 # where a llama.cpp checkout or install keeps its binaries, relative to the directory given
 _SUBDIRS = ("", "bin", "build/bin", "build/bin/Release")

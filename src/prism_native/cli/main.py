@@ -10,24 +10,24 @@ import importlib
 import sys
 from typing import Callable, Sequence
 
-from . import __version__
-from .errors import PrismError
+from .. import __version__
+from ..errors import PrismError
 
 # name -> (module that defines `add_arguments(parser)` and `run(args) -> int`, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "inspect": ("prism_native.cmd_inspect",
+    "inspect": ("prism_native.cli.inspect",
                 "show a GGUF as llama-quantize sees it: classes, layers, types, quantizable tensors"),
-    "analyze": ("prism_native.cmd_analyze",
+    "analyze": ("prism_native.cli.analyze",
                 "measure the seven structural metrics of every quantizable tensor (no calibration data)"),
-    "plan": ("prism_native.cmd_plan",
+    "plan": ("prism_native.cli.plan",
              "allocate a quant type per class under a bpw or size budget and print the llama-quantize recipe"),
-    "check-recipe": ("prism_native.cmd_check_recipe",
+    "check-recipe": ("prism_native.cli.check_recipe",
                      "show what an existing llama-quantize command does to every tensor of a model"),
-    "eval": ("prism_native.cmd_eval",
+    "eval": ("prism_native.cli.eval",
              "quantize with llama.cpp and measure perplexity/KL divergence against full precision"),
-    "ablate": ("prism_native.cmd_ablate",
+    "ablate": ("prism_native.cli.ablate",
                "measure each class's (or layer's) true damage: it alone at a low type, the rest high"),
-    "fit-weights": ("prism_native.cmd_fit",
+    "fit-weights": ("prism_native.cli.fit",
                     "fit the composite sensitivity's weights to ablation measurements, with held-out checks"),
 }
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from . import ablate
-from .cmd_analyze import add_analysis_arguments, add_model_argument
-from .cmd_eval import check_measure_arguments, add_measure_arguments, imatrix_for, make_setup, tools
-from .cmd_plan import load_analysis
-from .errors import PrismError
+from ..research import ablate
+from .analyze import add_analysis_arguments, add_model_argument
+from .eval import check_measure_arguments, add_measure_arguments, imatrix_for, make_setup, tools
+from .plan import load_analysis
+from ..errors import PrismError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -1,8 +1,8 @@
-"""Per-tensor metrics of prism_native (docs/metrics.md): pure functions of a 2-D float matrix W stored
-(rows, n_per_row) as in GGUF.
+"""Measure: the structural metrics of one weight matrix and the analysis of a whole model.
 
-Spectral / structural (this package so far): PL-Alpha-Hill, spectral norm, spectral dominance, matrix
-imbalance (`spectral_metrics`), and the cross-layer spectral position prior (`spectral_position`).
+Spectral (`spectral`, `eigen`, `hill`): PL-Alpha-Hill, spectral norm and dominance; `structure`: matrix
+imbalance; `position`: the cross-layer spectral position prior. `analyze` runs them, with the
+quantization errors of the native kernels, over every quantizable tensor of a model.
 """
 from __future__ import annotations
 

@@ -24,10 +24,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable, Protocol, Sequence
 
-from . import qtypes
-from .errors import PrismError
-from .gguf_model import Hparams, Model, ggml_n_dims
-from .qtypes import QType
+from .. import qtypes
+from ..errors import PrismError
+from ..read.model import Hparams, Model, ggml_n_dims
+from ..qtypes import QType
 
 # -- ftypes (tools/quantize/quantize.cpp QUANT_OPTIONS, llama_ftype_get_default_type) ----------------
 

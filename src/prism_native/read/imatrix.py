@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import PrismError
+from ..errors import PrismError
 
 GGUF_MAGIC = b"GGUF"
 KV_DATASETS = "imatrix.datasets"

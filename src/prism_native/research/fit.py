@@ -21,8 +21,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from scipy import optimize, stats
 
-from .errors import PrismError
-from .score import Weights, class_index, combine, z_matrix
+from ..errors import PrismError
+from ..plan.score import Weights, class_index, combine, z_matrix
 
 METRICS = tuple(Weights.__dataclass_fields__)
 

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
-from . import qtypes
-from .errors import PrismError
-from .gguf_model import Hparams, TensorInfo
+from .. import qtypes
+from ..errors import PrismError
+from ..read.model import Hparams, TensorInfo
 from .rules import (FTYPE_ALIASES, FTYPES, Decision, QuantizeOptions, TensorTypeRule, decide, get_ftype,
                     hparams_from_names, is_quantized, not_quantized_reason, parse_ftype, stoi)
 

@@ -13,13 +13,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from . import qtypes
+from .. import qtypes
 from .allocate import Allocation, Group, TensorCost, allocate
-from .analyze import CANDIDATES, Analysis
-from .errors import PrismError
-from .gguf_model import Model
-from .recipe import Recipe, TensorSpec, build_recipe
-from .sizes import SizeEstimate, estimate, imatrix_kv, pad, tensor_nbytes
+from ..measure.analyze import CANDIDATES, Analysis
+from ..errors import PrismError
+from ..read.model import Model
+from ..llama.recipe import Recipe, TensorSpec, build_recipe
+from ..llama.sizes import SizeEstimate, estimate, imatrix_kv, pad, tensor_nbytes
 
 DEFAULT_TYPES = CANDIDATES     # a plan may pick any type the analysis measures by default
 _SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([KMGT]?I?B?)?\s*$", re.IGNORECASE)

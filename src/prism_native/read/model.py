@@ -17,9 +17,9 @@ from typing import Any, Iterable, Iterator, Sequence
 import gguf
 import numpy as np
 
-from . import qtypes
-from .errors import PrismError
-from .qtypes import QType
+from .. import qtypes
+from ..errors import PrismError
+from ..qtypes import QType
 
 GGUF_HEADER_BYTES = 24  # magic, version, tensor count, kv count
 DIRECT_TYPES = frozenset({"F32", "F16", "BF16"})  # read without dequantizing
@@ -361,14 +361,14 @@ class Model:
         if name == "F32":
             return raw.view("<f4").reshape(np_shape)
         if name in ("F16", "BF16"):  # native exact conversion: numpy's float16 cast is ~10x slower
-            from .quant import to_float32
+            from ..quant import to_float32
             rows = raw.view("<f2" if name == "F16" else "<u2").reshape(t.n_rows, t.n_per_row)
             return to_float32(rows, name == "BF16", nthreads=1, out=out).reshape(np_shape)
         return self._dequantize(t, raw, out).reshape(np_shape)
 
     def _dequantize(self, t: TensorInfo, raw: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         if t.qtype.native and t.qtype.fits(t.n_per_row):  # our bit-exact to_float: ~10x gguf's numpy
-            from .quant import dequantize
+            from ..quant import dequantize
             return dequantize(raw, t.qtype, (t.n_rows, t.n_per_row), out=out)
         qt = gguf.GGMLQuantizationType(t.ggml_type)
         if qt not in gguf.quants._type_traits:  # noqa: SLF001  (no public "can dequantize" query)

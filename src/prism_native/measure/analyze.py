@@ -21,16 +21,17 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from . import __version__, qtypes
-from .errors import PrismError
-from .gguf_model import Model, TensorInfo
-from .imatrix import Imatrix
-from .metrics.position import spectral_position
-from .metrics.spectral import spectral_metrics
-from .quant import Scratch, quant_errors
-from .rules import not_quantized_reason
-from .score import Weights, class_sensitivity, tensor_sensitivity
-from .taxonomy import classify
+from .. import __version__
+from .. import qtypes
+from ..errors import PrismError
+from ..read.model import Model, TensorInfo
+from ..read.imatrix import Imatrix
+from .position import spectral_position
+from .spectral import spectral_metrics
+from ..quant import Scratch, quant_errors
+from ..llama.rules import not_quantized_reason
+from ..plan.score import Weights, class_sensitivity, tensor_sensitivity
+from ..read.taxonomy import classify
 
 FORMAT = "prism-analysis/1"
 OSQE_TYPES = {2: "Q2_K", 3: "Q3_K", 4: "Q4_K", 6: "Q6_K"}   # OSQE bit levels -> ggml's own quantizers

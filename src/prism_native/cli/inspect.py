@@ -12,11 +12,11 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from . import rules
-from .errors import PrismError
-from .example import example_model
-from .gguf_model import Model, TensorInfo
-from .taxonomy import TOWER_ROLES, classify
+from ..llama import rules
+from ..errors import PrismError
+from ..read.example import example_model
+from ..read.model import Model, TensorInfo
+from ..read.taxonomy import TOWER_ROLES, classify
 
 K_BLOCK = 256  # block size of the K-quants and IQ types
 FALLBACKS_256 = "Q2_K/Q3_K -> Q4_0, Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, IQ* -> IQ4_NL"

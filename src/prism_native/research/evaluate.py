@@ -19,14 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence, TextIO
 
-from .analyze import model_identity
-from .errors import PrismError
-from .gguf_model import Model
-from .llama_quantize import parse_dry_run, run as run_quantize
-from .perplexity import Measurement, Perplexity
-from .plan import Budget
-from .progress import Progress, _fmt_secs
-from .rules import UNSUPPORTED_FTYPES, parse_ftype
+from ..measure.analyze import model_identity
+from ..errors import PrismError
+from ..read.model import Model
+from ..llama.quantize_tool import parse_dry_run, run as run_quantize
+from ..llama.perplexity import Measurement, Perplexity
+from ..plan.planner import Budget
+from ..progress import Progress, _fmt_secs
+from ..llama.rules import UNSUPPORTED_FTYPES, parse_ftype
 
 SERIES_REFERENCE = "reference"
 SERIES_FTYPE = "llama.cpp"

@@ -7,17 +7,17 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from .analyze import Analysis
-from .cmd_analyze import add_analysis_arguments, add_model_argument, resolve_model
-from .cmd_plan import add_plan_arguments, load_analysis
-from .errors import PrismError
-from .eval_report import markdown, write_all
-from .evaluate import IMATRIX, MODEL_IN, MODEL_OUT, SERIES_PRISM, Method, Setup, evaluate, parse_baselines
-from .gguf_model import Model
-from .llama_quantize import find_binary
-from .llama_tools import find_tool
-from .perplexity import Perplexity
-from .plan import Budget, imatrix_extra_kv, make_plan, needs_requantize
+from ..measure.analyze import Analysis
+from .analyze import add_analysis_arguments, add_model_argument, resolve_model
+from .plan import add_plan_arguments, load_analysis
+from ..errors import PrismError
+from ..research.report import markdown, write_all
+from ..research.evaluate import IMATRIX, MODEL_IN, MODEL_OUT, SERIES_PRISM, Method, Setup, evaluate, parse_baselines
+from ..read.model import Model
+from ..llama.quantize_tool import find_binary
+from ..llama.tools import find_tool
+from ..llama.perplexity import Perplexity
+from ..plan.planner import Budget, imatrix_extra_kv, make_plan, needs_requantize
 
 DEFAULT_BASELINES = "Q3_K_M,Q4_K_M,IQ4_XS"
 

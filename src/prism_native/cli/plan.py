@@ -6,14 +6,14 @@ import json
 import sys
 from pathlib import Path
 
-from .analyze import Analysis, finish, model_identity
-from .cmd_analyze import (add_analysis_arguments, add_model_argument, default_output, resolve_model,
+from ..measure.analyze import Analysis, finish, model_identity
+from .analyze import (add_analysis_arguments, add_model_argument, default_output, resolve_model,
                           run_analysis)
-from .errors import PrismError
-from .gguf_model import Model, open_model
-from .plan import (DEFAULT_DISTORTION, DEFAULT_TYPES, Budget, Plan, fmt_bytes, imatrix_extra_kv, make_plan,
+from ..errors import PrismError
+from ..read.model import Model, open_model
+from ..plan.planner import (DEFAULT_DISTORTION, DEFAULT_TYPES, Budget, Plan, fmt_bytes, imatrix_extra_kv, make_plan,
                    needs_requantize, parse_size)
-from .score import Weights
+from ..plan.score import Weights
 
 
 def add_plan_arguments(p: argparse.ArgumentParser) -> None:

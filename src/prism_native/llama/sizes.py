@@ -14,10 +14,10 @@ from typing import Any, Iterable, Mapping
 
 import gguf
 
-from . import qtypes
-from .errors import PrismError
-from .gguf_model import GGUF_HEADER_BYTES, Model, ggml_n_dims
-from .qtypes import QType
+from .. import qtypes
+from ..errors import PrismError
+from ..read.model import GGUF_HEADER_BYTES, Model, ggml_n_dims
+from ..qtypes import QType
 from .rules import Decision, not_quantized_reason
 
 ALIGNMENT = 32

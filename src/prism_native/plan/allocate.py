@@ -29,7 +29,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from .errors import PrismError
+from ..errors import PrismError
 
 Formatter = Callable[[int], str]
 

@@ -1,0 +1,1 @@
+"""Plan: composite sensitivity, budgets, the allocator, and the recipe that carries a plan out."""

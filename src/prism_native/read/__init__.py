@@ -1,0 +1,1 @@
+"""Read: GGUF models (single files and split sets), importance matrices, and tensor classes."""
