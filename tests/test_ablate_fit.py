@@ -16,7 +16,7 @@ from prism_native.measure.analyze import Settings, analyze
 from prism_native.cli import main
 from prism_native.read.model import open_model
 from prism_native.llama.recipe import TensorSpec, simulate
-from prism_native.plan.score import Weights
+from prism_native.plan.score import Weights, score_analysis
 
 SMALL = synth.Spec(n_embd=256, n_ff=512, n_layer=2, n_head=4, n_head_kv=1, n_vocab=320, byte_tokenizer=True)
 
@@ -26,7 +26,9 @@ def small(tmp_path_factory):
     path = tmp_path_factory.mktemp("abl") / "small.gguf"
     synth.write(path, SMALL)
     model = open_model(path)
-    return model, analyze(model, Settings(threads=1))
+    a = analyze(model, Settings(threads=1))
+    score_analysis(a, Weights())
+    return model, a
 
 
 @pytest.mark.parametrize("by", ["class", "layer"])

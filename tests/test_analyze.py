@@ -11,6 +11,9 @@ import pytest
 
 import synth
 from prism_native.measure import analyze as an
+from prism_native.measure.quant_error import CANDIDATES
+from prism_native.measure.results import Analysis
+from prism_native.plan.score import Weights, score_analysis
 from prism_native.cli import main
 from prism_native.read.model import open_model
 from prism_native.read.imatrix import load_imatrix
@@ -33,10 +36,11 @@ def _rel(x: np.ndarray, t: str, w: np.ndarray | None = None) -> float:
 
 def test_every_quantizable_tensor_measured(small):
     a = an.analyze(small, an.Settings(mode="exact"))
+    score_analysis(a, Weights())
     names = {t.name for t in an.quantizable(small)}
     assert set(a.tensors) == names and a.complete
     for r in a.tensors.values():
-        assert set(an.CANDIDATES) <= set(r.errors)
+        assert set(CANDIDATES) <= set(r.errors)
         o = r.osqe
         assert o["2"] > o["3"] > o["4"] > o["6"] > 0
         assert r.fragility == pytest.approx(math.log(o["2"] / o["4"]))
@@ -118,12 +122,12 @@ def test_results_file_roundtrip_and_resume(small, tmp_path, monkeypatch):
     monkeypatch.setattr(an, "measure_tensor", counting)
     with pytest.raises(KeyboardInterrupt):
         an.analyze(small, an.Settings(), out=out)
-    partial = an.Analysis.load(out)
+    partial = Analysis.load(out)
     assert not partial.complete and 1 <= len(partial.tensors) < len(an.quantizable(small))
     calls.clear()
     full = an.analyze(small, an.Settings(), out=out)
     assert len(calls) == len(an.quantizable(small)) - len(partial.tensors)
-    again = an.Analysis.load(out)
+    again = Analysis.load(out)
     assert again.complete and set(again.tensors) == set(full.tensors)
     d = json.loads(out.read_text())
     assert d["model"]["header_sha256"] and d["settings"]["mode"] == "default" and d["tool"].startswith("prism_native")

@@ -7,6 +7,7 @@ import pytest
 import synth
 from recipes import run_recipe
 from prism_native.measure import analyze as an
+from prism_native.plan.score import Weights, score_analysis
 from prism_native.cli import main
 from prism_native.errors import PrismError
 from prism_native.read.model import open_model
@@ -24,7 +25,10 @@ def analysed(synthetic, tmp_path_factory):
     path = synthetic("plan-dense", SPEC)
     model = open_model(path)
     out = tmp_path_factory.mktemp("plan") / "dense.prism.json"
-    return model, an.analyze(model, an.Settings(), out=out), out
+    a = an.analyze(model, an.Settings(), out=out)
+    score_analysis(a, Weights())
+    a.save(out)
+    return model, a, out
 
 
 def test_parse_size():

@@ -5,12 +5,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..measure.analyze import CANDIDATES, Analysis, Settings, analyze, class_table, quantizable
+from ..measure.analyze import Settings, analyze, quantizable
+from ..measure.quant_error import CANDIDATES
+from ..measure.results import Analysis
 from ..errors import PrismError
 from ..read.model import Model, open_model
 from ..read.imatrix import load_imatrix
 from ..progress import Progress
-from ..plan.score import Weights
+from ..plan.score import Weights, class_table, score_analysis
 from ..read.example import example_model
 
 
@@ -79,10 +81,14 @@ def run_analysis(model: Model, args: argparse.Namespace, out: Path | None) -> An
     total = sum(t.n_elements for t in quantizable(model))
     bar = Progress(total, "analyze", enabled=False if args.quiet else None)
     try:
-        return analyze(model, settings, imatrix=imatrix, out=out, weights=Weights.parse(args.weights),
-                       resume=not getattr(args, "no_resume", False), progress=bar.update)
+        analysis = analyze(model, settings, imatrix=imatrix, out=out,
+                           resume=not getattr(args, "no_resume", False), progress=bar.update)
     finally:
         bar.close()
+    score_analysis(analysis, Weights.parse(args.weights))
+    if out is not None:
+        analysis.save(out)      # with the sensitivities, for users reading the file
+    return analysis
 
 
 def default_output(model: Model) -> Path:

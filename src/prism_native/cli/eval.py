@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from ..measure.analyze import Analysis
+from ..measure.results import Analysis
 from .analyze import add_analysis_arguments, add_model_argument, resolve_model
 from .plan import add_plan_arguments, load_analysis
 from ..errors import PrismError

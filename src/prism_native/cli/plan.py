@@ -6,14 +6,14 @@ import json
 import sys
 from pathlib import Path
 
-from ..measure.analyze import Analysis, finish, model_identity
+from ..measure.results import Analysis, model_identity
 from .analyze import (add_analysis_arguments, add_model_argument, default_output, resolve_model,
                           run_analysis)
 from ..errors import PrismError
 from ..read.model import Model, open_model
 from ..plan.planner import (DEFAULT_DISTORTION, DEFAULT_TYPES, Budget, Plan, fmt_bytes, imatrix_extra_kv, make_plan,
                    needs_requantize, parse_size)
-from ..plan.score import Weights
+from ..plan.score import Weights, score_analysis
 
 
 def add_plan_arguments(p: argparse.ArgumentParser) -> None:
@@ -57,7 +57,7 @@ def load_analysis(args: argparse.Namespace) -> tuple[Model, Analysis]:
             raise PrismError(f"{args.results} was measured on another file than {model.path}")
         if not analysis.complete:
             raise PrismError(f"{args.results} is a partial analysis; run analyze again to finish it")
-        finish(analysis, Weights.parse(args.weights))    # the weights may be newer than the file
+        score_analysis(analysis, Weights.parse(args.weights))    # the weights may be newer than the file
         return model, analysis
     model = resolve_model(args)
     out = default_output(model)

@@ -15,7 +15,8 @@ from typing import Any, Sequence
 
 from .. import qtypes
 from .allocate import Allocation, Group, TensorCost, allocate
-from ..measure.analyze import CANDIDATES, Analysis
+from ..measure.quant_error import CANDIDATES
+from ..measure.results import Analysis
 from ..errors import PrismError
 from ..read.model import Model
 from ..llama.recipe import Recipe, TensorSpec, build_recipe
@@ -172,6 +173,8 @@ def needs_requantize(model: Model, analysis: Analysis) -> bool:
 
 def make_plan(model: Model, analysis: Analysis, budget: Budget, *, types: Sequence[str] = DEFAULT_TYPES,
               max_overrides: int = 64, extra_kv: Sequence[Any] = (), distortion: str = DEFAULT_DISTORTION) -> Plan:
+    if not analysis.weights:
+        raise ValueError("make_plan: the analysis has no sensitivities; call plan.score.score_analysis first")
     for t in types:
         if not qtypes.get(t).native:
             raise PrismError(f"type {t} cannot be planned (prism_native has no bit-exact quantizer for it)")

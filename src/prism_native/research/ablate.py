@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .. import qtypes
-from ..measure.analyze import Analysis
+from ..measure.results import Analysis
 from ..errors import PrismError
 from .evaluate import MODEL_IN, MODEL_OUT, IMATRIX, Evaluation, Method, Row, Setup
 from ..read.model import Model

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence, TextIO
 
-from ..measure.analyze import model_identity
+from ..measure.results import model_identity
 from ..errors import PrismError
 from ..read.model import Model
 from ..llama.quantize_tool import parse_dry_run, run as run_quantize
