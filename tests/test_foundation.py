@@ -6,8 +6,15 @@ from prism_native import _native
 from prism_native.cli.main import COMMANDS, main
 
 
-def test_native_module_trivial_call():
-    assert _native.add(2, 3) == 5
+def test_native_type_table_agrees_with_gguf():
+    import gguf
+    from prism_native import qtypes
+    rows = _native.type_traits()
+    assert {r["name"] for r in rows} >= {"Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_XS", "Q8_0"}
+    for r in rows:
+        t = gguf.GGMLQuantizationType[r["name"]]
+        assert (int(t), *gguf.GGML_QUANT_SIZES[t]) == (r["ggml_type"], r["block_size"], r["type_size"])
+        assert qtypes.get(r["name"]).native == r["implemented"]
 
 
 def test_cpu_features_reports_active_kernel():
