@@ -37,12 +37,12 @@ def imatrix() -> np.ndarray:
 
 @pytest.fixture(scope="session")
 def ggml():
-    """ggml_oracle.Ggml on $PRISM_GGML_LIB, or None when it is not set."""
+    """support.ggml_oracle.Ggml on $PRISM_GGML_LIB, or None when it is not set."""
     path = os.environ.get("PRISM_GGML_LIB")
     if not path:
         return None
     if not os.path.exists(path):
         pytest.exit(f"PRISM_GGML_LIB={path} does not exist", returncode=2)
-    from ggml_oracle import Ggml
+    from support.ggml_oracle import Ggml
 
     return Ggml(path)

@@ -23,7 +23,7 @@ THREADS = int(os.environ.get("PRISM_BENCH_THREADS", str(os.cpu_count() or 1)))
 
 @pytest.fixture(scope="module")
 def model_8b(tmp_path_factory) -> Path:
-    import synth
+    from support import synth
 
     spec = synth.Spec(n_embd=4096, n_ff=14336, n_head=32, n_head_kv=8, n_layer=LAYERS, n_vocab=32000,
                       dtype="F16", seed=1)
@@ -33,11 +33,11 @@ def model_8b(tmp_path_factory) -> Path:
 
 
 def test_analyze_vs_llama_quantize_q3_k_m(benchmark, model_8b, tmp_path):
+    from prism_native.llama.tools import locate_tool
     from prism_native.measure.analyze import Settings, analyze
     from prism_native.read.model import open_model
-    from prism_native.llama.quantize_tool import find_binary
 
-    binary = find_binary()
+    binary = locate_tool("llama-quantize")
     if binary is None:
         pytest.skip("no llama-quantize (set PRISM_LLAMA_QUANTIZE)")
     t0 = time.perf_counter()

@@ -15,10 +15,11 @@ from typing import Any, Iterable, Mapping
 import gguf
 
 from .. import qtypes
-from ..errors import PrismError
-from ..read.model import GGUF_HEADER_BYTES, Model, ggml_n_dims
+from ..errors import RecipeError
 from ..qtypes import QType
-from .rules import Decision, not_quantized_reason
+from ..read.model import GGUF_HEADER_BYTES, Model, ggml_n_dims
+from .decide import Decision
+from .quantizable import not_quantized_reason
 
 ALIGNMENT = 32
 SPLIT_KEYS = ("split.no", "split.count", "split.tensors.count")
@@ -157,7 +158,7 @@ def estimate(model: Model, types: Mapping[str, QType | str | int], *, extra_kv: 
     for t in model.tensors:
         qt = chosen.get(t.name, t.qtype)
         if not qt.fits(t.n_per_row):
-            raise PrismError(f"{t.name}: rows of {t.n_per_row} values do not fit {qt.name} (blocks of "
+            raise RecipeError(f"{t.name}: rows of {t.n_per_row} values do not fit {qt.name} (blocks of "
                              f"{qt.block_size}); llama-quantize would abort")
         nb = tensor_nbytes(t.shape, qt)
         meta += tensor_info_nbytes(t.name, t.shape)
@@ -172,7 +173,7 @@ def estimate(model: Model, types: Mapping[str, QType | str | int], *, extra_kv: 
 
 def estimate_decisions(model: Model, decisions: Iterable[Decision], *,
                        extra_kv: Iterable[ExtraKV] = ()) -> SizeEstimate:
-    """Sizes of what llama-quantize writes for rules.decide()'s decisions."""
+    """Sizes of what llama-quantize writes for decide()'s decisions."""
     ds = list(decisions)
     return estimate(model, {d.name: d.target for d in ds}, extra_kv=extra_kv,
                     quantized=[d.name for d in ds if d.quantized])

@@ -20,7 +20,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from ..errors import FileFormatError
-from ..llama.rules import not_quantized_reason
+from ..llama.quantizable import quantizable_tensors
 from ..quant import Scratch
 from ..read.imatrix import Imatrix
 from ..read.model import Model, TensorInfo
@@ -48,10 +48,6 @@ class Settings:
         d.pop("threads")                # results do not depend on the thread count
         d["candidates"] = list(self.candidates)
         return d
-
-
-def quantizable(model: Model) -> list[TensorInfo]:
-    return [t for t in model.tensors if not_quantized_reason(t.name, t.n_dims, model.arch) is None]
 
 
 def _native_input(model: Model, t: TensorInfo) -> tuple[np.ndarray, bool]:
@@ -131,7 +127,7 @@ def analyze(model: Model, settings: Settings, *, imatrix: Imatrix | None = None,
         prev = Analysis.load(out)
         if prev.model == ident and prev.settings == settings.key() and prev.imatrix == im_ident:
             analysis.tensors = prev.tensors
-    tensors = quantizable(model)
+    tensors = quantizable_tensors(model)
     if not tensors:
         raise FileFormatError(f"{model.path}: no tensor llama-quantize would quantize")
     # largest tensors first: the last tensors then are small ones, so no worker idles at the end

@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from .. import qtypes
-from .allocate import Allocation, Group, TensorCost, allocate
+from ..errors import UsageError
+from ..llama.decide import TensorSpec
+from ..llama.sizes import SizeEstimate, estimate, imatrix_kv, pad, tensor_nbytes
 from ..measure.quant_error import CANDIDATES
 from ..measure.results import Analysis
-from ..errors import PrismError
 from ..read.model import Model
-from ..llama.recipe import Recipe, TensorSpec, build_recipe
-from ..llama.sizes import SizeEstimate, estimate, imatrix_kv, pad, tensor_nbytes
+from .allocate import Allocation, Group, TensorCost, allocate
+from .recipe import Recipe, build_recipe
 
 DEFAULT_TYPES = CANDIDATES     # a plan may pick any type the analysis measures by default
 _SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([KMGT]?I?B?)?\s*$", re.IGNORECASE)
@@ -34,7 +35,7 @@ def parse_size(text: str) -> int:
     m = _SIZE.match(text)
     unit = (m.group(2) or "").upper() if m else ""
     if not m or unit not in _UNITS:
-        raise PrismError(f"cannot read size '{text}' (examples: 4.2GiB, 3.5GB, 900MiB, 123456789)")
+        raise UsageError(f"cannot read size '{text}' (examples: 4.2GiB, 3.5GB, 900MiB, 123456789)")
     return int(float(m.group(1)) * _UNITS[unit])
 
 
@@ -72,7 +73,7 @@ def _check_measured(analysis: Analysis, types: Sequence[str]) -> None:
     some = next(iter(analysis.tensors.values()))
     missing = [t for t in types if t not in some.errors]
     if missing:
-        raise PrismError(f"the analysis did not measure {', '.join(missing)}; re-run analyze with "
+        raise UsageError(f"the analysis did not measure {', '.join(missing)}; re-run analyze with "
                          f"--candidates including them")
 
 
@@ -89,7 +90,7 @@ def size_exponent(distortion: str) -> float:
     except ValueError:
         beta = math.nan
     if not 0.0 <= beta <= 1.0:
-        raise PrismError(f"unknown distortion model '{distortion}' (params, relative, or an exponent in [0, 1])")
+        raise UsageError(f"unknown distortion model '{distortion}' (params, relative, or an exponent in [0, 1])")
     return beta
 
 
@@ -177,7 +178,7 @@ def make_plan(model: Model, analysis: Analysis, budget: Budget, *, types: Sequen
         raise ValueError("make_plan: the analysis has no sensitivities; call plan.score.score_analysis first")
     for t in types:
         if not qtypes.get(t).native:
-            raise PrismError(f"type {t} cannot be planned (prism_native has no bit-exact quantizer for it)")
+            raise UsageError(f"type {t} cannot be planned (prism_native has no bit-exact quantizer for it)")
     groups = build_groups(model, analysis, types, padded=budget.kind == "size", distortion=distortion)
     avail, fmt = byte_budget(model, analysis, budget, extra_kv)
     alloc = allocate(groups, avail, max_overrides=max_overrides, fmt=fmt)
