@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 
-def _fmt_secs(s: float) -> str:
+def fmt_secs(s: float) -> str:
     s = max(0, int(round(s)))
     h, rem = divmod(s, 3600)
     m, sec = divmod(rem, 60)
@@ -45,7 +45,7 @@ class Progress:
         el = now - self._start
         left = el * (1 - frac) / frac if frac > 0 else 0.0
         bar = "#" * int(frac * self.width)
-        line = f"\r{self.label} [{bar:<{self.width}}] {frac * 100:5.1f}% {_fmt_secs(el)} elapsed, {_fmt_secs(left)} left  {item[:48]:<48}"
+        line = f"\r{self.label} [{bar:<{self.width}}] {frac * 100:5.1f}% {fmt_secs(el)} elapsed, {fmt_secs(left)} left  {item[:48]:<48}"
         self.stream.write(line)
         self.stream.flush()
 

@@ -8,7 +8,8 @@ import pytest
 from prism_native.cli import main
 from prism_native.errors import PrismError
 from prism_native.measure import analyze as an
-from prism_native.plan.planner import Budget, make_plan, parse_size
+from prism_native.plan.budget import Budget, parse_size
+from prism_native.plan.planner import make_plan
 from prism_native.plan.score import Weights, score_analysis
 from prism_native.read.model import open_model
 from support import synth

@@ -2,7 +2,6 @@
 names a libggml-base), and the bin widths the fused error kernel uses for boundary density."""
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 

@@ -15,7 +15,8 @@ from ..llama.tools import find_tool
 from ..measure.analyze import Settings, analyze
 from ..measure.quant_error import CANDIDATES
 from ..measure.results import Analysis, model_identity
-from ..plan.planner import DEFAULT_DISTORTION, DEFAULT_TYPES, Budget, parse_size
+from ..plan.budget import Budget, parse_size
+from ..plan.planner import DEFAULT_DISTORTION, DEFAULT_TYPES
 from ..plan.score import Weights, score_analysis
 from ..progress import Progress
 from ..read.example import example_model

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from ..llama.command import QuantizeCommand
 from ..measure.results import Analysis
-from ..plan.planner import Budget, Plan, fmt_bytes, imatrix_extra_kv, make_plan, needs_requantize
+from ..plan.budget import Budget, fmt_bytes
+from ..plan.planner import Plan, imatrix_extra_kv, make_plan, needs_requantize
 from ..read.model import Model
 from .options import (add_analysis_arguments, add_budget_arguments, add_model_argument, add_plan_arguments, budgets,
                       load_analysis, plan_types)

@@ -26,8 +26,9 @@ from ..llama.perplexity import Measurement, Perplexity
 from ..llama.quantize_log import parse_quantize_log
 from ..llama.tools import run as run_tool
 from ..measure.results import Analysis, model_identity
-from ..plan.planner import Budget, imatrix_extra_kv, make_plan, needs_requantize
-from ..progress import Progress, _fmt_secs
+from ..plan.budget import Budget
+from ..plan.planner import imatrix_extra_kv, make_plan, needs_requantize
+from ..progress import Progress, fmt_secs
 from ..read.model import Model
 
 SERIES_REFERENCE = "reference"
@@ -215,10 +216,10 @@ class Tracker:
             return
         el = time.monotonic() - self.start
         frac = min(1.0, self.done / self.total) if self.total else 1.0
-        left = f", ~{_fmt_secs(el * (1 - frac) / frac)} left" if 0 < frac < 1 else ""
+        left = f", ~{fmt_secs(el * (1 - frac) / frac)} left" if 0 < frac < 1 else ""
         if self.bar.enabled:
             self.stream.write("\r\033[K")
-        self.stream.write(f"[{frac * 100:3.0f}% {_fmt_secs(el)}{left}] {msg}\n")
+        self.stream.write(f"[{frac * 100:3.0f}% {fmt_secs(el)}{left}] {msg}\n")
         self.stream.flush()
         self.bar.show(force=True)
 
