@@ -12,7 +12,7 @@ from prism_native.cli import main
 from prism_native.llama.command import QuantizeCommand
 from prism_native.llama.decide import TensorSpec
 from prism_native.measure.analyze import Settings, analyze
-from prism_native.plan.score import Weights, score_analysis
+from prism_native.plan.score import STRUCTURAL, Weights, score_analysis
 from prism_native.read.model import open_model
 from prism_native.research import ablate, fit
 from support import synth
@@ -66,8 +66,8 @@ def _planted(seed: int, w: np.ndarray, beta: float, n_units: int = 14) -> dict:
                         "errors": {"Q3_K": {"type": "Q3_K", "rel_error": float(rng.uniform(0.01, 0.05))},
                                    "Q4_K": {"type": "Q4_K", "rel_error": float(rng.uniform(0.002, 0.01))},
                                    "Q8_0": {"type": "Q8_0", "rel_error": 1e-5}}})
-    from prism_native.plan.score import combine, robust_z
-    z = np.column_stack([robust_z([t["metrics"][k] for t in tensors]) for k in names])
+    from prism_native.plan.score import combine, metric_records, z_matrix
+    z = z_matrix(metric_records(tensors), names)
     n = np.array([t["n_params"] for t in tensors], dtype=np.float64)
     labels = sorted({t["cls"] for t in tensors})
     s = combine(z, w, names, n, np.array([labels.index(t["cls"]) for t in tensors])) * n ** beta
@@ -82,8 +82,13 @@ def _planted(seed: int, w: np.ndarray, beta: float, n_units: int = 14) -> dict:
             "base": {"kld": 1e-4, "kld_err": 1e-9, "file_bytes": 1}, "records": records, "tensors": tensors}
 
 
+def _weights(*planted: float) -> np.ndarray:
+    """The planted weights of the first metrics, 0 for the rest."""
+    return np.array(list(planted) + [0.0] * (len(fit.METRICS) - len(planted)))
+
+
 def test_fit_recovers_planted_weights_and_scores_held_out(tmp_path, capsys):
-    w = np.array([-0.4, 0.2, 0.0, 0.3, 0.0, 0.25])
+    w = _weights(-0.4, 0.2, 0.0, 0.3, 0.0, 0.25, -0.3)     # the structural metrics are all 0 here
     files = []
     for seed in (1, 2):
         p = tmp_path / f"a{seed}.json"
@@ -92,7 +97,8 @@ def test_fit_recovers_planted_weights_and_scores_held_out(tmp_path, capsys):
     data = [fit.model_data(ablate.load(f)) for f in files]
     got = fit.fit(data, lam=0.0)
     assert got.rms_log < 1e-3 and abs(got.beta - 0.5) < 0.01
-    assert np.allclose([getattr(got.weights, k) for k in fit.METRICS], w, atol=0.01)
+    fitted = [getattr(got.weights, k) for k in fit.METRICS if k not in STRUCTURAL]
+    assert np.allclose(fitted, [v for k, v in zip(fit.METRICS, w) if k not in STRUCTURAL], atol=0.01)
     s = fit.score(data[1], fit.fit(data[:1], lam=0.0).weights, 0.5)
     assert s.spearman > 0.999 and s.pairs == 1.0
     assert main(["fit-weights", *files, "--lambda", "0", "--beta", "fit", "--json-out", str(tmp_path / "fit.json")]) == 0
@@ -103,7 +109,7 @@ def test_fit_recovers_planted_weights_and_scores_held_out(tmp_path, capsys):
 
 
 def test_fit_leaves_out_noise_and_lossless_records(tmp_path):
-    ab = _planted(3, np.zeros(6), 1.0)
+    ab = _planted(3, _weights(), 1.0)
     ab["records"][0]["damage"] = 1e-12                              # inside the noise
     for t in ab["records"][1]["tensors"]:                            # lossless: no error increase
         next(x for x in ab["tensors"] if x["name"] == t)["errors"]["Q4_K"]["rel_error"] = 1e-5
@@ -144,6 +150,6 @@ def test_shipped_default_weights_are_the_documented_fit():
     root = Path(__file__).resolve().parents[2] / "docs" / "results"
     files = sorted(root.glob("*-ablation-class.json"))
     assert len(files) >= 2
-    got = fit.fit([fit.model_data(ablate.load(f)) for f in files], lam=0.3, beta=1.0, fixed={"position": 0.0, "boundary": 0.0, "fragility": 0.0})
+    got = fit.fit([fit.model_data(ablate.load(f)) for f in files], lam=0.3, beta=1.0, fixed={"position": 0.0, "boundary": 0.0, "fragility": 0.0, "depth": 0.0, "head": 0.0, "embedding": 0.0})
     for k, v in Weights().as_dict().items():
         assert getattr(got.weights, k) == pytest.approx(v, abs=2e-3), k

@@ -33,6 +33,9 @@ class Weights:
     fragility: float = 0.0        # error growth from 4 to 2 bits: measured, weight not supported
     boundary: float = 0.0         # values on a rounding decision: measured, weight not supported
     position: float = 0.0         # first/last layers of a class: measured, weight not supported
+    depth: float = 0.0            # where the layer sits in its class's chain, 0 (first) to 1 (last)
+    head: float = 0.0             # the output head: the tensor that makes the logits (tied: token_embd)
+    embedding: float = 0.0        # the token embedding: each row is a token's whole input
 
     @classmethod
     def parse(cls, text: str | None) -> "Weights":
@@ -75,7 +78,18 @@ def robust_z(values: Sequence[float]) -> np.ndarray:
 # Metrics that act per tensor inside its class. The others are pooled: every tensor of a class gets
 # the class's parameter-weighted mean of exp(sum w z) over them. Pooled scores ranked the measured
 # damage of whole layers better than per-tensor ones (docs/metrics.md, "The weights are fitted").
-WITHIN_CLASS = ("position",)
+WITHIN_CLASS = ("position", "depth")
+# Metrics that are facts of the model's graph, not of a tensor's values (they are not z-scored: 0 or 1)
+STRUCTURAL = ("head", "embedding")
+_EMBEDDINGS = ("token_embd", "per_layer_token_embd")
+
+
+def structural_metrics(classes: Sequence[str]) -> list[dict[str, float]]:
+    """head and embedding per tensor, from the classes of all the model's quantizable tensors (without an
+    output class the embeddings are tied and token_embd is also the head)."""
+    tied = "output" not in classes
+    return [{"head": float(c == "output" or (tied and c == "token_embd")), "embedding": float(c in _EMBEDDINGS)}
+            for c in classes]
 
 
 def pooled(s: np.ndarray, n: np.ndarray, cls: np.ndarray) -> np.ndarray:
@@ -92,13 +106,30 @@ def combine(z: np.ndarray, w: np.ndarray, names: Sequence[str], n: np.ndarray, c
 
 
 def z_matrix(metrics: Sequence[Mapping[str, float | None]], names: Sequence[str]) -> np.ndarray:
-    """Robust z-scores, tensors x metrics (a missing or None metric is NaN, hence neutral)."""
+    """Robust z-scores, tensors x metrics (a missing or None metric is NaN, hence neutral); the
+    structural metrics stay 0/1."""
     def val(m: Mapping[str, float | None], k: str) -> float:
         v = m.get(k)
         return math.nan if v is None else float(v)
     if not metrics:
         return np.zeros((0, len(names)))
-    return np.column_stack([robust_z([val(m, k) for m in metrics]) for k in names])
+    cols = []
+    for k in names:
+        v = [val(m, k) for m in metrics]
+        cols.append(np.nan_to_num(np.array(v)) if k in STRUCTURAL else robust_z(v))
+    return np.column_stack(cols)
+
+
+def metric_records(records: Sequence[Mapping[str, object]]) -> list[dict[str, float | None]]:
+    """The composite's inputs per tensor: each record's own metrics (a TensorResult as a dict, or the
+    "metrics" of an ablation file's tensor row, with "cls") and the structural ones."""
+    out = []
+    for r, st in zip(records, structural_metrics([str(r["cls"]) for r in records])):
+        own = r["metrics"] if "metrics" in r else r
+        m: dict[str, float | None] = {k: own.get(k) for k in Weights().as_dict() if k not in STRUCTURAL}  # type: ignore[union-attr]
+        m.update(st)
+        out.append(m)
+    return out
 
 
 def class_index(classes: Sequence[str]) -> np.ndarray:
@@ -107,12 +138,14 @@ def class_index(classes: Sequence[str]) -> np.ndarray:
     return np.array([labels[c] for c in classes], dtype=np.int64)
 
 
-def tensor_sensitivity(metrics: Sequence[Mapping[str, float]], weights: Weights, params: Sequence[int],
-                       classes: Sequence[str]) -> np.ndarray:
-    """Composite sensitivity of every tensor from its metric record (keys = Weights fields)."""
+def tensor_sensitivity(records: Sequence[Mapping[str, object]], weights: Weights) -> np.ndarray:
+    """Composite sensitivity of every tensor from its record (a TensorResult as a dict: metrics, cls,
+    n_params)."""
     names = list(weights.as_dict())
     w = np.array([weights.as_dict()[k] for k in names])
-    return combine(z_matrix(metrics, names), w, names, np.asarray(params, dtype=np.float64), class_index(classes))
+    params = np.array([float(r["n_params"]) for r in records])  # type: ignore[arg-type]
+    classes = [str(r["cls"]) for r in records]
+    return combine(z_matrix(metric_records(records), names), w, names, params, class_index(classes))
 
 
 def class_sensitivity(sens: Sequence[float], params: Sequence[int]) -> float:
@@ -123,7 +156,7 @@ def class_sensitivity(sens: Sequence[float], params: Sequence[int]) -> float:
 def score_analysis(analysis: Analysis, weights: Weights) -> None:
     """Set the composite sensitivity of every tensor of an analysis (and record the weights used)."""
     rs = list(analysis.tensors.values())
-    sens = tensor_sensitivity([asdict(r) for r in rs], weights, [r.n_params for r in rs], [r.cls for r in rs])
+    sens = tensor_sensitivity([asdict(r) for r in rs], weights)
     for r, s in zip(rs, sens):
         r.sensitivity = float(s)
     analysis.weights = weights.as_dict()

@@ -22,7 +22,7 @@ import numpy as np
 from scipy import optimize, stats
 
 from ..errors import FileFormatError, UsageError
-from ..plan.score import Weights, class_index, combine, z_matrix
+from ..plan.score import Weights, class_index, combine, metric_records, z_matrix
 
 METRICS = tuple(Weights.__dataclass_fields__)
 
@@ -56,7 +56,7 @@ def model_data(ab: dict[str, Any], min_snr: float = 2.0) -> ModelData:
     dropped (their log is noise)."""
     tensors = ab["tensors"]
     index = {t["name"]: i for i, t in enumerate(tensors)}
-    z = z_matrix([t["metrics"] for t in tensors], METRICS)
+    z = z_matrix(metric_records(tensors), METRICS)
     n = np.array([t["n_params"] for t in tensors], dtype=np.float64)
     cls = class_index([t["cls"] for t in tensors])
     high = ab["high"]
