@@ -66,14 +66,15 @@ def load_analysis(args: argparse.Namespace) -> tuple[Model, Analysis]:
     return model, analysis
 
 
-def _budgets(args: argparse.Namespace) -> list[Budget]:
+def budgets_from_args(args: argparse.Namespace) -> list[Budget]:
+    """--bpw, --size or --sweep (absent on commands without it) as budgets."""
     if args.bpw is not None:
         if not 0 < args.bpw < 64:
             raise PrismError(f"--bpw {args.bpw} is not a bits-per-weight figure")
         return [Budget("bpw", args.bpw)]
     if args.size is not None:
         return [Budget("size", parse_size(args.size))]
-    if args.sweep:
+    if getattr(args, "sweep", None):
         try:
             a, b, step = (float(v) for v in args.sweep.split(":"))
         except ValueError:
@@ -126,7 +127,7 @@ def _print_plan(plan: Plan, model: Model, analysis: Analysis, args: argparse.Nam
 
 
 def run(args: argparse.Namespace) -> int:
-    budgets = _budgets(args)
+    budgets = budgets_from_args(args)
     types = tuple(t.strip().upper() for t in args.types.split(",") if t.strip())
     if args.max_overrides < 0:
         raise PrismError("--max-overrides must be >= 0")
