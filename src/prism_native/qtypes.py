@@ -5,13 +5,14 @@ GGML type (what an input file may hold) comes from the gguf package's GGML_QUANT
 """
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from functools import lru_cache
 
 import gguf
 
 from . import _native
-from .errors import PrismError
+from .errors import PrismError, UsageError
 
 F16_ENUM = int(gguf.GGMLQuantizationType.F16)
 
@@ -72,15 +73,18 @@ def all_types() -> dict[str, QType]:
 def get(name_or_enum: str | int) -> QType:
     """Look a type up by name (case-insensitive, 'q4_k' or 'Q4_K') or by ggml enum value."""
     table = _table()
-    if isinstance(name_or_enum, int):
+    if not isinstance(name_or_enum, str) and hasattr(name_or_enum, "__index__"):   # int, numpy ints
+        num = operator.index(name_or_enum)
         for t in table.values():
-            if t.ggml_type == name_or_enum:
+            if t.ggml_type == num:
                 return t
-        raise PrismError(f"unknown ggml type {name_or_enum}")
+        raise UsageError(f"unknown ggml type {name_or_enum}")
+    if not isinstance(name_or_enum, str):
+        raise UsageError(f"a type is a name such as 'Q4_K' or a ggml enum, not {name_or_enum!r}")
     key = name_or_enum.strip().upper()
     if key in table:
         return table[key]
-    raise PrismError(f"unknown quant type '{name_or_enum}' (known: {', '.join(sorted(table))})")
+    raise UsageError(f"unknown quant type '{name_or_enum}' (known: {', '.join(sorted(table))})")
 
 
 def effective(t: QType, n_per_row: int) -> QType:
