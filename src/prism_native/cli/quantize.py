@@ -16,6 +16,7 @@ from typing import Iterator
 
 from ..errors import UsageError
 from ..llama.recipe import QuantizeCommand, parse_command
+from ..llama.rules import parse_ftype
 from ..plan.planner import fmt_bytes, imatrix_extra_kv, make_plan
 from ..read.example import example_model
 from ..read.imatrix import load_imatrix
@@ -106,6 +107,12 @@ def _from_command(args: argparse.Namespace, argv: list[str]) -> tuple[Model, Job
     if not argv:
         raise UsageError("no llama-quantize arguments after '--' (at least an ftype, e.g. Q4_K_M)")
     cmd = parse_command(argv, input_optional=True)
+    if (args.model or args.example) and cmd.model_in and parse_ftype(cmd.model_in) and not Path(cmd.model_in).is_file():
+        # "-- Q4_K_M 8" with the model given before '--': an ftype and a thread count, not an input named
+        # Q4_K_M and ftype 8; read it as llama-quantize would with the input in place
+        n_pos = 2 + (cmd.model_out is not None) + (cmd.nthreads is not None) + len(cmd.ignored)
+        cmd = parse_command([*argv[:len(argv) - n_pos], "MODEL", *argv[len(argv) - n_pos:]])
+        cmd.model_in = ""
     if args.imatrix and cmd.imatrix and args.imatrix != cmd.imatrix:
         raise UsageError(f"--imatrix {args.imatrix} and the command's --imatrix {cmd.imatrix} differ; give one")
     if args.imatrix and not cmd.imatrix:
