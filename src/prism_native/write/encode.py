@@ -77,9 +77,11 @@ class Slab:
     expert: int
 
 
-def slabs(t: TensorInfo, slab_values: int = SLAB_VALUES) -> Iterator[Slab]:
-    """The tensor's rows in slabs of at most slab_values values that never cross an expert (ne[2])
-    boundary. Rows per expert is ne[1], as llama_tensor_quantize_impl counts them."""
+def slabs(t: TensorInfo, slab_values: int | None = None) -> Iterator[Slab]:
+    """The tensor's rows in slabs of at most slab_values (default SLAB_VALUES) values, a row at least,
+    that never cross an expert (ne[2]) boundary. Rows per expert is ne[1], as
+    llama_tensor_quantize_impl counts them."""
+    slab_values = SLAB_VALUES if slab_values is None else slab_values
     per_expert = t.shape[1] if len(t.shape) > 1 else 1
     step = max(1, slab_values // max(1, t.n_per_row))
     for r in range(0, t.n_rows, per_expert):

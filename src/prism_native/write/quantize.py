@@ -52,15 +52,17 @@ def _write_tensor(out: AtomicOutput, model: Model, tj: TensorJob, threads: int, 
                   bar: Progress) -> int:
     t = tj.info
     item = f"{t.name} {t.type_name}->{tj.target.name}"
-    if not tj.converted:
+    row_in = t.qtype.row_bytes(t.n_per_row)
+    if not tj.converted:      # copied in slabs of whole rows, each validated (the loader's check_tensors)
         raw = model.raw(t)
-        if invalid_data(raw, t.qtype):      # the loader's check_tensors (ggml_validate_row_data)
-            raise RecipeError(f"tensor '{t.name}' has invalid data (NaN or Inf)")
-        out.write(raw)
-        bar.update(t.n_bytes, item)
+        for s in slabs(t):
+            part = raw[s.row0 * row_in:s.row1 * row_in]
+            if invalid_data(part, t.qtype):
+                raise RecipeError(f"tensor '{t.name}' has invalid data (NaN or Inf)")
+            out.write(part)
+            bar.update(part.nbytes, item)
         return t.n_bytes
     enc = TensorEncoder(model, t, tj.target, tj.imatrix, threads, scratch)
-    row_in = t.qtype.row_bytes(t.n_per_row)
     n = 0
     for s in slabs(t):
         data = enc.encode(s)
