@@ -218,3 +218,29 @@ def test_output_loads_in_llama_cpp(llama_quantize_bin, smollm2_path, tmp_path):
     assert main(["quantize", "--example", "-o", str(ours), "-q", "--", "--allow-requantize", "Q5_K_S"]) == 0
     run_llama(llama_quantize_bin, ours, tmp_path / "copy.gguf", ["COPY"])
     assert tensor_hashes(ours) == tensor_hashes(tmp_path / "copy.gguf")
+
+
+def test_bpw_with_imatrix_and_threads(llama_quantize_bin, imatrices, tmp_path, capsys, monkeypatch):
+    """quantize --bpw --imatrix: the file of the plan's own llama-quantize command (imatrix keys included);
+    one thread or all, the same bytes."""
+    monkeypatch.chdir(tmp_path)
+    spec = V["hybrid"]
+    src = tmp_path / "hybrid.gguf"
+    synth.write(src, spec)
+    imat, _ = imatrices(spec)
+    assert main(["quantize", str(src), "--bpw", "3.8", "--imatrix", str(imat), "-o", "ours.gguf", "-q"]) == 0
+    capsys.readouterr()
+    assert main(["plan", str(src), "--bpw", "3.8", "--imatrix", str(imat), "--json", "-q"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    argv = list(plan["argv"])
+    argv[0], argv[-2] = str(llama_quantize_bin), str(tmp_path / "ref.gguf")
+    subprocess.run(argv, check=True, capture_output=True)
+    assert_same_files(tmp_path / "ref.gguf", tmp_path / "ours.gguf")
+    assert gguf.GGUFReader(tmp_path / "ours.gguf").fields["quantize.imatrix.file"].contents() == str(imat)
+    assert main(["quantize", "--recipe", _save(tmp_path, plan), "-o", "one.gguf", "-q", "-t", "1"]) == 0
+    assert sha((tmp_path / "one.gguf").read_bytes()) == sha((tmp_path / "ours.gguf").read_bytes())
+
+
+def _save(folder: Path, plan: dict) -> str:
+    (folder / "plan.json").write_text(json.dumps(plan))
+    return str(folder / "plan.json")

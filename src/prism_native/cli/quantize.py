@@ -82,6 +82,13 @@ def _model(args: argparse.Namespace, cmd: QuantizeCommand | None) -> Model:
     raise UsageError("no model given (MODEL.gguf, --example, or the input in the llama-quantize arguments)")
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:
+        return False
+
+
 def _default_output(model: Model, tag: str) -> str:
     return f"{model.path.name.removesuffix('.gguf')}-prism-{tag}.gguf"
 
@@ -118,6 +125,8 @@ def _from_command(args: argparse.Namespace, argv: list[str]) -> tuple[Model, Job
     if args.imatrix and not cmd.imatrix:
         cmd.imatrix = args.imatrix
     model = _model(args, cmd)
+    if cmd.model_in and not _same_file(Path(cmd.model_in), model.path):
+        raise UsageError(f"the command's input {cmd.model_in} is not {model.path}; give one model")
     if args.output and cmd.model_out and Path(args.output).resolve() != Path(cmd.model_out).resolve():
         raise UsageError(f"-o {args.output} and the command's output {cmd.model_out} differ; give one")
     out = args.output or cmd.model_out
