@@ -23,7 +23,7 @@ from benchutil import COLS, LAYERS, ROWS, Timings  # noqa: E402
 @pytest.fixture(scope="session")
 def model_8b(tmp_path_factory) -> Path:
     """LAYERS layers of Llama-3-8B shapes (hidden 4096, FFN 14336, GQA 8), 32000-token vocabulary, F16."""
-    import synth
+    from support import synth
 
     spec = synth.Spec(n_embd=4096, n_ff=14336, n_head=32, n_head_kv=8, n_layer=LAYERS, n_vocab=32000,
                       dtype="F16", seed=1)
@@ -49,12 +49,12 @@ def imatrix() -> np.ndarray:
 
 @pytest.fixture(scope="session")
 def ggml():
-    """ggml_oracle.Ggml on $PRISM_GGML_LIB, or None when it is not set."""
+    """support.ggml_oracle.Ggml on $PRISM_GGML_LIB, or None when it is not set."""
     path = os.environ.get("PRISM_GGML_LIB")
     if not path:
         return None
     if not os.path.exists(path):
         pytest.exit(f"PRISM_GGML_LIB={path} does not exist", returncode=2)
-    from ggml_oracle import Ggml
+    from support.ggml_oracle import Ggml
 
     return Ggml(path)

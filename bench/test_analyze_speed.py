@@ -16,11 +16,11 @@ from benchutil import LAYERS, THREADS
 
 
 def test_analyze_vs_llama_quantize_q3_k_m(benchmark, model_8b, tmp_path):
+    from prism_native.llama.tools import locate_tool
     from prism_native.measure.analyze import Settings, analyze
     from prism_native.read.model import open_model
-    from prism_native.llama.quantize_tool import find_binary
 
-    binary = find_binary()
+    binary = locate_tool("llama-quantize")
     if binary is None:
         pytest.skip("no llama-quantize (set PRISM_LLAMA_QUANTIZE)")
     t0 = time.perf_counter()

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from benchutil import Timings, run_timed
 
 import prism_native
 from prism_native import qtypes
 from prism_native.quant import quant_errors, quantize
-
-from benchutil import Timings, run_timed
 
 CPU = prism_native.cpu_features()
 ACTIVE = CPU["active"]

@@ -58,9 +58,9 @@ def plans_8b(model_8b, tmp_path_factory):
 
 
 def _llama_quantize(plan: dict, out: Path, timings: Timings, types: str) -> float:
-    from prism_native.llama.quantize_tool import find_binary
+    from prism_native.llama.tools import locate_tool
 
-    binary = find_binary()
+    binary = locate_tool("llama-quantize")
     if binary is None:
         pytest.skip("no llama-quantize (set PRISM_LLAMA_QUANTIZE)")
     key = ("llama-quantize", "plan", str(BPW), types)

@@ -1,21 +1,73 @@
+"""Shared fixtures, and the one place that decides which tests need external tools.
+
+Markers (registered in pyproject.toml):
+- needs_llama_cpp(*tools): llama.cpp binaries (default llama-quantize), found as prism_native finds them
+  ($PRISM_LLAMA_QUANTIZE and the folder it is in, then PATH); tests using the `llama_quantize_bin`
+  fixture get the marker by themselves;
+- needs_ggml: ggml's own libggml-base ($PRISM_GGML_LIB, or an installed llama-cpp-python);
+- needs_qemu: an aarch64 cross compiler and qemu-aarch64 ($PRISM_AARCH64_CXX, $PRISM_QEMU_AARCH64).
+"""
+from __future__ import annotations
+
+import os
+import shutil
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))   # `from support import synth`
+
+AARCH64_CXX = os.environ.get("PRISM_AARCH64_CXX", "aarch64-linux-gnu-g++")
+QEMU_AARCH64 = os.environ.get("PRISM_QEMU_AARCH64", "qemu-aarch64-static")
 
 
-# -- fixtures of the model layer (tests/test_model_*.py) ------------------------------------------
-import pytest  # noqa: E402
+def _missing_llama_tools(tools: tuple[str, ...]) -> list[str]:
+    from prism_native.llama.tools import locate_tool
+    return [t for t in tools if locate_tool(t) is None]
+
+
+def _ggml_lib() -> str | None:
+    from support.ggml_oracle import find_lib
+    try:
+        return find_lib()
+    except (FileNotFoundError, OSError):
+        return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if "llama_quantize_bin" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("needs_llama_cpp"):
+            item.add_marker(pytest.mark.needs_llama_cpp())
+        if "ggml" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("needs_ggml"):
+            item.add_marker(pytest.mark.needs_ggml)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for m in item.iter_markers("needs_llama_cpp"):
+        missing = _missing_llama_tools(tuple(m.args) or ("llama-quantize",))
+        if missing:
+            pytest.skip(f"needs {', '.join(missing)} (set PRISM_LLAMA_QUANTIZE or put llama.cpp's bin on PATH)")
+    if item.get_closest_marker("needs_ggml") and _ggml_lib() is None:
+        pytest.skip("needs ggml's libggml-base (set PRISM_GGML_LIB, or pip install llama-cpp-python==0.3.36)")
+    if item.get_closest_marker("needs_qemu"):
+        missing = [t for t in (AARCH64_CXX, QEMU_AARCH64) if shutil.which(t) is None]
+        if missing:
+            pytest.skip(f"needs {', '.join(missing)}")
 
 
 @pytest.fixture(scope="session")
-def llama_quantize_bin():
-    """llama-quantize from $PRISM_LLAMA_QUANTIZE or PATH; the test is skipped without one."""
-    from prism_native.llama.quantize_tool import find_binary
-    b = find_binary()
-    if b is None:
-        pytest.skip("no llama-quantize binary (set PRISM_LLAMA_QUANTIZE or put it on PATH)")
-    return b
+def llama_quantize_bin() -> Path:
+    """llama-quantize as prism_native finds it (the needs_llama_cpp marker skips the test without one)."""
+    from prism_native.llama.tools import find_tool
+    return find_tool("llama-quantize")
+
+
+@pytest.fixture(scope="session")
+def ggml():
+    """ggml's own quantizers through ctypes (support.ggml_oracle; needs_ggml skips without the library)."""
+    from support.ggml_oracle import Ggml
+    return Ggml()
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +83,7 @@ def smollm2_path():
 @pytest.fixture(scope="session")
 def synthetic(tmp_path_factory):
     """synthetic(name, spec) -> path of a small GGUF written once per session."""
-    import synth
+    from support import synth
     made: dict = {}
     root = tmp_path_factory.mktemp("synthetic")
 

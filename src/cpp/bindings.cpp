@@ -122,14 +122,11 @@ NB_MODULE(_native, m) {
       d["name"] = t.name;
       d["block_size"] = t.block_size;
       d["type_size"] = t.type_size;
-      d["fallback"] = t.fallback;
       d["implemented"] = get_table("").ops[type_index(t.type)].quantize != nullptr;
       out.append(d);
     }
     return out;
-  }, "The native type-traits table (ggml enum, block size, bytes per block, llama-quantize fallback).");
-
-  m.def("add", [](int a, int b) { return a + b; }, "Trivial smoke-test function.");
+  }, "The native type-traits table (ggml enum, block size, bytes per block, implemented).");
 
   m.def("quantize", [](const AnyArray& x, int type, std::optional<F32Vec> imatrix, bool bf16, int nthreads,
                        const std::string& isa) {

@@ -228,8 +228,8 @@ struct IQ4_XS {
 }  // namespace
 
 void register_iq4(KernelTable& t) {
-  t.ops[type_index(QType::IQ4_NL)] = make_ops<IQ4_NL>();
-  t.ops[type_index(QType::IQ4_XS)] = make_ops<IQ4_XS>();
+  t.ops[type_index(QType::IQ4_NL)] = make_ops<QType::IQ4_NL, IQ4_NL>();
+  t.ops[type_index(QType::IQ4_XS)] = make_ops<QType::IQ4_XS, IQ4_XS>();
 }
 
 }}  // namespace prism::PRISM_NS

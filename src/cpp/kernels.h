@@ -52,8 +52,10 @@ PRISM_DECLARE_ISA(neon)
 #ifdef PRISM_W
 #include "simd.h"
 namespace prism { namespace PRISM_NS {
-template <class K>
+template <QType T, class K>
 KernelOps make_ops() {
+  static_assert(K::BS == traits_of(T).block_size && K::BYTES == traits_of(T).type_size,
+                "kernel block layout differs from the type table (types.h)");
   KernelOps o;
   o.quantize = &quantize_rows<K>;
   o.dequantize = &dequantize_blocks<K>;

@@ -434,11 +434,11 @@ struct Q6_K : KSteps<Q6_K> {
 }  // namespace
 
 void register_k_quants(KernelTable& t) {
-  t.ops[type_index(QType::Q2_K)] = make_ops<Q2_K>();
-  t.ops[type_index(QType::Q3_K)] = make_ops<Q3_K>();
-  t.ops[type_index(QType::Q4_K)] = make_ops<Q4_K>();
-  t.ops[type_index(QType::Q5_K)] = make_ops<Q5_K>();
-  t.ops[type_index(QType::Q6_K)] = make_ops<Q6_K>();
+  t.ops[type_index(QType::Q2_K)] = make_ops<QType::Q2_K, Q2_K>();
+  t.ops[type_index(QType::Q3_K)] = make_ops<QType::Q3_K, Q3_K>();
+  t.ops[type_index(QType::Q4_K)] = make_ops<QType::Q4_K, Q4_K>();
+  t.ops[type_index(QType::Q5_K)] = make_ops<QType::Q5_K, Q5_K>();
+  t.ops[type_index(QType::Q6_K)] = make_ops<QType::Q6_K, Q6_K>();
 }
 
 }}  // namespace prism::PRISM_NS

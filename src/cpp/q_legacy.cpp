@@ -247,9 +247,9 @@ struct LegacyRowForm {
   }
 };
 
-template <int NB, bool AFFINE>
+template <QType T, int NB, bool AFFINE>
 KernelOps legacy_ops() {
-  KernelOps o = make_ops<Legacy<NB, AFFINE>>();
+  KernelOps o = make_ops<T, Legacy<NB, AFFINE>>();
   if constexpr (W >= 4 && PW == W) {  // W = 1 keeps the lane form: the scalar cross-check path
     o.quantize = &LegacyRowForm<NB, AFFINE>::rows;
     o.quantize_checked = &LegacyRowForm<NB, AFFINE>::rows_checked;
@@ -260,15 +260,15 @@ KernelOps legacy_ops() {
 }  // namespace
 
 void register_legacy(KernelTable& t) {
-  KernelOps q8 = make_ops<Q8_0>();
+  KernelOps q8 = make_ops<QType::Q8_0, Q8_0>();
   q8.quantize = [](const float* x, uint8_t* dst, int64_t nrows, int64_t n_per_row, const float*) {
     quantize_rows<Q8_0>(x, dst, nrows, n_per_row, nullptr);  // quantize_q8_0 ignores the imatrix
   };
   t.ops[type_index(QType::Q8_0)] = q8;
-  t.ops[type_index(QType::Q4_0)] = legacy_ops<4, false>();
-  t.ops[type_index(QType::Q4_1)] = legacy_ops<4, true>();
-  t.ops[type_index(QType::Q5_0)] = legacy_ops<5, false>();
-  t.ops[type_index(QType::Q5_1)] = legacy_ops<5, true>();
+  t.ops[type_index(QType::Q4_0)] = legacy_ops<QType::Q4_0, 4, false>();
+  t.ops[type_index(QType::Q4_1)] = legacy_ops<QType::Q4_1, 4, true>();
+  t.ops[type_index(QType::Q5_0)] = legacy_ops<QType::Q5_0, 5, false>();
+  t.ops[type_index(QType::Q5_1)] = legacy_ops<QType::Q5_1, 5, true>();
 }
 
 }}  // namespace prism::PRISM_NS

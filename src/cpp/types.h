@@ -1,6 +1,7 @@
 // Type-traits table of the quant types prism_native implements, as ggml keeps one (ggml.c type_traits).
-// ggml enum values are those of ggml 0.25.3 (llama.cpp 0c1e57098bba); `fallback` is llama-quantize's
-// tensor_type_fallback (src/llama-quant.cpp) for rows whose length is not a multiple of the block size.
+// ggml enum values are those of ggml 0.25.3 (llama.cpp 0c1e57098bba). Block layouts only: llama-quantize's
+// fallback types are a Python table (qtypes.FALLBACK); kernels.h's make_ops static_asserts each kernel's
+// block size and bytes against this table.
 #pragma once
 #include <cstdint>
 
@@ -17,37 +18,36 @@ struct TypeTraits {
   const char* name;       // as llama-quantize's ftype/--tensor-type names spell it
   int block_size;         // values per block
   int type_size;          // bytes per block
-  int fallback;           // ggml enum of the fallback type, or -1 (then llama-quantize uses F16)
 };
-
-constexpr int F16_ENUM = 1;
 
 inline constexpr TypeTraits kTypeTraits[] = {
-  {QType::Q4_0,   "Q4_0",   32,  18, F16_ENUM},
-  {QType::Q4_1,   "Q4_1",   32,  20, F16_ENUM},
-  {QType::Q5_0,   "Q5_0",   32,  22, F16_ENUM},
-  {QType::Q5_1,   "Q5_1",   32,  24, F16_ENUM},
-  {QType::Q8_0,   "Q8_0",   32,  34, F16_ENUM},
-  {QType::Q2_K,   "Q2_K",   256, 84, (int)QType::Q4_0},
-  {QType::Q3_K,   "Q3_K",   256, 110, (int)QType::Q4_0},
-  {QType::Q4_K,   "Q4_K",   256, 144, (int)QType::Q5_0},
-  {QType::Q5_K,   "Q5_K",   256, 176, (int)QType::Q5_1},
-  {QType::Q6_K,   "Q6_K",   256, 210, (int)QType::Q8_0},
-  {QType::IQ4_NL, "IQ4_NL", 32,  18, F16_ENUM},
-  {QType::IQ4_XS, "IQ4_XS", 256, 136, (int)QType::IQ4_NL},
+  {QType::Q4_0,   "Q4_0",   32,  18},
+  {QType::Q4_1,   "Q4_1",   32,  20},
+  {QType::Q5_0,   "Q5_0",   32,  22},
+  {QType::Q5_1,   "Q5_1",   32,  24},
+  {QType::Q8_0,   "Q8_0",   32,  34},
+  {QType::Q2_K,   "Q2_K",   256, 84},
+  {QType::Q3_K,   "Q3_K",   256, 110},
+  {QType::Q4_K,   "Q4_K",   256, 144},
+  {QType::Q5_K,   "Q5_K",   256, 176},
+  {QType::Q6_K,   "Q6_K",   256, 210},
+  {QType::IQ4_NL, "IQ4_NL", 32,  18},
+  {QType::IQ4_XS, "IQ4_XS", 256, 136},
 };
 constexpr int kNumTypes = sizeof(kTypeTraits) / sizeof(kTypeTraits[0]);
+
+constexpr int type_index(QType t) {
+  for (int i = 0; i < kNumTypes; ++i)
+    if (kTypeTraits[i].type == t) return i;
+  return -1;
+}
+
+constexpr const TypeTraits& traits_of(QType t) { return kTypeTraits[type_index(t)]; }
 
 inline const TypeTraits* find_traits(int ggml_type) {
   for (const auto& t : kTypeTraits)
     if ((int)t.type == ggml_type) return &t;
   return nullptr;
-}
-
-inline int type_index(QType t) {
-  for (int i = 0; i < kNumTypes; ++i)
-    if (kTypeTraits[i].type == t) return i;
-  return -1;
 }
 
 }  // namespace prism

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 
-def _fmt_secs(s: float) -> str:
+def fmt_secs(s: float) -> str:
     s = max(0, int(round(s)))
     h, rem = divmod(s, 3600)
     m, sec = divmod(rem, 60)
@@ -48,8 +48,8 @@ class Progress:
         left = el * (1 - frac) / frac if frac > 0 else 0.0
         bar = "#" * int(frac * self.width)
         rate = f" {self._done * self.rate_scale / el:7.1f} {self.rate_unit}," if self.rate_unit and el > 0 else ""
-        line = (f"\r{self.label} [{bar:<{self.width}}] {frac * 100:5.1f}%{rate} {_fmt_secs(el)} elapsed, "
-                f"{_fmt_secs(left)} left  {item[:48]:<48}")
+        line = (f"\r{self.label} [{bar:<{self.width}}] {frac * 100:5.1f}%{rate} {fmt_secs(el)} elapsed, "
+                f"{fmt_secs(left)} left  {item[:48]:<48}")
         self.stream.write(line)
         self.stream.flush()
 

@@ -1,7 +1,9 @@
-"""Quant type table shared with the native layer (block size, bytes per block, llama-quantize fallback).
+"""The quant type table: block size, bytes per block, llama-quantize's fallback, and whether prism_native
+has a bit-exact quantizer for the type.
 
-The types prism_native can quantize come from the C++ table (`_native.type_traits()`); every other
-GGML type (what an input file may hold) comes from the gguf package's GGML_QUANT_SIZES.
+Block sizes of every GGML type come from the gguf package's GGML_QUANT_SIZES; the types prism_native
+quantizes come from the native table (`_native.type_traits()`, which static_asserts its kernels' block
+sizes). llama-quantize's fallback lives here only, in FALLBACK.
 """
 from __future__ import annotations
 
@@ -12,16 +14,20 @@ from functools import lru_cache
 import gguf
 
 from . import _native
-from .errors import PrismError, UsageError
+from .errors import UsageError
 
 F16_ENUM = int(gguf.GGMLQuantizationType.F16)
 
-# llama-quantize's tensor_type_fallback (src/llama-quant.cpp) for the types the native table does not
-# hold; other quantized types of 32 values or fewer per block fall back to F16, larger ones have none.
-_LLAMA_FALLBACK = {
+# llama-quantize's tensor_type_fallback (src/llama-quant.cpp): the type written instead when a row length
+# is not a multiple of the block size. Other quantized types of 32 values or fewer per block fall back to
+# F16; larger ones have no fallback (llama-quantize throws). A fallback that does not fit either is F16.
+FALLBACK = {
     "IQ1_S": "IQ4_NL", "IQ1_M": "IQ4_NL", "IQ2_XXS": "IQ4_NL", "IQ2_XS": "IQ4_NL", "IQ2_S": "IQ4_NL",
-    "IQ3_XXS": "IQ4_NL", "IQ3_S": "IQ4_NL", "TQ1_0": "Q4_0", "TQ2_0": "Q4_0",
+    "IQ3_XXS": "IQ4_NL", "IQ3_S": "IQ4_NL", "IQ4_XS": "IQ4_NL",
+    "Q2_K": "Q4_0", "Q3_K": "Q4_0", "TQ1_0": "Q4_0", "TQ2_0": "Q4_0",
+    "Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0",
 }
+_UNQUANTIZED = frozenset({"F32", "F16", "BF16", "F64", "I8", "I16", "I32", "I64"})
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,11 @@ class QType:
     def bpw(self) -> float:
         return 8.0 * self.type_size / self.block_size
 
+    @property
+    def quantized(self) -> bool:
+        """ggml_is_quantized: every type but the plain float and integer ones."""
+        return self.name not in _UNQUANTIZED
+
     def row_bytes(self, n_per_row: int) -> int:
         if n_per_row % self.block_size:
             raise ValueError(f"{self.name}: row length {n_per_row} is not a multiple of {self.block_size}")
@@ -48,21 +59,21 @@ class QType:
 
 @lru_cache(maxsize=1)
 def _table() -> dict[str, QType]:
+    sizes = {t.name: (int(t), *gguf.GGML_QUANT_SIZES[t]) for t in gguf.GGMLQuantizationType
+             if t in gguf.GGML_QUANT_SIZES}
+    native = {d["name"]: d for d in _native.type_traits()}
     table: dict[str, QType] = {}
-    for t in gguf.GGMLQuantizationType:
-        bs, ts = gguf.GGML_QUANT_SIZES.get(t, (None, None))
-        if bs is None:
-            continue
-        table[t.name] = QType(t.name, int(t), bs, ts, None, False)
-    for name, target in _LLAMA_FALLBACK.items():
-        t = table[name]
-        table[name] = QType(t.name, t.ggml_type, t.block_size, t.type_size, table[target].ggml_type, False)
-    for t in list(table.values()):
-        if t.fallback is None and 1 < t.block_size <= 32:
-            table[t.name] = QType(t.name, t.ggml_type, t.block_size, t.type_size, F16_ENUM, False)
-    for d in _native.type_traits():
-        table[d["name"]] = QType(d["name"], d["ggml_type"], d["block_size"], d["type_size"],
-                                 d["fallback"], bool(d["implemented"]))
+    for name, (enum, bs, ts) in sizes.items():
+        if name in native and (native[name]["ggml_type"], native[name]["block_size"],
+                               native[name]["type_size"]) != (enum, bs, ts):
+            raise RuntimeError(f"native type table disagrees with the gguf package on {name}")
+        if name in FALLBACK:
+            fb: int | None = sizes[FALLBACK[name]][0]
+        elif 1 < bs <= 32 and name not in _UNQUANTIZED:
+            fb = F16_ENUM
+        else:
+            fb = None
+        table[name] = QType(name, enum, bs, ts, fb, bool(native.get(name, {}).get("implemented", False)))
     return table
 
 
@@ -93,7 +104,7 @@ def effective(t: QType, n_per_row: int) -> QType:
         return t
     if t.fallback is None:
         # llama-quantize throws "no tensor type fallback is defined" for these (Q8_K, NVFP4, Q1_0)
-        raise PrismError(f"{t.name} does not fit rows of {n_per_row} values and llama-quantize "
+        raise UsageError(f"{t.name} does not fit rows of {n_per_row} values and llama-quantize "
                          "has no fallback for it")
     fb = get(t.fallback)
     return fb if fb.fits(n_per_row) else get(F16_ENUM)

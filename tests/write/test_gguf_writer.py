@@ -8,7 +8,7 @@ import gguf
 import numpy as np
 import pytest
 
-import synth
+from support import synth
 from prism_native.errors import FileFormatError
 from prism_native.llama import sizes
 from prism_native.progress import Progress
@@ -111,15 +111,12 @@ def test_kv_overrides_as_llama_quantize_writes_them():
     assert atof("1e") == 1.0 and atof(".5e-1z") == 0.05
 
 
-def test_fp16_and_bf16_conversions_against_ggml():
-    """ggml_fp32_to_fp16_row / ggml_fp32_to_bf16_row_ref on edge and random values (needs PRISM_GGML_LIB)."""
+def test_fp16_and_bf16_conversions_against_ggml(ggml):
+    """ggml_fp32_to_fp16_row / ggml_fp32_to_bf16_row_ref on edge values, every rounding tie and its
+    neighbours, and random bit patterns."""
     import ctypes
-    import os
 
-    lib_path = os.environ.get("PRISM_GGML_LIB")
-    if not lib_path:
-        pytest.skip("PRISM_GGML_LIB not set")
-    lib = ctypes.CDLL(lib_path)
+    lib = ggml.lib
     rng = np.random.default_rng(0)
     special = np.array([0.0, -0.0, 1.0, 65504.0, 65519.99, 65520.0, 1e-8, 5.96e-8, 2.98e-8, 6.1e-5, 3.4e38,
                         -3.4e38, np.inf, -np.inf], np.float32)

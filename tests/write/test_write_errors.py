@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import synth
+from support import synth
 import prism_native
 from prism_native.cli.main import main
 from prism_native.errors import OutputError, PrismError, UsageError

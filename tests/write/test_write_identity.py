@@ -16,7 +16,7 @@ import gguf
 import numpy as np
 import pytest
 
-import synth
+from support import synth
 from prism_native.cli.main import main
 from prism_native.read.imatrix import load_imatrix, write_dat, write_gguf
 from prism_native.read.model import Model
@@ -142,7 +142,8 @@ def test_recipe_of_a_plan(llama_quantize_bin, imatrices, tmp_path, capsys, monke
 def test_api_with_a_type_mapping(llama_quantize_bin, tmp_path):
     """quantize_model with tensor -> type: the same as llama-quantize running the recipe built for it."""
     import prism_native
-    from prism_native.llama.recipe import TensorSpec, build_recipe
+    from prism_native.llama.decide import TensorSpec
+    from prism_native.plan.recipe import build_recipe
 
     src = tmp_path / "m.gguf"
     synth.write(src, V["tied"])
@@ -153,7 +154,7 @@ def test_api_with_a_type_mapping(llama_quantize_bin, tmp_path):
     specs = [TensorSpec.of(t, m.arch) for t in m.tensors]
     plan = {s.name: types.get(s.name, s.source_type) for s in specs if s.quantizable}
     recipe = build_recipe(specs, plan, hparams=m.hparams)
-    argv = recipe.argv(str(src), str(tmp_path / "ref.gguf"), program=str(llama_quantize_bin))
+    argv = recipe.command(src, tmp_path / "ref.gguf", program=str(llama_quantize_bin)).argv()
     subprocess.run(argv, check=True, capture_output=True)
     assert_same_files(tmp_path / "ref.gguf", tmp_path / "ours.gguf")
     got = {t.name: t.tensor_type.name for t in gguf.GGUFReader(tmp_path / "ours.gguf").tensors}

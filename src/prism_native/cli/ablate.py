@@ -9,10 +9,8 @@ import argparse
 from pathlib import Path
 
 from ..research import ablate
-from .analyze import add_analysis_arguments, add_model_argument
-from .eval import check_measure_arguments, add_measure_arguments, imatrix_for, make_setup, tools
-from .plan import load_analysis
-from ..errors import PrismError
+from .options import (add_analysis_arguments, add_measure_arguments, add_model_argument, check_measure_arguments,
+                      imatrix_for, load_analysis, measure_setup, measure_tools, type_list)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -32,16 +30,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_measure_arguments(args)
-    low = [t.strip().upper() for t in args.low.split(",") if t.strip()]
-    if not low:
-        raise PrismError("--low needs at least one type")
+    low = list(type_list(args.low, "--low", native=False))     # llama-quantize writes these files
+    high = type_list(args.high, "--high", native=False)[0]
     only = [o.strip() for o in args.only.split(",") if o.strip()]
-    quantize, perplexity = tools(args)
+    tools = measure_tools(args)
     model, analysis = load_analysis(args)
     unit_list = ablate.units(analysis, args.by, only)
-    setup = make_setup(args, model, quantize, perplexity, imatrix_for(args, analysis))
+    setup = measure_setup(args, model, imatrix_for(args, analysis), tools)
     out = Path(args.json_out) if args.json_out else Path(args.output) / f"ablation-{args.by}.json"
-    data = ablate.run(setup, analysis, unit_list, low, args.high.strip().upper(), args.by)
+    data = ablate.run(setup, analysis, unit_list, low, high, args.by)
     ablate.save(data, out)
     print(f"{'unit':<24} {'low':<7} {'KLD':>9} {'damage':>9} {'MiB':>8}")
     for r in data["records"]:

@@ -7,16 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..research import ablate
-from ..errors import PrismError
-from ..research.fit import Fit, ModelData, Score, fit, model_data, score
+from ..errors import UsageError
 from ..plan.score import Weights
-
-# the unfitted weights of the first version (AlphaPruning's direction for alpha, llama.cpp's
-# use_more_bits for position), kept as the baseline every fit is scored against
-LITERATURE_PRIORS = Weights(alpha=-0.30, dominance=0.15, imbalance=0.15, fragility=0.25, boundary=0.10,
-                            position=0.25)
-ERRORS_ONLY = Weights(**{k: 0.0 for k in Weights().as_dict()})     # distortion = measured error alone
+from ..research import ablate
+from ..research.fit import ERRORS_ONLY, LITERATURE_PRIORS, Fit, ModelData, Score, fit, model_data, score
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -42,9 +36,9 @@ def _beta(text: str) -> float | None:
     try:
         b = float(text)
     except ValueError:
-        raise PrismError(f"--beta wants a number in [0, 1] or 'fit' (got '{text}')") from None
+        raise UsageError(f"--beta wants a number in [0, 1] or 'fit' (got '{text}')") from None
     if not 0.0 <= b <= 1.0:
-        raise PrismError("--beta must lie in [0, 1]")
+        raise UsageError("--beta must lie in [0, 1]")
     return b
 
 

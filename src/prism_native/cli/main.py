@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Callable, Sequence
+from typing import Sequence
 
 from .. import __version__
 from ..errors import PrismError
@@ -34,15 +34,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def _load(module: str) -> object | None:
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        if e.name == module:
-            return None
-        raise
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="prism-native",
@@ -51,20 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         sp = sub.add_parser(name, help=help_text, description=help_text)
-        mod = _load(module)
-        if mod is None:
-            sp.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-            sp.set_defaults(func=_not_built(name))
-        else:
-            mod.add_arguments(sp)  # type: ignore[attr-defined]
-            sp.set_defaults(func=mod.run)  # type: ignore[attr-defined]
+        mod = importlib.import_module(module)
+        mod.add_arguments(sp)
+        sp.set_defaults(func=mod.run)
     return p
-
-
-def _not_built(name: str) -> Callable[[argparse.Namespace], int]:
-    def run(_: argparse.Namespace) -> int:
-        raise PrismError(f"'{name}' is not available in prism_native {__version__} yet")
-    return run
 
 
 def main(argv: Sequence[str] | None = None) -> int:

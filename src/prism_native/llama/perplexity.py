@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import PrismError
-from .tools import last_line, run_streaming
+from ..errors import ToolError
+from .tools import last_line, run
 
 _NUM = r"([-+]?[0-9.]+(?:e[-+]?[0-9]+)?|nan|inf)"
 _PM = r"\s*(?:±|\+/-)\s*"
@@ -72,18 +72,20 @@ def _get(text: str, key: str) -> tuple[float, ...] | None:
 
 def parse_output(text: str) -> Measurement:
     """A Measurement from llama-perplexity's output (log lines and results, stdout and stderr merged).
-    PrismError when it holds no final result (llama-perplexity may exit 0 after an error)."""
+    ToolError when it holds no final result (llama-perplexity may exit 0 after an error)."""
     chunks_m = _CHUNKS.search(text)
     chunks, n_ctx = (int(chunks_m.group(1)), int(chunks_m.group(2))) if chunks_m else (0, 0)
     kld = _get(text, "kld_mean")
     if kld is not None:
         ppl = _get(text, "ppl_q")
         if ppl is None:
-            raise PrismError("llama-perplexity printed KL divergence statistics but no 'Mean PPL(Q)'")
+            raise ToolError("llama-perplexity printed KL divergence statistics but no 'Mean PPL(Q)'")
         nan2 = (math.nan, math.nan)
         one = lambda k: (_get(text, k) or (math.nan,))[0]  # noqa: E731
         ln_ratio = _get(text, "ln_ratio") or nan2
-        same = _get(text, "same_top") or nan2
+        same = _get(text, "same_top")
+        if same is None:       # the last statistic llama-perplexity prints: the output was cut short
+            raise ToolError(f"llama-perplexity's output ends before its last statistic: {last_line(text)}")
         return Measurement(ppl=ppl[0], ppl_err=ppl[1], chunks=chunks, n_ctx=n_ctx,
                            ppl_base=(_get(text, "ppl_base") or nan2)[0],
                            ln_ppl_ratio=ln_ratio[0], ln_ppl_ratio_err=ln_ratio[1],
@@ -92,7 +94,7 @@ def parse_output(text: str) -> Measurement:
                            rms_dp=(_get(text, "rms_dp") or nan2)[0], same_top=same[0], same_top_err=same[1])
     final = _get(text, "final")
     if final is None:
-        raise PrismError(f"llama-perplexity gave no result: {last_line(text)}")
+        raise ToolError(f"llama-perplexity gave no result: {last_line(text)}")
     return Measurement(ppl=final[0], ppl_err=final[1], chunks=chunks, n_ctx=n_ctx)
 
 
@@ -103,6 +105,9 @@ def chunks_done(text: str) -> int:
         for m in rx.finditer(text):
             last = max(last, int(m.group(1)))
     return last
+
+
+RUN_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -129,5 +134,14 @@ class Perplexity:
         return [*self._common(model), "--kl-divergence-base", str(logits), "--kl-divergence"]
 
     def run(self, argv: list[str], on_chunks: Callable[[int], None] | None = None) -> tuple[Measurement, str]:
-        log = run_streaming(argv, None if on_chunks is None else (lambda text: on_chunks(chunks_done(text))))
-        return parse_output(log), log
+        """Run llama-perplexity. Its logger (common/log.cpp) is a worker thread that is never joined at exit
+        (common_log_main leaks it on purpose), so a successful run sometimes loses its last lines, the
+        results among them: such a run is repeated, up to RUN_ATTEMPTS times in all."""
+        for attempt in range(RUN_ATTEMPTS):
+            log = run(argv, None if on_chunks is None else (lambda text: on_chunks(chunks_done(text))))
+            try:
+                return parse_output(log), log
+            except ToolError:
+                if attempt == RUN_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")

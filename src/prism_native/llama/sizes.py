@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from .. import qtypes
-from ..errors import PrismError
-from ..read.model import Model
+from ..errors import RecipeError
 from ..qtypes import QType
+from ..read.model import Model
 from ..write import gguf_writer
-from .rules import Decision, llama_order, not_quantized_reason
+from .decide import Decision
+from .quantizable import llama_order, not_quantized_reason
 
 SPLIT_KEYS = gguf_writer.SPLIT_KEYS
 ExtraKV = gguf_writer.KV   # a key/value llama-quantize adds (imatrix keys, --override-kv), with its value
@@ -71,7 +72,7 @@ def output_layout(model: Model, types: Mapping[str, QType | str | int], *, extra
         want = types.get(name)
         qt = t.qtype if want is None else (want if isinstance(want, QType) else qtypes.get(want))
         if not qt.fits(t.n_per_row):
-            raise PrismError(f"{t.name}: rows of {t.n_per_row} values do not fit {qt.name} (blocks of "
+            raise RecipeError(f"{t.name}: rows of {t.n_per_row} values do not fit {qt.name} (blocks of "
                              f"{qt.block_size}); llama-quantize would abort")
         entries.append(gguf_writer.TensorEntry(name, t.shape, qt.ggml_type, tensor_nbytes(t.shape, qt)))
     kvs = gguf_writer.output_kvs(model.fields.values(), file_type, tuple(extra_kv))
@@ -129,7 +130,7 @@ def estimate(model: Model, types: Mapping[str, QType | str | int], *, extra_kv: 
 
 def estimate_decisions(model: Model, decisions: Iterable[Decision], *,
                        extra_kv: Iterable[ExtraKV] = ()) -> SizeEstimate:
-    """Sizes of what llama-quantize writes for rules.decide()'s decisions."""
+    """Sizes of what llama-quantize writes for decide()'s decisions."""
     ds = list(decisions)
     return estimate(model, {d.name: d.target for d in ds}, extra_kv=extra_kv,
                     quantized=[d.name for d in ds if d.quantized])

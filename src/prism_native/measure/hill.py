@@ -13,7 +13,7 @@ from typing import Union
 
 import numpy as np
 
-from ..errors import PrismError
+from ..errors import UsageError
 
 KPolicy = Union[str, int]
 K_POLICIES = ("alphaquant", "median")
@@ -28,13 +28,13 @@ def tail_size(n: int, policy: KPolicy = "alphaquant") -> int:
     """
     if isinstance(policy, (int, np.integer)) and not isinstance(policy, bool):
         if policy < 1:
-            raise PrismError(f"tail size k must be >= 1, got {policy}")
+            raise UsageError(f"tail size k must be >= 1, got {policy}")
         return int(policy)
     if policy == "alphaquant":
         return max(10, int(math.floor(0.1 * n)))
     if policy == "median":
         return (n - 1) // 2
-    raise PrismError(f"unknown k policy {policy!r}; use one of {K_POLICIES} or a positive integer")
+    raise UsageError(f"unknown k policy {policy!r}; use one of {K_POLICIES} or a positive integer")
 
 
 def hill_alpha(nodes: np.ndarray, weights: np.ndarray | None, k: int, zero_tol: float) -> float:

@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import PrismError
+from ..errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -38,9 +38,9 @@ def spectral_position(norms: Sequence[float] | np.ndarray) -> SpectralPosition:
     """Position prior of every layer of one class from its spectral norms (ordered by layer)."""
     s = np.asarray(norms, dtype=np.float64).reshape(-1)
     if s.size == 0:
-        raise PrismError("spectral_position needs at least one spectral norm")
+        raise UsageError("spectral_position needs at least one spectral norm")
     if not np.all(np.isfinite(s)) or np.any(s < 0):
-        raise PrismError("spectral norms must be finite and >= 0 (skip tensors whose norm is undefined)")
+        raise UsageError("spectral norms must be finite and >= 0 (skip tensors whose norm is undefined)")
     with np.errstate(divide="ignore"):
         log_s = np.log(s)
     log_before, log_after = _exclusive_sums(log_s)

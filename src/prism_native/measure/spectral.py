@@ -13,9 +13,8 @@ from typing import Literal
 
 import numpy as np
 
-from ..errors import PrismError
-from .eigen import (block_krylov_quadrature, exact_eigenvalues, gram, gram_operator, long_side_view,
-                    top_eigenvalue)
+from ..errors import UsageError
+from .eigen import block_krylov_quadrature, exact_eigenvalues, gram, gram_operator, long_side_view, top_eigenvalue
 from .hill import KPolicy, hill_alpha, tail_size
 from .structure import as_matrix, imbalance_from_norms, line_norms
 
@@ -55,7 +54,7 @@ def plan(shape: tuple[int, int], mode: Mode = "default", config: SpectralConfig 
     the flop budget, use the Krylov quadrature when the short side exceeds exact_max_dim."""
     cfg = config or SpectralConfig()
     if mode not in ("default", "exact"):
-        raise PrismError(f"unknown spectral mode {mode!r}; use 'default' or 'exact'")
+        raise UsageError(f"unknown spectral mode {mode!r}; use 'default' or 'exact'")
     if mode == "exact":
         return Plan(0, False)
     long_side, n = max(shape), min(shape)
@@ -101,7 +100,7 @@ def spectral_metrics(w: np.ndarray, mode: Mode = "default", *, k_policy: KPolicy
     tensors can be processed from a thread pool (limit BLAS threads with threadpoolctl if you do)."""
     cfg = config or SpectralConfig()
     if cfg.precision not in _PRECISIONS:
-        raise PrismError(f"unknown precision {cfg.precision!r}; use one of {sorted(_PRECISIONS)}")
+        raise UsageError(f"unknown precision {cfg.precision!r}; use one of {sorted(_PRECISIONS)}")
     dtype = _PRECISIONS[cfg.precision]
     w = as_matrix(w)
     n = min(w.shape)

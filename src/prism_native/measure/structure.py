@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import PrismError
+from ..errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -24,14 +24,14 @@ class LineNorms:
 
 
 def as_matrix(w: np.ndarray) -> np.ndarray:
-    """float32 2-D view (copy only when the dtype differs); raise PrismError on anything else."""
+    """float32 2-D view (copy only when the dtype differs); raise UsageError on anything else."""
     a = np.asarray(w)
     if a.ndim != 2:
-        raise PrismError(f"metrics need a 2-D matrix (rows x n_per_row), got shape {a.shape}")
+        raise UsageError(f"metrics need a 2-D matrix (rows x n_per_row), got shape {a.shape}")
     if a.size == 0:
-        raise PrismError(f"metrics need a non-empty matrix, got shape {a.shape}")
+        raise UsageError(f"metrics need a non-empty matrix, got shape {a.shape}")
     if not np.issubdtype(a.dtype, np.floating):
-        raise PrismError(f"metrics need a floating-point matrix, got {a.dtype}")
+        raise UsageError(f"metrics need a floating-point matrix, got {a.dtype}")
     return a.astype(np.float32, copy=False)
 
 
@@ -47,7 +47,7 @@ def line_norms(w: np.ndarray) -> LineNorms:
     else:
         row_sq, col_sq = _native.line_norms(np.ascontiguousarray(w))
     if not np.isfinite(row_sq.sum()):
-        raise PrismError(f"matrix of shape {w.shape} has non-finite values")
+        raise UsageError(f"matrix of shape {w.shape} has non-finite values")
     return LineNorms(row_sq, col_sq)
 
 

@@ -29,7 +29,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import PrismError
+from ..errors import BudgetError
 
 Formatter = Callable[[int], str]
 
@@ -140,7 +140,7 @@ def _check_budget(groups: Sequence[Group], budget: int, fmt: Formatter) -> None:
     if lo <= budget <= hi:
         return
     side = "below the cheapest" if budget < lo else "above the most expensive"
-    raise PrismError(f"budget {fmt(budget)} is {side} assignment of the candidate types; "
+    raise BudgetError(f"budget {fmt(budget)} is {side} assignment of the candidate types; "
                      f"feasible range is {fmt(lo)} .. {fmt(hi)}")
 
 

@@ -9,46 +9,21 @@ optimum per class, then refines single tensors.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from .. import qtypes
-from .allocate import Allocation, Group, TensorCost, allocate
-from ..measure.analyze import CANDIDATES, Analysis
-from ..errors import PrismError
-from ..read.model import Model
-from ..llama.recipe import Recipe, TensorSpec, build_recipe
+from ..errors import UsageError
+from ..llama.decide import TensorSpec
 from ..llama.sizes import SizeEstimate, estimate, imatrix_kv, pad, tensor_nbytes
+from ..measure.quant_error import CANDIDATES
+from ..measure.results import Analysis
+from ..read.model import Model
+from .allocate import Allocation, Group, TensorCost, allocate
+from .budget import Budget, byte_budget
+from .recipe import Recipe, build_recipe
 
 DEFAULT_TYPES = CANDIDATES     # a plan may pick any type the analysis measures by default
-_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([KMGT]?I?B?)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "B": 1, "K": 10**3, "KB": 10**3, "M": 10**6, "MB": 10**6, "G": 10**9, "GB": 10**9,
-          "T": 10**12, "TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40,
-          "KI": 2**10, "MI": 2**20, "GI": 2**30, "TI": 2**40}
-
-
-def parse_size(text: str) -> int:
-    """'4.2GiB', '3.5 GB', '900M', '123456789' -> bytes (GB = 10^9, GiB = 2^30)."""
-    m = _SIZE.match(text)
-    unit = (m.group(2) or "").upper() if m else ""
-    if not m or unit not in _UNITS:
-        raise PrismError(f"cannot read size '{text}' (examples: 4.2GiB, 3.5GB, 900MiB, 123456789)")
-    return int(float(m.group(1)) * _UNITS[unit])
-
-
-def fmt_bytes(n: float) -> str:
-    return f"{n / 2**20:,.2f} MiB ({int(n):,} bytes)"
-
-
-@dataclass(frozen=True)
-class Budget:
-    kind: str        # "bpw" (over the quantized tensors) or "size" (whole output file)
-    value: float     # bits per weight, or bytes
-
-    def describe(self) -> str:
-        return f"{self.value:g} bpw over the quantized tensors" if self.kind == "bpw" else \
-            f"file size {fmt_bytes(self.value)}"
 
 
 @dataclass
@@ -71,7 +46,7 @@ def _check_measured(analysis: Analysis, types: Sequence[str]) -> None:
     some = next(iter(analysis.tensors.values()))
     missing = [t for t in types if t not in some.errors]
     if missing:
-        raise PrismError(f"the analysis did not measure {', '.join(missing)}; re-run analyze with "
+        raise UsageError(f"the analysis did not measure {', '.join(missing)}; re-run analyze with "
                          f"--candidates including them")
 
 
@@ -88,7 +63,7 @@ def size_exponent(distortion: str) -> float:
     except ValueError:
         beta = math.nan
     if not 0.0 <= beta <= 1.0:
-        raise PrismError(f"unknown distortion model '{distortion}' (params, relative, or an exponent in [0, 1])")
+        raise UsageError(f"unknown distortion model '{distortion}' (params, relative, or an exponent in [0, 1])")
     return beta
 
 
@@ -114,22 +89,6 @@ def build_groups(model: Model, analysis: Analysis, types: Sequence[str], padded:
             dist[req] = s * r.rel_error(req) * float(r.n_params) ** beta
         by_cls.setdefault(r.cls, []).append(TensorCost(r.name, cost, dist))
     return [Group(c, tuple(ts), tuple(types)) for c, ts in by_cls.items()]
-
-
-def _fixed_bytes(model: Model, analysis: Analysis, extra_kv: Sequence[Any]) -> int:
-    """File bytes that do not depend on the plan: metadata and the tensors llama-quantize keeps."""
-    base = estimate(model, {}, extra_kv=extra_kv)
-    kept = sum(pad(tensor_nbytes(t.shape, t.qtype)) for t in model.tensors if t.name not in analysis.tensors)
-    return base.meta_bytes + kept
-
-
-def byte_budget(model: Model, analysis: Analysis, budget: Budget, extra_kv: Sequence[Any]) -> tuple[int, Any]:
-    """(bytes available to the quantized tensors, formatter of such bytes in the user's units)."""
-    q_params = sum(r.n_params for r in analysis.tensors.values())
-    if budget.kind == "bpw":
-        return int(math.floor(budget.value * q_params / 8)), (lambda b: f"{8 * b / q_params:.4f} bpw")
-    fixed = _fixed_bytes(model, analysis, extra_kv)
-    return int(budget.value) - fixed, (lambda b: fmt_bytes(b + fixed))
 
 
 def class_rows(analysis: Analysis, alloc: Allocation, model: Model) -> list[dict[str, Any]]:
@@ -172,9 +131,11 @@ def needs_requantize(model: Model, analysis: Analysis) -> bool:
 
 def make_plan(model: Model, analysis: Analysis, budget: Budget, *, types: Sequence[str] = DEFAULT_TYPES,
               max_overrides: int = 64, extra_kv: Sequence[Any] = (), distortion: str = DEFAULT_DISTORTION) -> Plan:
+    if not analysis.weights:
+        raise ValueError("make_plan: the analysis has no sensitivities; call plan.score.score_analysis first")
     for t in types:
         if not qtypes.get(t).native:
-            raise PrismError(f"type {t} cannot be planned (prism_native has no bit-exact quantizer for it)")
+            raise UsageError(f"type {t} cannot be planned (prism_native has no bit-exact quantizer for it)")
     groups = build_groups(model, analysis, types, padded=budget.kind == "size", distortion=distortion)
     avail, fmt = byte_budget(model, analysis, budget, extra_kv)
     alloc = allocate(groups, avail, max_overrides=max_overrides, fmt=fmt)

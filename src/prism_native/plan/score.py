@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import PrismError
+from ..errors import UsageError
+from ..measure.analyze import nanmean
+from ..measure.results import Analysis, TensorResult
 
 
 @dataclass(frozen=True)
@@ -43,11 +45,11 @@ class Weights:
             key, sep, val = item.partition("=")
             key = key.strip()
             if not sep or key not in known:
-                raise PrismError(f"bad --weights item '{item}' (keys: {', '.join(sorted(known))})")
+                raise UsageError(f"bad --weights item '{item}' (keys: {', '.join(sorted(known))})")
             try:
                 vals[key] = float(val)
             except ValueError:
-                raise PrismError(f"bad --weights value '{val}' for {key}") from None
+                raise UsageError(f"bad --weights value '{val}' for {key}") from None
         return cls(**vals)
 
     def as_dict(self) -> dict[str, float]:
@@ -116,3 +118,32 @@ def tensor_sensitivity(metrics: Sequence[Mapping[str, float]], weights: Weights,
 def class_sensitivity(sens: Sequence[float], params: Sequence[int]) -> float:
     p = np.asarray(params, dtype=np.float64)
     return float(np.dot(np.asarray(sens, dtype=np.float64), p) / p.sum()) if p.sum() > 0 else 1.0
+
+
+def score_analysis(analysis: Analysis, weights: Weights) -> None:
+    """Set the composite sensitivity of every tensor of an analysis (and record the weights used)."""
+    rs = list(analysis.tensors.values())
+    sens = tensor_sensitivity([asdict(r) for r in rs], weights, [r.n_params for r in rs], [r.cls for r in rs])
+    for r, s in zip(rs, sens):
+        r.sensitivity = float(s)
+    analysis.weights = weights.as_dict()
+
+
+def class_table(analysis: Analysis) -> list[dict[str, Any]]:
+    """One row per class: parameters, mean metrics, sensitivity; sorted by sensitivity, highest first."""
+    groups: dict[str, list[TensorResult]] = {}
+    for r in analysis.tensors.values():
+        groups.setdefault(r.cls, []).append(r)
+    total = sum(r.n_params for r in analysis.tensors.values()) or 1
+    rows = []
+    for cls, rs in groups.items():
+        p = [r.n_params for r in rs]
+        rows.append({
+            "class": cls, "tensors": len(rs), "params": sum(p), "share": sum(p) / total,
+            "alpha": nanmean(r.alpha for r in rs), "dominance": nanmean(r.dominance for r in rs),
+            "imbalance": nanmean(r.imbalance for r in rs), "osqe4": nanmean(r.osqe["4"] for r in rs),
+            "fragility": nanmean(r.fragility for r in rs), "boundary": nanmean(r.boundary for r in rs),
+            "sensitivity": class_sensitivity([r.sensitivity for r in rs], p),
+        })
+    rows.sort(key=lambda d: -d["sensitivity"])
+    return rows

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import PrismError
+from ..errors import FileFormatError
 
 GGUF_MAGIC = b"GGUF"
 KV_DATASETS = "imatrix.datasets"
@@ -46,7 +46,7 @@ class Imatrix:
         if v.size != ne0 * n_mat:
             if "token_embd" in tensor_name:
                 return None
-            raise PrismError(f"{self.path}: imatrix entry {tensor_name} has {v.size} values, "
+            raise FileFormatError(f"{self.path}: imatrix entry {tensor_name} has {v.size} values, "
                              f"the tensor needs {ne0 * n_mat} ({n_mat} x {ne0})")
         return v.reshape(n_mat, ne0)
 
@@ -62,15 +62,15 @@ class Imatrix:
 def load_imatrix(path: str | Path) -> Imatrix:
     p = Path(path)
     if not p.is_file():
-        raise PrismError(f"{p}: imatrix file not found")
+        raise FileFormatError(f"{p}: imatrix file not found")
     with open(p, "rb") as f:
         head = f.read(4)
     imat = _load_gguf(p) if head == GGUF_MAGIC else _load_dat(p)
     for name, v in imat.entries.items():
         if not np.all(np.isfinite(v)):
-            raise PrismError(f"{p}: imatrix entry {name} contains non-finite values")
+            raise FileFormatError(f"{p}: imatrix entry {name} contains non-finite values")
     if not imat.entries:
-        raise PrismError(f"{p}: imatrix holds no entries")
+        raise FileFormatError(f"{p}: imatrix holds no entries")
     return imat
 
 
@@ -82,27 +82,27 @@ def _load_dat(p: Path) -> Imatrix:
         nonlocal pos
         size = struct.calcsize(fmt)
         if pos + size > len(data):
-            raise PrismError(f"{p}: not an imatrix file (neither GGUF nor a complete legacy .dat)")
+            raise FileFormatError(f"{p}: not an imatrix file (neither GGUF nor a complete legacy .dat)")
         out = struct.unpack_from(fmt, data, pos)
         pos += size
         return out
 
     (n_entries,) = take("<i")
     if n_entries < 1 or n_entries > 1_000_000:
-        raise PrismError(f"{p}: not an imatrix file (bad entry count {n_entries})")
+        raise FileFormatError(f"{p}: not an imatrix file (bad entry count {n_entries})")
     entries: dict[str, np.ndarray] = {}
     warnings: list[str] = []
     for _ in range(n_entries):
         (ln,) = take("<i")
         if ln < 0 or ln > 4096:
-            raise PrismError(f"{p}: not an imatrix file (bad name length {ln})")
+            raise FileFormatError(f"{p}: not an imatrix file (bad name length {ln})")
         (raw,) = take(f"<{ln}s")
         name = raw.split(b"\0", 1)[0].decode("utf-8", errors="replace")
         ncall, nval = take("<ii")
         if nval < 1:
-            raise PrismError(f"{p}: imatrix entry {name} has {nval} values")
+            raise FileFormatError(f"{p}: imatrix entry {name} has {nval} values")
         if pos + 4 * nval > len(data):
-            raise PrismError(f"{p}: imatrix file is truncated (entry {name})")
+            raise FileFormatError(f"{p}: imatrix file is truncated (entry {name})")
         v = np.frombuffer(data, dtype="<f4", count=nval, offset=pos).astype(np.float32)
         pos += 4 * nval
         if ncall > 0:
@@ -126,11 +126,11 @@ def _load_gguf(p: Path) -> Imatrix:
     try:
         r = gguf.GGUFReader(p, "r")
     except Exception as e:  # gguf raises assorted errors on corrupt files
-        raise PrismError(f"{p}: unreadable GGUF imatrix ({e})") from None
+        raise FileFormatError(f"{p}: unreadable GGUF imatrix ({e})") from None
     fields = r.fields
     missing = [k for k in (KV_DATASETS, KV_CHUNK_COUNT, KV_CHUNK_SIZE) if k not in fields]
     if missing:
-        raise PrismError(f"{p}: GGUF imatrix lacks {', '.join(missing)} (llama-quantize refuses it)")
+        raise FileFormatError(f"{p}: GGUF imatrix lacks {', '.join(missing)} (llama-quantize refuses it)")
     ds = fields[KV_DATASETS]
     datasets = [bytes(ds.parts[i]).decode("utf-8", errors="replace") for i in ds.data]
     chunk_count = int(fields[KV_CHUNK_COUNT].parts[-1][0])
@@ -141,16 +141,16 @@ def _load_gguf(p: Path) -> Imatrix:
         for suffix, dest in ((".in_sum2", sums), (".counts", counts)):
             if t.name.endswith(suffix):
                 if t.tensor_type != gguf.GGMLQuantizationType.F32:
-                    raise PrismError(f"{p}: {t.name} must be F32")
+                    raise FileFormatError(f"{p}: {t.name} must be F32")
                 dest[t.name[: -len(suffix)]] = np.asarray(t.data, dtype=np.float32).reshape(-1)
     entries: dict[str, np.ndarray] = {}
     warnings: list[str] = []
     for name in sorted(set(sums) | set(counts)):
         if name not in sums or name not in counts:
-            raise PrismError(f"{p}: imatrix entry {name} lacks its {'in_sum2' if name not in sums else 'counts'}")
+            raise FileFormatError(f"{p}: imatrix entry {name} lacks its {'in_sum2' if name not in sums else 'counts'}")
         s, c = sums[name], counts[name]
         if c.size == 0 or s.size % c.size:
-            raise PrismError(f"{p}: imatrix entry {name}: {s.size} sums do not split into {c.size} matrices")
+            raise FileFormatError(f"{p}: imatrix entry {name}: {s.size} sums do not split into {c.size} matrices")
         ne0 = s.size // c.size
         cnt = np.array([float(round_half_away(float(x))) for x in c], dtype=np.float32)
         out = np.empty_like(s)

@@ -35,6 +35,14 @@ def ggml_n_dims(shape: Sequence[int]) -> int:
     return 1
 
 
+def trimmed_shape(shape: Sequence[int]) -> list[int]:
+    """ggml shape without trailing 1s, as llama.cpp prints it (ne0 first)."""
+    dims = list(shape)
+    while len(dims) > 1 and dims[-1] == 1:
+        dims.pop()
+    return dims
+
+
 @dataclass(frozen=True)
 class TensorInfo:
     """One tensor of the model. `shape` is in ggml order: shape[0] (ne0) is the row length."""

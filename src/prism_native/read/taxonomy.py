@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Iterable
 
 # "blk.N." at the start of the name or after a dot (vision "v.blk.N.", T5 "enc.blk.N.", audio "a.blk.N.")
 _BLOCK = re.compile(r"(?:^|(?<=\.))blk\.(\d+)\.")
@@ -49,3 +50,17 @@ def _role(cls: str) -> str:
     if cls.startswith("ffn_gate_inp") or "exp_probs" in cls:
         return "expert_gate"
     return "dense"
+
+
+def layer_ranges(layers: Iterable[int]) -> str:
+    """Layer numbers as ranges: [0, 1, 2, 5, 7, 8] -> '0-2,5,7-8'."""
+    xs = sorted(layers)
+    parts: list[str] = []
+    i = 0
+    while i < len(xs):
+        j = i
+        while j + 1 < len(xs) and xs[j + 1] == xs[j] + 1:
+            j += 1
+        parts.append(str(xs[i]) if i == j else f"{xs[i]}-{xs[j]}")
+        i = j + 1
+    return ",".join(parts)

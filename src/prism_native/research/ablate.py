@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .. import qtypes
-from ..measure.analyze import Analysis
-from ..errors import PrismError
-from .evaluate import MODEL_IN, MODEL_OUT, IMATRIX, Evaluation, Method, Row, Setup
-from ..read.model import Model
-from ..llama.recipe import TensorSpec, build_recipe
+from ..errors import FileFormatError, UsageError
+from ..llama.decide import TensorSpec
+from ..measure.results import Analysis
+from ..plan.recipe import build_recipe
 from ..plan.score import Weights
+from ..read.model import Model
+from .evaluate import IMATRIX, MODEL_IN, MODEL_OUT, Evaluation, Method, Row, Setup
 
 FORMAT = "prism-ablation/1"
 SERIES = "ablation"
@@ -38,7 +39,7 @@ class Unit:
 def units(analysis: Analysis, by: str, only: Sequence[str] = ()) -> list[Unit]:
     """Classes (by="class") or layers (by="layer") of the analysed tensors, in model order."""
     if by not in BY:
-        raise PrismError(f"--by must be one of {', '.join(BY)}")
+        raise UsageError(f"--by must be one of {', '.join(BY)}")
     groups: dict[str, list[str]] = {}
     for r in analysis.tensors.values():
         if by == "class":
@@ -52,7 +53,7 @@ def units(analysis: Analysis, by: str, only: Sequence[str] = ()) -> list[Unit]:
         wanted = {f"{by} {o}" for o in only}
         unknown = wanted - set(groups)
         if unknown:
-            raise PrismError(f"no {by} {sorted(unknown)[0].split(' ', 1)[1]} in this model "
+            raise UsageError(f"no {by} {sorted(unknown)[0].split(' ', 1)[1]} in this model "
                              f"(have: {', '.join(k.split(' ', 1)[1] for k in groups)})")
         groups = {k: v for k, v in groups.items() if k in wanted}
     key = (lambda k: int(k.split()[1])) if by == "layer" else (lambda k: 0)
@@ -63,8 +64,8 @@ def _method(model: Model, analysis: Analysis, types: dict[str, str], name: str, 
             requantize: bool) -> Method:
     specs = [TensorSpec.of(t, model.arch) for t in model.tensors]
     recipe = build_recipe(specs, types, hparams=model.hparams)
-    argv = recipe.argv(MODEL_IN, MODEL_OUT, imatrix=IMATRIX if imatrix else None, allow_requantize=requantize)
-    return Method(name, SERIES, tuple(argv[1:]))
+    cmd = recipe.command(MODEL_IN, MODEL_OUT, imatrix=IMATRIX if imatrix else None, allow_requantize=requantize)
+    return Method(name, SERIES, cmd)
 
 
 def methods(model: Model, analysis: Analysis, unit_list: Sequence[Unit], low: Sequence[str], high: str, *,
@@ -154,11 +155,11 @@ def load(path: str | Path) -> dict[str, Any]:
     try:
         data = json.loads(p.read_text())
     except FileNotFoundError:
-        raise PrismError(f"{p}: no such file") from None
+        raise FileFormatError(f"{p}: no such file") from None
     except (ValueError, UnicodeDecodeError):
-        raise PrismError(f"{p}: not an ablation file (not JSON)") from None
+        raise FileFormatError(f"{p}: not an ablation file (not JSON)") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise PrismError(f"{p}: not an ablation file (format {FORMAT} expected)")
+        raise FileFormatError(f"{p}: not an ablation file (format {FORMAT} expected)")
     return data
 
 
@@ -168,7 +169,7 @@ def merge(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
     first = parts[0]
     for p in parts[1:]:
         if p["model"] != first["model"]:
-            raise PrismError("cannot merge ablations of different models")
+            raise UsageError("cannot merge ablations of different models")
     out = dict(first)
     out["records"] = [r for p in parts for r in p["records"]]
     return out

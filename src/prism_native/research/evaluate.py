@@ -15,18 +15,21 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence, TextIO
 
-from ..measure.analyze import model_identity
-from ..errors import PrismError
-from ..read.model import Model
-from ..llama.quantize_tool import parse_dry_run, run as run_quantize
+from ..errors import PrismError, UsageError
+from ..llama.command import QuantizeCommand
+from ..llama.ftypes import UNSUPPORTED_FTYPES, parse_ftype
 from ..llama.perplexity import Measurement, Perplexity
-from ..plan.planner import Budget
-from ..progress import Progress, _fmt_secs
-from ..llama.rules import UNSUPPORTED_FTYPES, parse_ftype
+from ..llama.quantize_log import parse_quantize_log
+from ..llama.tools import run as run_tool
+from ..measure.results import Analysis, model_identity
+from ..plan.budget import Budget
+from ..plan.planner import imatrix_extra_kv, make_plan, needs_requantize
+from ..progress import Progress, fmt_secs
+from ..read.model import Model
 
 SERIES_REFERENCE = "reference"
 SERIES_FTYPE = "llama.cpp"
@@ -34,7 +37,7 @@ SERIES_PURE = "llama.cpp --pure"
 SERIES_PRISM = "prism_native"
 BASELINE_SERIES = (SERIES_FTYPE, SERIES_PURE)
 
-# issue 9: every built-in mix of the 2-6 bit range, and the uniform --pure types
+# every built-in mix of the 2-6 bit range, and the uniform --pure types
 FRONTIER = ("Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "IQ4_XS", "Q4_0", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K",
             "Q3_K:pure", "Q4_K:pure", "IQ4_XS:pure", "Q5_K:pure")
 
@@ -48,14 +51,20 @@ class Method:
 
     name: str
     series: str
-    args: tuple[str, ...]              # llama-quantize arguments with placeholders, no program or threads
+    command: QuantizeCommand           # with the placeholder paths, no thread count
     target: str = ""                   # the budget a plan was made for
     predicted_bytes: int | None = None  # a plan's predicted file size
     budget_bytes: int | None = None     # a size-budget plan's budget
 
+    @property
+    def args(self) -> tuple[str, ...]:
+        """The llama-quantize arguments with placeholders (what a measurement's cache key holds)."""
+        return tuple(self.command.argv()[1:])
+
     def argv(self, binary: Path, model: Path, out: Path, imatrix: str | None, threads: int) -> list[str]:
-        sub = {MODEL_IN: str(model), MODEL_OUT: str(out), IMATRIX: str(imatrix)}
-        return [str(binary), *(sub.get(a, a) for a in self.args), str(threads)]
+        c = self.command
+        return replace(c, program=str(binary), model_in=str(model), model_out=str(out), nthreads=threads,
+                       imatrix=None if c.imatrix is None else str(imatrix)).argv()
 
 
 def parse_baselines(text: str) -> list[str]:
@@ -69,9 +78,9 @@ def parse_baselines(text: str) -> list[str]:
             name, _, mode = spec.partition(":")
             ftype = name.strip().upper()
             if mode not in ("", "pure"):
-                raise PrismError(f"baseline '{spec}': the only suffix is ':pure' (e.g. Q4_K:pure)")
+                raise UsageError(f"baseline '{spec}': the only suffix is ':pure' (e.g. Q4_K:pure)")
             if ftype == "COPY" or ftype in UNSUPPORTED_FTYPES or parse_ftype(ftype) != ftype:
-                raise PrismError(f"baseline '{spec}' is not a llama-quantize type (e.g. Q4_K_M, IQ4_XS, Q4_K:pure)")
+                raise UsageError(f"baseline '{spec}' is not a llama-quantize type (e.g. Q4_K_M, IQ4_XS, Q4_K:pure)")
             canon = f"{ftype}:pure" if mode else ftype
             if canon not in out:
                 out.append(canon)
@@ -81,9 +90,25 @@ def parse_baselines(text: str) -> list[str]:
 def baseline_method(spec: str, *, requantize: bool, imatrix: bool) -> Method:
     """llama-quantize's own mix for an ftype ('Q4_K_M'), or one type everywhere ('Q4_K:pure')."""
     ftype, _, mode = spec.partition(":")
-    args = (["--pure"] if mode else []) + (["--imatrix", IMATRIX] if imatrix else []) + \
-        (["--allow-requantize"] if requantize else []) + [MODEL_IN, MODEL_OUT, ftype]
-    return Method(f"{ftype} --pure" if mode else ftype, SERIES_PURE if mode else SERIES_FTYPE, tuple(args))
+    cmd = QuantizeCommand(ftype=ftype, model_in=MODEL_IN, model_out=MODEL_OUT, pure=bool(mode),
+                          imatrix=IMATRIX if imatrix else None, allow_requantize=requantize)
+    return Method(f"{ftype} --pure" if mode else ftype, SERIES_PURE if mode else SERIES_FTYPE, cmd)
+
+
+def prism_planner(model: Model, analysis: Analysis, *, types: Sequence[str], max_overrides: int,
+                  distortion: str) -> Callable[[Budget, str], Method]:
+    """budget, label -> the Method of a prism_native plan at that budget (its recipe with placeholders)."""
+    extra = imatrix_extra_kv(analysis)
+    requant = needs_requantize(model, analysis)
+
+    def plan(budget: Budget, label: str) -> Method:
+        p = make_plan(model, analysis, budget, types=types, max_overrides=max_overrides, extra_kv=extra,
+                      distortion=distortion)
+        cmd = p.recipe.command(MODEL_IN, MODEL_OUT, imatrix=IMATRIX if analysis.imatrix else None,
+                               allow_requantize=requant)
+        return Method(f"prism_native {label}", SERIES_PRISM, cmd, label, p.size.file_bytes,
+                      int(budget.value) if budget.kind == "size" else None)
+    return plan
 
 
 def _sha256_file(path: Path) -> str:
@@ -191,10 +216,10 @@ class Tracker:
             return
         el = time.monotonic() - self.start
         frac = min(1.0, self.done / self.total) if self.total else 1.0
-        left = f", ~{_fmt_secs(el * (1 - frac) / frac)} left" if 0 < frac < 1 else ""
+        left = f", ~{fmt_secs(el * (1 - frac) / frac)} left" if 0 < frac < 1 else ""
         if self.bar.enabled:
             self.stream.write("\r\033[K")
-        self.stream.write(f"[{frac * 100:3.0f}% {_fmt_secs(el)}{left}] {msg}\n")
+        self.stream.write(f"[{frac * 100:3.0f}% {fmt_secs(el)}{left}] {msg}\n")
         self.stream.flush()
         self.bar.show(force=True)
 
@@ -306,10 +331,10 @@ class Evaluation:
             self.tracker.note(f"{method.name}: quantizing")
             part = self.store.root / f"{key}.part.gguf"
             argv = method.argv(s.quantize_bin, s.model.path, part, s.imatrix, s.ppl.threads)
-            self.store.log(key, "quantize", run_quantize(Path(argv[0]), argv[1:]))
+            self.store.log(key, "quantize", run_tool(argv))
             os.replace(part, qfile)
         self.tracker.advance(self.quant_units, method.name)
-        llama_bpw = parse_dry_run(self.store.read_log(key, "quantize")).bpw
+        llama_bpw = parse_quantize_log(self.store.read_log(key, "quantize")).bpw
         self.tracker.note(f"{method.name}: measuring ({qfile.stat().st_size / 2**20:.2f} MiB)")
         try:
             m, log = s.ppl.run(s.ppl.kld_argv(qfile, self.logits), self.tracker.follow(1.0, method.name))
@@ -335,7 +360,7 @@ def evaluate(setup: Setup, baselines: Sequence[str], bpws: Sequence[float], size
     """Baselines first (their sizes are the budgets of the --sizes-of plans), then the plans. A plan
     that cannot be made (a budget outside the feasible range) is skipped with its reason."""
     if (bpws or sizes_of) and planner is None:
-        raise PrismError("prism_native plans need an analysis")
+        raise ValueError("evaluate: prism_native plans need an analysis")
     requant = any(t.requantized for t in setup.model.tensors)
     specs = list(baselines) + [s for s in sizes_of if s not in baselines]
     base_methods = [baseline_method(b, requantize=requant, imatrix=setup.imatrix is not None) for b in specs]

@@ -21,10 +21,17 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from scipy import optimize, stats
 
-from ..errors import PrismError
+from ..errors import FileFormatError, UsageError
 from ..plan.score import Weights, class_index, combine, z_matrix
 
 METRICS = tuple(Weights.__dataclass_fields__)
+
+
+# unfitted literature priors (AlphaPruning's direction for alpha, llama.cpp's use_more_bits for
+# position), the baseline every fit is scored against
+LITERATURE_PRIORS = Weights(alpha=-0.30, dominance=0.15, imbalance=0.15, fragility=0.25, boundary=0.10,
+                            position=0.25)
+ERRORS_ONLY = Weights(**{k: 0.0 for k in Weights().as_dict()})     # distortion = measured error alone
 
 
 @dataclass
@@ -80,7 +87,7 @@ def model_data(ab: dict[str, Any], min_snr: float = 2.0) -> ModelData:
 def _err(t: dict[str, Any], req: str) -> float:
     e = t["errors"].get(req)
     if e is None:
-        raise PrismError(f"the ablation's analysis did not measure {req} on {t['name']}")
+        raise FileFormatError(f"the ablation's analysis did not measure {req} on {t['name']}")
     return float(e["rel_error"] or 0.0)
 
 
@@ -116,7 +123,7 @@ def fit(data: Sequence[ModelData], lam: float = 1.0, beta: float | None = None,
     k = len(METRICS)
     n_rec = sum(len(d.damage) for d in data)
     if n_rec < 2:
-        raise PrismError("too few usable ablation records to fit (need 2 or more)")
+        raise UsageError("too few usable ablation records to fit (need 2 or more)")
 
     def loss(x: np.ndarray) -> float:
         w, b = x[:k], (x[k] if beta is None else beta)
@@ -129,7 +136,7 @@ def fit(data: Sequence[ModelData], lam: float = 1.0, beta: float | None = None,
     fixed = dict(fixed or {})
     unknown = set(fixed) - set(METRICS)
     if unknown:
-        raise PrismError(f"cannot fix unknown weight {sorted(unknown)[0]} (weights: {', '.join(METRICS)})")
+        raise UsageError(f"cannot fix unknown weight {sorted(unknown)[0]} (weights: {', '.join(METRICS)})")
     bounds = [(fixed[m], fixed[m]) if m in fixed else (-3.0, 3.0) for m in METRICS] + \
         ([(0.0, 1.0)] if beta is None else [])
     x0[:k] = [fixed.get(m, 0.0) for m in METRICS]

@@ -17,10 +17,11 @@ import numpy as np
 
 from .. import qtypes
 from ..errors import RecipeError, UsageError
-from ..llama.recipe import QuantizeCommand, Recipe, TensorSpec, build_recipe
-from ..llama.rules import (FTYPES, Decision, QuantizeOptions, TensorTypeRule, decide, get_ftype, is_quantized,
-                           parse_ftype)
+from ..llama.command import QuantizeCommand
+from ..llama.decide import Decision, QuantizeOptions, TensorSpec, decide
+from ..llama.ftypes import FTYPES, get_ftype, parse_ftype
 from ..llama.sizes import imatrix_kv, output_layout
+from ..plan.recipe import Recipe, build_recipe
 from ..qtypes import QType
 from ..read.imatrix import Imatrix, load_imatrix
 from ..read.model import Model, TensorInfo
@@ -96,10 +97,7 @@ def params_from_command(cmd: QuantizeCommand, *, imatrix: Imatrix | None = None)
                           "split it with llama-gguf-split")
     if cmd.prune_layers is not None:
         raise RecipeError("--prune-layers is not supported (it renumbers the layers); prune with llama-quantize")
-    rules = tuple(TensorTypeRule.make(o.pattern, o.type) for o in cmd.overrides())
-    opts = QuantizeOptions(ftype=cmd.ftype, pure=cmd.pure, tensor_types=rules,
-                           output_tensor_type=cmd.output_tensor_type, token_embedding_type=cmd.token_embedding_type,
-                           leave_output_tensor=cmd.leave_output_tensor)
+    opts = replace(cmd.options(), imatrix=False)        # build_job sets it from the imatrix entries used
     if cmd.imatrix is not None and imatrix is None:
         imatrix = load_imatrix(cmd.imatrix)
     return QuantizeParams(opts, imatrix, cmd.imatrix, tuple(cmd.include_weights), tuple(cmd.exclude_weights),
@@ -109,15 +107,14 @@ def params_from_command(cmd: QuantizeCommand, *, imatrix: Imatrix | None = None)
 def params_from_recipe(recipe: Recipe, *, imatrix: Imatrix | None = None,
                        imatrix_name: str | None = None) -> QuantizeParams:
     """A built recipe (a plan's): its ftype argument and --tensor-type patterns, --allow-requantize."""
-    rules = tuple(TensorTypeRule.make(o.pattern, o.type) for o in recipe.overrides)
-    return QuantizeParams(QuantizeOptions(ftype=recipe.base_type, tensor_types=rules), imatrix,
+    return QuantizeParams(QuantizeOptions(ftype=recipe.base_type, tensor_types=recipe.overrides), imatrix,
                           _imatrix_name(imatrix, imatrix_name), allow_requantize=True)
 
 
 def params_from_types(model: Model, types: Mapping[str, str | QType] | str, *, imatrix: Imatrix | None = None,
                       imatrix_name: str | None = None) -> QuantizeParams:
     """An ftype name ("Q4_K_M", as llama-quantize's type argument) or a type per tensor. A mapping is
-    turned into a recipe (llama/recipe.build_recipe): quantizable tensors it does not name keep their
+    turned into a recipe (plan/recipe.build_recipe): quantizable tensors it does not name keep their
     type; naming a tensor the model lacks, or one llama-quantize never quantizes, is an error."""
     if isinstance(types, str):
         ft = parse_ftype(types)
@@ -213,7 +210,7 @@ def _tensor_job(d: Decision, t: TensorInfo, data: dict[str, np.ndarray], params:
     if w is None and d.requires_imatrix:
         raise RecipeError(f"missing importance matrix for tensor {t.name} in a very low-bit quantization "
                           f"({d.target.name})")
-    if is_quantized(t.qtype) and not params.allow_requantize:
+    if t.qtype.quantized and not params.allow_requantize:
         raise RecipeError(f"requantizing from type {t.type_name} is disabled ({t.name}); add --allow-requantize")
     src, tgt = t.qtype, d.target
     if src.name not in FLOAT_TYPES and not src.native:

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Mapping, Union
 
 from ..errors import UsageError
-from ..llama.recipe import QuantizeCommand, Recipe
-from ..llama.rules import QuantizeOptions
+from ..llama.command import QuantizeCommand
+from ..llama.decide import QuantizeOptions
+from ..plan.recipe import Recipe
 from ..progress import Progress
 from ..qtypes import QType
 from ..quant import Scratch
@@ -142,8 +143,8 @@ def quantize_model(src: str | Path | Model, dst: str | Path, plan_or_types: Choi
     """Write the quantized GGUF of `src` to `dst`, byte for byte what llama-quantize writes for the same
     choices (llama_model_quantize_impl).
 
-    plan_or_types: a plan (plan.planner.make_plan), a recipe, a parsed llama-quantize command
-    (llama.recipe.parse_command), QuantizeOptions, an ftype name ("Q4_K_M") or a mapping tensor name ->
+    plan_or_types: a plan (plan.planner.make_plan), a recipe (plan.recipe), a parsed llama-quantize command
+    (llama.command.QuantizeCommand.parse), QuantizeOptions, an ftype name ("Q4_K_M") or a mapping tensor name ->
     type (tensors not named keep theirs). imatrix: llama-imatrix's output (GGUF or .dat), or a loaded
     Imatrix; its path is recorded in the output's quantize.imatrix.file as given. threads: 0 for all
     cores. Quantized inputs are requantized (llama-quantize's --allow-requantize) except when a command

@@ -13,7 +13,9 @@ from typing import Any
 
 from .. import qtypes
 from ..errors import PrismError, RecipeError
-from ..llama.recipe import Override, QuantizeCommand, Recipe, parse_command
+from ..llama.command import QuantizeCommand
+from ..llama.patterns import TensorTypeRule
+from ..plan.recipe import Recipe
 from ..read.model import Model
 from .job import Job
 
@@ -59,7 +61,8 @@ def load_saved_plan(path: str | Path) -> SavedPlan:
     for i, o in enumerate(r["tensor_types"]):
         if not isinstance(o, dict) or not isinstance(o.get("pattern"), str):
             raise _fail(p, f"tensor_types[{i}] is not a {{pattern, type}} object")
-        overrides.append(Override(o["pattern"], _type_name(p, f"tensor_types[{i}] ('{o['pattern']}')", o.get("type"))))
+        overrides.append(TensorTypeRule.make(o["pattern"],
+                                             _type_name(p, f"tensor_types[{i}] ('{o['pattern']}')", o.get("type"))))
     planned = {str(k): _type_name(p, f"planned[{k}]", v) for k, v in (r.get("planned") or {}).items()}
     written = {str(k): _type_name(p, f"written[{k}]", v) for k, v in (r.get("written") or {}).items()}
     recipe = Recipe(tuple(overrides), base, planned, written, tuple(r.get("requires_imatrix") or ()))
@@ -67,7 +70,7 @@ def load_saved_plan(path: str | Path) -> SavedPlan:
     command = None
     if isinstance(argv, list) and all(isinstance(a, str) for a in argv):
         try:
-            command = parse_command(argv)
+            command = QuantizeCommand.parse(argv)
         except PrismError as e:
             raise _fail(p, f"its argv is not a llama-quantize command: {e}") from None
     return SavedPlan(p, recipe, command)

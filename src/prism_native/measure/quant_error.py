@@ -1,0 +1,108 @@
+"""Quantization errors of one tensor under every candidate type, from the native fused kernel.
+
+OSQE, the one-shot scalar quantization error, is the relative error of quantizing a tensor once with
+ggml's own block quantizers (prism_native's bit-exact copies), at the type llama-quantize really
+writes for its row length:  sum w (x - q)^2 / sum w x^2,  with w the imatrix column importance or 1.
+It is measured at four levels, 2, 3, 4 and 6 bits (Q2_K, Q3_K, Q4_K, Q6_K); the same kernel pass
+measures every candidate type of the allocator, the boundary density (share of values within
+`delta` bin widths of a rounding boundary, on the 4-bit grid) and hence fragility,
+ln(OSQE(2) / OSQE(4)). docs/metrics.md has the definitions and the sampling accuracy.
+"""
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .. import qtypes
+from ..errors import FileFormatError
+from ..quant import quant_errors
+
+OSQE_TYPES = {2: "Q2_K", 3: "Q3_K", 4: "Q4_K", 6: "Q6_K"}   # OSQE bit levels -> ggml's own quantizers
+BOUNDARY_TYPE = "Q4_K"                                       # boundary density on the 4-bit grid
+# every type a plan may pick: the K-quants and IQ4_XS, and the 32-block types that rows not fitting
+# 256 fall back to, offered directly (Q4_1 is no K-quant's fallback but is often the best at 5 bpw)
+CANDIDATES = ("Q2_K", "Q3_K", "IQ4_XS", "Q4_K", "Q5_K", "Q6_K", "Q8_0", "IQ4_NL", "Q4_0", "Q4_1", "Q5_0", "Q5_1")
+
+
+@dataclass(frozen=True)
+class ErrorMeasurement:
+    errors: dict[str, dict[str, Any]]   # requested type -> {"type": written type, "rel_error": float}
+    osqe: dict[str, float]              # "2", "3", "4", "6" -> relative error
+    fragility: float
+    boundary: float
+    rows_measured: int
+
+
+def stable_seed(name: str, seed: int) -> int:
+    """A per-tensor seed that does not depend on the run (Python's hash() is salted)."""
+    return zlib.crc32(name.encode()) ^ (seed * 0x9E3779B1 & 0xFFFFFFFF)
+
+
+def sample_rows(n_rows: int, ne0: int, budget: int, seed: int) -> np.ndarray | None:
+    """A sorted uniform sample of rows holding at most `budget` values; None: every row."""
+    if n_rows * ne0 <= budget:
+        return None
+    k = max(1, budget // ne0)
+    return np.sort(np.random.default_rng(seed).choice(n_rows, size=k, replace=False)).astype(np.int64)
+
+
+def _kernel_sums(x: np.ndarray, bf16: bool, types: Sequence[str], weights: np.ndarray | None,
+                 n_mat: int, rows: Callable[[int], np.ndarray | None], delta: float,
+                 threads: int) -> tuple[list[list[float]], int]:
+    """The kernel's statistics summed over the tensor's matrices (experts), each with its importance
+    slice; also the number of rows measured."""
+    per_mat = x.shape[0] // n_mat
+    total: list[list[float]] = [[0.0, 0.0, 0, 0] for _ in types]
+    mats = range(n_mat) if weights is not None and n_mat > 1 else [None]
+    measured = 0
+    for m in mats:
+        xm = x if m is None else x[m * per_mat:(m + 1) * per_mat]
+        wm = None if weights is None else weights[0 if m is None else m]
+        sel = rows(xm.shape[0])
+        measured += xm.shape[0] if sel is None else len(sel)
+        stats = quant_errors(xm, types, wm, rows=sel, delta=delta, bf16=bf16, nthreads=threads)
+        for acc, st in zip(total, stats):
+            acc[0] += st.err
+            acc[1] += st.signal
+            acc[2] += st.near_boundary
+            acc[3] += st.counted
+    return total, measured
+
+
+def measure_errors(x: np.ndarray, bf16: bool, *, where: str, n_mat: int, candidates: Sequence[str],
+                   weights: np.ndarray | None, sample_values: int, seed: int, delta: float,
+                   threads: int) -> ErrorMeasurement:
+    """Errors of the (rows x ne0) matrix `x` (n_mat stacked experts; weights of shape (n_mat, ne0) or
+    None); `where` names the tensor in error messages. sample_values = 0 measures every row; otherwise each matrix is measured on
+    a seeded sample of rows, the budget shared pro rata."""
+    n_rows, ne0 = x.shape
+    requested = list(dict.fromkeys(list(candidates) + list(OSQE_TYPES.values())))
+    written = {r: qtypes.effective(qtypes.get(r), ne0).name for r in requested}
+    measurable = [w for w in dict.fromkeys(written.values()) if qtypes.get(w).native]
+
+    def rows_fn(n: int) -> np.ndarray | None:
+        return sample_rows(n, ne0, max(ne0, sample_values * n // n_rows), seed) if sample_values else None
+
+    try:
+        sums, n_measured = _kernel_sums(x, bf16, measurable, weights, n_mat, rows_fn, delta, threads)
+    except ValueError as e:  # the kernel rejects NaN/Inf: the user's file, not a bug
+        raise FileFormatError(f"{where}: {e}") from None
+    stats = dict(zip(measurable, sums))
+    if any(not math.isfinite(s[1]) for s in stats.values()):
+        raise FileFormatError(f"{where}: values overflow float32 accumulation")
+
+    def rel(w: str) -> float:  # unquantized fallbacks (F16) count as lossless
+        s = stats.get(w)
+        return 0.0 if s is None or s[1] <= 0 else s[0] / s[1]
+
+    errors = {r: {"type": written[r], "rel_error": rel(written[r])} for r in requested}
+    osqe = {str(b): errors[r]["rel_error"] for b, r in OSQE_TYPES.items()}
+    e2, e4 = osqe["2"], osqe["4"]
+    fragility = math.log(e2 / e4) if e2 > 0 and e4 > 0 else math.nan
+    bs = stats.get(written[BOUNDARY_TYPE])
+    boundary = bs[2] / bs[3] if bs and bs[3] else math.nan
+    return ErrorMeasurement(errors, osqe, fragility, boundary, n_measured)

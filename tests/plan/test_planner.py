@@ -1,0 +1,127 @@
+"""plan: budgets honoured exactly, infeasible budgets named, recipes that llama-quantize applies as planned."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from prism_native.cli import main
+from prism_native.errors import PrismError
+from prism_native.measure import analyze as an
+from prism_native.plan.budget import Budget, parse_size
+from prism_native.plan.planner import make_plan
+from prism_native.plan.score import Weights, score_analysis
+from prism_native.read.model import open_model
+from support import synth
+from support.recipes import run_recipe
+
+SPEC = synth.Spec(n_layer=4, n_embd=256, n_ff=512, n_vocab=512, seed=5)
+TIED = synth.Spec(tied=True, n_embd=320, n_head=5, n_ff=640, n_layer=3, seed=6)
+# Qwen3.5-style hybrid names (ssm_alpha/ssm_beta/ssm_out, attn_gate, attn_qkv, shared experts) in BF16
+HYBRID = synth.Spec(n_layer=4, dtype="BF16", layer_names=synth.QWEN35_LAYER + ("ffn_up_shexp", "ffn_down_shexp"),
+                    seed=9)
+
+
+@pytest.fixture(scope="module")
+def analysed(synthetic, tmp_path_factory):
+    path = synthetic("plan-dense", SPEC)
+    model = open_model(path)
+    out = tmp_path_factory.mktemp("plan") / "dense.prism.json"
+    a = an.analyze(model, an.Settings(), out=out)
+    score_analysis(a, Weights())
+    a.save(out)
+    return model, a, out
+
+
+def test_parse_size():
+    assert parse_size("4.2GiB") == int(4.2 * 2**30)
+    assert parse_size("3.5GB") == 3_500_000_000
+    assert parse_size("900 MiB") == 900 * 2**20
+    with pytest.raises(PrismError):
+        parse_size("lots")
+
+
+@pytest.mark.parametrize("bpw", [2.8, 3.5, 4.25, 5.0, 6.0])
+def test_bpw_budget_is_met(analysed, bpw):
+    model, a, _ = analysed
+    p = make_plan(model, a, Budget("bpw", bpw))
+    assert p.size.bpw_quantized <= bpw + 1e-12
+    assert set(p.recipe.written) == set(a.tensors)
+
+
+def test_more_budget_never_more_distortion(analysed):
+    model, a, _ = analysed
+    d = [make_plan(model, a, Budget("bpw", b)).allocation.total_distortion for b in (3.0, 3.5, 4.0, 5.0, 6.0)]
+    assert all(x >= y for x, y in zip(d, d[1:]))
+
+
+def test_size_budget_is_met(analysed):
+    model, a, _ = analysed
+    lo = make_plan(model, a, Budget("bpw", 3.0)).size.file_bytes
+    hi = make_plan(model, a, Budget("bpw", 6.0)).size.file_bytes
+    target = (lo + hi) // 2
+    p = make_plan(model, a, Budget("size", target))
+    assert p.size.file_bytes <= target
+    assert p.size.file_bytes > lo
+
+
+def test_infeasible_budget_names_range(analysed):
+    model, a, _ = analysed
+    with pytest.raises(PrismError, match="feasible range"):
+        make_plan(model, a, Budget("bpw", 1.0))
+    with pytest.raises(PrismError, match="feasible range"):
+        make_plan(model, a, Budget("bpw", 9.0))
+
+
+def test_cli_plan_json_and_errors(analysed, capsys):
+    model, _, out = analysed
+    assert main(["plan", str(model.path), "--from", str(out), "--bpw", "4", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["size"]["bpw_quantized"] <= 4 and d["argv"][0] == "llama-quantize"
+    assert main(["plan", str(model.path), "--from", str(out), "--bpw", "1.5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "feasible range" in err[0]
+    assert main(["plan", str(model.path), "--from", str(out), "--sweep", "3:4:0.5"]) == 0
+    assert capsys.readouterr().out.count("\nllama-quantize ") == 3
+
+
+@pytest.mark.parametrize("name,spec,budgets", [("plan-dense", SPEC, ("3.3", "4.6")),
+                                               ("plan-tied", TIED, ("4.6", "5.6")),
+                                               ("plan-hybrid", HYBRID, ("3.9", "5.1"))])
+def test_llama_quantize_applies_plan_exactly(llama_quantize_bin, synthetic, tmp_path, name, spec, budgets, capsys):
+    path = synthetic(name, spec)
+    res = tmp_path / "r.prism.json"
+    assert main(["analyze", str(path), "-o", str(res), "-q"]) == 0
+    capsys.readouterr()
+    for bpw in budgets:
+        assert main(["plan", str(path), "--from", str(res), "--bpw", bpw, "--json"]) == 0
+        d = json.loads(capsys.readouterr().out)
+        written, size = run_recipe(llama_quantize_bin, d, tmp_path)
+        for t, typ in d["recipe"]["written"].items():
+            assert written[t] == typ, t
+        assert size == d["size"]["file_bytes"]
+
+
+def test_smollm2_recipe_applies_exactly(llama_quantize_bin, smollm2_path, tmp_path, capsys):
+    res = tmp_path / "smol.prism.json"
+    assert main(["analyze", str(smollm2_path), "-o", str(res), "-q", "--sample-values", "16384"]) == 0
+    capsys.readouterr()
+    assert main(["plan", str(smollm2_path), "--from", str(res), "--size", "80MB", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    written, size = run_recipe(llama_quantize_bin, d, tmp_path)
+    assert all(written[t] == typ for t, typ in d["recipe"]["written"].items())
+    assert size == d["size"]["file_bytes"] <= 80_000_000
+
+
+def test_distortion_models(analysed):
+    from prism_native.errors import PrismError
+    from prism_native.plan.planner import size_exponent
+    assert size_exponent("params") == 1.0 and size_exponent("relative") == 0.0 and size_exponent("0.4") == 0.4
+    for bad in ("1.5", "-0.1", "nope"):
+        with pytest.raises(PrismError, match="distortion"):
+            size_exponent(bad)
+    model, a, _ = analysed
+    half = make_plan(model, a, Budget("bpw", 4.0), distortion="0.5").allocation
+    one = make_plan(model, a, Budget("bpw", 4.0), distortion="1").allocation
+    assert one.total_distortion == make_plan(model, a, Budget("bpw", 4.0)).allocation.total_distortion
+    assert half.total_distortion != one.total_distortion

@@ -1,0 +1,32 @@
+"""`steps` (bin width per element) seen through the fused error kernel's boundary counts."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from prism_native import qtypes
+from prism_native.quant import quant_errors
+from support.golden import TYPES
+
+NATIVE = [t for t in TYPES if qtypes.get(t).native]
+
+
+@pytest.mark.parametrize("with_imatrix", [False, True])
+def test_values_fall_inside_their_bins(with_imatrix: bool) -> None:
+    rng = np.random.default_rng(11)
+    x = rng.normal(0.0, 0.02, (16, 1024)).astype(np.float32)
+    im = rng.lognormal(0.0, 1.0, 1024).astype(np.float32) if with_imatrix else None
+    half = quant_errors(x, NATIVE, im, delta=0.5)
+    tenth = quant_errors(x, NATIVE, im, delta=0.1)
+    for h, t in zip(half, tenth):
+        assert h.counted == x.size, h.qtype  # every block has a non-zero scale
+        # |x - y| <= step/2 for (almost) every value: step is the bin width, not half or twice it
+        assert h.boundary_density > 0.95, (h.qtype, h.boundary_density)
+        assert 0.05 < t.boundary_density < 0.3, (t.qtype, t.boundary_density)
+
+
+def test_zero_blocks_have_no_bins() -> None:
+    x = np.zeros((2, 512), dtype=np.float32)
+    x[1] = np.random.default_rng(1).normal(0.0, 1.0, 512)
+    for s in quant_errors(x, NATIVE):
+        assert s.counted == 512, s.qtype

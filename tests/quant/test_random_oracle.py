@@ -1,0 +1,123 @@
+"""Random inputs against ggml's own library, and agreement of the ISA paths with each other.
+
+The oracle tests call ggml_quantize_chunk / to_float of libggml-base through ctypes (tests/ggml_oracle.py);
+they run when the library is found ($PRISM_GGML_LIB, e.g. /work/ext/build/bin/libggml-base.so, or an
+installed llama-cpp-python) and are skipped otherwise. The ISA-agreement test needs no library.
+"""
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+import prism_native
+from prism_native import qtypes
+from prism_native.quant import dequantize, quantize
+from support.golden import TYPES
+
+ISAS = prism_native.cpu_features()["usable"]
+NATIVE = [t for t in TYPES if qtypes.get(t).native]
+
+Gen = Callable[[np.random.Generator, int, int], np.ndarray]
+
+
+def _normal(rng: np.random.Generator, r: int, c: int) -> np.ndarray:
+    return rng.normal(0.0, 0.02, (r, c))
+
+
+def _student_t(rng: np.random.Generator, r: int, c: int) -> np.ndarray:
+    return 0.02 * rng.standard_t(2.0, (r, c))
+
+
+def _mixed_scales(rng: np.random.Generator, r: int, c: int) -> np.ndarray:
+    """Magnitudes 1e-8..1e2 varying per 16-value sub-block: fp16 underflow, subnormal and normal scales."""
+    sub = 10.0 ** rng.uniform(-8.0, 2.0, (r, c // 16, 1))
+    return (rng.normal(size=(r, c // 16, 16)) * sub).reshape(r, c)
+
+
+def _grid(rng: np.random.Generator, r: int, c: int) -> np.ndarray:
+    """Values on a 2^-6 grid with zeros, constant runs and one-signed rows: exact rounding ties."""
+    x = rng.integers(-64, 65, (r, c)) / 64.0
+    x[:, ::7] = 0.0
+    x[0::3] = np.abs(x[0::3])
+    x[1::3, :32] = 0.25
+    return x
+
+
+def _signed_zeros(rng: np.random.Generator, r: int, c: int) -> np.ndarray:
+    """Zeros of both signs and tied magnitudes: ggml's first-occurrence rule decides the sign of a zero
+    min, max or absmax (all-zero, one-signed and +-a tied blocks)."""
+    x = rng.choice(np.array([0.0, -0.0, 0.5, -0.5, 1.0, -1.0]), (r, c))
+    blocks = x.reshape(r, c // 32, 32)
+    blocks[:, 0::4] = rng.choice(np.array([0.0, -0.0]), blocks[:, 0::4].shape)         # all zero
+    one = np.abs(blocks[:, 1::4]) * rng.choice([1.0, -1.0], (r, 1, 1))                  # one-signed,
+    zeros = rng.random(one.shape) < 0.3                                                  # zeros of both
+    one[zeros] = rng.choice(np.array([0.0, -0.0]), zeros.sum())                         # signs anywhere
+    one[..., 0] = np.where(rng.random(one.shape[:2]) < 0.5, one[..., 0], 0.75)          # not always first
+    blocks[:, 1::4] = one
+    return x
+
+
+def _tiny(rng: np.random.Generator, r: int, c: int) -> np.ndarray:
+    """fp32-subnormal and near-subnormal blocks: 1/d overflows to inf (levels from ggml's casts of NaN/inf)."""
+    x = rng.normal(size=(r, c)) * 10.0 ** rng.uniform(-45.0, -36.0, (r, c // 32, 1)).repeat(32, axis=1).reshape(r, c)
+    x[:, ::5] = 0.0
+    return x
+
+
+def _narrow(rng: np.random.Generator, r: int, c: int) -> np.ndarray:
+    """Near-constant sub-blocks (a tiny spread around an offset of either sign): huge inverse scales,
+    grids far from the data after a fitted min, so the exact-range shortcuts must step aside."""
+    off = rng.choice([-1.0, 1.0], (r, c // 16, 1)) * 10.0 ** rng.uniform(-3, 2, (r, c // 16, 1))
+    spread = 10.0 ** rng.uniform(-9, -4, (r, c // 16, 1))
+    return (off * (1.0 + spread * rng.normal(size=(r, c // 16, 16)))).reshape(r, c)
+
+
+DISTS: dict[str, Gen] = {"tiny": _tiny, "narrow": _narrow, "normal": _normal, "student_t": _student_t, "mixed": _mixed_scales, "grid": _grid,
+                         "signed_zeros": _signed_zeros}
+SHAPES = [(3, 256), (37, 512), (2, 2048)]  # 37 rows: super-block count not a multiple of 8 or 16
+
+
+def _data(dist: str, shape: tuple[int, int], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = DISTS[dist](rng, *shape).astype(np.float32)
+    im = rng.lognormal(0.0, 1.0, shape[1]).astype(np.float32)
+    return x, im
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("dist", list(DISTS))
+@pytest.mark.parametrize("tname", NATIVE)
+def test_matches_ggml(ggml, tname: str, dist: str, shape: tuple[int, int]) -> None:
+    x, im = _data(dist, shape, seed=zlib.crc32(f"{tname}/{dist}/{shape}".encode()))
+    for imatrix in (None, im):
+        want = ggml.quantize(tname, x, imatrix)
+        got = quantize(x, tname, imatrix)
+        bpb = qtypes.get(tname).type_size
+        bad = np.any(got.reshape(-1, bpb) != want.reshape(-1, bpb), axis=1)
+        assert not bad.any(), f"{tname} {dist} imatrix={imatrix is not None}: {bad.sum()}/{bad.size} blocks differ"
+        y = dequantize(got, tname, x.shape)
+        assert np.array_equal(y.view(np.uint32), ggml.dequantize(tname, want, x.shape[1]).view(np.uint32))
+
+
+def test_sparse_imatrix_matches_ggml(ggml) -> None:
+    """imatrix with exact zeros and a huge dynamic range (zero weights, degenerate weighted fits)."""
+    rng = np.random.default_rng(7)
+    x = _normal(rng, 19, 768).astype(np.float32)
+    im = (10.0 ** rng.uniform(-6, 3, 768)).astype(np.float32)
+    im[rng.random(768) < 0.2] = 0.0
+    for tname in NATIVE:
+        assert np.array_equal(quantize(x, tname, im), ggml.quantize(tname, x, im)), tname
+
+
+@pytest.mark.parametrize("tname", NATIVE)
+def test_isas_agree(tname: str) -> None:
+    """scalar, avx2 and avx512 builds give the same bytes (also a guard against miscompiled mask code)."""
+    for dist in ("student_t", "signed_zeros", "tiny", "narrow"):
+        x, im = _data(dist, (23, 512), seed=3)
+        for imatrix in (None, im):
+            ref = quantize(x, tname, imatrix, isa="scalar")
+            for isa in ISAS:
+                assert np.array_equal(quantize(x, tname, imatrix, isa=isa), ref), f"{tname} {dist} {isa}"

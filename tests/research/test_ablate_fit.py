@@ -1,0 +1,149 @@
+"""`ablate` recipes and the weight fit: the recipes lower exactly one unit; the fit recovers planted
+weights; the end-to-end ablation runs with the real tools (skipped without them)."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from prism_native.cli import main
+from prism_native.llama.command import QuantizeCommand
+from prism_native.llama.decide import TensorSpec
+from prism_native.measure.analyze import Settings, analyze
+from prism_native.plan.score import Weights, score_analysis
+from prism_native.read.model import open_model
+from prism_native.research import ablate, fit
+from support import synth
+
+SMALL = synth.Spec(n_embd=256, n_ff=512, n_layer=2, n_head=4, n_head_kv=1, n_vocab=320, byte_tokenizer=True)
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    path = tmp_path_factory.mktemp("abl") / "small.gguf"
+    synth.write(path, SMALL)
+    model = open_model(path)
+    a = analyze(model, Settings(threads=1))
+    score_analysis(a, Weights())
+    return model, a
+
+
+@pytest.mark.parametrize("by", ["class", "layer"])
+def test_each_recipe_lowers_exactly_its_unit(small, by):
+    model, analysis = small
+    units = ablate.units(analysis, by)
+    assert units and len({n for u in units for n in u.tensors}) == sum(len(u.tensors) for u in units)
+    base, todo = ablate.methods(model, analysis, units, ["Q3_K", "Q4_K"], "Q8_0", imatrix=False, requantize=False)
+    assert len(todo) == 2 * len(units)
+    specs = [TensorSpec.of(t, model.arch) for t in model.tensors]
+    for u, low, m in todo:
+        sim = QuantizeCommand.parse(["llama-quantize", *m.args]).simulate(specs).by_name()
+        for name in analysis.tensors:
+            assert sim[name].requested == (low if name in u.tensors else "Q8_0"), (u.name, name)
+
+
+def test_unknown_unit_and_type(small):
+    model, analysis = small
+    from prism_native.errors import PrismError
+    with pytest.raises(PrismError, match="no class nope"):
+        ablate.units(analysis, "class", ["nope"])
+    with pytest.raises(PrismError):
+        ablate.methods(model, analysis, ablate.units(analysis, "class"), ["Q9_X"], "Q8_0", imatrix=False,
+                       requantize=False)
+
+
+def _planted(seed: int, w: np.ndarray, beta: float, n_units: int = 14) -> dict:
+    """An ablation file whose damage follows the model exactly (times a model-specific scale)."""
+    rng = np.random.default_rng(seed)
+    names = list(Weights().as_dict())
+    tensors, records = [], []
+    for i in range(3 * n_units):
+        tensors.append({"name": f"t{i}", "cls": f"c{i % n_units}", "layer": i // n_units,
+                        "n_params": int(rng.integers(10_000, 1_000_000)),
+                        "metrics": {k: float(rng.normal()) for k in names},
+                        "errors": {"Q3_K": {"type": "Q3_K", "rel_error": float(rng.uniform(0.01, 0.05))},
+                                   "Q4_K": {"type": "Q4_K", "rel_error": float(rng.uniform(0.002, 0.01))},
+                                   "Q8_0": {"type": "Q8_0", "rel_error": 1e-5}}})
+    from prism_native.plan.score import combine, robust_z
+    z = np.column_stack([robust_z([t["metrics"][k] for t in tensors]) for k in names])
+    n = np.array([t["n_params"] for t in tensors], dtype=np.float64)
+    labels = sorted({t["cls"] for t in tensors})
+    s = combine(z, w, names, n, np.array([labels.index(t["cls"]) for t in tensors])) * n ** beta
+    scale = 10.0 ** rng.uniform(-4, -2)
+    for u in range(n_units):                      # units cut across classes, like layers do
+        idx = [i for i in range(len(tensors)) if (i // 3) % n_units == u]
+        for low in ("Q3_K", "Q4_K"):
+            p = sum(s[i] * (tensors[i]["errors"][low]["rel_error"] - 1e-5) for i in idx)
+            records.append({"unit": f"class c{u}", "tensors": [f"t{i}" for i in idx], "low": low,
+                            "kld": scale * p + 1e-4, "kld_err": 1e-9, "damage": scale * p, "file_bytes": 1, "ppl": 1.0})
+    return {"format": ablate.FORMAT, "model": {"name": f"m{seed}"}, "model_name": f"m{seed}", "high": "Q8_0",
+            "base": {"kld": 1e-4, "kld_err": 1e-9, "file_bytes": 1}, "records": records, "tensors": tensors}
+
+
+def test_fit_recovers_planted_weights_and_scores_held_out(tmp_path, capsys):
+    w = np.array([-0.4, 0.2, 0.0, 0.3, 0.0, 0.25])
+    files = []
+    for seed in (1, 2):
+        p = tmp_path / f"a{seed}.json"
+        p.write_text(json.dumps(_planted(seed, w, 0.5)))
+        files.append(str(p))
+    data = [fit.model_data(ablate.load(f)) for f in files]
+    got = fit.fit(data, lam=0.0)
+    assert got.rms_log < 1e-3 and abs(got.beta - 0.5) < 0.01
+    assert np.allclose([getattr(got.weights, k) for k in fit.METRICS], w, atol=0.01)
+    s = fit.score(data[1], fit.fit(data[:1], lam=0.0).weights, 0.5)
+    assert s.spearman > 0.999 and s.pairs == 1.0
+    assert main(["fit-weights", *files, "--lambda", "0", "--beta", "fit", "--json-out", str(tmp_path / "fit.json")]) == 0
+    out = capsys.readouterr().out
+    assert "fitted on the other models (held out)" in out
+    d = json.loads((tmp_path / "fit.json").read_text())
+    assert abs(d["fit"]["beta"] - 0.5) < 0.01 and len(d["scores"]) == 2 * 6
+
+
+def test_fit_leaves_out_noise_and_lossless_records(tmp_path):
+    ab = _planted(3, np.zeros(6), 1.0)
+    ab["records"][0]["damage"] = 1e-12                              # inside the noise
+    for t in ab["records"][1]["tensors"]:                            # lossless: no error increase
+        next(x for x in ab["tensors"] if x["name"] == t)["errors"]["Q4_K"]["rel_error"] = 1e-5
+    d = fit.model_data(ab)
+    assert len(d.dropped) == 2 and len(d.damage) == len(ab["records"]) - 2
+
+
+def test_bad_ablation_files(tmp_path, capsys):
+    bad = tmp_path / "x.json"
+    bad.write_text("{}")
+    assert main(["fit-weights", str(bad)]) == 2
+    assert "not an ablation file" in capsys.readouterr().err
+    assert main(["fit-weights", str(tmp_path / "missing.json")]) == 2
+
+
+@pytest.mark.needs_llama_cpp("llama-quantize", "llama-perplexity")
+def test_ablate_end_to_end(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    model = tmp_path / "tiny.gguf"
+    synth.write(model, SMALL)
+    rng = np.random.default_rng(0)
+    words = "the a of and to in was he she it that with for as his her had not but on at by".split()
+    (tmp_path / "t.txt").write_text(" ".join(rng.choice(words, size=1400)) + "\n")
+    argv = ["ablate", str(model), "--text", str(tmp_path / "t.txt"), "--ctx", "64", "--chunks", "4", "-t", "2",
+            "-q", "-o", str(tmp_path / "out"), "--only", "ffn_down,attn_v", "--low", "Q2_K"]
+    assert main(argv) == 0
+    d = ablate.load(tmp_path / "out" / "ablation-class.json")
+    assert sorted(r["unit"] for r in d["records"]) == ["class attn_v", "class ffn_down"]
+    for r in d["records"]:
+        assert r["kld"] >= 0 and math.isclose(r["damage"], r["kld"] - d["base"]["kld"])
+    assert len(d["tensors"]) == len(open_model(model).tensors) - sum(1 for t in open_model(model).tensors
+                                                                      if len(t.shape) < 2)
+
+
+def test_shipped_default_weights_are_the_documented_fit():
+    """score.Weights' defaults come from the ablation files in docs/results, by the documented fit."""
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[2] / "docs" / "results"
+    files = sorted(root.glob("*-ablation-class.json"))
+    assert len(files) >= 2
+    got = fit.fit([fit.model_data(ablate.load(f)) for f in files], lam=0.3, beta=1.0, fixed={"position": 0.0, "boundary": 0.0, "fragility": 0.0})
+    for k, v in Weights().as_dict().items():
+        assert getattr(got.weights, k) == pytest.approx(v, abs=2e-3), k
