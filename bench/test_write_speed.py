@@ -73,6 +73,18 @@ def _llama_quantize(plan: dict, out: Path, timings: Timings, types: str) -> floa
     return timings.best[key]
 
 
+def _time_against(benchmark, fn, ref: Path, ours: Path, t_llama: float, label: str, **info: object) -> None:
+    """One timed round of fn; its output must be llama-quantize's file; the ratio goes to extra_info."""
+    benchmark.pedantic(fn, rounds=1, iterations=1)
+    t_ours = benchmark.stats.stats.min
+    assert filecmp.cmp(ref, ours, shallow=False)
+    load = os.getloadavg()[0]
+    benchmark.extra_info.update({"llama_quantize_s": t_llama, "prism_s": t_ours, "ratio_over_llama_quantize":
+                                 t_ours / t_llama, "threads": THREADS, "layers": LAYERS, "load_avg": load, **info})
+    print(f"\n{label} {t_ours:.1f} s, llama-quantize {t_llama:.1f} s, ratio {t_ours / t_llama:.3f} "
+          f"({THREADS} threads, {LAYERS} layers, load {load:.1f})")
+
+
 @pytest.mark.parametrize("types", list(TYPE_SETS))
 def test_quantize_plan_vs_llama_quantize(benchmark, model_8b, plans_8b, timings, types):
     from prism_native.read.model import Model
@@ -88,15 +100,8 @@ def test_quantize_plan_vs_llama_quantize(benchmark, model_8b, plans_8b, timings,
         model = Model(model_8b)
         write_job(build_job(model, params_from_recipe(saved.recipe)), d / "ours.gguf", threads=THREADS,
                   progress=False)
-    benchmark.pedantic(write, rounds=1, iterations=1)
-    t_ours = benchmark.stats.stats.min
-    assert filecmp.cmp(d / "llama.gguf", d / "ours.gguf", shallow=False)
-    benchmark.extra_info.update({"llama_quantize_s": t_llama, "prism_quantize_s": t_ours,
-                                 "ratio_over_llama_quantize": t_ours / t_llama, "threads": THREADS,
-                                 "layers": LAYERS, "load_avg": os.getloadavg()[0]})
-    benchmark.extra_info["types"] = types
-    print(f"\nquantize plan ({types} types, ftype {plan['recipe']['base_type']}) {t_ours:.1f} s, llama-quantize {t_llama:.1f} s, ratio {t_ours / t_llama:.3f} "
-          f"({THREADS} threads, {LAYERS} layers, load {os.getloadavg()[0]:.1f})")
+    _time_against(benchmark, write, d / "llama.gguf", d / "ours.gguf", t_llama,
+                  f"quantize plan ({types} types, ftype {plan['recipe']['base_type']})", types=types)
 
 
 def test_quantize_bpw_from_scratch_vs_llama_quantize(benchmark, model_8b, plans_8b, timings, tmp_path):
@@ -110,11 +115,5 @@ def test_quantize_bpw_from_scratch_vs_llama_quantize(benchmark, model_8b, plans_
         for p in tmp_path.glob("*.prism.json"):     # from scratch: no analysis to reuse
             p.unlink()
         subprocess.run(argv, check=True, capture_output=True, cwd=tmp_path, env=env)
-    benchmark.pedantic(run, rounds=1, iterations=1)
-    t_ours = benchmark.stats.stats.min
-    assert filecmp.cmp(d / "llama.gguf", tmp_path / "ours.gguf", shallow=False)
-    benchmark.extra_info.update({"llama_quantize_s": t_llama, "prism_bpw_from_scratch_s": t_ours,
-                                 "ratio_over_llama_quantize": t_ours / t_llama, "threads": THREADS,
-                                 "layers": LAYERS, "load_avg": os.getloadavg()[0]})
-    print(f"\nquantize --bpw {BPW} from scratch {t_ours:.1f} s, llama-quantize {t_llama:.1f} s, ratio "
-          f"{t_ours / t_llama:.3f} ({THREADS} threads, {LAYERS} layers, load {os.getloadavg()[0]:.1f})")
+    _time_against(benchmark, run, d / "llama.gguf", tmp_path / "ours.gguf", t_llama,
+                  f"quantize --bpw {BPW} from scratch")
