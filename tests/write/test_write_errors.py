@@ -100,6 +100,8 @@ def test_types_prism_native_cannot_compute(model, tmp_path, capsys):
     assert rc == 2 and "no quantizer for TQ1_0" in one_line(err)
     rc, err = run(capsys, str(model), "-o", str(tmp_path / "o.gguf"), "--", "--keep-split", "Q4_K_M")
     assert rc == 2 and "--keep-split" in one_line(err)
+    rc, err = run(capsys, str(model), "-o", str(tmp_path / "o.gguf"), "--", "--prune-layers", "1,x", "Q4_K_M")
+    assert rc == 2 and "invalid layer id 'x'" in one_line(err)
     rc, err = run(capsys, str(model), "-o", str(tmp_path / "o.gguf"), "--", "--override-kv", "a=x:1", "Q4_K_M")
     assert rc == 2 and "invalid type for KV override" in one_line(err)
     rc, err = run(capsys, str(model), "-o", str(tmp_path / "o.gguf"), "--", "--override-kv",

@@ -49,6 +49,8 @@ CASES: dict[str, tuple[synth.Spec, list[str]]] = {
     "dense-COPY": (V["dense"], ["COPY"]),
     "dense-BF16": (V["dense"], ["BF16"]),
     "align64-Q8_0": (replace(V["dense"], n_layer=2, alignment=64), ["Q8_0"]),
+    "dense-prune-Q4_K_M": (V["dense"], ["--prune-layers", "3,5,15,5", "Q4_K_M"]),
+    "moe-imat-prune-Q4_K_M": (V["moe"], ["--imatrix", "IMAT", "--prune-layers", "0,2", "Q4_K_M"]),
     "nul-string-Q4_0": (replace(V["dense"], n_layer=2, kv={"test.nul": "before\0after"}), ["Q4_0"]),
 }
 

@@ -62,19 +62,23 @@ def output_kv_nbytes(model: Model, extra: Iterable[ExtraKV] = ()) -> int:
 
 
 def output_layout(model: Model, types: Mapping[str, QType | str | int], *, extra_kv: Iterable[ExtraKV] = (),
-                  file_type: int = 0) -> gguf_writer.Layout:
+                  file_type: int = 0, rename: Mapping[str, str | None] | None = None) -> gguf_writer.Layout:
     """The output file as llama-quantize lays it out: key/values, then the tensors in llama's order, each
-    at its type in `types` (tensors not named keep theirs)."""
+    at its type in `types` (tensors not named keep theirs). `rename` (--prune-layers): each tensor's name
+    in the output, None for the tensors dropped; the order stays that of the input's names."""
     by_name = {t.name: t for t in model.tensors}
     entries = []
     for name in llama_order(by_name):
         t = by_name[name]
+        out_name = name if rename is None else rename[name]
+        if out_name is None:
+            continue
         want = types.get(name)
         qt = t.qtype if want is None else (want if isinstance(want, QType) else qtypes.get(want))
         if not qt.fits(t.n_per_row):
             raise RecipeError(f"{t.name}: rows of {t.n_per_row} values do not fit {qt.name} (blocks of "
                              f"{qt.block_size}); llama-quantize would abort")
-        entries.append(gguf_writer.TensorEntry(name, t.shape, qt.ggml_type, tensor_nbytes(t.shape, qt)))
+        entries.append(gguf_writer.TensorEntry(out_name, t.shape, qt.ggml_type, tensor_nbytes(t.shape, qt)))
     kvs = gguf_writer.output_kvs(model.fields.values(), file_type, tuple(extra_kv))
     return gguf_writer.Layout(tuple(kvs), tuple(entries))
 

@@ -23,7 +23,8 @@ from .. import qtypes
 from ..errors import RecipeError
 from ..quant import Scratch, dequantize, quantize, to_float32
 from ..qtypes import QType
-from ..read.model import Model, TensorInfo
+from ..read.model import TensorInfo
+from .source import TensorSource
 
 SLAB_VALUES = 1 << 24   # values per slab: a 64 MiB float32 scratch at most, whatever the tensor size
 FLOAT_TYPES = ("F32", "F16", "BF16")
@@ -93,19 +94,19 @@ def slabs(t: TensorInfo, slab_values: int | None = None) -> Iterator[Slab]:
 class TensorEncoder:
     """Turns slabs of one source tensor into the target type's bytes (ggml_quantize_chunk's result)."""
 
-    def __init__(self, model: Model, t: TensorInfo, target: QType, imatrix: np.ndarray | None,
+    def __init__(self, source: TensorSource, t: TensorInfo, target: QType, imatrix: np.ndarray | None,
                  nthreads: int, scratch: Scratch) -> None:
-        self.model, self.t, self.target, self.nthreads, self.scratch = model, t, target, nthreads, scratch
+        self.source, self.t, self.target, self.nthreads, self.scratch = source, t, target, nthreads, scratch
         self.imatrix = imatrix        # (n_experts, n_per_row) importance, or None
         self.src = t.qtype    # build_job has checked that both conversions exist
 
     def _source(self, s: Slab) -> tuple[np.ndarray, bool]:
-        """(rows x n_per_row array, is bf16 bits): float rows straight from the map, quantized ones
-        dequantized into the scratch buffer."""
+        """(rows x n_per_row array, is bf16 bits): float rows as read, quantized ones dequantized into the
+        scratch buffer."""
         t, src = self.t, self.src
         row_bytes = src.row_bytes(t.n_per_row)
-        raw = self.model.raw(t)[s.row0 * row_bytes:s.row1 * row_bytes]
         n = s.row1 - s.row0
+        raw = self.source.read(t, s.row0 * row_bytes, n * row_bytes)
         if src.name == "F32":
             return raw.view("<f4").reshape(n, t.n_per_row), False
         if src.name in ("F16", "BF16"):

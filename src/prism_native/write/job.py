@@ -20,6 +20,7 @@ from ..errors import RecipeError, UsageError
 from ..llama.command import QuantizeCommand
 from ..llama.decide import Decision, QuantizeOptions, TensorSpec, decide
 from ..llama.ftypes import FTYPES, get_ftype, parse_ftype
+from ..llama.quantizable import llama_order
 from ..llama.sizes import imatrix_kv, output_layout
 from ..plan.recipe import Recipe, build_recipe
 from ..qtypes import QType
@@ -28,6 +29,7 @@ from ..read.model import Model, TensorInfo
 from .encode import FLOAT_TYPES
 from .gguf_writer import KEY_FILE_TYPE, KV, Layout
 from .kv_override import parse_kv_override
+from .prune import Pruning, parse_prune_layers
 
 LLAMA_FTYPE_GUESSED = 1024
 TOKEN_EMBD_NAMES = ("token_embd.weight", "per_layer_token_embd.weight")   # tensor_name_match_token_embd
@@ -49,6 +51,7 @@ class QuantizeParams:
     exclude_weights: tuple[str, ...] = ()
     kv_overrides: tuple[KV, ...] = ()
     allow_requantize: bool = False
+    prune_layers: tuple[int, ...] = ()     # --prune-layers, sorted and unique
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,7 @@ class TensorJob:
     info: TensorInfo
     target: QType
     imatrix: np.ndarray | None = None     # (ne[2], ne[0]) float32, when converted with importance weights
+    name: str = ""                        # the name in the output (--prune-layers renumbers blocks)
 
     @property
     def converted(self) -> bool:
@@ -89,19 +93,17 @@ HPARAM_KEYS = ("block_count", "nextn_predict_layers", "expert_count", "attention
 
 
 def params_from_command(cmd: QuantizeCommand, *, imatrix: Imatrix | None = None) -> QuantizeParams:
-    """A parsed llama-quantize command line; options that change more than the written bytes of one
-    file are refused (--keep-split, --prune-layers). --dry-run is the caller's to honour;
-    --max-buffer-size only bounds llama-quantize's memory and changes no byte."""
+    """A parsed llama-quantize command line. --keep-split (several output files) is refused; --dry-run is
+    the caller's to honour; --max-buffer-size only bounds llama-quantize's memory and changes no byte."""
     if cmd.keep_split:
         raise RecipeError("--keep-split (one output file per input part) is not supported: write one file and "
                           "split it with llama-gguf-split")
-    if cmd.prune_layers is not None:
-        raise RecipeError("--prune-layers is not supported (it renumbers the layers); prune with llama-quantize")
+    prune = parse_prune_layers(cmd.prune_layers) if cmd.prune_layers is not None else ()
     opts = replace(cmd.options(), imatrix=False)        # build_job sets it from the imatrix entries used
     if cmd.imatrix is not None and imatrix is None:
         imatrix = load_imatrix(cmd.imatrix)
     return QuantizeParams(opts, imatrix, cmd.imatrix, tuple(cmd.include_weights), tuple(cmd.exclude_weights),
-                          tuple(parse_kv_override(o) for o in cmd.override_kv), cmd.allow_requantize)
+                          tuple(parse_kv_override(o) for o in cmd.override_kv), cmd.allow_requantize, prune)
 
 
 def params_from_recipe(recipe: Recipe, *, imatrix: Imatrix | None = None,
@@ -164,12 +166,14 @@ def copy_file_type(model: Model) -> int:
     ft = model.kv(KEY_FILE_TYPE)
     if isinstance(ft, int):
         return ft
+    by_name = {t.name: t.type_name for t in model.tensors}
     counts: dict[str, int] = {}
     top, top_type = 0, "F32"
-    for d in decide(model.tensors, model.hparams, QuantizeOptions(ftype="COPY")):
-        counts[d.source.name] = counts.get(d.source.name, 0) + 1
-        if counts[d.source.name] > top:
-            top, top_type = counts[d.source.name], d.source.name
+    for name in llama_order(by_name):
+        ty = by_name[name]
+        counts[ty] = counts.get(ty, 0) + 1
+        if counts[ty] > top:
+            top, top_type = counts[ty], ty
     return _GUESSED_FTYPE.get(top_type, 0) | LLAMA_FTYPE_GUESSED
 
 
@@ -190,7 +194,7 @@ def _tensor_job(d: Decision, t: TensorInfo, data: dict[str, np.ndarray], params:
     if not d.fits:
         raise RecipeError(f"{t.name}: {d.target.name} from --{d.rule} does not fit rows of {t.n_per_row} values "
                           "(those flags skip the fallback; llama-quantize aborts)")
-    job = TensorJob(t, d.target)
+    job = TensorJob(t, d.target, name=d.name)
     if not job.converted:
         return job
     w = None
@@ -223,28 +227,42 @@ def _tensor_job(d: Decision, t: TensorInfo, data: dict[str, np.ndarray], params:
     return replace(job, imatrix=w)
 
 
+def _renamed(model: Model, pruning: Pruning | None) -> dict[str, TensorInfo]:
+    """The tensors of the output by their output names (all of them, under their own, without pruning)."""
+    if pruning is None:
+        return {t.name: t for t in model.tensors}
+    return {new: model.tensor(old) for old, new in pruning.names.items() if new is not None}
+
+
 def build_job(model: Model, params: QuantizeParams) -> Job:
     """The types, importance slices, key/values and layout of the output of `params` on `model`."""
     data = select_imatrix(params)
     opts = replace(params.options, imatrix=bool(data))
     ft = get_ftype(opts.ftype)
     _check_overrides(model, params.kv_overrides)
-    decisions = decide(model.tensors, model.hparams, opts)
+    pruning = Pruning.of(llama_order(t.name for t in model.tensors), params.prune_layers) if params.prune_layers \
+        else None
+    source = _renamed(model, pruning)          # output name -> the input tensor it comes from
+    decisions = decide([replace(TensorSpec.of(t, model.arch), name=n) for n, t in source.items()],
+                       model.hparams, opts)
     notes: list[str] = []
     jobs = []
     for d in decisions:
         if d.requires_imatrix and not data and d.quantized:
             raise RecipeError(f"this quantization requires an importance matrix: {d.name} gets {d.target.name}")
-        jobs.append(_tensor_job(d, model.tensor(d.name), data, params, notes))
+        jobs.append(_tensor_job(d, source[d.name], data, params, notes))
     extra = list(params.kv_overrides)
     if data:
         im = params.imatrix
         assert im is not None
         extra += imatrix_kv(params.imatrix_name or str(im.path), im.datasets[0] if im.datasets else None,
                             im.chunk_count > 0, entries=len(data), chunks=im.chunk_count)
+    if pruning is not None:     # set after the overrides, so it comes last
+        extra.append(KV.u32(f"{model.arch}.block_count", pruning.block_count))
     file_type = copy_file_type(model) if ft.name == "COPY" else ft.llama_ftype
-    layout = output_layout(model, {j.info.name: j.target for j in jobs}, extra_kv=extra, file_type=file_type)
-    if [e.name for e in layout.tensors] != [j.info.name for j in jobs]:
+    layout = output_layout(model, {j.info.name: j.target for j in jobs}, extra_kv=extra, file_type=file_type,
+                           rename=None if pruning is None else pruning.names)
+    if [e.name for e in layout.tensors] != [j.name for j in jobs]:
         raise AssertionError("layout and decisions disagree on the tensor order")
     align = model.kv("general.alignment")
     if isinstance(align, int) and align != layout.alignment:

@@ -2,8 +2,9 @@
 
 The streaming part of llama_model_quantize_impl's main loop: the metadata first (its size and every
 offset are known from the decisions, so no placeholder is rewritten later), then each tensor in llama's
-order, slab by slab (encode.py), padded with zeros to the alignment. At most one slab of one tensor is
-held in memory besides the input's memory map. The file is complete, under its final name, only when
+order, slab by slab (encode.py), padded with zeros to the alignment. One slab of one tensor is in
+memory at a time: its input bytes (read with pread, source.py), its float32 copy when it is dequantized,
+and its output bytes. The file is complete, under its final name, only when
 the last byte is written (output.AtomicOutput).
 """
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .gguf_writer import pad
 from .job import (Job, QuantizeParams, TensorJob, build_job, params_from_command, params_from_recipe,
                   params_from_types)
 from .output import AtomicOutput, check_destination, check_space
+from .source import TensorSource
 from ..errors import RecipeError
 
 Choice = Union["Plan", Recipe, QuantizeCommand, QuantizeParams, QuantizeOptions, str, Mapping[str, "str | QType"]]
@@ -49,21 +51,20 @@ class QuantizeResult:
         return self.input_bytes / 1e6 / self.seconds if self.seconds > 0 else 0.0
 
 
-def _write_tensor(out: AtomicOutput, model: Model, tj: TensorJob, threads: int, scratch: Scratch,
+def _write_tensor(out: AtomicOutput, source: TensorSource, tj: TensorJob, threads: int, scratch: Scratch,
                   bar: Progress) -> int:
     t = tj.info
     item = f"{t.name} {t.type_name}->{tj.target.name}"
     row_in = t.qtype.row_bytes(t.n_per_row)
     if not tj.converted:      # copied in slabs of whole rows, each validated (the loader's check_tensors)
-        raw = model.raw(t)
         for s in slabs(t):
-            part = raw[s.row0 * row_in:s.row1 * row_in]
+            part = source.read(t, s.row0 * row_in, (s.row1 - s.row0) * row_in)
             if invalid_data(part, t.qtype):
                 raise RecipeError(f"tensor '{t.name}' has invalid data (NaN or Inf)")
             out.write(part)
             bar.update(part.nbytes, item)
         return t.n_bytes
-    enc = TensorEncoder(model, t, tj.target, tj.imatrix, threads, scratch)
+    enc = TensorEncoder(source, t, tj.target, tj.imatrix, threads, scratch)
     n = 0
     for s in slabs(t):
         data = enc.encode(s)
@@ -86,10 +87,10 @@ def write_job(job: Job, dst: str | Path, *, threads: int = 0, progress: bool | P
     t0 = time.perf_counter()
     tensor_bytes = 0
     try:
-        with AtomicOutput(final) as out:
+        with TensorSource(job.model) as source, AtomicOutput(final) as out:
             out.write(job.layout.meta())
             for tj, entry in zip(job.tensors, job.layout.tensors):
-                n = _write_tensor(out, job.model, tj, threads, scratch, bar)
+                n = _write_tensor(out, source, tj, threads, scratch, bar)
                 if n != entry.nbytes:
                     raise AssertionError(f"{entry.name}: wrote {n} bytes, the layout says {entry.nbytes}")
                 out.zeros(pad(n, job.layout.alignment) - n)
