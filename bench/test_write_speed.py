@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from benchutil import LAYERS, THREADS, Timings
 
 BPW = 4.5

@@ -7,8 +7,8 @@ from dataclasses import replace
 import gguf
 import numpy as np
 import pytest
-
 from support import synth
+
 from prism_native.errors import FileFormatError
 from prism_native.llama import sizes
 from prism_native.progress import Progress

@@ -14,12 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from support import synth
+
 import prism_native
 from prism_native.cli.main import main
 from prism_native.errors import OutputError, PrismError, UsageError
-from prism_native.write import encode, output, quantize as wq
+from prism_native.read.model import Model
+from prism_native.write import encode, output, source
+from prism_native.write import quantize as wq
 
 SPEC = replace(synth.VARIANTS["dense"], n_layer=2)
 
@@ -255,7 +257,6 @@ def test_sigterm_leaves_nothing(model, tmp_path, capsys, monkeypatch):
 def test_bad_data_in_the_input(tmp_path, capsys):
     src = tmp_path / "nan.gguf"
     synth.write(src, SPEC)
-    from prism_native.read.model import Model
     t = Model(src).tensor("blk.1.attn_q.weight")
     with open(src, "r+b") as f:              # a NaN (0x7e00) in the middle of an F16 matrix
         f.seek(t.offset + 1000)
@@ -303,11 +304,19 @@ def test_small_slabs_change_no_byte(tmp_path, monkeypatch):
         sizes.append(memoryview(data).nbytes)
         return real(self, data)
     monkeypatch.setattr(output.AtomicOutput, "write", record)
+    reads: list[int] = []
+    real_read = source.TensorSource.read
+
+    def record_read(self, t, start, n):
+        reads.append(n)
+        return real_read(self, t, start, n)
+    monkeypatch.setattr(source.TensorSource, "read", record_read)
     sliced = prism_native.quantize_model(src, tmp_path / "b.gguf", "Q4_K_M", imatrix=imat, progress=False)
     assert digest(tmp_path / "a.gguf") == digest(tmp_path / "b.gguf")
     assert whole.file_bytes == sliced.file_bytes
     data_writes = sizes[1:]                                  # after the metadata
     assert max(data_writes) <= 3 * 256 * 4                   # 3 rows of 256 F32 values at most
+    assert max(reads) <= 3 * 256 * 4 and sum(reads) == sum(t.n_bytes for t in Model(src).tensors)
 
 
 def test_slabs_stop_at_expert_boundaries():

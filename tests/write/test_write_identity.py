@@ -15,8 +15,8 @@ from pathlib import Path
 import gguf
 import numpy as np
 import pytest
-
 from support import synth
+
 from prism_native.cli.main import main
 from prism_native.read.imatrix import load_imatrix, write_dat, write_gguf
 from prism_native.read.model import Model
@@ -109,7 +109,7 @@ def test_same_bytes_as_llama_quantize(case, llama_quantize_bin, imatrices, tmp_p
     assert main(["quantize", str(src), "-o", str(tmp_path / "ours.gguf"), "-q", "--", *args, "2"]) == 0
     assert_same_files(tmp_path / "ref.gguf", tmp_path / "ours.gguf")
     out = capsys.readouterr().out
-    assert f"predicted size: " in out and "equal to the prediction" in out
+    assert "predicted size: " in out and "equal to the prediction" in out
 
 
 def test_split_input(llama_quantize_bin, tmp_path):

@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import Iterator
 
 from ..errors import UsageError
 from ..llama.command import QuantizeCommand
@@ -25,8 +25,15 @@ from ..write.job import Job, build_job, params_from_command, params_from_recipe
 from ..write.output import check_destination
 from ..write.quantize import QuantizeResult, write_job
 from ..write.saved_plan import check_against, load_saved_plan
-from .options import add_analysis_arguments, add_budget_arguments, add_plan_arguments, budgets, load_analysis, \
-    model_path, plan_types
+from .options import (
+    add_analysis_arguments,
+    add_budget_arguments,
+    add_plan_arguments,
+    budgets,
+    load_analysis,
+    model_path,
+    plan_types,
+)
 
 _MAX_NOTES = 5
 
@@ -102,7 +109,7 @@ def _terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
-def _from_command(args: argparse.Namespace, argv: list[str]) -> tuple[Model, Job, str, bool]:
+def _from_command(args: argparse.Namespace, argv: list[str]) -> tuple[Job, str, bool]:
     if not argv:
         raise UsageError("no llama-quantize arguments after '--' (at least an ftype, e.g. Q4_K_M)")
     cmd = QuantizeCommand.parse(argv, input_optional=True)
@@ -127,10 +134,10 @@ def _from_command(args: argparse.Namespace, argv: list[str]) -> tuple[Model, Job
     if cmd.nthreads is not None and not args.threads:
         args.threads = max(0, cmd.nthreads)
     check_destination(out, model.parts)
-    return model, build_job(model, params_from_command(cmd)), out, cmd.dry_run
+    return build_job(model, params_from_command(cmd)), out, cmd.dry_run
 
 
-def _from_saved(args: argparse.Namespace) -> tuple[Model, Job, str, bool]:
+def _from_saved(args: argparse.Namespace) -> tuple[Job, str, bool]:
     saved = load_saved_plan(args.recipe)
     cmd = saved.command
     if args.model or args.example:
@@ -145,10 +152,10 @@ def _from_saved(args: argparse.Namespace) -> tuple[Model, Job, str, bool]:
     imatrix = load_imatrix(im_path) if im_path else None
     job = build_job(model, params_from_recipe(saved.recipe, imatrix=imatrix, imatrix_name=im_path))
     check_against(saved, model, job)
-    return model, job, out, False
+    return job, out, False
 
 
-def _from_budget(args: argparse.Namespace) -> tuple[Model, Job, str, bool]:
+def _from_budget(args: argparse.Namespace) -> tuple[Job, str, bool]:
     (budget,) = budgets(args)
     types = plan_types(args)
     if args.output:       # refuse a bad destination before spending minutes on the analysis
@@ -167,7 +174,7 @@ def _from_budget(args: argparse.Namespace) -> tuple[Model, Job, str, bool]:
         raise AssertionError(f"plan predicts {plan.size.file_bytes} bytes, the layout has {job.file_bytes}")
     print(f"# {model.name}: planned for {budget.describe()}: {plan.size.bpw_quantized:.4f} bpw, "
           f"ftype argument {plan.recipe.base_type}, {len(plan.recipe.overrides)} --tensor-type patterns")
-    return model, job, out, False
+    return job, out, False
 
 
 def _report(job: Job, out: str, res: QuantizeResult | None) -> None:
@@ -193,13 +200,13 @@ def run(args: argparse.Namespace) -> int:
         if args.bpw is not None or args.size is not None or args.recipe:
             raise UsageError("give a budget (--bpw/--size), --recipe, or llama-quantize arguments after '--'; "
                              "not more than one")
-        model, job, out, dry = _from_command(args, llama)
+        job, out, dry = _from_command(args, llama)
     elif args.recipe:
         if args.bpw is not None or args.size is not None:
             raise UsageError("give --recipe or a budget (--bpw/--size), not both")
-        model, job, out, dry = _from_saved(args)
+        job, out, dry = _from_saved(args)
     elif args.bpw is not None or args.size is not None:
-        model, job, out, dry = _from_budget(args)
+        job, out, dry = _from_budget(args)
     else:
         raise UsageError("say what to write: --bpw B, --size SIZE, --recipe PLAN.json, or -- <llama-quantize "
                          "arguments>")

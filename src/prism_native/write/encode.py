@@ -14,15 +14,15 @@ dequantizer, and target types without a native quantizer, are refused rather tha
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 
 from .. import qtypes
 from ..errors import RecipeError
-from ..quant import Scratch, dequantize, quantize, to_float32
 from ..qtypes import QType
+from ..quant import Scratch, dequantize, quantize, to_float32
 from ..read.model import TensorInfo
 from .source import TensorSource
 

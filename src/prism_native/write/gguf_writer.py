@@ -13,9 +13,10 @@ key but does not apply it to the output context.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import gguf
 import numpy as np
@@ -70,33 +71,33 @@ class KV:
         return len(self.data)
 
     @classmethod
-    def make(cls, key: str | bytes, tag: bytes) -> "KV":
+    def make(cls, key: str | bytes, tag: bytes) -> KV:
         k = _cstr(key.encode() if isinstance(key, str) else key)
         if not k:
             raise RecipeError("empty metadata key (gguf_kv asserts a non-empty key)")
         return cls(k, _string(k) + tag)
 
     @classmethod
-    def scalar(cls, key: str | bytes, vtype: VT, value: Any) -> "KV":
+    def scalar(cls, key: str | bytes, vtype: VT, value: Any) -> KV:
         return cls.make(key, struct.pack("<i", int(vtype)) + struct.pack(_SCALAR_FORMAT[vtype], value))
 
     @classmethod
-    def u32(cls, key: str | bytes, value: int = 0) -> "KV":
+    def u32(cls, key: str | bytes, value: int = 0) -> KV:
         return cls.scalar(key, VT.UINT32, value)
 
     @classmethod
-    def f32(cls, key: str | bytes, value: float) -> "KV":
+    def f32(cls, key: str | bytes, value: float) -> KV:
         """A double narrowed to float as C does it (out of range: Inf, where struct.pack would raise)."""
         with np.errstate(over="ignore"):
             f = np.array(value, dtype="<f4")
         return cls.make(key, struct.pack("<i", int(VT.FLOAT32)) + f.tobytes())
 
     @classmethod
-    def bool_(cls, key: str | bytes, value: bool) -> "KV":
+    def bool_(cls, key: str | bytes, value: bool) -> KV:
         return cls.scalar(key, VT.BOOL, 1 if value else 0)
 
     @classmethod
-    def string(cls, key: str | bytes, value: str | bytes, max_bytes: int | None = None) -> "KV":
+    def string(cls, key: str | bytes, value: str | bytes, max_bytes: int | None = None) -> KV:
         """gguf_set_val_str; `max_bytes` mirrors a strncpy into a fixed buffer (llama-quantize's 128-byte
         override values keep 127 bytes)."""
         b = value.encode() if isinstance(value, str) else value

@@ -2,7 +2,7 @@
 
 This follows the part of llama_model_quantize_impl (src/llama-quant.cpp) before its main loop, and
 the checks its main loop makes per tensor, so that every refusal happens before anything is written:
-the type of every tensor (rules.decide, i.e. llama_tensor_get_type with the fallback), the importance
+the type of every tensor (llama/decide.decide: llama_tensor_get_type with the fallback), the importance
 matrix entries llama-quantize would use (tools/quantize/quantize.cpp prepare_imatrix: --exclude-weights,
 then --include-weights, by substring; an entry is used when it has ne[0] * ne[2] values), the tensors
 that need an imatrix, the requantization check, general.file_type, the key/values it adds and the
@@ -10,8 +10,8 @@ resulting layout (llama/sizes.output_layout, the same function that predicts the
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -245,12 +245,11 @@ def build_job(model: Model, params: QuantizeParams) -> Job:
     source = _renamed(model, pruning)          # output name -> the input tensor it comes from
     decisions = decide([replace(TensorSpec.of(t, model.arch), name=n) for n, t in source.items()],
                        model.hparams, opts)
+    needs = next((d for d in decisions if d.quantized and d.requires_imatrix), None)
+    if needs is not None and not data:      # the preliminary loop's check, before any tensor's own
+        raise RecipeError(f"this quantization requires an importance matrix: {needs.name} gets {needs.target.name}")
     notes: list[str] = []
-    jobs = []
-    for d in decisions:
-        if d.requires_imatrix and not data and d.quantized:
-            raise RecipeError(f"this quantization requires an importance matrix: {d.name} gets {d.target.name}")
-        jobs.append(_tensor_job(d, source[d.name], data, params, notes))
+    jobs = [_tensor_job(d, source[d.name], data, params, notes) for d in decisions]
     extra = list(params.kv_overrides)
     if data:
         im = params.imatrix

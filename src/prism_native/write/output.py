@@ -12,10 +12,11 @@ import errno
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO, Iterable
+from typing import BinaryIO
 
 from ..errors import OutputError
 
@@ -81,7 +82,7 @@ class AtomicOutput:
     _file: BinaryIO | None = field(default=None, repr=False)
     _tmp: Path | None = field(default=None, repr=False)
 
-    def __enter__(self) -> "AtomicOutput":
+    def __enter__(self) -> AtomicOutput:
         try:
             fd, tmp = tempfile.mkstemp(dir=self.final.parent, prefix=f".{self.final.name}.", suffix=".part")
         except OSError as e:

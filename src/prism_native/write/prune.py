@@ -8,8 +8,8 @@ The imatrix is still looked up under the original names (remap_imatrix maps them
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from ..errors import RecipeError
 from ..llama.ftypes import stoi
@@ -36,7 +36,7 @@ class Pruning:
     block_count: int              # remap_layer's next id after the last tensor: the blocks kept
 
     @classmethod
-    def of(cls, names_in_llama_order: Iterable[str], prune: tuple[int, ...]) -> "Pruning":
+    def of(cls, names_in_llama_order: Iterable[str], prune: tuple[int, ...]) -> Pruning:
         """remap_layer over the tensors in the order llama-quantize visits them."""
         mapped: dict[int, str] = {}
         next_id = 0

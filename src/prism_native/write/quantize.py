@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Union
+from typing import TYPE_CHECKING, Union
 
-from ..errors import UsageError
+from ..errors import RecipeError, UsageError
 from ..llama.command import QuantizeCommand
 from ..llama.decide import QuantizeOptions
 from ..plan.recipe import Recipe
@@ -26,11 +27,12 @@ from ..read.imatrix import Imatrix, load_imatrix
 from ..read.model import Model
 from .encode import TensorEncoder, invalid_data, slabs
 from .gguf_writer import pad
-from .job import (Job, QuantizeParams, TensorJob, build_job, params_from_command, params_from_recipe,
-                  params_from_types)
+from .job import Job, QuantizeParams, TensorJob, build_job, params_from_command, params_from_recipe, params_from_types
 from .output import AtomicOutput, check_destination, check_space
 from .source import TensorSource
-from ..errors import RecipeError
+
+if TYPE_CHECKING:
+    from ..plan.planner import Plan
 
 Choice = Union["Plan", Recipe, QuantizeCommand, QuantizeParams, QuantizeOptions, str, Mapping[str, "str | QType"]]
 

@@ -26,7 +26,7 @@ class TensorSource:
         self._fds: list[int] = []
         self._buf = np.empty(0, dtype=np.uint8)
 
-    def __enter__(self) -> "TensorSource":
+    def __enter__(self) -> TensorSource:
         try:
             self._fds = [os.open(p, os.O_RDONLY) for p in self._paths]
         except OSError as e:
