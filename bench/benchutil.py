@@ -9,6 +9,8 @@ from typing import Callable, Optional
 COLS = 4096
 ROWS = int(os.environ.get("PRISM_BENCH_ROWS", "1024"))
 ROUNDS = int(os.environ.get("PRISM_BENCH_ROUNDS", "3"))
+LAYERS = int(os.environ.get("PRISM_BENCH_LAYERS", "2"))     # layers of the 8B-shape model (conftest.model_8b)
+THREADS = int(os.environ.get("PRISM_BENCH_THREADS", str(os.cpu_count() or 1)))
 
 Key = tuple  # (label, case, path), e.g. ("Q4_K", "imat", "ggml")
 

@@ -17,7 +17,19 @@ sys.path.insert(0, str(HERE))
 # the repository's single copy of the ctypes oracle lives beside the tests
 sys.path.append(str(HERE.parent / "tests"))
 
-from benchutil import COLS, ROWS, Timings  # noqa: E402
+from benchutil import COLS, LAYERS, ROWS, Timings  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def model_8b(tmp_path_factory) -> Path:
+    """LAYERS layers of Llama-3-8B shapes (hidden 4096, FFN 14336, GQA 8), 32000-token vocabulary, F16."""
+    from support import synth
+
+    spec = synth.Spec(n_embd=4096, n_ff=14336, n_head=32, n_head_kv=8, n_layer=LAYERS, n_vocab=32000,
+                      dtype="F16", seed=1)
+    path = tmp_path_factory.mktemp("bench8b") / "llama8b-shapes.gguf"
+    synth.write(path, spec)
+    return path
 
 
 @pytest.fixture(scope="session")

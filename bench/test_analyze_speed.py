@@ -7,29 +7,12 @@ The ratio analyze / llama-quantize goes to extra_info and should stay <= 1.
 """
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-sys.path.append(str(Path(__file__).resolve().parent.parent / "tests"))
-
-LAYERS = int(os.environ.get("PRISM_BENCH_LAYERS", "2"))
-THREADS = int(os.environ.get("PRISM_BENCH_THREADS", str(os.cpu_count() or 1)))
-
-
-@pytest.fixture(scope="module")
-def model_8b(tmp_path_factory) -> Path:
-    from support import synth
-
-    spec = synth.Spec(n_embd=4096, n_ff=14336, n_head=32, n_head_kv=8, n_layer=LAYERS, n_vocab=32000,
-                      dtype="F16", seed=1)
-    path = tmp_path_factory.mktemp("bench8b") / "llama8b-shapes.gguf"
-    synth.write(path, spec)
-    return path
+from benchutil import LAYERS, THREADS
 
 
 def test_analyze_vs_llama_quantize_q3_k_m(benchmark, model_8b, tmp_path):

@@ -1,5 +1,5 @@
-"""A small progress line on stderr (item name, share done, time left); silent when stderr is not a TTY
-unless forced, so logs and CI stay clean."""
+"""A small progress line on stderr (item name, share done, rate, time left); silent when stderr is not a
+TTY unless forced, so logs and CI stay clean."""
 from __future__ import annotations
 
 import sys
@@ -22,6 +22,8 @@ class Progress:
     stream: TextIO = field(default_factory=lambda: sys.stderr)
     enabled: bool | None = None       # None: only on a terminal
     width: int = 28
+    rate_unit: str = ""               # e.g. "MB/s": show done * rate_scale per second
+    rate_scale: float = 1.0
     _done: float = 0.0
     _start: float = field(default_factory=time.monotonic)
     _last: float = 0.0
@@ -45,7 +47,9 @@ class Progress:
         el = now - self._start
         left = el * (1 - frac) / frac if frac > 0 else 0.0
         bar = "#" * int(frac * self.width)
-        line = f"\r{self.label} [{bar:<{self.width}}] {frac * 100:5.1f}% {fmt_secs(el)} elapsed, {fmt_secs(left)} left  {item[:48]:<48}"
+        rate = f" {self._done * self.rate_scale / el:7.1f} {self.rate_unit}," if self.rate_unit and el > 0 else ""
+        line = (f"\r{self.label} [{bar:<{self.width}}] {frac * 100:5.1f}%{rate} {fmt_secs(el)} elapsed, "
+                f"{fmt_secs(left)} left  {item[:48]:<48}")
         self.stream.write(line)
         self.stream.flush()
 

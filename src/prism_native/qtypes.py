@@ -7,6 +7,7 @@ sizes). llama-quantize's fallback lives here only, in FALLBACK.
 """
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -83,11 +84,14 @@ def all_types() -> dict[str, QType]:
 def get(name_or_enum: str | int) -> QType:
     """Look a type up by name (case-insensitive, 'q4_k' or 'Q4_K') or by ggml enum value."""
     table = _table()
-    if isinstance(name_or_enum, int):
+    if not isinstance(name_or_enum, str) and hasattr(name_or_enum, "__index__"):   # int, numpy ints
+        num = operator.index(name_or_enum)
         for t in table.values():
-            if t.ggml_type == name_or_enum:
+            if t.ggml_type == num:
                 return t
         raise UsageError(f"unknown ggml type {name_or_enum}")
+    if not isinstance(name_or_enum, str):
+        raise UsageError(f"a type is a name such as 'Q4_K' or a ggml enum, not {name_or_enum!r}")
     key = name_or_enum.strip().upper()
     if key in table:
         return table[key]

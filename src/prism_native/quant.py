@@ -3,31 +3,38 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Sequence, Union
 
 import numpy as np
 
 from . import _native
-from .qtypes import QType, get
+from .errors import UsageError
+from .qtypes import QType, all_types, get
 
 
-def _type(t: str | int | QType) -> QType:
+TypeName = Union[str, int, QType]
+
+
+def _type(t: TypeName) -> QType:
+    if not isinstance(t, (str, int, QType)) or isinstance(t, bool):
+        raise UsageError(f"qtype must be a type name such as 'Q4_K', got {t!r}")
     q = t if isinstance(t, QType) else get(t)
     if not q.native:
-        raise ValueError(f"prism_native has no quantizer for {q.name}")
+        natives = ", ".join(n for n, d in all_types().items() if d.native)
+        raise UsageError(f"prism_native has no quantizer for {q.name} (it has {natives})")
     return q
 
 
 def _matrix(x: np.ndarray, bf16: bool) -> np.ndarray:
     if not isinstance(x, np.ndarray):
-        raise ValueError("x must be a numpy array")
+        raise UsageError(f"x must be a numpy array, got {type(x).__name__}")
     if x.ndim != 2:
-        raise ValueError(f"x must be 2-D (rows x n_per_row), got shape {x.shape}")
+        raise UsageError(f"x must be 2-D (rows x n_per_row), got shape {x.shape}")
     if x.size == 0:
-        raise ValueError("x is empty")
+        raise UsageError("x is empty")
     ok = (x.dtype == np.float32 or x.dtype == np.float16 or (bf16 and x.dtype == np.uint16))
     if not ok:
-        raise ValueError(f"x must be float32 or float16 (or uint16 bfloat16 bits with bf16=True), got {x.dtype}")
+        raise UsageError(f"x must be float32 or float16 (or uint16 bfloat16 bits with bf16=True), got {x.dtype}")
     return np.ascontiguousarray(x)
 
 
@@ -36,27 +43,57 @@ def _imatrix(imatrix: np.ndarray | None, n: int) -> np.ndarray | None:
         return None
     w = np.ascontiguousarray(imatrix, dtype=np.float32).reshape(-1)
     if w.shape[0] != n:
-        raise ValueError(f"imatrix has {w.shape[0]} values, rows have {n}")
+        raise UsageError(f"imatrix has {w.shape[0]} values, rows have {n}")
     return w
 
 
-def quantize(x: np.ndarray, qtype: str | int | QType, imatrix: np.ndarray | None = None, *,
+def quantize(x: np.ndarray, qtype: TypeName, imatrix: np.ndarray | None = None, *,
              bf16: bool = False, nthreads: int = 0, isa: str = "") -> np.ndarray:
-    """Quantize a 2-D matrix as ggml_quantize_chunk does; returns uint8 (rows, row_size) ggml bytes."""
+    """ggml bytes of x, bit for bit what ggml_quantize_chunk writes (GIL released, multi-threaded).
+
+    x: float32 or float16 values, 2-D (rows x n_per_row); bf16=True reads uint16 arrays as bfloat16 bits. qtype: a type name ("Q4_K", any case), ggml enum or QType; n_per_row must
+    be a multiple of its block size. imatrix: n_per_row importance weights (llama-imatrix's, one
+    expert's slice) or None. nthreads: 0 for all cores; the bytes never depend on it.
+    Returns uint8 (rows, row bytes). Bad arguments, and NaN or Inf in x, raise ValueError.
+    """
     q = _type(qtype)
-    x = _matrix(x, bf16)
-    return _native.quantize(x, q.ggml_type, _imatrix(imatrix, x.shape[1]), bf16, nthreads, isa)
+    m = _matrix(x, bf16)
+    if m.shape[1] % q.block_size:
+        raise UsageError(f"row length {m.shape[1]} is not a multiple of {q.name}'s block size {q.block_size}")
+    return _native.quantize(m, q.ggml_type, _imatrix(imatrix, m.shape[1]), bf16, nthreads, isa)
 
 
-def dequantize(data: np.ndarray | bytes, qtype: str | int | QType, shape: tuple[int, int], *,
+def dequantize(data: np.ndarray | bytes, qtype: TypeName, shape: Sequence[int], *,
                nthreads: int = 0, isa: str = "", out: np.ndarray | None = None) -> np.ndarray:
-    """ggml's to_float: float32 (rows, n_per_row) from ggml bytes; written into the start of `out`
-    (a reusable 1-D float32 buffer, see `scratch`) when given."""
+    """float32 values of ggml bytes, as the type's to_float computes them.
+
+    shape: the values' numpy shape (..., n_per_row), e.g. (rows, n_per_row); `data` must hold exactly
+    that many values of qtype. `out`: a reusable 1-D float32 buffer (see `Scratch`) to write into.
+    Bad arguments raise ValueError.
+    """
     q = _type(qtype)
-    buf = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray)) else np.ascontiguousarray(data, dtype=np.uint8)
-    nrows, n = int(shape[0]), int(shape[1])
+    try:
+        dims = tuple(int(d) for d in shape)
+    except (TypeError, ValueError):
+        raise UsageError(f"shape must be a sequence of ints, got {shape!r}") from None
+    if not dims or any(d <= 0 for d in dims):
+        raise UsageError(f"shape must have positive dimensions, got {dims}")
+    n = dims[-1]
+    nrows = int(np.prod(dims[:-1], dtype=np.int64)) if len(dims) > 1 else 1
+    if n % q.block_size:
+        raise UsageError(f"row length {n} is not a multiple of {q.name}'s block size {q.block_size}")
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        buf = np.frombuffer(data, dtype=np.uint8)
+    elif isinstance(data, np.ndarray):
+        buf = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
+    else:
+        raise UsageError(f"data must be bytes or a numpy array, got {type(data).__name__}")
+    need = nrows * q.row_bytes(n)
+    if buf.size != need:
+        raise UsageError(f"{q.name} data for shape {dims} is {need} bytes, got {buf.size}")
     y = _native.dequantize(buf.reshape(-1), q.ggml_type, nrows, n, nthreads, isa, out)
-    return y if out is None else out[:nrows * n].reshape(nrows, n)
+    y = y if out is None else out[:nrows * n]
+    return y.reshape(dims)
 
 
 def to_float32(x: np.ndarray, bf16: bool = False, *, nthreads: int = 0, out: np.ndarray | None = None) -> np.ndarray:

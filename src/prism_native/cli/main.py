@@ -1,4 +1,4 @@
-"""Command line: `python -m prism_native {inspect,analyze,plan,check-recipe,eval,ablate,fit-weights}`.
+"""Command line: `python -m prism_native {inspect,analyze,plan,quantize,check-recipe,eval,ablate,fit-weights}`.
 
 Every sub-command lives in its own module and registers itself through `COMMANDS`; user mistakes
 surface as PrismError and are printed as one line with exit code 2, never as a traceback.
@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                 "measure the seven structural metrics of every quantizable tensor (no calibration data)"),
     "plan": ("prism_native.cli.plan",
              "allocate a quant type per class under a bpw or size budget and print the llama-quantize recipe"),
+    "quantize": ("prism_native.cli.quantize",
+                 "plan and write the quantized GGUF yourself, byte-identical to llama-quantize's for the recipe"),
     "check-recipe": ("prism_native.cli.check_recipe",
                      "show what an existing llama-quantize command does to every tensor of a model"),
     "eval": ("prism_native.cli.eval",

@@ -12,23 +12,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
-import gguf
-
 from .. import qtypes
 from ..errors import RecipeError
 from ..qtypes import QType
-from ..read.model import GGUF_HEADER_BYTES, Model, ggml_n_dims
+from ..read.model import Model
+from ..write import gguf_writer
 from .decide import Decision
-from .quantizable import not_quantized_reason
+from .quantizable import llama_order, not_quantized_reason
 
-ALIGNMENT = 32
-SPLIT_KEYS = ("split.no", "split.count", "split.tensors.count")
-_U32_KEYS = ("general.quantization_version", "general.file_type")  # set by llama-quantize
-_VT = gguf.GGUFValueType
-
-
-def pad(n: int, align: int = ALIGNMENT) -> int:
-    return (n + align - 1) // align * align
+SPLIT_KEYS = gguf_writer.SPLIT_KEYS
+ExtraKV = gguf_writer.KV   # a key/value llama-quantize adds (imatrix keys, --override-kv), with its value
+pad = gguf_writer.pad
 
 
 def tensor_nbytes(shape: tuple[int, ...], qtype: QType | str | int) -> int:
@@ -40,75 +34,53 @@ def tensor_nbytes(shape: tuple[int, ...], qtype: QType | str | int) -> int:
     return n_rows * qt.row_bytes(shape[0])
 
 
-def _cstr_len(data: Any) -> int:
-    """Length of a string as gguf_set_val_str copies it (std::string from c_str: cut at a NUL)."""
-    b = bytes(data)
-    nul = b.find(b"\0")
-    return len(b) if nul < 0 else nul
-
-
 def kv_nbytes(field: Any) -> int:
     """Bytes of one key/value as ggml writes it after gguf_set_kv copied it from a reader field."""
-    key_len = _cstr_len(field.parts[1])
-    head = 8 + key_len + 4
-    main = field.types[0]
-    if main == _VT.STRING:
-        return head + 8 + _cstr_len(field.parts[field.data[0]])
-    if main != _VT.ARRAY:
-        return head + int(field.parts[-1].nbytes)
-    head += 4 + 8  # element type, count
-    count = int(field.parts[4][0])
-    if count == 0:
-        return head
-    sub = field.types[-1]
-    if sub == _VT.STRING:
-        return head + sum(8 + _cstr_len(field.parts[i]) for i in field.data)
-    return head + sum(int(field.parts[i].nbytes) for i in field.data)
+    return gguf_writer.kv_from_field(field).nbytes
 
 
-@dataclass(frozen=True)
-class ExtraKV:
-    """A key/value llama-quantize adds (imatrix keys, --override-kv): key and its value bytes."""
-
-    key: str
-    value_bytes: int  # serialized value size after the type tag (u32: 4; string: 8 + length)
-
-    @property
-    def nbytes(self) -> int:
-        return 8 + len(self.key.encode()) + 4 + self.value_bytes
-
-    @classmethod
-    def u32(cls, key: str) -> "ExtraKV":
-        return cls(key, 4)
-
-    @classmethod
-    def string(cls, key: str, value: str, max_bytes: int | None = None) -> "ExtraKV":
-        b = value.encode()
-        return cls(key, 8 + (len(b) if max_bytes is None else min(len(b), max_bytes)))
-
-
-def imatrix_kv(file: str, dataset: str | None, has_chunks: bool) -> tuple[ExtraKV, ...]:
-    """The keys quantize.cpp adds with --imatrix (strings are strncpy'd into 128-byte buffers)."""
+def imatrix_kv(file: str, dataset: str | None, has_chunks: bool, *, entries: int = 0,
+               chunks: int = 0) -> tuple[ExtraKV, ...]:
+    """The keys quantize.cpp adds with --imatrix, in its order (strings are strncpy'd into 128-byte
+    buffers). The counts do not change the size; the writer passes the real ones."""
     out = [ExtraKV.string("quantize.imatrix.file", file, 127)]
     if dataset is not None:
         out.append(ExtraKV.string("quantize.imatrix.dataset", dataset, 127))
-    out.append(ExtraKV.u32("quantize.imatrix.entries_count"))
+    out.append(ExtraKV.u32("quantize.imatrix.entries_count", entries))
     if has_chunks:
-        out.append(ExtraKV.u32("quantize.imatrix.chunks_count"))
+        out.append(ExtraKV.u32("quantize.imatrix.chunks_count", chunks))
     return tuple(out)
 
 
 def tensor_info_nbytes(name: str, shape: tuple[int, ...]) -> int:
     """gguf write_tensor_meta: name, n_dims (ggml_n_dims), ne[0..n_dims), type, offset."""
-    return 8 + len(name.encode()) + 4 + 8 * ggml_n_dims(shape) + 4 + 8
+    return len(gguf_writer.tensor_info(name, shape, 0, 0))
 
 
 def output_kv_nbytes(model: Model, extra: Iterable[ExtraKV] = ()) -> int:
-    extra = tuple(extra)
-    replaced = set(SPLIT_KEYS) | set(_U32_KEYS) | {e.key for e in extra}
-    total = sum(kv_nbytes(f) for k, f in model.fields.items() if k not in replaced)
-    total += sum(ExtraKV.u32(k).nbytes for k in _U32_KEYS)
-    return total + sum(e.nbytes for e in extra)
+    return sum(kv.nbytes for kv in gguf_writer.output_kvs(model.fields.values(), 0, tuple(extra)))
+
+
+def output_layout(model: Model, types: Mapping[str, QType | str | int], *, extra_kv: Iterable[ExtraKV] = (),
+                  file_type: int = 0, rename: Mapping[str, str | None] | None = None) -> gguf_writer.Layout:
+    """The output file as llama-quantize lays it out: key/values, then the tensors in llama's order, each
+    at its type in `types` (tensors not named keep theirs). `rename` (--prune-layers): each tensor's name
+    in the output, None for the tensors dropped; the order stays that of the input's names."""
+    by_name = {t.name: t for t in model.tensors}
+    entries = []
+    for name in llama_order(by_name):
+        t = by_name[name]
+        out_name = name if rename is None else rename[name]
+        if out_name is None:
+            continue
+        want = types.get(name)
+        qt = t.qtype if want is None else (want if isinstance(want, QType) else qtypes.get(want))
+        if not qt.fits(t.n_per_row):
+            raise RecipeError(f"{t.name}: rows of {t.n_per_row} values do not fit {qt.name} (blocks of "
+                             f"{qt.block_size}); llama-quantize would abort")
+        entries.append(gguf_writer.TensorEntry(out_name, t.shape, qt.ggml_type, tensor_nbytes(t.shape, qt)))
+    kvs = gguf_writer.output_kvs(model.fields.values(), file_type, tuple(extra_kv))
+    return gguf_writer.Layout(tuple(kvs), tuple(entries))
 
 
 @dataclass(frozen=True)
@@ -148,27 +120,16 @@ def estimate(model: Model, types: Mapping[str, QType | str | int], *, extra_kv: 
 
     `quantized` names the tensors counted in bpw_quantized; by default those llama-quantize allows.
     """
-    chosen = {n: (t if isinstance(t, QType) else qtypes.get(t)) for n, t in types.items()}
+    layout = output_layout(model, types, extra_kv=extra_kv)
     if quantized is None:
         qset = {t.name for t in model.tensors if not_quantized_reason(t.name, t.n_dims, model.arch) is None}
     else:
         qset = set(quantized)
-    meta = GGUF_HEADER_BYTES + output_kv_nbytes(model, extra_kv)
-    data = padded = q_params = q_bytes = 0
-    for t in model.tensors:
-        qt = chosen.get(t.name, t.qtype)
-        if not qt.fits(t.n_per_row):
-            raise RecipeError(f"{t.name}: rows of {t.n_per_row} values do not fit {qt.name} (blocks of "
-                             f"{qt.block_size}); llama-quantize would abort")
-        nb = tensor_nbytes(t.shape, qt)
-        meta += tensor_info_nbytes(t.name, t.shape)
-        data += nb
-        padded += pad(nb)
-        if t.name in qset:
-            q_params += t.n_elements
-            q_bytes += nb
-    meta = pad(meta)
-    return SizeEstimate(data, meta + padded, meta, model.n_params, q_params, q_bytes)
+    n_elements = {t.name: t.n_elements for t in model.tensors}
+    q_params = sum(n_elements[e.name] for e in layout.tensors if e.name in qset)
+    q_bytes = sum(e.nbytes for e in layout.tensors if e.name in qset)
+    data = sum(e.nbytes for e in layout.tensors)
+    return SizeEstimate(data, layout.file_nbytes, layout.meta_nbytes, model.n_params, q_params, q_bytes)
 
 
 def estimate_decisions(model: Model, decisions: Iterable[Decision], *,

