@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from prism_native.errors import PrismError
-from prism_native.llama.perplexity import Measurement, Perplexity, chunks_done, parse_output
+from prism_native.llama.perplexity import Measurement, Perplexity, chunks_done, parse_output, parse_running
 from prism_native.llama.tools import find_tool
 from prism_native.research.evaluate import (FRONTIER, IMATRIX, MODEL_IN, MODEL_OUT, SERIES_FTYPE, SERIES_PRISM,
                                             SERIES_PURE, SERIES_REFERENCE, Results, Row, Setup, Store, baseline_method,
@@ -59,6 +59,25 @@ def test_errors_without_a_result():
         parse_output(_log("tiny_too_short.log"))
     with pytest.raises(PrismError, match="no result"):
         parse_output(_log("tiny_missing_base.log"))
+
+
+def _cut_after_last_chunk(text: str, pattern: str) -> str:
+    """The output as llama-perplexity's logger sometimes leaves it: everything after the last chunk lost."""
+    i = text.index(pattern)
+    return text[:text.index("\n", i + 1) + 1]
+
+
+def test_summary_lost_after_the_last_chunk():
+    """Every run repeats RUN_ATTEMPTS times, then the last chunk's running estimates stand in."""
+    kld = _cut_after_last_chunk(_log("smollm2_q3_k_m_kld.log"), "\n  20 ")
+    with pytest.raises(PrismError, match="no result|ends before"):
+        parse_output(kld)
+    m = parse_running(kld)
+    assert (m.chunks, m.n_ctx) == (20, 512) and m.kld_mean == pytest.approx(0.126399, abs=1e-5)
+    assert m.same_top == pytest.approx(77.118, abs=1e-3) and math.isnan(m.kld_p99)
+    base = _cut_after_last_chunk(_log("smollm2_base.log"), "[20]")
+    assert parse_running(base).ppl == pytest.approx(28.9982, abs=1e-4)
+    assert parse_running(_cut_after_last_chunk(_log("smollm2_q3_k_m_kld.log"), "\n  19 ")) is None
 
 
 def test_measurement_json_round_trip():

@@ -33,6 +33,10 @@ _CHUNKS = re.compile(r"(?:calculating perplexity|computing) over (\d+) chunks, n
 # progress: "[7]33.8222," in a perplexity run, table rows "   7      37.4565 ±" in a KL-divergence run
 _DONE_PPL = re.compile(r"\[(\d+)\]" + _NUM + ",")
 _DONE_KLD = re.compile(r"^\s*(\d+)\s+" + _NUM + r"\s+±", re.M)
+# a KL-divergence table row: chunk, PPL(Q), ln(PPL(Q)/PPL(base)), KLD, RMS dp %, same top %, each "x ± err";
+# every row holds the running estimates over the chunks so far
+_KLD_ROW = re.compile(rf"^\s*(\d+)\s+{_NUM}{_PM}{_NUM}\s+{_NUM}{_PM}{_NUM}\s+{_NUM}{_PM}{_NUM}\s+"
+                      rf"{_NUM}{_PM}{_NUM}\s*%\s+{_NUM}{_PM}{_NUM}\s*%", re.M)
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,26 @@ def parse_output(text: str) -> Measurement:
     return Measurement(ppl=final[0], ppl_err=final[1], chunks=chunks, n_ctx=n_ctx)
 
 
+def parse_running(text: str) -> Measurement | None:
+    """The running estimates of the last chunk when a run's output stops after its last chunk (its
+    summary lost): PPL, mean KLD, RMS dp and same-top rate; the KLD percentiles stay NaN. None unless
+    the last chunk printed is the last chunk of the run."""
+    m = _CHUNKS.search(text)
+    if not m:
+        return None
+    chunks, n_ctx = int(m.group(1)), int(m.group(2))
+    rows = list(_KLD_ROW.finditer(text))
+    if rows and int(rows[-1].group(1)) == chunks:
+        v = [float(g) for g in rows[-1].groups()[1:]]
+        return Measurement(ppl=v[0], ppl_err=v[1], chunks=chunks, n_ctx=n_ctx, ln_ppl_ratio=v[2],
+                           ln_ppl_ratio_err=v[3], kld_mean=v[4], kld_mean_err=v[5], rms_dp=v[6], same_top=v[8],
+                           same_top_err=v[9])
+    done = list(_DONE_PPL.finditer(text))
+    if not rows and done and int(done[-1].group(1)) == chunks:
+        return Measurement(ppl=float(done[-1].group(2)), ppl_err=math.nan, chunks=chunks, n_ctx=n_ctx)
+    return None
+
+
 def chunks_done(text: str) -> int:
     """Chunks finished so far, from a run's partial output (for progress)."""
     last = 0
@@ -107,7 +131,7 @@ def chunks_done(text: str) -> int:
     return last
 
 
-RUN_ATTEMPTS = 3
+RUN_ATTEMPTS = 4
 
 
 @dataclass(frozen=True)
@@ -136,12 +160,17 @@ class Perplexity:
     def run(self, argv: list[str], on_chunks: Callable[[int], None] | None = None) -> tuple[Measurement, str]:
         """Run llama-perplexity. Its logger (common/log.cpp) is a worker thread that is never joined at exit
         (common_log_main leaks it on purpose), so a successful run sometimes loses its last lines, the
-        results among them: such a run is repeated, up to RUN_ATTEMPTS times in all."""
+        results among them: such a run is repeated, up to RUN_ATTEMPTS times in all, and if every run
+        lost its summary the last chunk's running estimates are taken (parse_running: no percentiles)."""
         for attempt in range(RUN_ATTEMPTS):
             log = run(argv, None if on_chunks is None else (lambda text: on_chunks(chunks_done(text))))
             try:
                 return parse_output(log), log
             except ToolError:
-                if attempt == RUN_ATTEMPTS - 1:
+                if attempt < RUN_ATTEMPTS - 1:
+                    continue
+                running = parse_running(log)
+                if running is None:
                     raise
+                return running, log
         raise AssertionError("unreachable")
