@@ -150,6 +150,6 @@ def test_shipped_default_weights_are_the_documented_fit():
     root = Path(__file__).resolve().parents[2] / "docs" / "results"
     files = sorted(root.glob("*-ablation-class.json"))
     assert len(files) >= 2
-    got = fit.fit([fit.model_data(ablate.load(f)) for f in files], lam=0.3, beta=1.0, fixed={"position": 0.0, "boundary": 0.0, "fragility": 0.0, "depth": 0.0, "head": 0.0, "embedding": 0.0})
+    got = fit.fit([fit.model_data(ablate.load(f)) for f in files], lam=0.3, beta=1.0, fixed={"position": 0.0, "boundary": 0.0, "fragility": 0.0, "depth": 0.0, "head": 0.0, "embedding": 0.0, "first": 0.0})
     for k, v in Weights().as_dict().items():
         assert getattr(got.weights, k) == pytest.approx(v, abs=2e-3), k

@@ -36,6 +36,7 @@ class Weights:
     depth: float = 0.0            # where the layer sits in its class's chain, 0 (first) to 1 (last)
     head: float = 0.0             # the output head: the tensor that makes the logits (tied: token_embd)
     embedding: float = 0.0        # the token embedding: each row is a token's whole input
+    first: float = 0.0            # the first blocks (layer < n_layer / 8, at least block 0), as use_more_bits
 
     @classmethod
     def parse(cls, text: str | None) -> "Weights":
@@ -78,18 +79,20 @@ def robust_z(values: Sequence[float]) -> np.ndarray:
 # Metrics that act per tensor inside its class. The others are pooled: every tensor of a class gets
 # the class's parameter-weighted mean of exp(sum w z) over them. Pooled scores ranked the measured
 # damage of whole layers better than per-tensor ones (docs/metrics.md, "The weights are fitted").
-WITHIN_CLASS = ("position", "depth")
+WITHIN_CLASS = ("position", "depth", "first")
 # Metrics that are facts of the model's graph, not of a tensor's values (they are not z-scored: 0 or 1)
-STRUCTURAL = ("head", "embedding")
+STRUCTURAL = ("head", "embedding", "first")
 _EMBEDDINGS = ("token_embd", "per_layer_token_embd")
 
 
-def structural_metrics(classes: Sequence[str]) -> list[dict[str, float]]:
-    """head and embedding per tensor, from the classes of all the model's quantizable tensors (without an
-    output class the embeddings are tied and token_embd is also the head)."""
+def structural_metrics(classes: Sequence[str], layers: Sequence[int | None]) -> list[dict[str, float]]:
+    """head, embedding and first per tensor, from the classes and layers of all the model's quantizable
+    tensors (without an output class the embeddings are tied and token_embd is also the head)."""
     tied = "output" not in classes
-    return [{"head": float(c == "output" or (tied and c == "token_embd")), "embedding": float(c in _EMBEDDINGS)}
-            for c in classes]
+    known = [il for il in layers if il is not None]
+    n_first = max(1, (max(known) + 1) // 8) if known else 0
+    return [{"head": float(c == "output" or (tied and c == "token_embd")), "embedding": float(c in _EMBEDDINGS),
+             "first": float(il is not None and il < n_first)} for c, il in zip(classes, layers)]
 
 
 def pooled(s: np.ndarray, n: np.ndarray, cls: np.ndarray) -> np.ndarray:
@@ -124,7 +127,8 @@ def metric_records(records: Sequence[Mapping[str, object]]) -> list[dict[str, fl
     """The composite's inputs per tensor: each record's own metrics (a TensorResult as a dict, or the
     "metrics" of an ablation file's tensor row, with "cls") and the structural ones."""
     out = []
-    for r, st in zip(records, structural_metrics([str(r["cls"]) for r in records])):
+    layers = [r.get("layer") for r in records]
+    for r, st in zip(records, structural_metrics([str(r["cls"]) for r in records], layers)):  # type: ignore[arg-type]
         own = r["metrics"] if "metrics" in r else r
         m: dict[str, float | None] = {k: own.get(k) for k in Weights().as_dict() if k not in STRUCTURAL}  # type: ignore[union-attr]
         m.update(st)
