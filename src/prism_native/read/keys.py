@@ -40,6 +40,7 @@ ARCH_KEYS = (
     KeyRule("block_count", VT.UINT32, low=1, high=LLAMA_MAX_LAYERS),
     KeyRule("nextn_predict_layers", VT.UINT32),
     KeyRule("expert_count", VT.UINT32, high=LLAMA_MAX_EXPERTS),
+    KeyRule("expert_used_count", VT.UINT32, per_layer=True),
     KeyRule("embedding_length", VT.UINT32),
     KeyRule("attention.head_count", VT.UINT32, per_layer=True),
     KeyRule("attention.head_count_kv", VT.UINT32, per_layer=True),
@@ -62,10 +63,22 @@ def check_keys(path: Path, fields: Mapping[str, ReaderField]) -> None:
     n_layer = int(block_count.parts[-1][0]) if block_count is not None and block_count.types == [VT.UINT32] else 0
     for rule in ARCH_KEYS:
         _check(path, fields, f"{arch}.{rule.key}", rule, n_layer)
-    nextn = fields.get(f"{arch}.nextn_predict_layers")
-    if nextn is not None and int(nextn.parts[-1][0]) > n_layer:
-        raise FileFormatError(f"{path}: key '{arch}.nextn_predict_layers' is {int(nextn.parts[-1][0])}, more than "
-                              f"the {n_layer} layers of {arch}.block_count")
+    nextn = _largest(fields.get(f"{arch}.nextn_predict_layers"))
+    if nextn > n_layer:
+        raise FileFormatError(f"{path}: key '{arch}.nextn_predict_layers' is {nextn}, more than the {n_layer} "
+                              f"layers of {arch}.block_count")
+    n_expert, n_used = _largest(fields.get(f"{arch}.expert_count")), _largest(fields.get(f"{arch}.expert_used_count"))
+    if not (0 < n_used <= n_expert if n_expert else n_used == 0):   # load_hparams' GGML_ASSERTs
+        raise FileFormatError(f"{path}: key '{arch}.expert_used_count' is {n_used} with {n_expert} experts; "
+                              f"llama.cpp needs {'1..' + str(n_expert) if n_expert else '0 without experts'}")
+
+
+def _largest(f: ReaderField | None) -> int:
+    """The value of an (already type-checked) integer key, the largest one of a per-layer array; 0 if absent."""
+    if f is None:
+        return 0
+    values = f.contents()
+    return max(values, default=0) if isinstance(values, list) else int(values)
 
 
 def _check(path: Path, fields: Mapping[str, ReaderField], key: str, rule: KeyRule, n_layer: int) -> None:
