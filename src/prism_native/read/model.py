@@ -288,8 +288,11 @@ class Model:
         rows = raw.reshape(t.n_rows, -1)
         out = np.empty((t.n_rows, t.n_per_row), dtype=np.float32)
         step = max(1, _DEQUANT_CHUNK_VALUES // max(t.n_per_row, 1))
-        for a in range(0, t.n_rows, step):
-            out[a:a + step] = gguf.quants.dequantize(np.asarray(rows[a:a + step]), qt)
+        # corrupt scales make numpy warn of overflow; the NaN/Inf they give is reported by whoever
+        # measures the values (measure.values.screen), in one line
+        with np.errstate(all="ignore"):
+            for a in range(0, t.n_rows, step):
+                out[a:a + step] = gguf.quants.dequantize(np.asarray(rows[a:a + step]), qt)
         return out
 
     def iter_float32(self, names: Iterable[str] | None = None) -> Iterator[tuple[TensorInfo, np.ndarray]]:
