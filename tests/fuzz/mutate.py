@@ -309,12 +309,12 @@ def _encode(x: np.ndarray, ttype: int) -> bytes | None:
     if ttype == spec.Q8_0:
         blocks = x.astype(np.float32).reshape(-1, 32)
         amax = np.abs(blocks).max(axis=1)
-        with np.errstate(all="ignore"):
+        out = np.empty((blocks.shape[0], 34), np.uint8)
+        with np.errstate(all="ignore"):   # NaN/Inf blocks are what the value strategies write
             d = (amax / 127).astype("<f2")
             q = np.where(amax[:, None] > 0, np.round(blocks / np.where(amax > 0, amax / 127, 1)[:, None]), 0)
-        out = np.empty((blocks.shape[0], 34), np.uint8)
+            out[:, 2:] = np.clip(np.nan_to_num(q), -127, 127).astype(np.int8).view(np.uint8)
         out[:, :2] = d.reshape(-1, 1).view(np.uint8)
-        out[:, 2:] = np.clip(q, -127, 127).astype(np.int8).view(np.uint8)
         return out.tobytes()
     return None
 

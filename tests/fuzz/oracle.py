@@ -47,8 +47,11 @@ def judge(files: list[bytes]) -> Verdict:
             return Verdict(str(e))
     if not any(g.tensors for g in parsed):
         return Verdict("no tensors")
-    if parsed[0].kv("general.architecture") is None:
+    arch = parsed[0].kv("general.architecture")
+    if arch is None:
         return Verdict("no architecture")
+    if arch.vtype == spec.STR and arch.payload == spec.string(b""):   # llama.cpp reads only the first part's
+        return Verdict("empty architecture")
     for g in parsed:
         problem = _metadata_problem(g)
         if problem:
@@ -56,9 +59,7 @@ def judge(files: list[bytes]) -> Verdict:
     problem = _split_problem(parsed)
     if problem:
         return Verdict(problem)
-    arch = parsed[0].kv("general.architecture")
-    assert arch is not None
-    return Verdict(None, _values(parsed, arch.payload[8:].decode()))
+    return Verdict(None, _values(parsed))
 
 
 # -- metadata: llama_model_loader's rules for the keys prism_native reads ---------------------------
@@ -83,8 +84,6 @@ def _metadata_problem(g: spec.Gguf) -> str | None:
         arch = arch_kv.payload[8:].decode("utf-8")
     except UnicodeDecodeError:
         return "architecture not UTF-8"
-    if not arch:
-        return "empty architecture"
     block = g.kv(f"{arch}.block_count")
     n_layer = block.value() if block is not None and block.vtype == spec.U32 else 0
     for suffix, vtype in _ARCH_SCALAR.items():
@@ -152,7 +151,7 @@ def quantized_by_llama(name: bytes, dims: list[int]) -> bool:
     return n_dims >= 2 and text.endswith("weight") and not _KEPT.search(text)
 
 
-def _values(parts: list[spec.Gguf], arch: str) -> Values:
+def _values(parts: list[spec.Gguf]) -> Values:
     worst = Values.OK
     for g in parts:
         for t in g.tensors:

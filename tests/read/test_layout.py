@@ -91,6 +91,8 @@ def test_key_value_problems(tmp_path):
     assert kv(b"general.architecture", spec.U8, b"\0") == "key 'general.architecture' appears twice (key/value 2)"
     assert kv(b"x\xff", spec.U8, b"\0") == "the key of key/value 2 is not valid UTF-8"
     assert kv(b"x", 13, b"") == "key 'x' has unknown value type 13"
+    assert kv(b"a\nb", 13, b"") == "key 'a\\nb' has unknown value type 13"      # one line, whatever the key
+    assert kv(b"k" * 500, 13, b"") == f"key '{'k' * 80}...' has unknown value type 13"
     assert kv(b"x", spec.ARR, arr(spec.ARR, 1, arr(spec.U8, 1, b"\0"))) == \
         "key 'x' is an array of arrays, which llama.cpp's GGUF loader rejects"
     assert kv(b"x", spec.ARR, arr(77, 0)) == "key 'x' is an array of unknown element type 77"

@@ -23,6 +23,7 @@ from ..errors import FileFormatError
 from ..llama.quantizable import quantizable_tensors
 from ..quant import Scratch
 from ..read.imatrix import Imatrix
+from ..read.layout import quoted
 from ..read.model import Model, TensorInfo
 from ..read.taxonomy import classify
 from .position import spectral_position
@@ -84,7 +85,7 @@ def measure_tensor(model: Model, t: TensorInfo, settings: Settings, imatrix: Ima
     if weights is not None and weights.shape[0] == 1 and n_mat > 1:
         weights = np.repeat(weights, n_mat, axis=0)
 
-    where = f"{model.path}: tensor '{t.name}'"
+    where = f"{model.path}: tensor {quoted(t.name)}"
     w32 = model.read(t, scratch.get(t.n_elements) if scratch is not None else None).reshape(t.n_rows, ne0)
     values = screen(w32, where)
     x, bf16 = (_native_input(model, t) if t.type_name in ("F32", "F16", "BF16") else (w32, False))

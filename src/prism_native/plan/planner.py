@@ -18,6 +18,7 @@ from ..llama.decide import TensorSpec
 from ..llama.sizes import SizeEstimate, estimate, imatrix_kv, pad, tensor_nbytes
 from ..measure.quant_error import CANDIDATES
 from ..measure.results import Analysis
+from ..read.layout import quoted
 from ..read.model import Model
 from .allocate import Allocation, Group, TensorCost, allocate
 from .budget import Budget, byte_budget
@@ -85,7 +86,7 @@ def build_groups(model: Model, analysis: Analysis, types: Sequence[str], padded:
         ok[:] = [req for req in ok if r.writable(req)]   # a class's type must suit every tensor of it
         if not ok:
             why = next(r.errors[req]["reason"] for req in types if not r.writable(req))
-            raise FileFormatError(f"{model.path}: tensor '{r.name}': llama-quantize can write none of the "
+            raise FileFormatError(f"{model.path}: tensor {quoted(r.name)}: llama-quantize can write none of the "
                                   f"candidate types for class {r.cls} ({why})")
         cost: dict[str, int] = {}
         dist: dict[str, float] = {}

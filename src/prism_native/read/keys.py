@@ -15,7 +15,7 @@ from typing import Mapping
 from gguf.gguf_reader import ReaderField
 
 from ..errors import FileFormatError
-from .layout import VT, field_type, type_name
+from .layout import VT, field_type, quoted, type_name
 
 LLAMA_MAX_LAYERS = 512
 LLAMA_MAX_EXPERTS = 1024
@@ -65,11 +65,11 @@ def check_keys(path: Path, fields: Mapping[str, ReaderField]) -> None:
         _check(path, fields, f"{arch}.{rule.key}", rule, n_layer)
     nextn = _largest(fields.get(f"{arch}.nextn_predict_layers"))
     if nextn > n_layer:
-        raise FileFormatError(f"{path}: key '{arch}.nextn_predict_layers' is {nextn}, more than the {n_layer} "
+        raise FileFormatError(f"{path}: key {quoted(arch + '.nextn_predict_layers')} is {nextn}, more than the {n_layer} "
                               f"layers of {arch}.block_count")
     n_expert, n_used = _largest(fields.get(f"{arch}.expert_count")), _largest(fields.get(f"{arch}.expert_used_count"))
     if not (0 < n_used <= n_expert if n_expert else n_used == 0):   # load_hparams' GGML_ASSERTs
-        raise FileFormatError(f"{path}: key '{arch}.expert_used_count' is {n_used} with {n_expert} experts; "
+        raise FileFormatError(f"{path}: key {quoted(arch + '.expert_used_count')} is {n_used} with {n_expert} experts; "
                               f"llama.cpp needs {'1..' + str(n_expert) if n_expert else '0 without experts'}")
 
 
@@ -88,18 +88,18 @@ def _check(path: Path, fields: Mapping[str, ReaderField], key: str, rule: KeyRul
     if f.types[0] == VT.ARRAY and rule.per_layer:
         elem = int(f.parts[3][0])
         if elem not in _LAYER_ARRAY_TYPES:
-            raise FileFormatError(f"{path}: key '{key}' has wrong array element type {type_name(elem)}; "
+            raise FileFormatError(f"{path}: key {quoted(key)} has wrong array element type {type_name(elem)}; "
                                   "llama.cpp reads i32 or u32")
         n = int(f.parts[4][0])
         if n != n_layer:
-            raise FileFormatError(f"{path}: key '{key}' has wrong array length; expected {n_layer} (one per layer), "
+            raise FileFormatError(f"{path}: key {quoted(key)} has wrong array length; expected {n_layer} (one per layer), "
                                   f"got {n}")
         return
     if f.types != [rule.vtype]:
-        raise FileFormatError(f"{path}: key '{key}' has wrong type {field_type(f)} but expected type "
+        raise FileFormatError(f"{path}: key {quoted(key)} has wrong type {field_type(f)} but expected type "
                               f"{type_name(rule.vtype)}")
     if rule.low is None and rule.high is None:
         return
     v = int(f.parts[-1][0])
     if (rule.low is not None and v < rule.low) or (rule.high is not None and v > rule.high):
-        raise FileFormatError(f"{path}: key '{key}' is {v}; llama.cpp needs {rule.low or 0}..{rule.high}")
+        raise FileFormatError(f"{path}: key {quoted(key)} is {v}; llama.cpp needs {rule.low or 0}..{rule.high}")

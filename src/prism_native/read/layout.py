@@ -21,7 +21,7 @@ and what is wrong.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,13 @@ def type_name(vtype: int) -> str:
     return names.get(vtype, f"type {vtype}")  # type: ignore[call-overload]
 
 
+def quoted(text: str, limit: int = 80) -> str:
+    """A key or tensor name as error messages show it: quoted, control characters escaped (the message
+    stays one line), cut after `limit` characters (a key may be a megabyte long)."""
+    shown = text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+    return f"'{shown[:limit]}...'" if len(shown) > limit else f"'{shown}'"
+
+
 def field_type(field: ReaderField) -> str:
     """'u32', 'str', 'arr[i32]': a key/value's type as llama.cpp's messages write it."""
     main = field.types[0]
@@ -79,7 +86,7 @@ class TensorEntry:
     name: str
     shape: tuple[int, ...]
     ggml_type: int
-    offset: int     # absolute byte offset of the data in the file
+    offset: int     # absolute byte offset of the data in the file (while parsing: from the data section)
     n_bytes: int    # ggml_nbytes
 
 
@@ -197,43 +204,44 @@ def _key_values(cur: _Cursor, n_kv: int) -> dict[str, ReaderField]:
         start = cur.pos
         klen, kdata = cur.string(f"the key of key/value {i}")
         key = cur.text(kdata, f"the key of key/value {i}")
+        label = quoted(key)
         if not key:
             raise cur.fail(f"key/value {i} has an empty key")
         if key in fields:
-            raise cur.fail(f"key '{key}' appears twice (key/value {i})")
-        vtype_part = cur.array(_U32, 1, f"the type of key '{key}'")
-        parts, data, types = _value(cur, key, int(vtype_part[0]))
+            raise cur.fail(f"key {label} appears twice (key/value {i})")
+        vtype_part = cur.array(_U32, 1, f"the type of key {label}")
+        parts, data, types = _value(cur, label, int(vtype_part[0]))
         fields[key] = ReaderField(start, key, [klen, kdata, vtype_part, *parts], [d + 3 for d in data], types)
     return fields
 
 
-def _value(cur: _Cursor, key: str, vtype: int) -> tuple[list[np.ndarray], list[int], list[Any]]:
+def _value(cur: _Cursor, label: str, vtype: int) -> tuple[list[np.ndarray], list[int], list[Any]]:
     """(parts, data indices, types) of one value, indices relative to the value's first part."""
     if vtype == VT.STRING:
-        return list(cur.string(f"the value of key '{key}'")), [1], [VT.STRING]
+        return list(cur.string(f"the value of key {label}")), [1], [VT.STRING]
     if vtype in _SCALAR_DTYPES:
-        return [cur.array(_SCALAR_DTYPES[vtype], 1, f"the value of key '{key}'")], [0], [VT(vtype)]
+        return [cur.array(_SCALAR_DTYPES[vtype], 1, f"the value of key {label}")], [0], [VT(vtype)]
     if vtype != VT.ARRAY:
-        raise cur.fail(f"key '{key}' has unknown value type {vtype}")
-    itype_part = cur.array(_U32, 1, f"the element type of array '{key}'")
-    alen = cur.array(_U64, 1, f"the length of array '{key}'")
+        raise cur.fail(f"key {label} has unknown value type {vtype}")
+    itype_part = cur.array(_U32, 1, f"the element type of array {label}")
+    alen = cur.array(_U64, 1, f"the length of array {label}")
     itype, n = int(itype_part[0]), int(alen[0])
     if itype == VT.ARRAY:
-        raise cur.fail(f"key '{key}' is an array of arrays, which llama.cpp's GGUF loader rejects")
+        raise cur.fail(f"key {label} is an array of arrays, which llama.cpp's GGUF loader rejects")
     if itype != VT.STRING and itype not in _SCALAR_DTYPES:
-        raise cur.fail(f"key '{key}' is an array of unknown element type {itype}")
+        raise cur.fail(f"key {label} is an array of unknown element type {itype}")
     if n > MAX_ARRAY_ELEMENTS:
-        raise cur.fail(f"array '{key}' declares {n} elements, more than GGUF's limit of {MAX_ARRAY_ELEMENTS}")
+        raise cur.fail(f"array {label} declares {n} elements, more than GGUF's limit of {MAX_ARRAY_ELEMENTS}")
     types: list[Any] = [VT.ARRAY] + ([VT(itype)] if n else [])
     head = [itype_part, alen]
     if itype != VT.STRING:
         dt = _SCALAR_DTYPES[itype]
-        return head + [cur.array(dt, n, f"the {n} elements of array '{key}'")], [2], types
-    cur.need(8 * n, f"the {n} strings of array '{key}'")   # each has at least its length
-    return head + _strings(cur, key, n), list(range(3, 2 + 2 * n + 1, 2)), types
+        return head + [cur.array(dt, n, f"the {n} elements of array {label}")], [2], types
+    cur.need(8 * n, f"the {n} strings of array {label}")   # each has at least its length
+    return head + _strings(cur, label, n), list(range(3, 2 + 2 * n + 1, 2)), types
 
 
-def _strings(cur: _Cursor, key: str, n: int) -> list[np.ndarray]:
+def _strings(cur: _Cursor, label: str, n: int) -> list[np.ndarray]:
     """(length, bytes) parts of n consecutive strings: cur.string's checks, inlined, because a
     tokenizer holds hundreds of thousands of them."""
     flat, buf, size, offs = cur.data, cur.buf, cur.size, cur.pos
@@ -245,15 +253,15 @@ def _strings(cur: _Cursor, key: str, n: int) -> list[np.ndarray]:
     for j in range(n):
         if offs + 8 > size:
             cur.pos = offs
-            cur.need(8, f"the length of string {j} of array '{key}'")
+            cur.need(8, f"the length of string {j} of array {label}")
         (ln,) = unpack(buf, offs)
         end = offs + 8 + ln
         if ln > MAX_STRING_BYTES or end > size:
             cur.pos = offs + 8
             if ln > MAX_STRING_BYTES:
-                raise cur.fail(f"string {j} of array '{key}' claims {ln} bytes, more than GGUF's limit of "
+                raise cur.fail(f"string {j} of array {label} claims {ln} bytes, more than GGUF's limit of "
                                f"{MAX_STRING_BYTES}")
-            cur.need(ln, f"string {j} of array '{key}' ({ln} bytes)")
+            cur.need(ln, f"string {j} of array {label} ({ln} bytes)")
         k = offs & 7
         i = offs >> 3
         parts.append(shifted[k][i:i + 1])
@@ -276,18 +284,10 @@ def _alignment(cur: _Cursor, fields: dict[str, ReaderField]) -> int:
     return align
 
 
-@dataclass(frozen=True)
-class _Info:
-    name: str
-    shape: tuple[int, ...]
-    ggml_type: int
-    rel_offset: int
-    n_bytes: int
-
-
-def _tensor_infos(cur: _Cursor, n_tensors: int) -> list[_Info]:
-    """Name, shape, type and offset of every tensor (gguf_init_from_reader's tensor info loop)."""
-    infos: list[_Info] = []
+def _tensor_infos(cur: _Cursor, n_tensors: int) -> list[TensorEntry]:
+    """Name, shape, type and offset (still relative to the data section) of every tensor
+    (gguf_init_from_reader's tensor info loop)."""
+    infos: list[TensorEntry] = []
     seen: dict[str, int] = {}
     for i in range(n_tensors):
         _, raw = cur.string(f"the name of tensor {i}")
@@ -295,62 +295,63 @@ def _tensor_infos(cur: _Cursor, n_tensors: int) -> list[_Info]:
             raise cur.fail(f"the name of tensor {i} is {raw.size} bytes long; ggml allows at most {MAX_NAME_BYTES}")
         name = cur.text(raw, f"the name of tensor {i}")
         if name in seen:
-            raise cur.fail(f"tensor '{name}' appears twice (tensors {seen[name]} and {i})")
+            raise cur.fail(f"tensor {quoted(name)} appears twice (tensors {seen[name]} and {i})")
         seen[name] = i
-        n_dims = cur.scalar("<I", f"the dimension count of tensor '{name}'")
+        n_dims = cur.scalar("<I", f"the dimension count of tensor {quoted(name)}")
         if n_dims > MAX_DIMS:
-            raise cur.fail(f"tensor '{name}' has {n_dims} dimensions; ggml allows at most {MAX_DIMS}")
-        shape = tuple(cur.scalar("<Q", f"the shape of tensor '{name}'") for _ in range(n_dims))
-        ggml_type = cur.scalar("<I", f"the type of tensor '{name}'")
-        rel_offset = cur.scalar("<Q", f"the data offset of tensor '{name}'")
-        infos.append(_Info(name, shape, ggml_type, rel_offset, _tensor_bytes(cur, name, shape, ggml_type)))
+            raise cur.fail(f"tensor {quoted(name)} has {n_dims} dimensions; ggml allows at most {MAX_DIMS}")
+        shape = tuple(cur.scalar("<Q", f"the shape of tensor {quoted(name)}") for _ in range(n_dims))
+        ggml_type = cur.scalar("<I", f"the type of tensor {quoted(name)}")
+        rel_offset = cur.scalar("<Q", f"the data offset of tensor {quoted(name)}")
+        infos.append(TensorEntry(name, shape, ggml_type, rel_offset, _tensor_bytes(cur, name, shape, ggml_type)))
     return infos
 
 
 def _tensor_bytes(cur: _Cursor, name: str, shape: tuple[int, ...], ggml_type: int) -> int:
     """ggml_nbytes after gguf.cpp's shape and type checks (and the zero-dimension rule)."""
     if any(d > INT64_MAX for d in shape):   # gguf.cpp reads int64 dims and rejects negative ones
-        raise cur.fail(f"tensor '{name}' has a negative dimension (shape {list(shape)} read as unsigned)")
+        raise cur.fail(f"tensor {quoted(name)} has a negative dimension (shape {list(shape)} read as unsigned)")
     if 0 in shape:
-        raise cur.fail(f"tensor '{name}' has an empty dimension (shape {list(shape)}); a model weight never does")
+        raise cur.fail(f"tensor {quoted(name)} has an empty dimension (shape {list(shape)}); a model weight never does")
     n = 1
     for d in shape:
         n *= d
     if n > INT64_MAX:
-        raise cur.fail(f"tensor '{name}' shape {list(shape)} has {n} elements, more than int64 can count")
+        raise cur.fail(f"tensor {quoted(name)} shape {list(shape)} has {n} elements, more than int64 can count")
     try:
         block, type_size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(ggml_type)]
     except (ValueError, KeyError):
-        raise cur.fail(f"tensor '{name}' has unsupported tensor type id {ggml_type}") from None
+        raise cur.fail(f"tensor {quoted(name)} has unsupported tensor type id {ggml_type}") from None
     ne0 = shape[0] if shape else 1
     if ne0 % block:
         tname = gguf.GGMLQuantizationType(ggml_type).name
-        raise cur.fail(f"tensor '{name}' rows of {ne0} values do not fit type {tname} (blocks of {block})")
+        raise cur.fail(f"tensor {quoted(name)} rows of {ne0} values do not fit type {tname} (blocks of {block})")
     return n // block * type_size
 
 
-def _place_tensors(cur: _Cursor, infos: list[_Info], data_offset: int, alignment: int) -> tuple[TensorEntry, ...]:
-    """gguf.cpp wants every tensor where the padded tensors before it end (offset == ctx->size), which
-    rules out misaligned, overlapping and scattered data; llama_model_loader then wants each tensor's
-    bytes inside the file. Each violation is named as what it is."""
+def _place_tensors(cur: _Cursor, infos: list[TensorEntry], data_offset: int, alignment: int) -> tuple[TensorEntry, ...]:
+    """The tensors at their absolute offsets. gguf.cpp wants every tensor where the padded tensors
+    before it end (offset == ctx->size), which rules out misaligned, overlapping and scattered data;
+    llama_model_loader then wants each tensor's bytes inside the file. Each violation is named as what
+    it is."""
     out: list[TensorEntry] = []
     expected = 0
     for t in infos:
-        if t.rel_offset % alignment:
-            raise cur.fail(f"tensor '{t.name}' data offset {t.rel_offset} is not a multiple of the "
-                           f"alignment {alignment}")
-        if t.rel_offset < expected:
-            other = next(u for u in out if u.offset + u.n_bytes > data_offset + t.rel_offset)
+        rel = t.offset
+        if rel % alignment:
+            raise cur.fail(f"tensor {quoted(t.name)} data offset {rel} is not a multiple of the alignment {alignment}")
+        if rel < expected:
+            other = next(u for u in out if u.offset + u.n_bytes > data_offset + rel)
             a = other.offset - data_offset
-            raise cur.fail(f"tensor '{t.name}' (data bytes {t.rel_offset}..{t.rel_offset + t.n_bytes}) overlaps "
-                           f"tensor '{other.name}' (bytes {a}..{a + other.n_bytes})")
-        if t.rel_offset > expected:
-            raise cur.fail(f"tensor '{t.name}' data starts at offset {t.rel_offset}, but the tensors before it end "
+            raise cur.fail(f"tensor {quoted(t.name)} (data bytes {rel}..{rel + t.n_bytes}) overlaps "
+                           f"tensor {quoted(other.name)} (bytes {a}..{a + other.n_bytes})")
+        if rel > expected:
+            raise cur.fail(f"tensor {quoted(t.name)} data starts at offset {rel}, but the tensors before it end "
                            f"at {expected}; llama.cpp needs the tensors back to back in file order")
-        start = data_offset + t.rel_offset
+        start = data_offset + rel
         if start + t.n_bytes > cur.size:
-            raise cur.fail(f"tensor '{t.name}' data runs past the end of the file (bytes {start}..{start + t.n_bytes}, "
+            raise cur.fail(f"tensor {quoted(t.name)} data runs past the end of the file (bytes {start}..{start + t.n_bytes}, "
                            f"file has {cur.size}); the file is truncated or corrupt")
-        out.append(TensorEntry(t.name, t.shape, t.ggml_type, start, t.n_bytes))
-        expected = t.rel_offset + _pad(t.n_bytes, alignment)
+        out.append(replace(t, offset=start))
+        expected = rel + _pad(t.n_bytes, alignment)
     return tuple(out)

@@ -22,7 +22,7 @@ from .. import qtypes
 from ..errors import FileFormatError, PrismError
 from ..qtypes import QType
 from .keys import check_keys
-from .layout import GGUF_HEADER_BYTES, Layout, read_layout
+from .layout import GGUF_HEADER_BYTES, Layout, quoted, read_layout
 
 DIRECT_TYPES = frozenset({"F32", "F16", "BF16"})  # read without dequantizing
 _SPLIT_NAME = re.compile(r"^(?P<prefix>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
@@ -171,7 +171,7 @@ class Model:
         self._by_name = {t.name: t for t in self.tensors}
         if len(self._by_name) != len(self.tensors):
             dup = next(t.name for t in self.tensors if sum(u.name == t.name for u in self.tensors) > 1)
-            raise FileFormatError(f"{self.path}: tensor '{dup}' appears in more than one split part")
+            raise FileFormatError(f"{self.path}: tensor {quoted(dup)} appears in more than one split part")
         arch = self.kv("general.architecture")
         if not isinstance(arch, str) or not arch:
             raise FileFormatError(f"{self.path}: no general.architecture key; not a llama.cpp model")
@@ -250,7 +250,7 @@ class Model:
         try:
             return self._by_name[name]
         except KeyError:
-            raise PrismError(f"{self.path}: no tensor named '{name}'") from None
+            raise PrismError(f"{self.path}: no tensor named {quoted(name)}") from None
 
     def __contains__(self, name: object) -> bool:
         return name in self._by_name
@@ -283,7 +283,7 @@ class Model:
             return dequantize(raw, t.qtype, (t.n_rows, t.n_per_row), out=out)
         qt = gguf.GGMLQuantizationType(t.ggml_type)
         if qt not in gguf.quants._type_traits:  # noqa: SLF001  (no public "can dequantize" query)
-            raise FileFormatError(f"{self.parts[t.part]}: tensor '{t.name}' has type {t.type_name}, which the "
+            raise FileFormatError(f"{self.parts[t.part]}: tensor {quoted(t.name)} has type {t.type_name}, which the "
                              f"gguf package {_gguf_version()} cannot dequantize")
         rows = raw.reshape(t.n_rows, -1)
         out = np.empty((t.n_rows, t.n_per_row), dtype=np.float32)
