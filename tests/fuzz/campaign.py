@@ -24,8 +24,8 @@ from typing import Callable, Sequence
 from . import harness, mutate, oracle, spec
 
 FAKE_MARK = "prism-fuzz fake llama.cpp tool"
-COMMANDS = ("inspect", "check-recipe", "analyze", "plan", "eval", "ablate")
-READS_WEIGHTS = frozenset({"analyze", "plan", "ablate"})
+COMMANDS = ("inspect", "check-recipe", "analyze", "plan", "quantize", "eval", "ablate")
+READS_WEIGHTS = frozenset({"analyze", "plan", "quantize", "ablate"})
 
 
 class Outcome(Enum):
@@ -159,6 +159,7 @@ def _argv(command: str, model: Path, text: Path, fake: Path) -> list[str]:
         "check-recipe": ["check-recipe", str(model), "--", "Q4_K_M"],
         "analyze": ["analyze", str(model), "-q", "-t", "1"],
         "plan": ["plan", str(model), "--bpw", "4.5", "-t", "1", "-q"],
+        "quantize": ["quantize", str(model), "-o", "out.gguf", "-t", "1", "-q", "--", "--allow-requantize", "Q4_K_M"],
         "eval": ["eval", str(model), "--text", str(text), "--llama-cpp", str(fake), "--baselines", "Q4_K_M",
                  "-o", "eval-out", "-t", "1", "-q"],
         "ablate": ["ablate", str(model), "--text", str(text), "--llama-cpp", str(fake), "-o", "ablate-out",
@@ -243,7 +244,7 @@ def commands_for(m: Mutant, plan: Plan) -> list[str]:
         return list(COMMANDS) if plan.thorough else ["inspect", rotating]
     cmds = ["inspect", "check-recipe", "eval"] if plan.thorough else ["inspect"]
     if m.strategy in mutate.VALUE_STRATEGIES or rng.random() < plan.weights_share:
-        cmds += ["analyze", "plan"] + (["ablate"] if rng.random() < 0.3 else [])
+        cmds += ["analyze", "plan", "quantize"] + (["ablate"] if rng.random() < 0.3 else [])
     elif not plan.thorough and rotating not in READS_WEIGHTS:
         cmds.append(rotating)
     return cmds

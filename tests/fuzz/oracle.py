@@ -4,9 +4,10 @@ A file (or split set) is *malformed* when it breaks a structural rule (spec.pars
 of llama.cpp's loader for the keys prism_native reads (exact types; block_count in 1..512 and
 expert_count <= 1024 as load_hparams asserts; per-layer arrays of i32/u32 with one value per layer),
 has no tensors or no architecture, or its split parts disagree. A well-formed file may still be
-*unusable* for the commands that read the weights: llama-quantize cannot quantize a tensor holding
-NaN/Inf or stored as an integer type, and values beyond float16's range may overflow the float16
-block scales of some types (then either a clean error or a result is right).
+*unusable* for the commands that read the weights: llama-quantize refuses NaN/Inf in any tensor (it
+validates what it copies too) and cannot quantize one stored as an integer type, and values beyond
+float16's range may overflow the float16 block scales of some types (then either a clean error or a
+result is right).
 """
 from __future__ import annotations
 
@@ -152,15 +153,18 @@ def quantized_by_llama(name: bytes, dims: list[int]) -> bool:
 
 
 def _values(parts: list[spec.Gguf]) -> Values:
+    """NaN/Inf anywhere (llama-quantize validates the tensors it copies too), or a quantized tensor it
+    cannot convert, is NONFINITE; a quantized tensor beyond float16's range is HUGE."""
     worst = Values.OK
     for g in parts:
         for t in g.tensors:
-            if not quantized_by_llama(t.name, t.dims):
-                continue
+            quantized = quantized_by_llama(t.name, t.dims)
             v = tensor_values(g.tensor_bytes(t), t.ttype)
+            if v is None and not quantized:
+                continue              # copied as they are, unread
             if v is None or not np.isfinite(v).all():
                 return Values.NONFINITE
-            if v.size and float(np.abs(v).max()) > F16_MAX:
+            if quantized and v.size and float(np.abs(v).max()) > F16_MAX:
                 worst = Values.HUGE
     return worst
 

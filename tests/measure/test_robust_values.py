@@ -117,3 +117,20 @@ def test_results_file_is_valid_json_with_reasons(tmp_path):
     assert d["undefined"] == {"alpha": "zero matrix"}
     back = Analysis.load(p).tensors[r.name]
     assert math.isnan(back.rel_error("Q4_0")) and not back.writable("Q4_0") and math.isnan(back.osqe["2"])
+
+
+def test_nan_in_a_copied_tensor_is_refused_before_measuring(tmp_path):
+    """llama-quantize validates the tensors it copies too, so no plan could be carried out."""
+    from prism_native.measure.analyze import Settings, analyze
+    from prism_native.read.model import open_model
+    from support import synth
+
+    path = tmp_path / "m.gguf"
+    synth.write(path, synth.Spec(n_layer=1, n_vocab=256))
+    t = open_model(path).tensor("blk.0.ffn_norm.weight")
+    data = bytearray(path.read_bytes())
+    data[t.offset + 8:t.offset + 12] = np.float32(np.nan).tobytes()
+    path.write_bytes(bytes(data))
+    with pytest.raises(FileFormatError) as e:
+        analyze(open_model(path), Settings(threads=1))
+    assert str(e.value) == f"{path}: tensor 'blk.0.ffn_norm.weight' has NaN or Inf values; llama-quantize refuses to copy it"

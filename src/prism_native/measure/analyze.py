@@ -24,6 +24,7 @@ from ..llama.quantizable import quantizable_tensors
 from ..quant import Scratch
 from ..read.imatrix import Imatrix
 from ..read.layout import quoted
+from ..write.encode import invalid_data
 from ..read.model import Model, TensorInfo
 from ..read.taxonomy import classify
 from .position import spectral_position
@@ -109,6 +110,15 @@ def measure_tensor(model: Model, t: TensorInfo, settings: Settings, imatrix: Ima
         imatrix=weights is not None, seconds=time.perf_counter() - t0, undefined=undefined, **metrics)
 
 
+def check_copied(model: Model, quantized: set[str]) -> None:
+    """The tensors llama-quantize copies as they are: it validates them too (ggml_validate_row_data), so
+    a NaN or Inf among them makes any plan fail; refused here, before the weights are measured."""
+    for t in model.tensors:
+        if t.name not in quantized and invalid_data(model.raw(t), t.qtype):
+            raise FileFormatError(f"{model.path}: tensor {quoted(t.name)} has NaN or Inf values; llama-quantize "
+                                  "refuses to copy it")
+
+
 def fill_position(analysis: Analysis) -> None:
     """The spectral position prior of every layer tensor, per class (it needs all layers of the class)."""
     by_cls: dict[str, list[TensorResult]] = {}
@@ -146,6 +156,7 @@ def analyze(model: Model, settings: Settings, *, imatrix: Imatrix | None = None,
     tensors = quantizable_tensors(model)
     if not tensors:
         raise FileFormatError(f"{model.path}: no tensor llama-quantize would quantize")
+    check_copied(model, {t.name for t in tensors})
     # largest tensors first: the last tensors then are small ones, so no worker idles at the end
     todo = sorted((t for t in tensors if t.name not in analysis.tensors), key=lambda t: -t.n_elements)
     for t in tensors:
