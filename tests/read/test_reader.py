@@ -150,7 +150,7 @@ def _bad_files(tmp_path):
         "not_gguf": (d / "not.gguf", "not a GGUF file"),
         "empty": (d / "empty.gguf", "empty file"),
         "short": (d / "short.gguf", "truncated GGUF file (8 bytes"),
-        "truncated_metadata": (d / "trunc_meta.gguf", "truncated GGUF file: the metadata needs byte"),
+        "truncated_metadata": (d / "trunc_meta.gguf", "truncated or corrupt GGUF file"),
         "data_past_end": (d / "trunc_data.gguf", "data runs past the end of the file"),
         "unsupported_type": (d / "badtype.gguf", "'blk.0.attn_q.weight' has unsupported tensor type id 99"),
         "missing_split_part": (d / "set-00001-of-00003.gguf", "part 2 of the 3-part split set"),

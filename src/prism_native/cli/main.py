@@ -48,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_line(message: str) -> str:
+    """The message with control characters escaped: a name read from a file may hold a newline."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in message)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -57,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except PrismError as e:
-        print(f"prism-native {args.command}: error: {e}", file=sys.stderr)
+        print(f"prism-native {args.command}: error: {_one_line(str(e))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print(f"prism-native {args.command}: interrupted", file=sys.stderr)

@@ -23,12 +23,15 @@ from ..errors import FileFormatError
 from ..llama.quantizable import quantizable_tensors
 from ..quant import Scratch
 from ..read.imatrix import Imatrix
+from ..read.layout import quoted
+from ..write.encode import invalid_data
 from ..read.model import Model, TensorInfo
 from ..read.taxonomy import classify
 from .position import spectral_position
 from .quant_error import CANDIDATES, measure_errors, stable_seed
 from .results import Analysis, TensorResult, model_identity
 from .spectral import spectral_metrics
+from .values import screen
 
 CHECKPOINT_SECONDS = 5.0   # an interrupted analyze loses at most this much work
 
@@ -70,7 +73,11 @@ def nanmean(vals: Iterable[float]) -> float:
 
 def measure_tensor(model: Model, t: TensorInfo, settings: Settings, imatrix: Imatrix | None,
                    scratch: Scratch | None = None) -> TensorResult:
-    """Every metric of one tensor; `scratch` holds the float32 copy (reused across a worker's tensors)."""
+    """Every metric of one tensor; `scratch` holds the float32 copy (reused across a worker's tensors).
+
+    The values are screened first (values.screen: NaN/Inf refused, the range known); the error kernel
+    then reads F32/F16/BF16 straight from the map, and measures every row when values beyond float16's
+    range may overflow some type's block scales."""
     t0 = time.perf_counter()
     tax = classify(t.name)
     ne0 = t.n_per_row
@@ -79,25 +86,37 @@ def measure_tensor(model: Model, t: TensorInfo, settings: Settings, imatrix: Ima
     if weights is not None and weights.shape[0] == 1 and n_mat > 1:
         weights = np.repeat(weights, n_mat, axis=0)
 
-    out = scratch.get(t.n_elements) if scratch is not None else None
-    w32 = None if t.type_name in ("F32", "F16", "BF16") else model.read(t, out)  # dequantize once
-    x, bf16 = _native_input(model, t) if w32 is None else (w32.reshape(t.n_rows, ne0), False)
+    where = f"{model.path}: tensor {quoted(t.name)}"
+    w32 = model.read(t, scratch.get(t.n_elements) if scratch is not None else None).reshape(t.n_rows, ne0)
+    values = screen(w32, where)
+    x, bf16 = (_native_input(model, t) if t.type_name in ("F32", "F16", "BF16") else (w32, False))
     seed = stable_seed(t.name, settings.seed)
-    err = measure_errors(x, bf16, where=f"{model.path}: tensor {t.name}", n_mat=n_mat,
-                         candidates=settings.candidates, weights=weights,
-                         sample_values=settings.sample_values if settings.mode == "default" else 0,
-                         seed=seed, delta=settings.boundary_delta, threads=settings.threads)
+    sampled = settings.mode == "default" and not values.beyond_f16
+    err = measure_errors(x, bf16, where=where, n_mat=n_mat, candidates=settings.candidates, weights=weights,
+                         sample_values=settings.sample_values if sampled else 0, seed=seed,
+                         delta=settings.boundary_delta, threads=settings.threads, max_abs=values.max_abs)
 
-    w32 = (model.read(t, out) if w32 is None else w32).reshape(-1, t.shape[1] if len(t.shape) > 1 else 1, ne0)
-    spec = [spectral_metrics(w32[i], settings.mode, rng_seed=seed) for i in _spectral_mats(n_mat, settings)]
-    del w32, x
+    mats = w32.reshape(-1, t.shape[1] if len(t.shape) > 1 else 1, ne0)
+    spec = [spectral_metrics(mats[i], settings.mode, rng_seed=seed, norms=values.norms if n_mat == 1 else None)
+            for i in _spectral_mats(n_mat, settings)]
+    del w32, x, mats
+    metrics = {m: nanmean(getattr(s, m) for s in spec) for m in ("alpha", "dominance", "spectral_norm", "imbalance")}
+    undefined = dict(err.undefined)
+    undefined.update({m: why for s in spec for m, why in s.undefined if math.isnan(metrics[m])})
     return TensorResult(
         name=t.name, cls=tax.cls, layer=tax.layer, shape=list(t.shape), n_params=t.n_elements,
         source_type=t.type_name, errors=err.errors, osqe=err.osqe, fragility=err.fragility,
-        boundary=err.boundary, alpha=nanmean(s.alpha for s in spec),
-        dominance=nanmean(s.dominance for s in spec), spectral_norm=nanmean(s.spectral_norm for s in spec),
-        imbalance=nanmean(s.imbalance for s in spec), spectral_method=spec[0].method,
-        rows_measured=err.rows_measured, imatrix=weights is not None, seconds=time.perf_counter() - t0)
+        boundary=err.boundary, spectral_method=spec[0].method, rows_measured=err.rows_measured,
+        imatrix=weights is not None, seconds=time.perf_counter() - t0, undefined=undefined, **metrics)
+
+
+def check_copied(model: Model, quantized: set[str]) -> None:
+    """The tensors llama-quantize copies as they are: it validates them too (ggml_validate_row_data), so
+    a NaN or Inf among them makes any plan fail; refused here, before the weights are measured."""
+    for t in model.tensors:
+        if t.name not in quantized and invalid_data(model.raw(t), t.qtype):
+            raise FileFormatError(f"{model.path}: tensor {quoted(t.name)} has NaN or Inf values; llama-quantize "
+                                  "refuses to copy it")
 
 
 def fill_position(analysis: Analysis) -> None:
@@ -106,9 +125,16 @@ def fill_position(analysis: Analysis) -> None:
     for r in analysis.tensors.values():
         if r.layer is not None:
             by_cls.setdefault(r.cls, []).append(r)
+        else:
+            r.undefined.update(position="not a layer tensor", depth="not a layer tensor")
     for rs in by_cls.values():
         rs.sort(key=lambda r: r.layer)  # type: ignore[arg-type, return-value]
         ok = [r for r in rs if math.isfinite(r.spectral_norm)]
+        for r in rs:
+            if len(ok) < 2 or r not in ok:
+                why = ("no spectral norm" if r not in ok else
+                       "fewer than 2 layers of its class have a spectral norm")
+                r.undefined.update(position=why, depth=why)
         if len(ok) < 2:
             continue
         pos = spectral_position([r.spectral_norm for r in ok])
@@ -130,6 +156,7 @@ def analyze(model: Model, settings: Settings, *, imatrix: Imatrix | None = None,
     tensors = quantizable_tensors(model)
     if not tensors:
         raise FileFormatError(f"{model.path}: no tensor llama-quantize would quantize")
+    check_copied(model, {t.name for t in tensors})
     # largest tensors first: the last tensors then are small ones, so no worker idles at the end
     todo = sorted((t for t in tensors if t.name not in analysis.tensors), key=lambda t: -t.n_elements)
     for t in tensors:

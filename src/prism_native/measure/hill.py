@@ -41,17 +41,23 @@ def hill_alpha(nodes: np.ndarray, weights: np.ndarray | None, k: int, zero_tol: 
     """Hill alpha over descending `nodes` with `weights` (eigenvalue counts; None = 1 each).
 
     x_min is the node at which the mass strictly above reaches k (lambda_{k+1} for unit weights).
-    Returns NaN when the tail does not fit: fewer than k + 1 eigenvalues, x_min <= zero_tol (rank <= k),
-    or a flat tail (all k equal to x_min)."""
+    Returns NaN when the tail does not fit (hill_fit says why)."""
+    return hill_fit(nodes, weights, k, zero_tol)[0]
+
+
+def hill_fit(nodes: np.ndarray, weights: np.ndarray | None, k: int, zero_tol: float) -> tuple[float, str | None]:
+    """(alpha, None), or (NaN, why the tail does not fit): fewer than k + 1 eigenvalues, x_min <= zero_tol
+    (rank <= k), or a flat tail (all k equal to x_min)."""
+    nan = float("nan")
     if k < 1:
-        return float("nan")
+        return nan, "tail size k < 1"
     w = np.ones(nodes.size) if weights is None else weights
     mass = np.cumsum(w)
     j = int(np.searchsorted(mass, k, side="right"))  # first node with mass[j] > k
     if j >= nodes.size or j == 0:
-        return float("nan")
+        return nan, f"fewer than k + 1 = {k + 1} eigenvalues"
     x_min = float(nodes[j])
     if not x_min > zero_tol:
-        return float("nan")
+        return nan, f"rank <= k = {k}: the tail reaches the zero eigenvalues"
     s = float(np.dot(w[:j], np.log(nodes[:j] / x_min)))
-    return 1.0 + k / s if s > 0 else float("nan")
+    return (1.0 + k / s, None) if s > 0 else (nan, "flat tail: the top k eigenvalues are equal")

@@ -30,11 +30,14 @@ CANDIDATES = ("Q2_K", "Q3_K", "IQ4_XS", "Q4_K", "Q5_K", "Q6_K", "Q8_0", "IQ4_NL"
 
 @dataclass(frozen=True)
 class ErrorMeasurement:
-    errors: dict[str, dict[str, Any]]   # requested type -> {"type": written type, "rel_error": float}
-    osqe: dict[str, float]              # "2", "3", "4", "6" -> relative error
+    # requested type -> {"type": written type, "rel_error": float}, or rel_error None and "reason" for a
+    # type llama-quantize cannot write for this tensor
+    errors: dict[str, dict[str, Any]]
+    osqe: dict[str, float]              # "2", "3", "4", "6" -> relative error (NaN: see errors)
     fragility: float
     boundary: float
     rows_measured: int
+    undefined: dict[str, str]           # fragility / boundary -> why it is NaN
 
 
 def stable_seed(name: str, seed: int) -> int:
@@ -75,10 +78,13 @@ def _kernel_sums(x: np.ndarray, bf16: bool, types: Sequence[str], weights: np.nd
 
 def measure_errors(x: np.ndarray, bf16: bool, *, where: str, n_mat: int, candidates: Sequence[str],
                    weights: np.ndarray | None, sample_values: int, seed: int, delta: float,
-                   threads: int) -> ErrorMeasurement:
-    """Errors of the (rows x ne0) matrix `x` (n_mat stacked experts; weights of shape (n_mat, ne0) or
-    None); `where` names the tensor in error messages. sample_values = 0 measures every row; otherwise each matrix is measured on
-    a seeded sample of rows, the budget shared pro rata."""
+                   threads: int, max_abs: float = 0.0) -> ErrorMeasurement:
+    """Errors of the (rows x ne0) matrix `x` of finite values (n_mat stacked experts; weights of shape
+    (n_mat, ne0) or None); `where` names the tensor in error messages. sample_values = 0 measures every
+    row; otherwise each matrix is measured on a seeded sample of rows, the budget shared pro rata.
+
+    A type whose error is not finite wrote a non-finite float16 block scale (values beyond float16's
+    range, up to `max_abs`): llama-quantize rejects that output, so the type gets no error, a reason."""
     n_rows, ne0 = x.shape
     requested = list(dict.fromkeys(list(candidates) + list(OSQE_TYPES.values())))
     written = {r: qtypes.effective(qtypes.get(r), ne0).name for r in requested}
@@ -92,17 +98,29 @@ def measure_errors(x: np.ndarray, bf16: bool, *, where: str, n_mat: int, candida
     except ValueError as e:  # the kernel rejects NaN/Inf: the user's file, not a bug
         raise FileFormatError(f"{where}: {e}") from None
     stats = dict(zip(measurable, sums))
-    if any(not math.isfinite(s[1]) for s in stats.values()):
-        raise FileFormatError(f"{where}: values overflow float32 accumulation")
+    overflow = {w for w, s in stats.items() if not math.isfinite(s[0])}
 
-    def rel(w: str) -> float:  # unquantized fallbacks (F16) count as lossless
-        s = stats.get(w)
-        return 0.0 if s is None or s[1] <= 0 else s[0] / s[1]
+    def entry(r: str) -> dict[str, Any]:
+        w = written[r]
+        if w in overflow:
+            return {"type": w, "rel_error": None,
+                    "reason": f"{w}'s float16 block scales overflow on values up to {max_abs:.3g}; "
+                              "llama-quantize rejects the result"}
+        s = stats.get(w)   # unquantized fallbacks (F16) count as lossless
+        return {"type": w, "rel_error": 0.0 if s is None or s[1] <= 0 else s[0] / s[1]}
 
-    errors = {r: {"type": written[r], "rel_error": rel(written[r])} for r in requested}
-    osqe = {str(b): errors[r]["rel_error"] for b, r in OSQE_TYPES.items()}
+    errors = {r: entry(r) for r in requested}
+    osqe = {str(b): math.nan if errors[r]["rel_error"] is None else errors[r]["rel_error"]
+            for b, r in OSQE_TYPES.items()}
+    undefined: dict[str, str] = {}
     e2, e4 = osqe["2"], osqe["4"]
     fragility = math.log(e2 / e4) if e2 > 0 and e4 > 0 else math.nan
+    if math.isnan(fragility):
+        undefined["fragility"] = ("a 2- or 4-bit type cannot hold the values" if math.isnan(e2 + e4)
+                                  else "OSQE at 2 or 4 bits is 0 (the values are exactly representable)")
     bs = stats.get(written[BOUNDARY_TYPE])
-    boundary = bs[2] / bs[3] if bs and bs[3] else math.nan
-    return ErrorMeasurement(errors, osqe, fragility, boundary, n_measured)
+    boundary = bs[2] / bs[3] if bs and bs[3] and written[BOUNDARY_TYPE] not in overflow else math.nan
+    if math.isnan(boundary):
+        undefined["boundary"] = (f"{written[BOUNDARY_TYPE]} cannot hold the values" if written[BOUNDARY_TYPE] in overflow
+                                 else "no value has a quantization bin (zero blocks only)")
+    return ErrorMeasurement(errors, osqe, fragility, boundary, n_measured, undefined)

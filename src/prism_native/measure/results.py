@@ -1,8 +1,9 @@
 """The results file of an analysis: one record per measured tensor, JSON on disk.
 
 `analyze` writes it after every few tensors (an interrupted run resumes from it) and at the end;
-`plan` reuses it at any budget without touching the weights again. NaN (a metric that could not be
-computed) is stored as null. A file is reused only for the same model file (header hash, sizes,
+`plan` reuses it at any budget without touching the weights again. A metric that could not be
+computed is NaN in memory and null in the file, its reason in the tensor's `undefined` (for a
+quantization error: in that type's entry), so that the file is always valid JSON. A file is reused only for the same model file (header hash, sizes,
 tensor names), the same settings and the same imatrix.
 """
 from __future__ import annotations
@@ -30,7 +31,8 @@ class TensorResult:
     shape: list[int]                  # ggml order, ne0 first
     n_params: int
     source_type: str
-    errors: dict[str, dict[str, Any]]  # requested type -> {"type": written type, "rel_error": float}
+    errors: dict[str, dict[str, Any]]  # requested type -> {"type": written type, "rel_error": float}, or
+                                       # rel_error None and "reason": llama-quantize cannot write it
     osqe: dict[str, float]            # "2","3","4","6" -> relative error
     fragility: float
     boundary: float
@@ -45,9 +47,15 @@ class TensorResult:
     position: float = math.nan        # filled once all layers of the class are known
     depth: float = math.nan
     sensitivity: float = math.nan     # filled by plan.score
+    undefined: dict[str, str] = field(default_factory=dict)   # metric -> why it is NaN
 
     def rel_error(self, requested: str) -> float:
-        return float(self.errors[requested]["rel_error"])
+        """The measured relative error; NaN for a type llama-quantize cannot write for this tensor."""
+        v = self.errors[requested]["rel_error"]
+        return math.nan if v is None else float(v)
+
+    def writable(self, requested: str) -> bool:
+        return self.errors[requested]["rel_error"] is not None
 
 
 _FLOAT_FIELDS = frozenset(f.name for f in fields(TensorResult) if f.type in ("float", float))
@@ -64,9 +72,9 @@ class Analysis:
     tool: str = f"prism_native {__version__}"
 
     def to_json(self) -> dict[str, Any]:
-        return {"format": FORMAT, "tool": self.tool, "complete": self.complete, "model": self.model,
-                "settings": self.settings, "imatrix": self.imatrix, "weights": self.weights,
-                "tensors": {n: _to_json(asdict(t)) for n, t in self.tensors.items()}}
+        return _to_json({"format": FORMAT, "tool": self.tool, "complete": self.complete, "model": self.model,
+                         "settings": self.settings, "imatrix": self.imatrix, "weights": self.weights,
+                         "tensors": {n: asdict(t) for n, t in self.tensors.items()}})
 
     @classmethod
     def from_json(cls, d: dict[str, Any], source: str = "results file") -> "Analysis":
@@ -96,13 +104,19 @@ class Analysis:
             raise FileFormatError(f"{p}: damaged results file ({e})") from None
 
 
-def _to_json(d: dict[str, Any]) -> dict[str, Any]:
-    """JSON has no NaN: store it as null."""
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
+def _to_json(v: Any) -> Any:
+    """JSON has no NaN or Inf: store them as null, at any depth."""
+    if isinstance(v, dict):
+        return {k: _to_json(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_to_json(x) for x in v]
+    return None if isinstance(v, float) and not math.isfinite(v) else v
 
 
 def _from_json(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: (math.nan if v is None and k in _FLOAT_FIELDS else v) for k, v in d.items()}
+    out = {k: (math.nan if v is None and k in _FLOAT_FIELDS else v) for k, v in d.items()}
+    out["osqe"] = {b: math.nan if v is None else v for b, v in out.get("osqe", {}).items()}
+    return out
 
 
 def model_identity(model: Model) -> dict[str, Any]:

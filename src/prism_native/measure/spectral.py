@@ -8,15 +8,15 @@ matrices by the explicit rule of `plan` (see docs/metrics.md for the measured er
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
 
 from ..errors import UsageError
 from .eigen import block_krylov_quadrature, exact_eigenvalues, gram, gram_operator, long_side_view, top_eigenvalue
-from .hill import KPolicy, hill_alpha, tail_size
-from .structure import as_matrix, imbalance_from_norms, line_norms
+from .hill import KPolicy, hill_fit, tail_size
+from .structure import LineNorms, as_matrix, imbalance_from_norms, line_norms
 
 Mode = Literal["default", "exact"]
 _PRECISIONS = {"float32": np.float32, "float64": np.float64}
@@ -78,8 +78,10 @@ class SpectralMetrics:
     row_cv: float            # coefficient of variation of the row L2 norms
     col_cv: float            # coefficient of variation of the column L2 norms
     imbalance: float         # max(row_cv, col_cv); NaN for a zero matrix
-    method: str              # Plan.method actually used
+    method: str              # Plan.method actually used ("+float64": the float32 eigensolver failed;
+                             # "line-norm-bound": both failed, sigma_1 is the largest row/column norm)
     sampled_lines: int       # lines of the long side in the Gram (0 = all)
+    undefined: tuple[tuple[str, str], ...] = ()   # (metric, why it is NaN)
 
     @property
     def alpha_weighted(self) -> float:
@@ -92,30 +94,77 @@ class SpectralMetrics:
         return 1.0 / self.dominance if self.dominance > 0 else float("nan")
 
 
+def gram_scale(frobenius_sq: float, size: int) -> float:
+    """A power of two that brings the mean square to about 1 when a float32 Gram could overflow (its
+    entries reach ||W||_F^2) or lose its precision to underflow (subnormal products); 1.0 for every
+    ordinary weight matrix, which is then used bit for bit as given. Every metric is scale-invariant
+    but sigma_1, which is scaled back."""
+    mean_sq = frobenius_sq / size
+    if 2.0 ** -100 <= mean_sq and frobenius_sq <= 2.0 ** 100:
+        return 1.0
+    return 2.0 ** -round(math.log2(mean_sq) / 2)
+
+
+@dataclass(frozen=True)
+class _Spectrum:
+    alpha: float
+    lam_max: float
+    method: str
+    why_no_alpha: str | None
+
+
 def spectral_metrics(w: np.ndarray, mode: Mode = "default", *, k_policy: KPolicy = "alphaquant",
-                     rng_seed: int = 0, config: SpectralConfig | None = None) -> SpectralMetrics:
-    """PL-Alpha-Hill, spectral norm, spectral dominance and matrix imbalance of one 2-D matrix.
+                     rng_seed: int = 0, config: SpectralConfig | None = None,
+                     norms: LineNorms | None = None) -> SpectralMetrics:
+    """PL-Alpha-Hill, spectral norm, spectral dominance and matrix imbalance of one 2-D matrix of finite
+    values (`norms`: its line norms, when the caller has them already).
 
     Deterministic for a given rng_seed. Pure numpy/LAPACK: the GIL is released during the heavy work, so
-    tensors can be processed from a thread pool (limit BLAS threads with threadpoolctl if you do)."""
+    tensors can be processed from a thread pool (limit BLAS threads with threadpoolctl if you do). An
+    eigensolver that does not converge is retried in float64, then replaced by a bound (see `method`)."""
     cfg = config or SpectralConfig()
     if cfg.precision not in _PRECISIONS:
         raise UsageError(f"unknown precision {cfg.precision!r}; use one of {sorted(_PRECISIONS)}")
-    dtype = _PRECISIONS[cfg.precision]
     w = as_matrix(w)
     n = min(w.shape)
     k = tail_size(n, k_policy)
     how = plan(w.shape, mode, cfg)
-    norms = line_norms(w)
+    norms = line_norms(w) if norms is None else norms
     imb = imbalance_from_norms(norms)
     fro = norms.frobenius_sq
     nan = float("nan")
     if fro == 0.0:
+        zero = tuple((m, "zero matrix") for m in ("alpha", "dominance", "imbalance"))
         return SpectralMetrics(w.shape, n, k, nan, 0.0, 0.0, nan, imb.row_cv, imb.col_cv, imb.value,
-                               how.method, how.sampled_lines)
+                               how.method, how.sampled_lines, zero)
+    scale = gram_scale(fro, w.size)
+    x = long_side_view(w if scale == 1.0 else (w.astype(np.float64) * scale).astype(np.float32))
+    spec = _spectrum_or_bound(x, n, k, how, cfg, rng_seed, norms, scale)
+    undefined = (("alpha", spec.why_no_alpha),) if spec.why_no_alpha else ()
+    lam = max(spec.lam_max, 0.0) / (scale * scale)
+    return SpectralMetrics(w.shape, n, k, spec.alpha, math.sqrt(lam), fro, min(lam / fro, 1.0),
+                           imb.row_cv, imb.col_cv, imb.value, spec.method, how.sampled_lines, undefined)
 
+
+def _spectrum_or_bound(x: np.ndarray, n: int, k: int, how: Plan, cfg: SpectralConfig, rng_seed: int,
+                       norms: LineNorms, scale: float) -> _Spectrum:
+    """_spectrum in the configured precision, else in float64 (method "+float64"), else the bound
+    sigma_1 >= the largest row or column norm (method "line-norm-bound", no alpha)."""
+    first = _PRECISIONS[cfg.precision]
+    for dtype in dict.fromkeys((first, np.float64)):
+        try:
+            spec = _spectrum(x, n, k, how, cfg, rng_seed, dtype)
+        except np.linalg.LinAlgError:
+            continue
+        return spec if dtype is first else replace(spec, method=spec.method + "+float64")
+    bound = max(float(norms.row_sq.max()), float(norms.col_sq.max())) * scale * scale
+    return _Spectrum(float("nan"), bound, "line-norm-bound", "the eigensolver did not converge (float32 nor float64)")
+
+
+def _spectrum(x: np.ndarray, n: int, k: int, how: Plan, cfg: SpectralConfig, rng_seed: int,
+              dtype: type) -> _Spectrum:
+    """Alpha and lambda_max of X^T X in `dtype` (LinAlgError if LAPACK does not converge)."""
     rng = np.random.default_rng(rng_seed)
-    x = long_side_view(w)
     lines = (np.sort(rng.choice(x.shape[0], how.sampled_lines, replace=False))
              if how.sampled_lines else None)
     if how.krylov:
@@ -130,11 +179,11 @@ def spectral_metrics(w: np.ndarray, mode: Mode = "default", *, k_policy: KPolicy
     else:
         nodes, weights, start = exact_eigenvalues(gram(x, lines, dtype)), None, None
     zero_tol = ZERO_TOL * math.sqrt(n) * float(np.finfo(dtype).eps) * float(nodes[0])
-    alpha = hill_alpha(nodes, weights, k, zero_tol)
+    alpha, why = hill_fit(nodes, weights, k, zero_tol)
     method = how.method
     if how.krylov and math.isnan(alpha):
         # The quadrature put x_min on the zero eigenvalues (rank <= ~k): settle it exactly.
-        alpha = hill_alpha(exact_eigenvalues(gram(x, lines, dtype)), None, k, zero_tol)
+        alpha, why = hill_fit(exact_eigenvalues(gram(x, lines, dtype)), None, k, zero_tol)
         method = how.method.replace("krylov", "exact")
     # A sampled Gram estimates the bulk; sigma_1 (and so dominance) is recomputed on the full matrix,
     # warm-started from the sampled run's top Ritz vectors: 3-5 products instead of 8 when lambda_1 is
@@ -142,6 +191,4 @@ def spectral_metrics(w: np.ndarray, mode: Mode = "default", *, k_policy: KPolicy
     # (docs/metrics.md).
     lam_max = (top_eigenvalue(gram_operator(x, dtype), n, rng, SIGMA1_BLOCK, SIGMA1_DEPTH, dtype, start,
                               SIGMA1_RTOL) if lines is not None else float(nodes[0]))
-    lam_max = max(lam_max, 0.0)
-    return SpectralMetrics(w.shape, n, k, alpha, math.sqrt(lam_max), fro, min(lam_max / fro, 1.0),
-                           imb.row_cv, imb.col_cv, imb.value, method, how.sampled_lines)
+    return _Spectrum(alpha, lam_max, method, why)

@@ -35,9 +35,9 @@ def as_matrix(w: np.ndarray) -> np.ndarray:
     return a.astype(np.float32, copy=False)
 
 
-def line_norms(w: np.ndarray) -> LineNorms:
+def any_line_norms(w: np.ndarray) -> LineNorms:
     """Row and column squared norms in one native pass (squares and sums in double: 0.03 s on 14336x4096
-    against 0.12 s for numpy's chunked float32 squares); rejects non-finite matrices."""
+    against 0.12 s for numpy's chunked float32 squares); NaN/Inf values give non-finite norms."""
     from .. import _native
     w = as_matrix(w)
     if w.flags.c_contiguous:
@@ -46,9 +46,15 @@ def line_norms(w: np.ndarray) -> LineNorms:
         col_sq, row_sq = _native.line_norms(w.T)
     else:
         row_sq, col_sq = _native.line_norms(np.ascontiguousarray(w))
-    if not np.isfinite(row_sq.sum()):
-        raise UsageError(f"matrix of shape {w.shape} has non-finite values")
     return LineNorms(row_sq, col_sq)
+
+
+def line_norms(w: np.ndarray) -> LineNorms:
+    """any_line_norms of a finite matrix; UsageError for NaN/Inf (a float32 square never overflows double)."""
+    norms = any_line_norms(w)
+    if not np.isfinite(norms.row_sq.sum()):
+        raise UsageError(f"matrix of shape {np.shape(w)} has non-finite values")
+    return norms
 
 
 def coefficient_of_variation(norms: np.ndarray) -> float:

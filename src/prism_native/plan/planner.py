@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from .. import qtypes
-from ..errors import UsageError
+from ..errors import FileFormatError, UsageError
 from ..llama.decide import TensorSpec
 from ..llama.sizes import SizeEstimate, estimate, imatrix_kv, pad, tensor_nbytes
 from ..measure.quant_error import CANDIDATES
 from ..measure.results import Analysis
+from ..read.layout import quoted
 from ..read.model import Model
 from .allocate import Allocation, Group, TensorCost, allocate
 from .budget import Budget, byte_budget
@@ -73,22 +74,30 @@ def build_groups(model: Model, analysis: Analysis, types: Sequence[str], padded:
 
     D = s * e * n_params^beta: beta = 1 ("params") counts error energy summed over weights, beta = 0
     ("relative") says every matmul adds relative noise e to its output, whatever its size; fit-weights
-    fits beta with the composite's weights (docs/metrics.md)."""
+    fits beta with the composite's weights (docs/metrics.md). A type llama-quantize cannot write for one
+    tensor (its float16 block scales overflow) is no candidate of that tensor's class."""
     beta = size_exponent(distortion)
     _check_measured(analysis, types)
     by_cls: dict[str, list[TensorCost]] = {}
+    allowed: dict[str, list[str]] = {}
     for r in analysis.tensors.values():
         t = model.tensor(r.name)
+        ok = allowed.setdefault(r.cls, list(types))
+        ok[:] = [req for req in ok if r.writable(req)]   # a class's type must suit every tensor of it
+        if not ok:
+            why = next(r.errors[req]["reason"] for req in types if not r.writable(req))
+            raise FileFormatError(f"{model.path}: tensor {quoted(r.name)}: llama-quantize can write none of the "
+                                  f"candidate types for class {r.cls} ({why})")
         cost: dict[str, int] = {}
         dist: dict[str, float] = {}
-        for req in types:
+        s = r.sensitivity if math.isfinite(r.sensitivity) else 1.0
+        for req in ok:
             written = qtypes.effective(qtypes.get(req), t.n_per_row)
             nb = tensor_nbytes(t.shape, written)
             cost[req] = pad(nb) if padded else nb
-            s = r.sensitivity if math.isfinite(r.sensitivity) else 1.0
             dist[req] = s * r.rel_error(req) * float(r.n_params) ** beta
         by_cls.setdefault(r.cls, []).append(TensorCost(r.name, cost, dist))
-    return [Group(c, tuple(ts), tuple(types)) for c, ts in by_cls.items()]
+    return [Group(c, tuple(ts), tuple(allowed[c])) for c, ts in by_cls.items()]
 
 
 def class_rows(analysis: Analysis, alloc: Allocation, model: Model) -> list[dict[str, Any]]:

@@ -121,28 +121,32 @@ def _load_dat(p: Path) -> Imatrix:
 
 
 def _load_gguf(p: Path) -> Imatrix:
+    """llama-imatrix's GGUF output, through the validating reader (layout.read_layout)."""
     import gguf
 
-    try:
-        r = gguf.GGUFReader(p, "r")
-    except Exception as e:  # gguf raises assorted errors on corrupt files
-        raise FileFormatError(f"{p}: unreadable GGUF imatrix ({e})") from None
-    fields = r.fields
+    from .layout import field_type, read_layout
+
+    data = np.memmap(p, mode="r")
+    lay = read_layout(p, data)
+    fields = lay.fields
     missing = [k for k in (KV_DATASETS, KV_CHUNK_COUNT, KV_CHUNK_SIZE) if k not in fields]
     if missing:
         raise FileFormatError(f"{p}: GGUF imatrix lacks {', '.join(missing)} (llama-quantize refuses it)")
+    for key, want in ((KV_DATASETS, "arr[str]"), (KV_CHUNK_COUNT, "u32"), (KV_CHUNK_SIZE, "u32")):
+        if field_type(fields[key]) != want:
+            raise FileFormatError(f"{p}: key '{key}' has wrong type {field_type(fields[key])} but expected type {want}")
     ds = fields[KV_DATASETS]
     datasets = [bytes(ds.parts[i]).decode("utf-8", errors="replace") for i in ds.data]
     chunk_count = int(fields[KV_CHUNK_COUNT].parts[-1][0])
     chunk_size = int(fields[KV_CHUNK_SIZE].parts[-1][0])
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, np.ndarray] = {}
-    for t in r.tensors:
+    for t in lay.tensors:
         for suffix, dest in ((".in_sum2", sums), (".counts", counts)):
             if t.name.endswith(suffix):
-                if t.tensor_type != gguf.GGMLQuantizationType.F32:
+                if t.ggml_type != gguf.GGMLQuantizationType.F32:
                     raise FileFormatError(f"{p}: {t.name} must be F32")
-                dest[t.name[: -len(suffix)]] = np.asarray(t.data, dtype=np.float32).reshape(-1)
+                dest[t.name[: -len(suffix)]] = np.asarray(data[t.offset:t.offset + t.n_bytes]).view("<f4").astype(np.float32)
     entries: dict[str, np.ndarray] = {}
     warnings: list[str] = []
     for name in sorted(set(sums) | set(counts)):

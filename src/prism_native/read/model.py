@@ -1,14 +1,15 @@
 """A GGUF model as llama-quantize sees it: metadata, tensor list, and tensor values one at a time.
 
-Files are opened with the gguf package's memory-mapped reader, never loaded whole. Split sets
-(`name-00001-of-00003.gguf`) are opened as one model. Every problem with the input file becomes a
-one-line PrismError that names the file (missing, not GGUF, truncated, data past the end, a missing
-split part, an unsupported tensor type) instead of a traceback from numpy or gguf.
+Files are memory-mapped read-only, never loaded whole, and their structure is checked by `layout`
+(counts, offsets, types, alignment, overlaps) and the keys prism_native reads by `keys` before
+anything else looks at them. Split sets (`name-00001-of-00003.gguf`) are opened as one model. Every
+problem with the input file becomes a one-line FileFormatError that names the file and the key or
+tensor, instead of a traceback from numpy or gguf.
 """
 from __future__ import annotations
 
+import math
 import re
-import struct
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -18,10 +19,11 @@ import gguf
 import numpy as np
 
 from .. import qtypes
-from ..errors import PrismError
+from ..errors import FileFormatError, PrismError
 from ..qtypes import QType
+from .keys import check_keys
+from .layout import GGUF_HEADER_BYTES, Layout, quoted, read_layout
 
-GGUF_HEADER_BYTES = 24  # magic, version, tensor count, kv count
 DIRECT_TYPES = frozenset({"F32", "F16", "BF16"})  # read without dequantizing
 _SPLIT_NAME = re.compile(r"^(?P<prefix>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
 _DEQUANT_CHUNK_VALUES = 1 << 22  # rows are dequantized in slabs of ~16 MiB of float32
@@ -64,7 +66,7 @@ class TensorInfo:
 
     @property
     def n_elements(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+        return math.prod(self.shape)
 
     @property
     def n_per_row(self) -> int:
@@ -105,127 +107,26 @@ class Hparams:
         return self.n_head // self.n_head_kv if self.n_head_kv else 0
 
 
-class _BoundedReader(gguf.GGUFReader):
-    """GGUFReader that reports reads past the end of the file and unknown tensor types precisely, and
-    parses long metadata arrays (a tokenizer's 150k strings) in one pass instead of one numpy read
-    per element (seconds -> milliseconds). The fields it builds have the reader's usual layout, except
-    that a numeric array is one part holding all its elements (contents() and nbytes are unchanged)."""
+@dataclass(frozen=True)
+class _Part:
+    """One opened file of the model: its checked structure and its read-only memory map."""
 
-    tensor_fields: tuple[int, list[Any]] | None = None
-
-    def _get(self, offset: int, dtype: Any, count: int = 1, override_order: Any = None) -> np.ndarray:
-        end = int(offset) + np.dtype(dtype).itemsize * int(count)
-        if end > self.data.shape[0]:
-            raise _PastEnd(int(offset), end)
-        return super()._get(offset, dtype, count, override_order)
-
-    def _get_field_parts(self, orig_offs: int, raw_type: int) -> tuple[int, list[Any], list[int], list[Any]]:
-        if raw_type != gguf.GGUFValueType.ARRAY or self.byte_order != "I":
-            return super()._get_field_parts(orig_offs, raw_type)
-        itype = self._get(orig_offs, np.uint32)
-        alen = self._get(orig_offs + 4, np.uint64)
-        sub = gguf.GGUFValueType(int(itype[0]))
-        n, offs = int(alen[0]), orig_offs + 12
-        parts: list[Any] = [itype, alen]
-        types = [gguf.GGUFValueType.ARRAY] + ([sub] if n else [])
-        if sub == gguf.GGUFValueType.STRING:
-            flat = self.data.view(np.ndarray)
-            buf, size = memoryview(flat), flat.shape[0]
-            idxs = []
-            for _ in range(n):
-                if offs + 8 > size:
-                    raise _PastEnd(offs, offs + 8)
-                (ln,) = struct.unpack_from("<Q", buf, offs)
-                if offs + 8 + ln > size:
-                    raise _PastEnd(offs + 8, offs + 8 + ln)
-                parts.append(flat[offs:offs + 8].view(np.uint64))
-                parts.append(flat[offs + 8:offs + 8 + ln])
-                idxs.append(len(parts) - 1)
-                offs += 8 + ln
-            return offs - orig_offs, parts, idxs, types
-        nptype = self.gguf_scalar_to_np.get(sub)
-        if nptype is None:  # arrays of arrays: the reader's own element-wise walk
-            return super()._get_field_parts(orig_offs, raw_type)
-        values = self._get(offs, nptype, n)
-        parts.append(values)
-        return 12 + int(values.nbytes), parts, [2], types
-
-    def _build_tensors(self, start_offs: int, fields: list[Any]) -> None:
-        self.tensor_fields = (start_offs, fields)
-        for f in fields:
-            name = bytes(f.parts[1]).decode("utf-8", "replace")
-            raw = int(f.parts[4][0])
-            try:
-                t = gguf.GGMLQuantizationType(raw)
-            except ValueError:
-                raise _BadTensor(name, f"has unsupported tensor type id {raw}") from None
-            block = gguf.GGML_QUANT_SIZES[t][0]
-            ne0 = int(f.parts[3][0]) if len(f.parts[3]) else 1
-            if ne0 % block:
-                raise _BadTensor(name, f"rows of {ne0} values do not fit type {t.name} "
-                                       f"(blocks of {block})")
-        super()._build_tensors(start_offs, fields)
+    layout: Layout
+    data: np.ndarray
 
 
-class _PastEnd(Exception):
-    def __init__(self, offset: int, end: int) -> None:
-        super().__init__(offset, end)
-        self.offset, self.end = offset, end
-
-
-class _BadTensor(Exception):
-    def __init__(self, name: str, problem: str) -> None:
-        super().__init__(name, problem)
-        self.name, self.problem = name, problem
-
-
-def _open_reader(path: Path) -> _BoundedReader:
+def _open_part(path: Path) -> _Part:
     if not path.exists():
-        raise PrismError(f"{path}: no such file")
+        raise FileFormatError(f"{path}: no such file")
     if not path.is_file():
-        raise PrismError(f"{path}: not a regular file")
+        raise FileFormatError(f"{path}: not a regular file")
     try:
-        size = path.stat().st_size
-        with path.open("rb") as f:
-            magic = f.read(4)
+        if path.stat().st_size == 0:  # numpy cannot map an empty file
+            raise FileFormatError(f"{path}: empty file, not a GGUF model")
+        data = np.memmap(path, mode="r")
     except OSError as e:
-        raise PrismError(f"{path}: cannot read: {e.strerror}") from None
-    if size == 0:
-        raise PrismError(f"{path}: empty file, not a GGUF model")
-    if magic != b"GGUF":
-        if len(magic) < 4 and b"GGUF".startswith(magic):
-            raise PrismError(f"{path}: truncated GGUF file ({size} bytes)")
-        raise PrismError(f"{path}: not a GGUF file (starts with {magic!r}, expected b'GGUF')")
-    if size < GGUF_HEADER_BYTES:
-        raise PrismError(f"{path}: truncated GGUF file ({size} bytes, the header alone needs "
-                         f"{GGUF_HEADER_BYTES})")
-    reader = _BoundedReader.__new__(_BoundedReader)
-    try:
-        reader.__init__(path)  # type: ignore[misc]
-    except _PastEnd as e:
-        raise PrismError(_past_end_message(path, size, reader, e)) from None
-    except _BadTensor as e:
-        raise PrismError(f"{path}: tensor '{e.name}' {e.problem}") from None
-    except (ValueError, KeyError, IndexError, OverflowError) as e:
-        raise PrismError(f"{path}: not a valid GGUF file: {e}") from None
-    except OSError as e:
-        raise PrismError(f"{path}: cannot read: {e.strerror or e}") from None
-    if reader.byte_order != "I":
-        raise PrismError(f"{path}: big-endian GGUF files are not supported")
-    return reader
-
-
-def _past_end_message(path: Path, size: int, reader: _BoundedReader, e: _PastEnd) -> str:
-    if reader.tensor_fields is None:
-        return (f"{path}: truncated GGUF file: the metadata needs byte {e.end} but the file has "
-                f"{size} bytes")
-    start, fields = reader.tensor_fields
-    for f in fields:
-        if start + int(f.parts[5][0]) == e.offset:
-            name = bytes(f.parts[1]).decode("utf-8", "replace")
-            return (f"{path}: tensor '{name}' data runs past the end of the file (bytes "
-                    f"{e.offset}..{e.end}, file has {size}); the file is truncated or corrupt")
-    return f"{path}: tensor data runs past the end of the file (byte {e.end}, file has {size})"
+        raise FileFormatError(f"{path}: cannot read: {e.strerror or e}") from None
+    return _Part(read_layout(path, data), data)
 
 
 def split_parts(path: Path) -> list[Path]:
@@ -235,7 +136,7 @@ def split_parts(path: Path) -> list[Path]:
         return [path]
     count = int(m.group("count"))
     if count < 1 or not 1 <= int(m.group("no")) <= count:
-        raise PrismError(f"{path}: bad split file name (part {m.group('no')} of {count})")
+        raise FileFormatError(f"{path}: bad split file name (part {m.group('no')} of {count})")
     return [path.with_name(f"{m.group('prefix')}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1)]
 
 
@@ -257,20 +158,23 @@ class Model:
         missing = [p for p in self.parts if not p.exists()]
         if missing and len(self.parts) > 1:
             idx = self.parts.index(missing[0]) + 1
-            raise PrismError(f"{missing[0]}: part {idx} of the {len(self.parts)}-part split set "
+            raise FileFormatError(f"{missing[0]}: part {idx} of the {len(self.parts)}-part split set "
                              f"{given.name} is missing")
-        self._readers = [_open_reader(p) for p in self.parts]
-        self.fields: dict[str, Any] = {k: f for k, f in self._readers[0].fields.items()
-                                       if not k.startswith("GGUF.")}
+        self._parts = [_open_part(p) for p in self.parts]
+        for part in self._parts:
+            check_keys(part.layout.path, part.layout.fields)
+        self.fields: dict[str, Any] = dict(self._parts[0].layout.fields)
         self._check_split()
         self.tensors: tuple[TensorInfo, ...] = tuple(self._tensor_infos())
+        if not self.tensors:
+            raise FileFormatError(f"{self.path}: holds no tensors (a vocabulary-only GGUF?); nothing to quantize")
         self._by_name = {t.name: t for t in self.tensors}
         if len(self._by_name) != len(self.tensors):
             dup = next(t.name for t in self.tensors if sum(u.name == t.name for u in self.tensors) > 1)
-            raise PrismError(f"{self.path}: tensor '{dup}' appears in more than one split part")
+            raise FileFormatError(f"{self.path}: tensor {quoted(dup)} appears in more than one split part")
         arch = self.kv("general.architecture")
         if not isinstance(arch, str) or not arch:
-            raise PrismError(f"{self.path}: no general.architecture key; not a llama.cpp model")
+            raise FileFormatError(f"{self.path}: no general.architecture key; not a llama.cpp model")
         self.arch: str = arch
 
     # -- structure ---------------------------------------------------------------------------------
@@ -279,27 +183,26 @@ class Model:
         declared = self.kv("split.count", 0) or 0
         if n == 1:
             if declared > 1:
-                raise PrismError(f"{self.path}: part of a {declared}-part split set, but its name does not "
-                                 "follow the NAME-00001-of-0000N.gguf pattern; open it by that name")
+                raise FileFormatError(f"{self.path}: part of a {declared}-part split set, but its name does "
+                                      "not follow the NAME-00001-of-0000N.gguf pattern; open it by that name")
             return
-        for i, r in enumerate(self._readers):
-            f = r.fields.get("split.count")
+        for i, part in enumerate(self._parts):
+            f = part.layout.fields.get("split.count")
             count = _field_value(f) if f is not None else None
             if count != n:
-                raise PrismError(f"{self.parts[i]}: split.count is {count}, the file names say {n}")
-            no = r.fields.get("split.no")
+                raise FileFormatError(f"{self.parts[i]}: split.count is {count}, the file names say {n}")
+            no = part.layout.fields.get("split.no")
             if no is not None and _field_value(no) != i:
-                raise PrismError(f"{self.parts[i]}: split.no is {_field_value(no)}, expected {i}")
+                raise FileFormatError(f"{self.parts[i]}: split.no is {_field_value(no)}, expected {i}")
         total = self.kv("split.tensors.count")
-        have = sum(len(r.tensors) for r in self._readers)
+        have = sum(len(p.layout.tensors) for p in self._parts)
         if total is not None and total != have:
-            raise PrismError(f"{self.path}: split set declares {total} tensors but its parts hold {have}")
+            raise FileFormatError(f"{self.path}: split set declares {total} tensors but its parts hold {have}")
 
     def _tensor_infos(self) -> Iterator[TensorInfo]:
-        for part, r in enumerate(self._readers):
-            for t in r.tensors:
-                yield TensorInfo(t.name, tuple(int(d) for d in t.shape), int(t.tensor_type),
-                                 int(t.n_bytes), part, int(t.data_offset))
+        for i, part in enumerate(self._parts):
+            for t in part.layout.tensors:
+                yield TensorInfo(t.name, t.shape, t.ggml_type, t.n_bytes, i, t.offset)
 
     def kv(self, key: str, default: Any = None) -> Any:
         """Decoded metadata value of the first part (strings, numbers, lists), or default."""
@@ -347,7 +250,7 @@ class Model:
         try:
             return self._by_name[name]
         except KeyError:
-            raise PrismError(f"{self.path}: no tensor named '{name}'") from None
+            raise PrismError(f"{self.path}: no tensor named {quoted(name)}") from None
 
     def __contains__(self, name: object) -> bool:
         return name in self._by_name
@@ -355,7 +258,7 @@ class Model:
     # -- data --------------------------------------------------------------------------------------
     def raw(self, t: TensorInfo) -> np.ndarray:
         """The tensor's bytes as a read-only uint8 view of the memory map (no copy)."""
-        return self._readers[t.part].data[t.offset:t.offset + t.n_bytes]
+        return self._parts[t.part].data[t.offset:t.offset + t.n_bytes]
 
     def read(self, t: TensorInfo | str, out: np.ndarray | None = None) -> np.ndarray:
         """Values as float32, numpy shape (..., ne1, ne0). F32 is a view of the map; other types are
@@ -380,13 +283,16 @@ class Model:
             return dequantize(raw, t.qtype, (t.n_rows, t.n_per_row), out=out)
         qt = gguf.GGMLQuantizationType(t.ggml_type)
         if qt not in gguf.quants._type_traits:  # noqa: SLF001  (no public "can dequantize" query)
-            raise PrismError(f"{self.parts[t.part]}: tensor '{t.name}' has type {t.type_name}, which the "
+            raise FileFormatError(f"{self.parts[t.part]}: tensor {quoted(t.name)} has type {t.type_name}, which the "
                              f"gguf package {_gguf_version()} cannot dequantize")
         rows = raw.reshape(t.n_rows, -1)
         out = np.empty((t.n_rows, t.n_per_row), dtype=np.float32)
         step = max(1, _DEQUANT_CHUNK_VALUES // max(t.n_per_row, 1))
-        for a in range(0, t.n_rows, step):
-            out[a:a + step] = gguf.quants.dequantize(np.asarray(rows[a:a + step]), qt)
+        # corrupt scales make numpy warn of overflow; the NaN/Inf they give is reported by whoever
+        # measures the values (measure.values.screen), in one line
+        with np.errstate(all="ignore"):
+            for a in range(0, t.n_rows, step):
+                out[a:a + step] = gguf.quants.dequantize(np.asarray(rows[a:a + step]), qt)
         return out
 
     def iter_float32(self, names: Iterable[str] | None = None) -> Iterator[tuple[TensorInfo, np.ndarray]]:
