@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 @dataclass(frozen=True)
@@ -53,7 +52,10 @@ def _limit_memory(extra: int) -> None:
 
 def run_exec(argv: Sequence[str], cwd: Path, limits: Limits) -> RunResult:
     """`python -m prism_native ARGV` in cwd, the real command line."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]))
+    import prism_native
+    # the child imports the same prism_native as this process: the installed one in CI, src/ in a dev tree
+    home = str(Path(prism_native.__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([home, os.environ.get("PYTHONPATH", "")]))
     t0 = time.monotonic()
     # the interpreter maps ~1 GiB before main() runs (numpy, scipy, OpenBLAS); measured beforehand
     extra = limits.memory + (1 << 30)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +45,18 @@ def _beta(text: str) -> float | None:
 
 def _models(paths: list[str], min_snr: float) -> list[ModelData]:
     by_model: dict[str, list[dict[str, Any]]] = {}
+    folder: dict[str, str] = {}
     for p in paths:
         ab = ablate.load(p)
-        by_model.setdefault(json.dumps(ab["model"], sort_keys=True), []).append(ab)
-    return [model_data(ablate.merge(parts), min_snr) for parts in by_model.values()]
+        key = json.dumps(ab["model"], sort_keys=True)
+        by_model.setdefault(key, []).append(ab)
+        folder.setdefault(key, Path(p).resolve().parent.name)
+    data = {k: model_data(ablate.merge(parts), min_snr) for k, parts in by_model.items()}
+    names = Counter(d.name for d in data.values())
+    for k, d in data.items():       # models that share general.name are told apart by their folder
+        if names[d.name] > 1:
+            d.name = f"{d.name} ({folder[k]})"
+    return list(data.values())
 
 
 def _fixed(text: str) -> dict[str, float]:
