@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
 from ..plan.score import Weights
-from ..research import ablate
-from ..research.fit import ERRORS_ONLY, LITERATURE_PRIORS, Fit, ModelData, Score, fit, model_data, score
+from ..research.fit import ERRORS_ONLY, LITERATURE_PRIORS, Fit, ModelData, Score, fit, models_from_files, score
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -43,22 +41,6 @@ def _beta(text: str) -> float | None:
     return b
 
 
-def _models(paths: list[str], min_snr: float) -> list[ModelData]:
-    by_model: dict[str, list[dict[str, Any]]] = {}
-    folder: dict[str, str] = {}
-    for p in paths:
-        ab = ablate.load(p)
-        key = json.dumps(ab["model"], sort_keys=True)
-        by_model.setdefault(key, []).append(ab)
-        folder.setdefault(key, Path(p).resolve().parent.name)
-    data = {k: model_data(ablate.merge(parts), min_snr) for k, parts in by_model.items()}
-    names = Counter(d.name for d in data.values())
-    for k, d in data.items():       # models that share general.name are told apart by their folder
-        if names[d.name] > 1:
-            d.name = f"{d.name} ({folder[k]})"
-    return list(data.values())
-
-
 def _fixed(text: str) -> dict[str, float]:
     parsed = Weights.parse(text).as_dict()            # validates names and numbers
     return {k: parsed[k] for k in (i.partition("=")[0].strip() for i in text.split(",") if i.strip())}
@@ -77,7 +59,7 @@ def _weights_line(label: str, f: Fit) -> str:
 def run(args: argparse.Namespace) -> int:
     beta = _beta(args.beta)
     fixed = _fixed(args.fix)
-    data = _models(args.ablations, args.min_snr)
+    data = models_from_files(args.ablations, args.min_snr)
     for d in data:
         print(f"{d.name}: {len(d.damage)} usable records, {len(d.dropped)} left out")
         for why in d.dropped:
@@ -100,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     for d in data:
         if d.name in held:
             _print_score(rows, "fitted on the other models (held out)", d, held[d.name].weights, held[d.name].beta)
-    for d in _models(args.check, args.min_snr) if args.check else []:
+    for d in models_from_files(args.check, args.min_snr) if args.check else []:
         _print_score(rows, "check, not fitted: fitted on all models", d, overall.weights, overall.beta)
         _print_score(rows, "check, not fitted: errors only", d, ERRORS_ONLY, overall.beta)
     print("\n" + _weights_line("fitted on all models", overall))

@@ -14,8 +14,11 @@ damage inside the noise) cannot be scored in log space and are left out, and cou
 """
 from __future__ import annotations
 
+import json
 import math
+from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -23,6 +26,7 @@ from scipy import optimize, stats
 
 from ..errors import FileFormatError, UsageError
 from ..plan.score import Weights, class_index, combine, metric_records, z_matrix
+from . import ablate
 
 METRICS = tuple(Weights.__dataclass_fields__)
 
@@ -82,6 +86,23 @@ def model_data(ab: dict[str, Any], min_snr: float = 2.0) -> ModelData:
         noise.append(err)
     d.damage, d.noise = np.array(dmg), np.array(noise)
     return d
+
+
+def models_from_files(paths: Sequence[str | Path], min_snr: float = 2.0) -> list[ModelData]:
+    """One ModelData per model from ablation files; a model's files (by class, by layer) are merged."""
+    by_model: dict[str, list[dict[str, Any]]] = {}
+    folder: dict[str, str] = {}
+    for p in paths:
+        ab = ablate.load(p)
+        key = json.dumps(ab["model"], sort_keys=True)
+        by_model.setdefault(key, []).append(ab)
+        folder.setdefault(key, Path(p).resolve().parent.name)
+    data = {k: model_data(ablate.merge(parts), min_snr) for k, parts in by_model.items()}
+    names = Counter(d.name for d in data.values())
+    for k, d in data.items():       # models that share general.name are told apart by their folder
+        if names[d.name] > 1:
+            d.name = f"{d.name} ({folder[k]})"
+    return list(data.values())
 
 
 def _err(t: dict[str, Any], req: str) -> float:
