@@ -116,12 +116,15 @@ def test_smollm2_recipe_applies_exactly(llama_quantize_bin, smollm2_path, tmp_pa
 def test_distortion_models(analysed):
     from prism_native.errors import PrismError
     from prism_native.plan.planner import size_exponent
+    from prism_native.plan.score import FITTED_BETA
     assert size_exponent("params") == 1.0 and size_exponent("relative") == 0.0 and size_exponent("0.4") == 0.4
+    assert size_exponent("fitted") == FITTED_BETA
     for bad in ("1.5", "-0.1", "nope"):
         with pytest.raises(PrismError, match="distortion"):
             size_exponent(bad)
     model, a, _ = analysed
     half = make_plan(model, a, Budget("bpw", 4.0), distortion="0.5").allocation
     one = make_plan(model, a, Budget("bpw", 4.0), distortion="1").allocation
-    assert one.total_distortion == make_plan(model, a, Budget("bpw", 4.0)).allocation.total_distortion
+    fitted = make_plan(model, a, Budget("bpw", 4.0), distortion=str(FITTED_BETA)).allocation
+    assert fitted.total_distortion == make_plan(model, a, Budget("bpw", 4.0)).allocation.total_distortion
     assert half.total_distortion != one.total_distortion

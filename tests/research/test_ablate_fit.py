@@ -145,11 +145,18 @@ def test_ablate_end_to_end(tmp_path, monkeypatch, capsys):
 
 
 def test_shipped_default_weights_are_the_documented_fit():
-    """score.Weights' defaults come from the ablation files in docs/results, by the documented fit."""
+    """score.Weights' defaults and FITTED_BETA are the fit on the zoo's ablation files in docs/results/zoo,
+    with the options docs/metrics.md gives (only the structural terms free, lambda 0.1, beta fitted)."""
     from pathlib import Path
-    root = Path(__file__).resolve().parents[2] / "docs" / "results"
-    files = sorted(root.glob("*-ablation-class.json"))
-    assert len(files) >= 2
-    got = fit.fit([fit.model_data(ablate.load(f)) for f in files], lam=0.3, beta=1.0, fixed={"position": 0.0, "boundary": 0.0, "fragility": 0.0, "depth": 0.0, "head": 0.0, "embedding": 0.0, "first": 0.0})
+
+    from prism_native.plan.score import FITTED_BETA
+    root = Path(__file__).resolve().parents[2] / "docs" / "results" / "zoo"
+    files = sorted(root.glob("*-ablation-*.json"))
+    assert len(files) == 8
+    data = fit.models_from_files(files)
+    assert sorted(d.name for d in data) == [f"Hf (austen-{m})" for m in ("llama", "odd", "qwen3", "qwen35")]
+    free = {"head", "embedding", "first"}
+    got = fit.fit(data, lam=0.1, beta=None, fixed={k: 0.0 for k in fit.METRICS if k not in free})
     for k, v in Weights().as_dict().items():
         assert getattr(got.weights, k) == pytest.approx(v, abs=2e-3), k
+    assert got.beta == pytest.approx(FITTED_BETA, abs=2e-3)

@@ -17,8 +17,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="files from `ablate`; files of the same model (by class, by layer) are merged")
     p.add_argument("--lambda", dest="lam", type=float, default=0.3,
                    help="ridge penalty on the weights (default %(default)s)")
-    p.add_argument("--beta", default="1", help="size exponent of the distortion: 1 = params (default, as "
-                   "plan's default), 0 = relative, or 'fit' to fit it in [0, 1]")
+    p.add_argument("--beta", default="1", help="size exponent of the distortion: 1 = params (default), 0 = relative, "
+                   "or 'fit' to fit it in [0, 1] (as the shipped defaults were)")
     p.add_argument("--fix", default="", metavar="K=V,...",
                    help="hold these weights at a value instead of fitting them, e.g. position=0")
     p.add_argument("--min-snr", type=float, default=2.0,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,10 +97,11 @@ def models_from_files(paths: Sequence[str | Path], min_snr: float = 2.0) -> list
         ab = ablate.load(p)
         key = json.dumps(ab["model"], sort_keys=True)
         by_model.setdefault(key, []).append(ab)
-        folder.setdefault(key, Path(p).resolve().parent.name)
+        stem = re.sub(r"-?ablation(-[a-z]+)?$", "", Path(p).stem)    # austen-llama-ablation-class.json
+        folder.setdefault(key, stem or Path(p).resolve().parent.name)
     data = {k: model_data(ablate.merge(parts), min_snr) for k, parts in by_model.items()}
     names = Counter(d.name for d in data.values())
-    for k, d in data.items():       # models that share general.name are told apart by their folder
+    for k, d in data.items():       # models that share general.name are told apart by file or folder
         if names[d.name] > 1:
             d.name = f"{d.name} ({folder[k]})"
     return list(data.values())
