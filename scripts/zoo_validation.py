@@ -118,6 +118,22 @@ def fit_all(files: dict[str, dict[str, Path]], out: Path, args: argparse.Namespa
     return json.loads(f.read_text())
 
 
+def spearman_by_kind(files: dict[str, dict[str, Path]], fits: dict[str, Any]) -> dict[str, Any]:
+    """Held-out Spearman of predicted vs measured damage, classes and layers apart, beside errors alone."""
+    from prism_native.plan.score import Weights
+    from prism_native.research import fit
+    out: dict[str, Any] = {}
+    for n, f in files.items():
+        h = next(v for k, v in fits["held_out_fits"].items() if k.endswith(f"({n})") or k == n)
+        for kind in ("class", "layer"):
+            d = fit.models_from_files([f[kind]])[0]
+            out.setdefault(n, {})[kind] = {
+                "records": len(d.damage),
+                "held_out": fit.score(d, Weights(**h["weights"]), h["beta"]).spearman,
+                "errors_only": fit.score(d, fit.ERRORS_ONLY, 1.0).spearman}
+    return out
+
+
 def weights_arg(fit: dict[str, Any]) -> str:
     return ",".join(f"{k}={v:.6g}" for k, v in fit["weights"].items())
 
@@ -165,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     fits = fit_all(files, out, args)
     held = fits["held_out_fits"]
-    summary: dict[str, Any] = {"fit_all": fits["fit"], "models": {}}
+    summary: dict[str, Any] = {"fit_all": fits["fit"], "spearman": spearman_by_kind(files, fits), "models": {}}
     for n, g in ggufs.items():
         label = next(k for k in held if k.endswith(f"({n})") or k == n)
         row: dict[str, Any] = {"held_out_fit": held[label]}
