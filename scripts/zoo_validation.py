@@ -30,9 +30,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from get_eval_text import main as get_text  # noqa: E402
 
+from prism_native.plan.score import Weights  # noqa: E402
+
 LOW, HIGH, SIZES_OF = "Q3_K,Q4_K", "Q8_0", "Q3_K_M,Q4_K_M"
-METRICS = ("alpha", "dominance", "imbalance", "fragility", "boundary", "position", "depth", "head", "embedding",
-           "first")
+METRICS = tuple(Weights().as_dict())
 
 
 def log(msg: str) -> None:
@@ -120,7 +121,6 @@ def fit_all(files: dict[str, dict[str, Path]], out: Path, args: argparse.Namespa
 
 def spearman_by_kind(files: dict[str, dict[str, Path]], fits: dict[str, Any]) -> dict[str, Any]:
     """Held-out Spearman of predicted vs measured damage, classes and layers apart, beside errors alone."""
-    from prism_native.plan.score import Weights
     from prism_native.research import fit
     out: dict[str, Any] = {}
     for n, f in files.items():
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ctx", type=int, default=256)
     p.add_argument("--chunks", type=int, default=96)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--free", default="head,embedding,first", help="the weights fitted; the others are held at 0")
+    p.add_argument("--free", default="head,embedding,first,linear,tied", help="the weights fitted; the others are held at 0")
     p.add_argument("--lambda", dest="lam", type=float, default=0.1, help="fit-weights' ridge penalty")
     p.add_argument("--imatrix", action="store_true", help="also evaluate with importance matrices")
     p.add_argument("--no-eval", action="store_true", help="stop after the ablations (and the fit)")

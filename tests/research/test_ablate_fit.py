@@ -155,7 +155,7 @@ def test_shipped_default_weights_are_the_documented_fit():
     assert len(files) == 8
     data = fit.models_from_files(files)
     assert sorted(d.name for d in data) == [f"Hf (austen-{m})" for m in ("llama", "odd", "qwen3", "qwen35")]
-    free = {"head", "embedding", "first"}
+    free = {"head", "embedding", "first", "linear", "tied"}
     got = fit.fit(data, lam=0.1, beta=None, fixed={k: 0.0 for k in fit.METRICS if k not in free})
     for k, v in Weights().as_dict().items():
         assert getattr(got.weights, k) == pytest.approx(v, abs=2e-3), k

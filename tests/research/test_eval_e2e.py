@@ -69,6 +69,19 @@ def test_eval_end_to_end(setup, capsys):
     assert len(list(cache.glob("*.gguf"))) == 1 and len(list(cache.glob("base-*.kld"))) == 1
 
 
+def test_eval_a_users_recipe_and_a_plan_of_its_size(setup):
+    model, text, out = setup
+    card = model.parent / "card.sh"
+    card.write_text("llama-quantize --tensor-type 'ffn_down=q8_0' in.gguf out.gguf Q3_K_M\n")
+    assert _eval(model, text, out, "--baselines", "", "--recipe", f"card={card}", "--sizes-of", "card") == 0
+    d = json.loads((out / "results.json").read_text())
+    rows = {r["method"]: r for r in d["rows"]}
+    assert set(rows) == {"card", "prism_native size of card"}
+    assert rows["card"]["series"] == "recipe" and "ffn_down=Q8_0" in rows["card"]["quantize_args"]
+    assert rows["prism_native size of card"]["file_bytes"] <= rows["card"]["file_bytes"]
+    assert d["best_fit"]["prism_native size of card"] == "card"
+
+
 def test_missing_tools_are_reported(setup, monkeypatch, capsys):
     model, text, out = setup
     monkeypatch.setenv("PATH", "/nonexistent")

@@ -15,8 +15,8 @@ from prism_native.errors import PrismError
 from prism_native.llama.perplexity import Measurement, Perplexity, chunks_done, parse_output, parse_running
 from prism_native.llama.tools import find_tool
 from prism_native.research.evaluate import (FRONTIER, IMATRIX, MODEL_IN, MODEL_OUT, SERIES_FTYPE, SERIES_PRISM,
-                                            SERIES_PURE, SERIES_REFERENCE, Results, Row, Setup, Store, baseline_method,
-                                            parse_baselines)
+                                            SERIES_PURE, SERIES_RECIPE, SERIES_REFERENCE, Results, Row, Setup, Store,
+                                            baseline_method, parse_baselines, recipe_method)
 from prism_native.research.report import best_fits, frontier, markdown, pareto_png, write_all
 
 DATA = Path(__file__).parents[1] / "data" / "llama_perplexity"
@@ -128,6 +128,31 @@ def test_baseline_method_and_argv():
     assert p.args == ("--pure", "--imatrix", IMATRIX, "--allow-requantize", MODEL_IN, MODEL_OUT, "IQ4_XS")
     argv = p.argv(Path("/q"), Path("in.gguf"), Path("out.gguf"), "im.dat", 2)
     assert argv == ["/q", "--pure", "--imatrix", "im.dat", "--allow-requantize", "in.gguf", "out.gguf", "IQ4_XS", "2"]
+
+
+def test_recipe_method_takes_the_evals_paths_and_inlines_rule_files(tmp_path):
+    from prism_native.cli.eval import _recipes
+    rules = tmp_path / "rules.txt"
+    rules.write_text("ffn_down=q6_k\n")
+    card = tmp_path / "card.sh"
+    card.write_text("# from a model card\n./llama-quantize --imatrix my.dat --tensor-type attn_v=q8_0 \\\n"
+                    f"  --tensor-type-file {rules} model-F16.gguf model-out.gguf Q4_K_M 8\n")
+    [(name, cmd)] = _recipes([f"card={card}"])
+    m = recipe_method(name, cmd, requantize=False, imatrix=True)
+    assert (m.name, m.series) == ("card", SERIES_RECIPE)
+    assert m.args == ("--tensor-type", "attn_v=Q8_0", "--tensor-type", "ffn_down=Q6_K", "--imatrix", IMATRIX,
+                      MODEL_IN, MODEL_OUT, "Q4_K_M")
+    with pytest.raises(PrismError, match="--imatrix"):
+        recipe_method(name, cmd, requantize=False, imatrix=False)
+    for bad in ("Q4_K_M", "prism_native x", ""):
+        with pytest.raises(PrismError, match="name"):
+            recipe_method(bad, cmd, requantize=False, imatrix=True)
+    for bad, msg in (("card", "NAME=FILE"), (f"x={tmp_path / 'none.sh'}", "cannot read")):
+        with pytest.raises(PrismError, match=msg):
+            _recipes([bad])
+    (tmp_path / "empty.sh").write_text("# nothing\n")
+    with pytest.raises(PrismError, match="no command"):
+        _recipes([f"e={tmp_path / 'empty.sh'}"])
 
 
 # -- finding the tools --------------------------------------------------------------------------------

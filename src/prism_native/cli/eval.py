@@ -3,8 +3,12 @@ divergence against the full-precision model; writes results.csv/.json/.md and pa
 from __future__ import annotations
 
 import argparse
+import shlex
+from pathlib import Path
 
-from ..research.evaluate import evaluate, parse_baselines, prism_planner
+from ..errors import UsageError
+from ..llama.command import QuantizeCommand
+from ..research.evaluate import evaluate, parse_baselines, prism_planner, recipe_method
 from ..research.report import markdown, write_all
 from .options import (add_analysis_arguments, add_measure_arguments, add_model_argument, add_plan_arguments, bpw_list,
                       check_measure_arguments, imatrix_for, load_analysis, measure_setup, measure_tools, plan_types,
@@ -24,6 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="llama-quantize types to compare with; TYPE:pure for --pure (one type everywhere); "
                         "'frontier' = every K-quant mix, Q4_0, IQ4_XS and four --pure types; '' for none "
                         "(default %(default)s)")
+    p.add_argument("--recipe", action="append", default=[], metavar="NAME=FILE",
+                   help="also measure a llama-quantize command of your own (FILE holds it as shell text, e.g. a "
+                        "model card's recipe) under NAME; NAME may be given to --sizes-of. Repeatable")
     add_measure_arguments(p)
     add_plan_arguments(p)
     add_analysis_arguments(p)
@@ -33,9 +40,8 @@ def run(args: argparse.Namespace) -> int:
     check_measure_arguments(args)
     bpws = bpw_list(args.bpw)
     baselines = parse_baselines(args.baselines)
-    sizes_of = parse_baselines(args.sizes_of)
     tools = measure_tools(args)
-    if bpws or sizes_of:
+    if bpws or args.sizes_of.strip():
         types = plan_types(args)
         model, analysis = load_analysis(args)
         planner = prism_planner(model, analysis, types=types, max_overrides=args.max_overrides,
@@ -43,8 +49,35 @@ def run(args: argparse.Namespace) -> int:
     else:
         model, analysis, planner = resolve_model(args), None, None
     setup = measure_setup(args, model, imatrix_for(args, analysis), tools)
-    results = evaluate(setup, baselines, bpws, sizes_of, planner)
+    requant = any(t.requantized for t in model.tensors)
+    recipes = [recipe_method(name, cmd, requantize=requant, imatrix=setup.imatrix is not None)
+               for name, cmd in _recipes(args.recipe)]
+    names = {m.name for m in recipes}
+    listed = [s.strip() for s in args.sizes_of.split(",") if s.strip()]
+    sizes_of = [s for s in listed if s in names] + parse_baselines(",".join(s for s in listed if s not in names))
+    results = evaluate(setup, baselines, bpws, sizes_of, planner, recipes)
     written = write_all(results, setup.out_dir)
     print(markdown(results))
     print("written: " + ", ".join(str(p) for p in written))
     return 0
+
+
+def _recipes(items: list[str]) -> list[tuple[str, QuantizeCommand]]:
+    """--recipe NAME=FILE -> (NAME, the command FILE holds); '#' comments and line continuations allowed."""
+    out: list[tuple[str, QuantizeCommand]] = []
+    for item in items:
+        name, sep, file = item.partition("=")
+        if not sep or not name.strip() or not file:
+            raise UsageError(f"--recipe wants NAME=FILE (got '{item}')")
+        try:
+            text = Path(file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise UsageError(f"--recipe {name}: cannot read {file}: {getattr(e, 'strerror', None) or e}") from None
+        try:
+            argv = shlex.split(text.replace("\\\n", " "), comments=True)
+        except ValueError as e:
+            raise UsageError(f"--recipe {name}: {file} is not a shell command line: {e}") from None
+        if not argv:
+            raise UsageError(f"--recipe {name}: {file} holds no command")
+        out.append((name.strip(), QuantizeCommand.parse(argv, input_optional=True)))
+    return out

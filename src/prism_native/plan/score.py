@@ -2,7 +2,7 @@
 
 Each measured metric is standardised across the model's quantizable tensors with a robust z-score
 (median and 1.4826*MAD, clipped to +-3, so one outlier tensor cannot dominate), signed so that larger
-means "more sensitive"; the structural indicators (head, embedding) are 0/1 as they are. They combine as
+means "more sensitive"; the structural indicators (head, embedding, first, linear) are 0/1 as they are. They combine as
 s = exp(sum_k w_k z_k), pooled per class except for the within-class metrics (position, depth, first).
 s is a multiplier (1 = typical tensor) on the measured quantization error in the allocator's distortion
 D(t) = s * rel_error(t) * n_params^beta. The weights and beta live here, in one place, and can be
@@ -22,7 +22,7 @@ from ..measure.results import Analysis, TensorResult
 
 
 # beta of the allocator's distortion s * e * n_params^beta, fitted with Weights' defaults
-FITTED_BETA = 0.726
+FITTED_BETA = 0.7
 
 
 @dataclass(frozen=True)
@@ -41,9 +41,11 @@ class Weights:
     boundary: float = 0.0         # values on a rounding decision: measured, weight not supported
     position: float = 0.0         # first/last layers of a class: measured, weight not supported
     depth: float = 0.0            # where the layer sits in its class's chain, 0 (first) to 1 (last)
-    head: float = 2.21            # the output head: the tensor that makes the logits (tied: token_embd)
-    embedding: float = 1.683      # the token embedding: each row is a token's whole input
-    first: float = 1.799          # the first blocks (layer < n_layer / 8, at least block 0), as use_more_bits
+    head: float = 2.7             # the output head: the tensor that makes the logits (tied: token_embd)
+    embedding: float = 2.15       # the token embedding: each row is a token's whole input
+    first: float = 1.853          # the first blocks (layer < n_layer / 8, at least block 0), as use_more_bits
+    linear: float = 0.29          # on the value path: output reaches the residual stream through linear maps only
+    tied: float = -1.038          # tied embeddings: token_embd is head and embedding at once (not both in full)
 
     @classmethod
     def parse(cls, text: str | None) -> "Weights":
@@ -88,18 +90,26 @@ def robust_z(values: Sequence[float]) -> np.ndarray:
 # damage of whole layers better than per-tensor ones (docs/metrics.md, "The weights are fitted").
 WITHIN_CLASS = ("position", "depth", "first")
 # Metrics that are facts of the model's graph, not of a tensor's values (they are not z-scored: 0 or 1)
-STRUCTURAL = ("head", "embedding", "first")
+STRUCTURAL = ("head", "embedding", "first", "linear", "tied")
 _EMBEDDINGS = ("token_embd", "per_layer_token_embd")
+# Block tensors whose output reaches the residual stream through linear maps only: the value path of
+# attention (V, fused QKV, the output projection), the FFN's down projection, the SSM's output. Noise
+# in the others passes a softmax (Q, K), an activation or a gate (ffn_gate/up, attn_gate, ssm_alpha/
+# beta) first. llama.cpp's mixes favour the same tensors (attn_v, ffn_down) by rule of thumb.
+_LINEAR_PATH = ("attn_v", "attn_qkv", "attn_output", "attn_v_b", "ffn_down", "ffn_down_exps", "ffn_down_shexp",
+                "ffn_down_chexps", "ssm_out")
 
 
 def structural_metrics(classes: Sequence[str], layers: Sequence[int | None]) -> list[dict[str, float]]:
-    """head, embedding and first per tensor, from the classes and layers of all the model's quantizable
-    tensors (without an output class the embeddings are tied and token_embd is also the head)."""
+    """head, embedding, first and linear per tensor, from the classes and layers of all the model's
+    quantizable tensors (without an output class the embeddings are tied and token_embd is also the head)."""
     tied = "output" not in classes
     known = [il for il in layers if il is not None]
     n_first = max(1, (max(known) + 1) // 8) if known else 0
     return [{"head": float(c == "output" or (tied and c == "token_embd")), "embedding": float(c in _EMBEDDINGS),
-             "first": float(il is not None and il < n_first)} for c, il in zip(classes, layers)]
+             "first": float(il is not None and il < n_first), "linear": float(c in _LINEAR_PATH),
+             "tied": float(tied and c == "token_embd")}
+            for c, il in zip(classes, layers)]
 
 
 def pooled(s: np.ndarray, n: np.ndarray, cls: np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence, TextIO
 
 from ..errors import PrismError, UsageError
-from ..llama.command import QuantizeCommand
+from ..llama.command import PROGRAM, QuantizeCommand
 from ..llama.ftypes import UNSUPPORTED_FTYPES, parse_ftype
 from ..llama.perplexity import Measurement, Perplexity
 from ..llama.quantize_log import parse_quantize_log
@@ -35,7 +35,8 @@ SERIES_REFERENCE = "reference"
 SERIES_FTYPE = "llama.cpp"
 SERIES_PURE = "llama.cpp --pure"
 SERIES_PRISM = "prism_native"
-BASELINE_SERIES = (SERIES_FTYPE, SERIES_PURE)
+SERIES_RECIPE = "recipe"           # a user's own llama-quantize command (a published recipe)
+BASELINE_SERIES = (SERIES_FTYPE, SERIES_PURE, SERIES_RECIPE)
 
 # every built-in mix of the 2-6 bit range, and the uniform --pure types
 FRONTIER = ("Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "IQ4_XS", "Q4_0", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K",
@@ -93,6 +94,23 @@ def baseline_method(spec: str, *, requantize: bool, imatrix: bool) -> Method:
     cmd = QuantizeCommand(ftype=ftype, model_in=MODEL_IN, model_out=MODEL_OUT, pure=bool(mode),
                           imatrix=IMATRIX if imatrix else None, allow_requantize=requantize)
     return Method(f"{ftype} --pure" if mode else ftype, SERIES_PURE if mode else SERIES_FTYPE, cmd)
+
+
+def recipe_method(name: str, command: QuantizeCommand, *, requantize: bool, imatrix: bool) -> Method:
+    """A user's llama-quantize command as a baseline: its own type choices and flags, run on the eval's
+    model, output, threads and importance matrix (every method of one eval shares them)."""
+    if not name or name.startswith("prism_native") or name.upper() in FRONTIER:
+        raise UsageError(f"recipe name '{name}' is empty or taken by a built-in method; choose another")
+    if command.imatrix is not None and not imatrix:
+        raise UsageError(f"recipe '{name}' uses --imatrix: give eval --imatrix FILE (one file for every method)")
+    for flag, on in (("--keep-split", command.keep_split), ("--dry-run", command.dry_run)):
+        if on:
+            raise UsageError(f"recipe '{name}': {flag} writes no single file to measure")
+    # --tensor-type-file entries inlined, so that the cache key holds the rules, not a path
+    inline = [("tensor-type", r.arg) for r in command.overrides()]
+    cmd = replace(command, program=PROGRAM, model_in=MODEL_IN, model_out=MODEL_OUT, nthreads=None, type_args=inline,
+                  imatrix=IMATRIX if imatrix else None, allow_requantize=command.allow_requantize or requantize)
+    return Method(name, SERIES_RECIPE, cmd)
 
 
 def prism_planner(model: Model, analysis: Analysis, *, types: Sequence[str], max_overrides: int,
@@ -356,14 +374,17 @@ class Evaluation:
 
 
 def evaluate(setup: Setup, baselines: Sequence[str], bpws: Sequence[float], sizes_of: Sequence[str],
-             planner: Callable[[Budget, str], Method] | None) -> Results:
-    """Baselines first (their sizes are the budgets of the --sizes-of plans), then the plans. A plan
-    that cannot be made (a budget outside the feasible range) is skipped with its reason."""
+             planner: Callable[[Budget, str], Method] | None, recipes: Sequence[Method] = ()) -> Results:
+    """Baselines and recipes first (their sizes are the budgets of the --sizes-of plans, named by
+    baseline spec or recipe name), then the plans. A plan that cannot be made (a budget outside the
+    feasible range) is skipped with its reason."""
     if (bpws or sizes_of) and planner is None:
         raise ValueError("evaluate: prism_native plans need an analysis")
     requant = any(t.requantized for t in setup.model.tensors)
-    specs = list(baselines) + [s for s in sizes_of if s not in baselines]
+    named = {m.name: m for m in recipes}
+    specs = list(baselines) + [s for s in sizes_of if s not in baselines and s not in named]
     base_methods = [baseline_method(b, requantize=requant, imatrix=setup.imatrix is not None) for b in specs]
+    base_methods += list(recipes)
     skipped: list[str] = []
 
     def plan(budget: Budget, label: str) -> Method | None:
@@ -385,7 +406,7 @@ def evaluate(setup: Setup, baselines: Sequence[str], bpws: Sequence[float], size
         rows += [ev.measure(m) for m in bpw_methods]
         by_name = {r.method: r for r in rows}
         for spec in sizes_of:
-            b = by_name[baseline_method(spec, requantize=requant, imatrix=False).name]
+            b = by_name[spec if spec in named else baseline_method(spec, requantize=requant, imatrix=False).name]
             m = plan(Budget("size", b.file_bytes), f"size of {b.method}")
             if m is None:
                 ev.tracker.note(f"skipped {skipped[-1]}")
