@@ -155,6 +155,36 @@ def evaluate(name: str, gguf: Path, files: dict[str, Path], fit: dict[str, Any],
     return json.loads((d / "results.json").read_text())
 
 
+def _k(v: float | None) -> str:
+    return "-" if v is None else (f"{v:.5f}" if v >= 1e-3 else f"{v:.2e}")
+
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    """The tables of docs/results.md's zoo section: every held-out plan against the best llama.cpp
+    file that fits, and the held-out Spearman by classes and layers."""
+    lines = ["| model | imatrix | target size | best llama.cpp file that fits | its KLD (p99, same top) | "
+             "prism_native (held out) | its KLD (p99, same top) | ratio |", "|---|---|---|---|--:|--:|--:|--:|"]
+    for n, row in summary["models"].items():
+        for mode in ("plain", "imatrix"):
+            if mode not in row:
+                continue
+            rows = {r["method"]: r for r in row[mode]["rows"]}
+            for plan, best in row[mode]["best_fit"].items():
+                p, b = rows[plan], rows.get(best or "")
+                ratio = p["kld_mean"] / b["kld_mean"] if b and b["kld_mean"] else None
+                cell = (lambda r: f"{_k(r['kld_mean'])} ({_k(r['kld_p99'])}, {r['same_top']:.2f}%)")
+                lines.append(f"| {n} | {'yes' if mode == 'imatrix' else 'no'} | {plan.removeprefix('prism_native size of ')}, "
+                             f"{p['file_bytes'] / 2**20:.2f} MiB | {best} ({b['file_bytes'] / 2**20:.2f} MiB) | "
+                             f"{cell(b)} | {p['file_bytes'] / 2**20:.2f} MiB | {cell(p)} | "
+                             f"**{'-' if ratio is None else f'{ratio:.3f}'}** |")
+    lines += ["", "| model | classes: held out | classes: errors only | layers: held out | layers: errors only |",
+              "|---|--:|--:|--:|--:|"]
+    for n, kinds in summary["spearman"].items():
+        c, l = kinds["class"], kinds["layer"]
+        lines.append(f"| {n} | {c['held_out']:.3f} | {c['errors_only']:.3f} | {l['held_out']:.3f} | {l['errors_only']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", required=True, help="folder of model folders (each with one F16 .gguf)")
@@ -189,11 +219,12 @@ def main(argv: list[str] | None = None) -> int:
             res = evaluate(n, g, files[n], held[label], text_b, args, out, im)
             row["imatrix" if im else "plain"] = {
                 "best_fit": res.get("best_fit"),
-                "rows": [{k: r.get(k) for k in ("method", "file_bytes", "kld_mean", "kld_p99", "same_top")}
+                "rows": [{k: r.get(k) for k in ("method", "file_bytes", "kld_mean", "kld_p99", "same_top", "ppl")}
                          for r in res["rows"]]}
         summary["models"][n] = row
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    log(f"written {out / 'summary.json'}")
+    (out / "summary.md").write_text(summary_markdown(summary))
+    log(f"written {out / 'summary.json'}, {out / 'summary.md'}")
     return 0
 
 
