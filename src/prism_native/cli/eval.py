@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..errors import UsageError
 from ..llama.command import QuantizeCommand
-from ..research.evaluate import evaluate, parse_baselines, prism_planner, recipe_method
+from ..research.evaluate import evaluate, parse_baselines, prism_planner
 from ..research.report import markdown, write_all
 from .options import (add_analysis_arguments, add_measure_arguments, add_model_argument, add_plan_arguments, bpw_list,
                       check_measure_arguments, imatrix_for, load_analysis, measure_setup, measure_tools, plan_types,
@@ -40,8 +40,12 @@ def run(args: argparse.Namespace) -> int:
     check_measure_arguments(args)
     bpws = bpw_list(args.bpw)
     baselines = parse_baselines(args.baselines)
+    recipes = _recipes(args.recipe)
+    names = {name for name, _ in recipes}
+    listed = [s.strip() for s in args.sizes_of.split(",") if s.strip()]
+    sizes_of = [s for s in listed if s in names] + parse_baselines(",".join(s for s in listed if s not in names))
     tools = measure_tools(args)
-    if bpws or args.sizes_of.strip():
+    if bpws or sizes_of:
         types = plan_types(args)
         model, analysis = load_analysis(args)
         planner = prism_planner(model, analysis, types=types, max_overrides=args.max_overrides,
@@ -49,12 +53,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         model, analysis, planner = resolve_model(args), None, None
     setup = measure_setup(args, model, imatrix_for(args, analysis), tools)
-    requant = any(t.requantized for t in model.tensors)
-    recipes = [recipe_method(name, cmd, requantize=requant, imatrix=setup.imatrix is not None)
-               for name, cmd in _recipes(args.recipe)]
-    names = {m.name for m in recipes}
-    listed = [s.strip() for s in args.sizes_of.split(",") if s.strip()]
-    sizes_of = [s for s in listed if s in names] + parse_baselines(",".join(s for s in listed if s not in names))
     results = evaluate(setup, baselines, bpws, sizes_of, planner, recipes)
     written = write_all(results, setup.out_dir)
     print(markdown(results))

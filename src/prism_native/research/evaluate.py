@@ -374,17 +374,18 @@ class Evaluation:
 
 
 def evaluate(setup: Setup, baselines: Sequence[str], bpws: Sequence[float], sizes_of: Sequence[str],
-             planner: Callable[[Budget, str], Method] | None, recipes: Sequence[Method] = ()) -> Results:
+             planner: Callable[[Budget, str], Method] | None,
+             recipes: Sequence[tuple[str, QuantizeCommand]] = ()) -> Results:
     """Baselines and recipes first (their sizes are the budgets of the --sizes-of plans, named by
     baseline spec or recipe name), then the plans. A plan that cannot be made (a budget outside the
     feasible range) is skipped with its reason."""
     if (bpws or sizes_of) and planner is None:
         raise ValueError("evaluate: prism_native plans need an analysis")
     requant = any(t.requantized for t in setup.model.tensors)
-    named = {m.name: m for m in recipes}
+    imatrix = setup.imatrix is not None
+    named = {n: recipe_method(n, c, requantize=requant, imatrix=imatrix) for n, c in recipes}
     specs = list(baselines) + [s for s in sizes_of if s not in baselines and s not in named]
-    base_methods = [baseline_method(b, requantize=requant, imatrix=setup.imatrix is not None) for b in specs]
-    base_methods += list(recipes)
+    base_methods = [baseline_method(b, requantize=requant, imatrix=imatrix) for b in specs] + list(named.values())
     skipped: list[str] = []
 
     def plan(budget: Budget, label: str) -> Method | None:
