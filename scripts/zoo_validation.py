@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -159,6 +160,10 @@ def _k(v: float | None) -> str:
     return "-" if v is None else (f"{v:.5f}" if v >= 1e-3 else f"{v:.2e}")
 
 
+def _cell(r: dict[str, Any]) -> str:
+    return f"{_k(r['kld_mean'])} ({_k(r['kld_p99'])}, {r['same_top']:.2f}%)"
+
+
 def summary_markdown(summary: dict[str, Any]) -> str:
     """The tables of docs/results.md's zoo section: every held-out plan against the best llama.cpp
     file that fits, and the held-out Spearman by classes and layers."""
@@ -171,17 +176,21 @@ def summary_markdown(summary: dict[str, Any]) -> str:
             rows = {r["method"]: r for r in row[mode]["rows"]}
             for plan, best in row[mode]["best_fit"].items():
                 p, b = rows[plan], rows.get(best or "")
-                ratio = p["kld_mean"] / b["kld_mean"] if b and b["kld_mean"] else None
-                cell = (lambda r: f"{_k(r['kld_mean'])} ({_k(r['kld_p99'])}, {r['same_top']:.2f}%)")
-                lines.append(f"| {n} | {'yes' if mode == 'imatrix' else 'no'} | {plan.removeprefix('prism_native size of ')}, "
-                             f"{p['file_bytes'] / 2**20:.2f} MiB | {best} ({b['file_bytes'] / 2**20:.2f} MiB) | "
-                             f"{cell(b)} | {p['file_bytes'] / 2**20:.2f} MiB | {cell(p)} | "
-                             f"**{'-' if ratio is None else f'{ratio:.3f}'}** |")
+                mib = f"{p['file_bytes'] / 2**20:.2f} MiB"
+                target = f"{plan.removeprefix('prism_native size of ')}, {mib}"
+                im = "yes" if mode == "imatrix" else "no"
+                if b is None:
+                    lines.append(f"| {n} | {im} | {target} | none fits | - | {mib} | {_cell(p)} | - |")
+                    continue
+                ratio = p["kld_mean"] / b["kld_mean"] if b["kld_mean"] else math.inf
+                lines.append(f"| {n} | {im} | {target} | {best} ({b['file_bytes'] / 2**20:.2f} MiB) | {_cell(b)} | "
+                             f"{mib} | {_cell(p)} | **{ratio:.3f}** |")
     lines += ["", "| model | classes: held out | classes: errors only | layers: held out | layers: errors only |",
               "|---|--:|--:|--:|--:|"]
     for n, kinds in summary["spearman"].items():
         c, l = kinds["class"], kinds["layer"]
-        lines.append(f"| {n} | {c['held_out']:.3f} | {c['errors_only']:.3f} | {l['held_out']:.3f} | {l['errors_only']:.3f} |")
+        lines.append(f"| {n} | {c['held_out']:.3f} | {c['errors_only']:.3f} | {l['held_out']:.3f} | "
+                     f"{l['errors_only']:.3f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -195,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ctx", type=int, default=256)
     p.add_argument("--chunks", type=int, default=96)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--free", default="head,embedding,first,linear,tied", help="the weights fitted; the others are held at 0")
+    p.add_argument("--free", default="head,embedding,first,linear,tied",
+                   help="the weights fitted; the others are held at 0")
     p.add_argument("--lambda", dest="lam", type=float, default=0.1, help="fit-weights' ridge penalty")
     p.add_argument("--imatrix", action="store_true", help="also evaluate with importance matrices")
     p.add_argument("--no-eval", action="store_true", help="stop after the ablations (and the fit)")

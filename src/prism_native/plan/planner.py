@@ -58,7 +58,8 @@ DEFAULT_DISTORTION = "fitted"
 
 
 def size_exponent(distortion: str) -> float:
-    """beta of D = s * e * n^beta: 'fitted' (the default weights' fit), 'params' = 1, 'relative' = 0, or a number in [0, 1]."""
+    """beta of D = s * e * n^beta: 'fitted' (the default weights' fit), 'params' = 1, 'relative' = 0, or a
+    number in [0, 1]."""
     if distortion in DISTORTIONS:
         return DISTORTIONS[distortion]
     try:
@@ -66,7 +67,8 @@ def size_exponent(distortion: str) -> float:
     except ValueError:
         beta = math.nan
     if not 0.0 <= beta <= 1.0:
-        raise UsageError(f"unknown distortion model '{distortion}' (fitted, params, relative, or an exponent in [0, 1])")
+        raise UsageError(f"unknown distortion model '{distortion}' "
+                         "(fitted, params, relative, or an exponent in [0, 1])")
     return beta
 
 
@@ -76,8 +78,9 @@ def build_groups(model: Model, analysis: Analysis, types: Sequence[str], padded:
 
     D = s * e * n_params^beta: beta = 1 ("params") counts error energy summed over weights, beta = 0
     ("relative") says every matmul adds relative noise e to its output, whatever its size; fit-weights
-    fits beta with the composite's weights (docs/metrics.md); "fitted", the default, is that fit's beta. A type llama-quantize cannot write for one
-    tensor (its float16 block scales overflow) is no candidate of that tensor's class."""
+    fits beta with the composite's weights (docs/metrics.md); "fitted", the default, is that fit's beta.
+    A type llama-quantize cannot write for one tensor (its float16 block scales overflow) is no candidate
+    of that tensor's class."""
     beta = size_exponent(distortion)
     _check_measured(analysis, types)
     by_cls: dict[str, list[TensorCost]] = {}

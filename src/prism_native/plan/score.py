@@ -2,7 +2,7 @@
 
 Each measured metric is standardised across the model's quantizable tensors with a robust z-score
 (median and 1.4826*MAD, clipped to +-3, so one outlier tensor cannot dominate), signed so that larger
-means "more sensitive"; the structural indicators (head, embedding, first, linear) are 0/1 as they are. They combine as
+means "more sensitive"; the structural indicators (head, embedding, first, linear, tied) are 0/1. They combine as
 s = exp(sum_k w_k z_k), pooled per class except for the within-class metrics (position, depth, first).
 s is a multiplier (1 = typical tensor) on the measured quantization error in the allocator's distortion
 D(t) = s * rel_error(t) * n_params^beta. The weights and beta live here, in one place, and can be
@@ -101,7 +101,7 @@ _LINEAR_PATH = ("attn_v", "attn_qkv", "attn_output", "attn_v_b", "ffn_down", "ff
 
 
 def structural_metrics(classes: Sequence[str], layers: Sequence[int | None]) -> list[dict[str, float]]:
-    """head, embedding, first and linear per tensor, from the classes and layers of all the model's
+    """head, embedding, first, linear and tied per tensor, from the classes and layers of all the model's
     quantizable tensors (without an output class the embeddings are tied and token_embd is also the head)."""
     tied = "output" not in classes
     known = [il for il in layers if il is not None]
