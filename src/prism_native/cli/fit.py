@@ -15,10 +15,10 @@ from ..research.fit import ERRORS_ONLY, LITERATURE_PRIORS, Fit, ModelData, Score
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("ablations", nargs="+", metavar="ABLATION.json",
                    help="files from `ablate`; files of the same model (by class, by layer) are merged")
-    p.add_argument("--lambda", dest="lam", type=float, default=0.3,
+    p.add_argument("--lambda", dest="lam", type=float, default=0.1,
                    help="ridge penalty on the weights (default %(default)s)")
-    p.add_argument("--beta", default="1", help="size exponent of the distortion: 1 = params (default), 0 = relative, "
-                   "or 'fit' to fit it in [0, 1] (as the shipped defaults were)")
+    p.add_argument("--beta", default="fit", help="size exponent of the distortion: 'fit' fits it in [0, 1] "
+                   "(default, as for the shipped weights), or a number: 1 = params, 0 = relative")
     p.add_argument("--fix", default="", metavar="K=V,...",
                    help="hold these weights at a value instead of fitting them, e.g. position=0")
     p.add_argument("--min-snr", type=float, default=2.0,
