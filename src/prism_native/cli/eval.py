@@ -6,7 +6,7 @@ import argparse
 import shlex
 from pathlib import Path
 
-from ..errors import UsageError
+from ..errors import PrismError, UsageError
 from ..llama.command import QuantizeCommand
 from ..research.evaluate import evaluate, parse_baselines, prism_planner
 from ..research.report import markdown, write_all
@@ -77,5 +77,8 @@ def _recipes(items: list[str]) -> list[tuple[str, QuantizeCommand]]:
             raise UsageError(f"--recipe {name}: {file} is not a shell command line: {e}") from None
         if not argv:
             raise UsageError(f"--recipe {name}: {file} holds no command")
-        out.append((name.strip(), QuantizeCommand.parse(argv, input_optional=True)))
+        try:
+            out.append((name.strip(), QuantizeCommand.parse(argv, input_optional=True)))
+        except PrismError as e:
+            raise UsageError(f"--recipe {name}: {e}") from None
     return out
