@@ -128,3 +128,15 @@ def test_distortion_models(analysed):
     fitted = make_plan(model, a, Budget("bpw", 4.0), distortion=str(FITTED_BETA)).allocation
     assert fitted.total_distortion == make_plan(model, a, Budget("bpw", 4.0)).allocation.total_distortion
     assert half.total_distortion != one.total_distortion
+
+
+def test_large_vocabularies_count_their_active_rows_only():
+    """An embedding/output matrix larger than ACTIVE_VOCAB rows prices its distortion as if it had
+    ACTIVE_VOCAB of them; every other tensor, and a vocabulary within it, counts all its parameters."""
+    from prism_native.plan.score import ACTIVE_VOCAB, effective_params
+    d, v = 640, 262144
+    assert effective_params("token_embd", [d, v], d * v) == d * ACTIVE_VOCAB
+    assert effective_params("output", [d, v], d * v) == d * ACTIVE_VOCAB
+    assert effective_params("token_embd", [d, ACTIVE_VOCAB], d * ACTIVE_VOCAB) == d * ACTIVE_VOCAB
+    assert effective_params("ffn_up", [d, v], d * v) == d * v                 # not a vocabulary matrix
+    assert effective_params("token_embd", None, d * v) == d * v               # older ablation files: no shape

@@ -92,6 +92,19 @@ WITHIN_CLASS = ("position", "depth", "first")
 # Metrics that are facts of the model's graph, not of a tensor's values (they are not z-scored: 0 or 1)
 STRUCTURAL = ("head", "embedding", "first", "linear", "tied")
 _EMBEDDINGS = ("token_embd", "per_layer_token_embd")
+# Vocabulary rows that carry a text's damage. The weights were fitted on models of 4096 tokens; by
+# Zipf's law the most frequent few thousand tokens make up most of any text, so in a larger vocabulary
+# the rarer rows add parameters (size) but little damage. The distortion of an embedding or output
+# matrix counts its parameters as if it had at most this many rows.
+ACTIVE_VOCAB = 4096
+
+
+def effective_params(cls: str, shape: Sequence[int] | None, n_params: int) -> float:
+    """The parameter count the distortion uses: n_params, but an embedding/output matrix of V > ACTIVE_VOCAB
+    rows (ggml ne1) counts ACTIVE_VOCAB of them."""
+    if (cls in _EMBEDDINGS or cls == "output") and shape is not None and len(shape) > 1 and shape[1] > ACTIVE_VOCAB:
+        return n_params * ACTIVE_VOCAB / shape[1]
+    return float(n_params)
 # Block tensors whose output reaches the residual stream through linear maps only: the value path of
 # attention (V, fused QKV, the output projection), the FFN's down projection, the SSM's output. Noise
 # in the others passes a softmax (Q, K), an activation or a gate (ffn_gate/up, attn_gate, ssm_alpha/

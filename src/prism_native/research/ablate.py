@@ -90,7 +90,7 @@ def tensor_table(model: Model, analysis: Analysis) -> list[dict[str, Any]]:
     rows = []
     for r in analysis.tensors.values():
         t = model.tensor(r.name)
-        rows.append({"name": r.name, "cls": r.cls, "layer": r.layer, "n_params": r.n_params,
+        rows.append({"name": r.name, "cls": r.cls, "layer": r.layer, "n_params": r.n_params, "shape": list(r.shape),
                      "metrics": {k: _num(getattr(r, k)) for k in METRICS if hasattr(r, k)},
                      "errors": {req: {"type": qtypes.effective(qtypes.get(req), t.n_per_row).name,
                                       "rel_error": _num(r.rel_error(req))} for req in r.errors}})
