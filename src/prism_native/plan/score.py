@@ -46,6 +46,7 @@ class Weights:
     first: float = 1.853          # the first blocks (layer < n_layer / 8, at least block 0), as use_more_bits
     linear: float = 0.29          # on the value path: output reaches the residual stream through linear maps only
     tied: float = -1.038          # tied embeddings: token_embd is head and embedding at once (not both in full)
+    key: float = 0.0              # attention keys: noise passes q.k and the softmax's exponential
 
     @classmethod
     def parse(cls, text: str | None) -> "Weights":
@@ -90,7 +91,7 @@ def robust_z(values: Sequence[float]) -> np.ndarray:
 # damage of whole layers better than per-tensor ones (docs/metrics.md, "The weights are fitted").
 WITHIN_CLASS = ("position", "depth", "first")
 # Metrics that are facts of the model's graph, not of a tensor's values (they are not z-scored: 0 or 1)
-STRUCTURAL = ("head", "embedding", "first", "linear", "tied")
+STRUCTURAL = ("head", "embedding", "first", "linear", "tied", "key")
 _EMBEDDINGS = ("token_embd", "per_layer_token_embd")
 # Vocabulary rows that carry a text's damage. The weights were fitted on models of 4096 tokens; by
 # Zipf's law the most frequent few thousand tokens make up most of any text, so in a larger vocabulary
@@ -113,15 +114,20 @@ _LINEAR_PATH = ("attn_v", "attn_qkv", "attn_output", "attn_v_b", "ffn_down", "ff
                 "ffn_down_chexps", "ssm_out")
 
 
+# Attention key projections (MLA's per-head key part too): a key's error moves q.k for every query of
+# its group, and the softmax turns score errors into weight errors exponentially.
+_KEYS = ("attn_k", "attn_k_b")
+
+
 def structural_metrics(classes: Sequence[str], layers: Sequence[int | None]) -> list[dict[str, float]]:
-    """head, embedding, first, linear and tied per tensor, from the classes and layers of all the model's
+    """head, embedding, first, linear, tied and key per tensor, from the classes and layers of all the model's
     quantizable tensors (without an output class the embeddings are tied and token_embd is also the head)."""
     tied = "output" not in classes
     known = [il for il in layers if il is not None]
     n_first = max(1, (max(known) + 1) // 8) if known else 0
     return [{"head": float(c == "output" or (tied and c == "token_embd")), "embedding": float(c in _EMBEDDINGS),
              "first": float(il is not None and il < n_first), "linear": float(c in _LINEAR_PATH),
-             "tied": float(tied and c == "token_embd")}
+             "tied": float(tied and c == "token_embd"), "key": float(c in _KEYS)}
             for c, il in zip(classes, layers)]
 
 
