@@ -152,9 +152,9 @@ def test_shipped_default_weights_are_the_documented_fit():
     from prism_native.plan.score import FITTED_BETA
     root = Path(__file__).resolve().parents[2] / "docs" / "results" / "zoo"
     files = sorted(root.glob("*-ablation-*.json"))
-    assert len(files) == 8
+    assert len(files) == 10
     data = fit.models_from_files(files)
-    assert sorted(d.name for d in data) == [f"Hf (austen-{m})" for m in ("llama", "odd", "qwen3", "qwen35")]
+    assert sorted(d.name for d in data) == [f"Hf (austen-{m})" for m in ("llama", "odd", "qwen3", "qwen35", "smol")]
     free = {"head", "embedding", "first", "linear", "tied"}
     got = fit.fit(data, lam=0.1, beta=None, fixed={k: 0.0 for k in fit.METRICS if k not in free})
     for k, v in Weights().as_dict().items():
