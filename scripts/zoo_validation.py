@@ -31,6 +31,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from get_eval_text import main as get_text  # noqa: E402
 
+from prism_native.cli.fit import LAMBDA_GRID  # noqa: E402
 from prism_native.plan.score import Weights  # noqa: E402
 
 LOW, HIGH, SIZES_OF = "Q3_K,Q4_K", "Q8_0", "Q3_K_M,Q4_K_M"
@@ -197,7 +198,8 @@ def summary_markdown(summary: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", required=True, help="folder of model folders (each with one F16 .gguf)")
-    p.add_argument("--only", default="", help="comma-separated model folder names (default: all)")
+    p.add_argument("--only", default="", help="comma-separated model folder names to run (default: all); the "
+                   "fit also uses the ablations of models already under --out")
     p.add_argument("--out", required=True, help="results folder")
     p.add_argument("--llama-cpp", required=True, help="folder with llama-quantize, llama-perplexity, llama-imatrix")
     p.add_argument("--deb", help="r-cran-janeaustenr .deb (default: apt-get download)")
@@ -206,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--free", default="head,embedding,first,linear,tied",
                    help="the weights fitted; the others are held at 0")
-    p.add_argument("--lambda", dest="lam", type=float, default=0.1, help="fit-weights' ridge penalty")
+    p.add_argument("--lambda", dest="lam", default=LAMBDA_GRID,
+                   help="fit-weights' ridge penalty, or candidates chosen by cross-validation (default %(default)s)")
     p.add_argument("--imatrix", action="store_true", help="also evaluate with importance matrices")
     p.add_argument("--no-eval", action="store_true", help="stop after the ablations (and the fit)")
     args = p.parse_args(argv)
@@ -217,11 +220,17 @@ def main(argv: list[str] | None = None) -> int:
         q.name for q in Path(args.models).iterdir() if q.is_dir() and list(q.glob("*.gguf")))
     ggufs = {n: find_gguf(Path(args.models) / n) for n in names}
     files = {n: ablations(n, g, out, text_a, args) for n, g in ggufs.items()}
+    # the fit uses every model ablated under --out, also those --only leaves out of this run
+    for q in sorted(out.iterdir()):
+        if q.is_dir() and q.name not in files and all((q / f"ablation-{by}.json").exists() for by in ("class", "layer")):
+            files[q.name] = {by: q / f"ablation-{by}.json" for by in ("class", "layer")}
     if len(files) < 2 or args.no_eval:
         return 0
     fits = fit_all(files, out, args)
     held = fits["held_out_fits"]
-    summary: dict[str, Any] = {"fit_all": fits["fit"], "spearman": spearman_by_kind(files, fits), "models": {}}
+    old = out / "summary.json"
+    summary: dict[str, Any] = {"fit_all": fits["fit"], "spearman": spearman_by_kind(files, fits),
+                               "models": json.loads(old.read_text())["models"] if old.exists() else {}}
     for n, g in ggufs.items():
         label = next(k for k in held if k.endswith(f"({n})") or k == n)
         row: dict[str, Any] = {"held_out_fit": held[label]}

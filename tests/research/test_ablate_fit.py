@@ -108,6 +108,30 @@ def test_fit_recovers_planted_weights_and_scores_held_out(tmp_path, capsys):
     assert abs(d["fit"]["beta"] - 0.5) < 0.01 and len(d["scores"]) == 2 * 6
 
 
+def test_lambda_is_chosen_by_leaving_a_model_out(tmp_path, capsys):
+    """Noisy planted damage on three models: the grid's candidates are scored by how well fits on two
+    models predict the third, and the CLI reports the figures and the pick."""
+    rng = np.random.default_rng(7)
+    files = []
+    for seed in (4, 5, 6):
+        ab = _planted(seed, _weights(-0.4, 0.2, 0.0, 0.3), 0.5)
+        for r in ab["records"]:
+            r["damage"] *= float(np.exp(rng.normal(0.0, 0.3)))
+        p = tmp_path / f"n{seed}.json"
+        p.write_text(json.dumps(ab))
+        files.append(str(p))
+    data = [fit.model_data(ablate.load(f)) for f in files]
+    lam, cv = fit.choose_lambda(data, [10.0, 0.01])
+    assert set(cv) == {10.0, 0.01} and lam == min(cv, key=cv.get)
+    assert cv[lam] == pytest.approx(fit.held_out_rms(data, lam, None, None))
+    assert fit.choose_lambda(data[:2], [10.0, 0.01]) == (10.0, {})     # two models: no cross-validation
+    assert main(["fit-weights", *files, "--lambda", "10,0.01", "--json-out", str(tmp_path / "f.json")]) == 0
+    assert f"-> {lam:g}" in capsys.readouterr().out
+    assert json.loads((tmp_path / "f.json").read_text())["lambda"] == lam
+    assert main(["fit-weights", *files, "--lambda", "0.1,x"]) == 2
+    assert "--lambda wants numbers" in capsys.readouterr().err
+
+
 def test_fit_leaves_out_noise_and_lossless_records(tmp_path):
     ab = _planted(3, _weights(), 1.0)
     ab["records"][0]["damage"] = 1e-12                              # inside the noise
@@ -146,9 +170,11 @@ def test_ablate_end_to_end(tmp_path, monkeypatch, capsys):
 
 def test_shipped_default_weights_are_the_documented_fit():
     """score.Weights' defaults and FITTED_BETA are the fit on the zoo's ablation files in docs/results/zoo,
-    with the options docs/metrics.md gives (only the structural terms free, lambda 0.1, beta fitted)."""
+    with the options docs/metrics.md gives (only the structural terms free, lambda chosen by leave-one-model-out
+    cross-validation among fit-weights' default candidates, beta fitted)."""
     from pathlib import Path
 
+    from prism_native.cli.fit import LAMBDA_GRID
     from prism_native.plan.score import FITTED_BETA
     root = Path(__file__).resolve().parents[2] / "docs" / "results" / "zoo"
     files = sorted(root.glob("*-ablation-*.json"))
@@ -156,7 +182,10 @@ def test_shipped_default_weights_are_the_documented_fit():
     data = fit.models_from_files(files)
     assert sorted(d.name for d in data) == [f"Hf (austen-{m})" for m in ("llama", "odd", "qwen3", "qwen35", "smol")]
     free = {"head", "embedding", "first", "linear", "tied"}
-    got = fit.fit(data, lam=0.1, beta=None, fixed={k: 0.0 for k in fit.METRICS if k not in free})
+    fixed = {k: 0.0 for k in fit.METRICS if k not in free}
+    lam, cv = fit.choose_lambda(data, [float(v) for v in LAMBDA_GRID.split(",")], None, fixed)
+    assert lam == 0.01 and min(cv.values()) == cv[0.01]
+    got = fit.fit(data, lam=lam, beta=None, fixed=fixed)
     for k, v in Weights().as_dict().items():
         assert getattr(got.weights, k) == pytest.approx(v, abs=2e-3), k
     assert got.beta == pytest.approx(FITTED_BETA, abs=2e-3)

@@ -9,14 +9,21 @@ from typing import Any
 
 from ..errors import UsageError
 from ..plan.score import Weights
-from ..research.fit import ERRORS_ONLY, LITERATURE_PRIORS, Fit, ModelData, Score, fit, models_from_files, score
+from ..research.fit import (ERRORS_ONLY, LITERATURE_PRIORS, Fit, ModelData, Score, choose_lambda, fit,
+                            models_from_files, score)
+
+
+# candidates of --lambda: the shipped weights' fit chose 0.01 among them (docs/metrics.md)
+LAMBDA_GRID = "0.1,0.03,0.01,0.001"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("ablations", nargs="+", metavar="ABLATION.json",
                    help="files from `ablate`; files of the same model (by class, by layer) are merged")
-    p.add_argument("--lambda", dest="lam", type=float, default=0.1,
-                   help="ridge penalty on the weights (default %(default)s)")
+    p.add_argument("--lambda", dest="lam", default=LAMBDA_GRID, metavar="L[,L...]",
+                   help="ridge penalty on the weights, or candidates to choose from by leave-one-model-out "
+                        "cross-validation (the one whose fits predict the left-out model best; held-out "
+                        "fits choose theirs among the other models only); default %(default)s")
     p.add_argument("--beta", default="fit", help="size exponent of the distortion: 'fit' fits it in [0, 1] "
                    "(default, as for the shipped weights), or a number: 1 = params, 0 = relative")
     p.add_argument("--fix", default="", metavar="K=V,...",
@@ -27,6 +34,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also score the fitted weights on these files, without fitting to them "
                         "(e.g. the by-layer ablations of the same models)")
     p.add_argument("--json-out", metavar="FILE", help="write the fit and every score as JSON")
+
+
+def _lambdas(text: str) -> list[float]:
+    try:
+        grid = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"--lambda wants numbers separated by commas (got '{text}')") from None
+    if not grid or any(not v >= 0 for v in grid):
+        raise UsageError("--lambda values must be numbers >= 0")
+    return grid
 
 
 def _beta(text: str) -> float | None:
@@ -64,7 +81,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"{d.name}: {len(d.damage)} usable records, {len(d.dropped)} left out")
         for why in d.dropped:
             print(f"  left out: {why}")
-    overall = fit(data, args.lam, beta, fixed)
+    grid = _lambdas(args.lam)
+    lam, cv = choose_lambda(data, grid, beta, fixed)
+    if cv:
+        print("\nlambda (leave one model out, mean rms log): " +
+              ", ".join(f"{k:g}: {v:.3f}" for k, v in cv.items()) + f" -> {lam:g}")
+    overall = fit(data, lam, beta, fixed)
     schemes: dict[str, tuple[Weights, float]] = {
         "literature priors, params": (LITERATURE_PRIORS, 1.0),
         "current defaults, params": (Weights(), 1.0),
@@ -72,8 +94,9 @@ def run(args: argparse.Namespace) -> int:
         "errors only, relative (w = 0, beta = 0)": (ERRORS_ONLY, 0.0),
         "fitted on all models (in-sample)": (overall.weights, overall.beta),
     }
-    held = {d.name: fit([o for o in data if o is not d], args.lam, beta, fixed)
-            for d in data if sum(len(o.damage) for o in data if o is not d) >= 2}
+    held = {d.name: fit(others, choose_lambda(others, grid, beta, fixed)[0], beta, fixed)
+            for d in data for others in [[o for o in data if o is not d]]
+            if sum(len(o.damage) for o in others) >= 2}
     rows: list[dict[str, Any]] = []
     print(f"\n{'scheme':<44} {'model':<24} {'spearman':>8} {'pairs':>6} {'rms log':>8}")
     for name, (w, b) in schemes.items():
@@ -87,10 +110,11 @@ def run(args: argparse.Namespace) -> int:
         _print_score(rows, "check, not fitted: errors only", d, ERRORS_ONLY, overall.beta)
     print("\n" + _weights_line("fitted on all models", overall))
     for name, f in held.items():
-        print(_weights_line(f"fitted without {name}", f))
+        print(_weights_line(f"fitted without {name}", f) + f" (lambda {f.lam:g})")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(
             {"fit": overall.as_dict(), "held_out_fits": {k: v.as_dict() for k, v in held.items()},
-             "scores": rows, "files": args.ablations, "lambda": args.lam, "min_snr": args.min_snr,
+             "scores": rows, "files": args.ablations, "lambda": lam,
+             "lambda_cv": {f"{k:g}": v for k, v in cv.items()}, "min_snr": args.min_snr,
              "fixed": fixed, "left_out": {d.name: d.dropped for d in data}}, indent=1))
     return 0

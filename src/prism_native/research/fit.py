@@ -171,6 +171,25 @@ def fit(data: Sequence[ModelData], lam: float = 1.0, beta: float | None = None,
     return Fit(Weights(**{m: round(float(v), 3) for m, v in zip(METRICS, w)}), round(b, 3), lam, rms)
 
 
+def held_out_rms(data: Sequence[ModelData], lam: float, beta: float | None,
+                 fixed: Mapping[str, float] | None) -> float:
+    """Mean over models of the rms log error of a fit on the other models (leave one model out)."""
+    errs = [score(d, f.weights, f.beta).rms_log
+            for d in data for f in [fit([o for o in data if o is not d], lam, beta, fixed)]]
+    return float(np.mean(errs))
+
+
+def choose_lambda(data: Sequence[ModelData], grid: Sequence[float], beta: float | None = None,
+                  fixed: Mapping[str, float] | None = None) -> tuple[float, dict[float, float]]:
+    """The ridge penalty of `grid` whose leave-one-model-out fits predict the left-out model best (mean
+    rms log error), with every candidate's figure. One candidate, or fewer than three models (a left-out
+    fit would see one model only), returns the first without cross-validation."""
+    if len(grid) == 1 or len(data) < 3:
+        return grid[0], {}
+    cv = {lam: held_out_rms(data, lam, beta, fixed) for lam in grid}
+    return min(grid, key=lambda lam: (cv[lam], -lam)), cv
+
+
 @dataclass
 class Score:
     spearman: float           # rank agreement of predicted and measured damage
