@@ -25,3 +25,39 @@ def test_tied_embedding_is_head_embedding_and_tied():
 
 def test_every_structural_term_has_a_weight():
     assert set(STRUCTURAL) <= set(Weights().as_dict())
+
+
+def _fan_outs(synthetic, name: str, spec, cases):
+    from prism_native.plan.score import fan_out
+    from prism_native.read.model import open_model
+    model = open_model(synthetic(name, spec))
+    return [fan_out(model, cls, layer) for cls, layer in cases]
+
+
+def test_grouped_query_attention_counts_each_kv_row_once_per_query_head(synthetic):
+    """GQA is MHA with every K/V row repeated for the n_head / n_head_kv heads of its group, so the
+    distortion counts a K or V weight that many times; MHA and every other tensor count once."""
+    from support import synth
+    cases = [("attn_k", 0), ("attn_v", 3), ("attn_q", 0), ("attn_output", 0), ("ffn_down", 0), ("token_embd", None)]
+    assert _fan_outs(synthetic, "dense", synth.VARIANTS["dense"], cases) == [4, 4, 1, 1, 1, 1]    # 4 heads, 1 KV
+    assert _fan_outs(synthetic, "mha", synth.VARIANTS["mha"], cases) == [1] * 6
+
+
+def test_fan_out_of_fused_and_per_layer_attention(synthetic):
+    from support import synth
+    # fused QKV, 4 query heads and 1 KV head: rows q 4 + k 1 + v 1 heads, read as 4 + 4 + 4
+    fused = synth.Spec(n_layer=2, layer_names=("attn_qkv", "attn_output"))
+    assert _fan_outs(synthetic, "fused", fused, [("attn_qkv", 0), ("attn_output", 1)]) == [2.0, 1.0]
+    # Gated DeltaNet (ssm keys): q and k heads (group_count 2) broadcast over 4 value heads; rows 2+2+4 -> 4+4+4
+    delta = synth.Spec(n_layer=2, layer_names=synth.QWEN35_LAYER,
+                       kv={"llama.ssm.group_count": 2, "llama.ssm.time_step_rank": 4})
+    assert _fan_outs(synthetic, "delta", delta, [("attn_qkv", 0), ("ssm_out", 0), ("attn_gate", 1)]) == [1.5, 1, 1]
+    # head_count_kv per layer (0 on a recurrent layer, as hybrids store it): each layer its own group
+    per_layer = synth.Spec(n_layer=3, kv={"llama.attention.head_count_kv": [0, 2, 1]})
+    assert _fan_outs(synthetic, "per-layer", per_layer, [("attn_k", 0), ("attn_k", 1), ("attn_v", 2)]) == [1, 2, 4]
+
+
+def test_effective_params_scale_by_fan_out():
+    from prism_native.plan.score import effective_params
+    assert effective_params("attn_k", [256, 64], 256 * 64, 4.0) == 4 * 256 * 64
+    assert effective_params("attn_v", None, 1000) == 1000                       # older ablation files: no fan_out

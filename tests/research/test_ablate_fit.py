@@ -166,6 +166,16 @@ def test_ablate_end_to_end(tmp_path, monkeypatch, capsys):
         assert r["kld"] >= 0 and math.isclose(r["damage"], r["kld"] - d["base"]["kld"])
     assert len(d["tensors"]) == len(open_model(model).tensors) - sum(1 for t in open_model(model).tensors
                                                                       if len(t.shape) < 2)
+    fan = {t["cls"]: t["fan_out"] for t in d["tensors"]}      # SMALL: 4 query heads, 1 KV head
+    assert fan["attn_k"] == fan["attn_v"] == 4 and fan["attn_q"] == fan["ffn_down"] == 1
+
+
+def test_fit_counts_kv_rows_once_per_query_head():
+    ab = _planted(0, _weights(), 1.0)
+    n0 = ab["tensors"][0]["n_params"]
+    ab["tensors"][0]["fan_out"] = 3.0
+    n = fit.model_data(ab).n
+    assert n[0] == 3 * n0 and n[1] == ab["tensors"][1]["n_params"]      # files without fan_out: 1
 
 
 def test_shipped_default_weights_are_the_documented_fit():

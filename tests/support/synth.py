@@ -96,27 +96,23 @@ def write(path: Path, spec: Spec, *, split_max_tensors: int = 0) -> dict[str, np
     rng = np.random.default_rng(spec.seed)
     w = gguf.GGUFWriter(path, spec.arch, split_max_tensors=split_max_tensors)
     a = spec.arch
-    w.add_uint32(f"{a}.block_count", spec.n_layer)
-    w.add_uint32(f"{a}.context_length", 512)
-    w.add_uint32(f"{a}.embedding_length", spec.n_embd)
-    w.add_uint32(f"{a}.feed_forward_length", spec.n_ff)
-    w.add_uint32(f"{a}.attention.head_count", spec.n_head)
-    w.add_uint32(f"{a}.attention.head_count_kv", spec.n_head_kv)
-    w.add_float32(f"{a}.attention.layer_norm_rms_epsilon", 1e-5)
-    w.add_float32(f"{a}.attention.layer_norm_epsilon", 1e-5)
-    w.add_uint32(f"{a}.rope.dimension_count", spec.n_embd // spec.n_head)
-    w.add_uint32(f"{a}.vocab_size", spec.n_vocab)
+    kv: dict[str, object] = {
+        f"{a}.block_count": spec.n_layer, f"{a}.context_length": 512, f"{a}.embedding_length": spec.n_embd,
+        f"{a}.feed_forward_length": spec.n_ff, f"{a}.attention.head_count": spec.n_head,
+        f"{a}.attention.head_count_kv": spec.n_head_kv, f"{a}.attention.layer_norm_rms_epsilon": 1e-5,
+        f"{a}.attention.layer_norm_epsilon": 1e-5, f"{a}.rope.dimension_count": spec.n_embd // spec.n_head,
+        f"{a}.vocab_size": spec.n_vocab, "general.name": "synthetic"}
     if spec.n_expert:
-        w.add_uint32(f"{a}.expert_count", spec.n_expert)
-        w.add_uint32(f"{a}.expert_used_count", 2)
-    w.add_string("general.name", "synthetic")
+        kv.update({f"{a}.expert_count": spec.n_expert, f"{a}.expert_used_count": 2})
     if spec.alignment:
         w.add_custom_alignment(spec.alignment)
-    for k, v in spec.kv.items():
+    for k, v in {**kv, **spec.kv}.items():       # spec.kv adds keys or replaces the defaults
         if isinstance(v, str):
             w.add_string(k, v)
         elif isinstance(v, float):
             w.add_float32(k, v)
+        elif isinstance(v, (list, tuple)):
+            w.add_array(k, list(v))          # per-layer values (INT32, which llama.cpp reads as uint32)
         else:
             w.add_uint32(k, int(v))  # type: ignore[arg-type]
     if spec.byte_tokenizer:

@@ -23,7 +23,7 @@ from ..read.model import Model
 from .allocate import Allocation, Group, TensorCost, allocate
 from .budget import Budget, byte_budget
 from .recipe import Recipe, build_recipe
-from .score import FITTED_BETA, effective_params
+from .score import FITTED_BETA, effective_params, fan_out
 
 DEFAULT_TYPES = CANDIDATES     # a plan may pick any type the analysis measures by default
 
@@ -96,7 +96,7 @@ def build_groups(model: Model, analysis: Analysis, types: Sequence[str], padded:
         cost: dict[str, int] = {}
         dist: dict[str, float] = {}
         s = r.sensitivity if math.isfinite(r.sensitivity) else 1.0
-        n_eff = effective_params(r.cls, r.shape, r.n_params)
+        n_eff = effective_params(r.cls, r.shape, r.n_params, fan_out(model, r.cls, r.layer))
         for req in ok:
             written = qtypes.effective(qtypes.get(req), t.n_per_row)
             nb = tensor_nbytes(t.shape, written)

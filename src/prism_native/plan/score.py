@@ -5,7 +5,7 @@ Each measured metric is standardised across the model's quantizable tensors with
 means "more sensitive"; the structural indicators (head, embedding, first, linear, tied) are 0/1. They combine as
 s = exp(sum_k w_k z_k), pooled per class except for the within-class metrics (position, depth, first).
 s is a multiplier (1 = typical tensor) on the measured quantization error in the allocator's distortion
-D(t) = s * rel_error(t) * n_params^beta. The weights and beta live here, in one place, and can be
+D(t) = s * rel_error(t) * n_eff^beta, n_eff the parameters times fan_out (the heads that read each row). The weights and beta live here, in one place, and can be
 overridden (CLI --weights key=value,..., --distortion); docs/metrics.md explains each term.
 """
 from __future__ import annotations
@@ -19,10 +19,11 @@ import numpy as np
 from ..errors import UsageError
 from ..measure.analyze import nanmean
 from ..measure.results import Analysis, TensorResult
+from ..read.model import Model
 
 
 # beta of the allocator's distortion s * e * n_params^beta, fitted with Weights' defaults
-FITTED_BETA = 0.655
+FITTED_BETA = 0.783
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,8 @@ class Weights:
     # Fitted to measured damage on five small models trained here from scratch and converted to F16
     # (scripts/train_test_model.py: llama, Qwen3, Qwen2 with 384-wide rows, Qwen3.5 hybrid, tied llama): fit-weights
     # on their class and layer ablations, ridge lambda 0.01 (chosen by leave-one-model-out cross-validation),
-    # beta fitted (FITTED_BETA); head and embedding sit at the fit's bound of 3. Only the
+    # beta fitted (FITTED_BETA), K/V counted once per query head they serve (fan_out); head and embedding
+    # sit at the fit's bound of 3. Only the
     # structural terms are fitted; the measured metrics are held at 0 because they did not carry held
     # out (on F16 weights every class rounds to about the same relative error; the damage is set by
     # where a tensor sits). docs/metrics.md "Composite score" has the data and the held-out tests.
@@ -44,9 +46,9 @@ class Weights:
     depth: float = 0.0            # where the layer sits in its class's chain, 0 (first) to 1 (last)
     head: float = 3.0             # the output head: the tensor that makes the logits (tied: token_embd)
     embedding: float = 3.0        # the token embedding: each row is a token's whole input
-    first: float = 2.149          # the first blocks (layer < n_layer / 8, at least block 0), as use_more_bits
-    linear: float = 0.45          # on the value path: output reaches the residual stream through linear maps only
-    tied: float = -1.972          # tied embeddings: token_embd is head and embedding at once (not both in full)
+    first: float = 2.203          # the first blocks (layer < n_layer / 8, at least block 0), as use_more_bits
+    linear: float = 0.396         # on the value path: output reaches the residual stream through linear maps only
+    tied: float = -2.138          # tied embeddings: token_embd is head and embedding at once (not both in full)
     key: float = 0.0              # attention keys (q.k, then the softmax): better held out on 4 of 5, not on qwen3
 
     @classmethod
@@ -101,12 +103,39 @@ _EMBEDDINGS = ("token_embd", "per_layer_token_embd")
 ACTIVE_VOCAB = 4096
 
 
-def effective_params(cls: str, shape: Sequence[int] | None, n_params: int) -> float:
-    """The parameter count the distortion uses: n_params, but an embedding/output matrix of V > ACTIVE_VOCAB
-    rows (ggml ne1) counts ACTIVE_VOCAB of them."""
+def effective_params(cls: str, shape: Sequence[int] | None, n_params: int, fan_out: float = 1.0) -> float:
+    """The parameter count the distortion uses: n_params times the tensor's fan_out (heads per row), but an
+    embedding/output matrix of V > ACTIVE_VOCAB rows (ggml ne1) counts ACTIVE_VOCAB of them."""
     if (cls in _EMBEDDINGS or cls == "output") and shape is not None and len(shape) > 1 and shape[1] > ACTIVE_VOCAB:
         return n_params * ACTIVE_VOCAB / shape[1]
-    return float(n_params)
+    return float(n_params) * fan_out
+
+
+def fan_out(model: Model, cls: str, layer: int | None) -> float:
+    """How many heads read each row of the tensor, averaged over its rows (1 for every other tensor).
+
+    Grouped-query attention is multi-head attention whose K and V rows are repeated for the
+    n_head / n_head_kv query heads of a group, rounding error included: a K or V weight does the work
+    (and the damage) of that many weights of the equivalent multi-head model, so the distortion counts
+    it that many times. A fused attn_qkv repeats its K and V rows alike; Gated DeltaNet's fused q/k/v
+    (ssm keys present) broadcasts its q and k heads over ssm.time_step_rank / ssm.group_count value
+    heads instead (llama_model::load_tensors, QWEN35 / QWEN3NEXT)."""
+    if layer is None:
+        return 1.0
+    if cls == "attn_qkv" and model.layer_kv("ssm.group_count", layer):
+        n_k, n_v = model.layer_kv("ssm.group_count", layer), model.layer_kv("ssm.time_step_rank", layer)
+        if n_v < n_k or n_v % n_k:
+            return 1.0
+        return (2 * n_v + n_v) / (2 * n_k + n_v)       # rows of q, k (n_k heads each) and v (n_v), one head size
+    n_head, n_kv = model.layer_kv("attention.head_count", layer), model.layer_kv("attention.head_count_kv", layer)
+    if n_kv <= 0 or n_head < n_kv or n_head % n_kv:
+        return 1.0
+    g = n_head / n_kv
+    if cls in ("attn_k", "attn_v"):
+        return g
+    if cls == "attn_qkv":
+        return 3 * n_head / (n_head + 2 * n_kv)        # rows of q (n_head heads), k and v (n_kv each)
+    return 1.0
 # Block tensors whose output reaches the residual stream through linear maps only: the value path of
 # attention (V, fused QKV, the output projection), the FFN's down projection, the SSM's output. Noise
 # in the others passes a softmax (Q, K), an activation or a gate (ffn_gate/up, attn_gate, ssm_alpha/

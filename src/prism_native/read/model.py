@@ -215,6 +215,15 @@ class Model:
     def arch_kv(self, suffix: str, default: Any = None) -> Any:
         return self.kv(f"{self.arch}.{suffix}", default)
 
+    def layer_kv(self, suffix: str, layer: int) -> int:
+        """An integer hyper-parameter ({arch}.suffix) of one layer, whether stored per layer (an array) or
+        once; 0 when absent or not a non-negative integer."""
+        v = self.arch_kv(suffix)
+        if isinstance(v, list):
+            v = v[layer] if 0 <= layer < len(v) else None
+        ok = isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 0
+        return int(v) if ok else 0
+
     @cached_property
     def hparams(self) -> Hparams:
         def first(v: Any) -> int:

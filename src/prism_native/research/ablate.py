@@ -20,7 +20,7 @@ from ..errors import FileFormatError, UsageError
 from ..llama.decide import TensorSpec
 from ..measure.results import Analysis
 from ..plan.recipe import build_recipe
-from ..plan.score import Weights
+from ..plan.score import Weights, fan_out
 from ..read.model import Model
 from .evaluate import IMATRIX, MODEL_IN, MODEL_OUT, Evaluation, Method, Row, Setup
 
@@ -91,6 +91,7 @@ def tensor_table(model: Model, analysis: Analysis) -> list[dict[str, Any]]:
     for r in analysis.tensors.values():
         t = model.tensor(r.name)
         rows.append({"name": r.name, "cls": r.cls, "layer": r.layer, "n_params": r.n_params, "shape": list(r.shape),
+                     "fan_out": fan_out(model, r.cls, r.layer),
                      "metrics": {k: _num(getattr(r, k)) for k in METRICS if hasattr(r, k)},
                      "errors": {req: {"type": qtypes.effective(qtypes.get(req), t.n_per_row).name,
                                       "rel_error": _num(r.rel_error(req))} for req in r.errors}})

@@ -62,8 +62,8 @@ def model_data(ab: dict[str, Any], min_snr: float = 2.0) -> ModelData:
     tensors = ab["tensors"]
     index = {t["name"]: i for i, t in enumerate(tensors)}
     z = z_matrix(metric_records(tensors), METRICS)
-    # the allocator's parameter count (older files without "shape" count every row)
-    n = np.array([effective_params(t["cls"], t.get("shape"), t["n_params"]) for t in tensors], dtype=np.float64)
+    # the allocator's parameter count (older files without "shape" count every row, without "fan_out" once)
+    n = np.array([effective_params(t["cls"], t.get("shape"), t["n_params"], t.get("fan_out", 1.0)) for t in tensors], dtype=np.float64)
     cls = class_index([t["cls"] for t in tensors])
     high = ab["high"]
     d = ModelData(ab.get("model_name") or ab["model"].get("name", "model"), z, n, cls, [], [], [], [],
