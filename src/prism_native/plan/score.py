@@ -136,6 +136,8 @@ def fan_out(model: Model, cls: str, layer: int | None) -> float:
     if cls == "attn_qkv":
         return 3 * n_head / (n_head + 2 * n_kv)        # rows of q (n_head heads), k and v (n_kv each)
     return 1.0
+
+
 # Block tensors whose output reaches the residual stream through linear maps only: the value path of
 # attention (V, fused QKV, the output projection), the FFN's down projection, the SSM's output. Noise
 # in the others passes a softmax (Q, K), an activation or a gate (ffn_gate/up, attn_gate, ssm_alpha/
