@@ -64,7 +64,7 @@ PRE_TOKENIZERS = {
     "qwen35": ((r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*"
                 r"|\s*[\r\n]+|\s+(?!\S)|\s+"), False),
 }
-ARCH_PRE = {"llama": "llama-bpe", "qwen2": "qwen2", "qwen3": "qwen2", "qwen35": "qwen35"}
+ARCH_PRE = {"llama": "llama-bpe", "qwen2": "qwen2", "qwen3": "qwen2", "qwen3moe": "qwen2", "qwen35": "qwen35"}
 
 
 def log(msg: str) -> None:
@@ -155,6 +155,17 @@ def build_config(a, vocab_size: int, bos_id: int, eos_id: int):
         cfg = Qwen3Config(**common, head_dim=head_dim, rms_norm_eps=1e-6, rope_parameters=rope,
                           attention_bias=False, use_sliding_window=False)
         cfg.architectures = ["Qwen3ForCausalLM"]
+    elif a.arch == "qwen3moe":
+        from transformers import Qwen3MoeConfig
+
+        # every layer sparse: --experts experts of --intermediate each, --experts-used per token; the
+        # router's load-balancing loss is added to the training loss (router_aux_loss_coef)
+        cfg = Qwen3MoeConfig(**common, head_dim=head_dim, rms_norm_eps=1e-6, rope_parameters=rope,
+                             attention_bias=False, use_sliding_window=False, num_experts=a.experts,
+                             num_experts_per_tok=a.experts_used, moe_intermediate_size=a.intermediate,
+                             decoder_sparse_step=1, mlp_only_layers=[], norm_topk_prob=True,
+                             output_router_logits=True, router_aux_loss_coef=0.01)
+        cfg.architectures = ["Qwen3MoeForCausalLM"]
     elif a.arch == "qwen35":
         from transformers import Qwen3_5TextConfig
 
@@ -177,7 +188,8 @@ def build_config(a, vocab_size: int, bos_id: int, eos_id: int):
 def model_class(arch: str):
     import transformers
     return {"llama": transformers.LlamaForCausalLM, "qwen2": transformers.Qwen2ForCausalLM,
-            "qwen3": transformers.Qwen3ForCausalLM, "qwen35": transformers.Qwen3_5ForCausalLM}[arch]
+            "qwen3": transformers.Qwen3ForCausalLM, "qwen3moe": transformers.Qwen3MoeForCausalLM,
+            "qwen35": transformers.Qwen3_5ForCausalLM}[arch]
 
 
 # ------------------------------------------------------------------------------------- training
@@ -450,6 +462,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--linear-k-heads", type=int, default=4, help="qwen35: Gated DeltaNet key heads")
     p.add_argument("--linear-v-heads", type=int, default=8, help="qwen35: Gated DeltaNet value heads")
     p.add_argument("--full-attn-interval", type=int, default=4, help="qwen35: every Nth layer is full attention")
+    p.add_argument("--experts", type=int, default=8, help="qwen3moe: experts per layer")
+    p.add_argument("--experts-used", type=int, default=2, help="qwen3moe: experts per token")
     p.add_argument("--seq", type=int, default=256)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--steps", type=int, default=2000)
