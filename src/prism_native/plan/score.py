@@ -112,16 +112,24 @@ def effective_params(cls: str, shape: Sequence[int] | None, n_params: int, fan_o
 
 
 def fan_out(model: Model, cls: str, layer: int | None) -> float:
-    """How many heads read each row of the tensor, averaged over its rows (1 for every other tensor).
+    """How many heads read each row of the tensor, averaged over its rows; for a routed expert, the share
+    of tokens it sees (1 for every other tensor).
 
     Grouped-query attention is multi-head attention whose K and V rows are repeated for the
     n_head / n_head_kv query heads of a group, rounding error included: a K or V weight does the work
     (and the damage) of that many weights of the equivalent multi-head model, so the distortion counts
     it that many times. A fused attn_qkv repeats its K and V rows alike; Gated DeltaNet's fused q/k/v
     (ssm keys present) broadcasts its q and k heads over ssm.time_step_rank / ssm.group_count value
-    heads instead (llama_model::load_tensors, QWEN35 / QWEN3NEXT)."""
+    heads instead (llama_model::load_tensors, QWEN35 / QWEN3NEXT).
+
+    Routed experts (ffn_*_exps) are the other way round: a token uses expert_used_count of the
+    expert_count experts, so an expert weight does the work of that share of a dense weight (shared
+    experts, _shexp, see every token and count once)."""
     if layer is None:
         return 1.0
+    if cls.endswith("_exps"):
+        n_e, n_used = model.layer_kv("expert_count", layer), model.layer_kv("expert_used_count", layer)
+        return n_used / n_e if 0 < n_used <= n_e else 1.0
     if cls == "attn_qkv" and model.layer_kv("ssm.group_count", layer):
         n_k, n_v = model.layer_kv("ssm.group_count", layer), model.layer_kv("ssm.time_step_rank", layer)
         if n_v < n_k or n_v % n_k:
