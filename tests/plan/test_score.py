@@ -59,7 +59,7 @@ def test_fan_out_of_fused_and_per_layer_attention(synthetic):
 
 def test_routed_experts_count_at_their_routing_share(synthetic):
     """A token uses expert_used_count (2) of expert_count (8) experts: an expert weight counts 1/4; the
-    router and the attention of the same model count as usual (its 4 heads share 1 KV head)."""
+    attention of the same model counts as usual (its 4 heads share 1 KV head)."""
     from support import synth
     cases = [("ffn_gate_exps", 0), ("ffn_up_exps", 1), ("ffn_down_exps", 3), ("attn_k", 0), ("attn_q", 0)]
     assert _fan_outs(synthetic, "moe", synth.VARIANTS["moe"], cases) == [0.25, 0.25, 0.25, 4, 1]
