@@ -113,11 +113,31 @@ def test_parse_baselines():
     assert parse_baselines("q4_k_m, Q4_K:pure,Q4_K_M,,") == ["Q4_K_M", "Q4_K:pure"]
     assert parse_baselines("") == []
     full = parse_baselines("frontier")
-    assert full == list(FRONTIER) and len(full) == 15
-    assert parse_baselines("Q4_K_M,frontier")[0] == "Q4_K_M" and len(parse_baselines("Q4_K_M,frontier")) == 15
+    assert full == list(FRONTIER) and len(full) == 24
+    assert parse_baselines("Q4_K_M,frontier")[0] == "Q4_K_M" and len(parse_baselines("Q4_K_M,frontier")) == 24
     for bad in ("Q9_K", "Q4_K:fast", "7", "COPY"):
         with pytest.raises(PrismError):
             parse_baselines(bad)
+
+
+@pytest.mark.parametrize("n_embd, kept", [(256, ["Q2_K", "IQ3_S", "IQ3_M", "Q4_K_M", "IQ4_XS:pure"]),
+                                           (320, list(FRONTIER))])   # rows of 320: every IQ2/IQ3 falls back
+def test_frontier_without_an_imatrix_drops_only_what_llama_quantize_refuses(tmp_path, n_embd, kept):
+    from support import synth
+    from prism_native.read.model import open_model
+    from prism_native.research.evaluate import _without_imatrix_refusals
+    path = tmp_path / "m.gguf"
+    synth.write(path, synth.Spec(n_embd=n_embd, n_ff=2 * n_embd, n_layer=8, n_head=4, n_head_kv=1, n_vocab=320))
+    model = open_model(path)
+    skipped: list[str] = []
+    got = _without_imatrix_refusals(model, FRONTIER, {"Q4_K_M"}, skipped)
+    assert set(kept) <= set(got) and len(got) + len(skipped) == len(FRONTIER)
+    refused = {"IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "Q2_K_S", "IQ3_XXS", "IQ3_XS"}
+    assert set(got).isdisjoint(refused) if n_embd == 256 else not skipped
+    assert all("give --imatrix" in s for s in skipped)
+    if skipped:
+        with pytest.raises(PrismError, match="--sizes-of IQ2_M"):
+            _without_imatrix_refusals(model, ["IQ2_M"], {"IQ2_M"}, [])
 
 
 def test_baseline_method_and_argv():

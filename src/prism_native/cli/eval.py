@@ -26,7 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "e.g. Q3_K_M,Q4_K_M")
     p.add_argument("--baselines", default=DEFAULT_BASELINES, metavar="TYPE,...",
                    help="llama-quantize types to compare with; TYPE:pure for --pure (one type everywhere); "
-                        "'frontier' = every K-quant mix, Q4_0, IQ4_XS and four --pure types; '' for none "
+                        "'frontier' = every built-in mix from IQ2_XXS to Q6_K (those llama-quantize refuses "
+                        "without an imatrix only with --imatrix) and four --pure types; '' for none "
                         "(default %(default)s)")
     p.add_argument("--recipe", action="append", default=[], metavar="NAME=FILE",
                    help="also measure a llama-quantize command of your own (FILE holds it as shell text, e.g. a "

@@ -151,7 +151,7 @@ def _refusals(model: Model, sim: Simulation, cmd: QuantizeCommand) -> list[Probl
                            f"{instead}", None, (n,)))
     changed = [r for r in sim.tensors if r.quantized and r.written != model.tensor(r.name).type_name]
     if cmd.imatrix is None:
-        need = [r for r in changed if r.requires_imatrix]
+        need = imatrix_needed(model, sim)
         if need:
             types = ", ".join(sorted({r.written or "" for r in need}))
             out.append(Problem("error", "needs-imatrix",
@@ -168,6 +168,13 @@ def _refusals(model: Model, sim: Simulation, cmd: QuantizeCommand) -> list[Probl
     return out
 
 
+
+
+def imatrix_needed(model: Model, sim: Simulation) -> list[Decision]:
+    """The tensors llama-quantize refuses to write without --imatrix (tensor_requires_imatrix on the type
+    written after the fallback, for tensors it changes)."""
+    return [r for r in sim.tensors if r.quantized and r.requires_imatrix
+            and r.written != model.tensor(r.name).type_name]
 
 
 def _set_by(r: Decision, sim: Simulation, cmd: QuantizeCommand) -> str:

@@ -21,6 +21,8 @@ from typing import Any, Callable, Sequence, TextIO
 
 from ..errors import PrismError, UsageError
 from ..llama.command import PROGRAM, QuantizeCommand
+from ..llama.decide import TensorSpec
+from ..llama.diagnose import imatrix_needed
 from ..llama.ftypes import UNSUPPORTED_FTYPES, parse_ftype
 from ..llama.perplexity import Measurement, Perplexity
 from ..llama.quantize_log import parse_quantize_log
@@ -38,8 +40,11 @@ SERIES_PRISM = "prism_native"
 SERIES_RECIPE = "recipe"           # a user's own llama-quantize command (a published recipe)
 BASELINE_SERIES = (SERIES_FTYPE, SERIES_PURE, SERIES_RECIPE)
 
-# every built-in mix of the 2-6 bit range, and the uniform --pure types
-FRONTIER = ("Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "IQ4_XS", "Q4_0", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K",
+# every built-in mix of the 2-6 bit range, and the uniform --pure types. The mixes that write IQ2/IQ3_XXS
+# (or Q2_K in Q2_K_S) are measured only with an importance matrix: llama-quantize refuses them without one
+# unless every such tensor falls back (see imatrix_needed)
+FRONTIER = ("IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "Q2_K_S", "Q2_K", "IQ3_XXS", "IQ3_XS", "Q3_K_S", "IQ3_S",
+            "IQ3_M", "Q3_K_M", "Q3_K_L", "IQ4_XS", "Q4_0", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K",
             "Q3_K:pure", "Q4_K:pure", "IQ4_XS:pure", "Q5_K:pure")
 
 # placeholders in llama-quantize argument lists: a cache key depends on the recipe, not on paths
@@ -373,6 +378,24 @@ class Evaluation:
         self.tracker.close()
 
 
+def _without_imatrix_refusals(model: Model, specs: Sequence[str], required: set[str], skipped: list[str]) -> list[str]:
+    """The baseline specs llama-quantize writes without an importance matrix on this model; the others are
+    noted in `skipped` (an error for a spec that is a --sizes-of budget)."""
+    kept = []
+    tensors = [TensorSpec.of(t, model.arch) for t in model.tensors]
+    for spec in specs:
+        cmd = baseline_method(spec, requantize=True, imatrix=False).command
+        need = imatrix_needed(model, cmd.simulate(tensors, hparams=model.hparams))
+        if not need:
+            kept.append(spec)
+            continue
+        why = f"llama-quantize refuses {spec} without an importance matrix ({len(need)} tensors); give --imatrix"
+        if spec in required:
+            raise UsageError(f"--sizes-of {spec}: {why}")
+        skipped.append(why)
+    return kept
+
+
 def evaluate(setup: Setup, baselines: Sequence[str], bpws: Sequence[float], sizes_of: Sequence[str],
              planner: Callable[[Budget, str], Method] | None,
              recipes: Sequence[tuple[str, QuantizeCommand]] = ()) -> Results:
@@ -385,8 +408,10 @@ def evaluate(setup: Setup, baselines: Sequence[str], bpws: Sequence[float], size
     imatrix = setup.imatrix is not None
     named = {n: recipe_method(n, c, requantize=requant, imatrix=imatrix) for n, c in recipes}
     specs = list(baselines) + [s for s in sizes_of if s not in baselines and s not in named]
-    base_methods = [baseline_method(b, requantize=requant, imatrix=imatrix) for b in specs] + list(named.values())
     skipped: list[str] = []
+    if not imatrix:
+        specs = _without_imatrix_refusals(setup.model, specs, set(sizes_of), skipped)
+    base_methods = [baseline_method(b, requantize=requant, imatrix=imatrix) for b in specs] + list(named.values())
 
     def plan(budget: Budget, label: str) -> Method | None:
         assert planner is not None
