@@ -188,13 +188,13 @@ def test_shipped_default_weights_are_the_documented_fit():
     from prism_native.plan.score import FITTED_BETA
     root = Path(__file__).resolve().parents[2] / "docs" / "results" / "zoo"
     files = sorted(root.glob("*-ablation-*.json"))
-    assert len(files) == 10
+    assert len(files) == 12
     data = fit.models_from_files(files)
-    assert sorted(d.name for d in data) == [f"Hf (austen-{m})" for m in ("llama", "odd", "qwen3", "qwen35", "smol")]
+    assert sorted(d.name for d in data) == [f"Hf (austen-{m})" for m in ("llama", "moe", "odd", "qwen3", "qwen35", "smol")]
     free = {"head", "embedding", "first", "linear", "tied"}
     fixed = {k: 0.0 for k in fit.METRICS if k not in free}
     lam, cv = fit.choose_lambda(data, [float(v) for v in LAMBDA_GRID.split(",")], None, fixed)
-    assert lam == 0.01 and min(cv.values()) == cv[0.01]
+    assert lam == 0.001 and min(cv.values()) == cv[0.001]
     got = fit.fit(data, lam=lam, beta=None, fixed=fixed)
     for k, v in Weights().as_dict().items():
         assert getattr(got.weights, k) == pytest.approx(v, abs=2e-3), k

@@ -13,7 +13,7 @@ from ..research.fit import (ERRORS_ONLY, LITERATURE_PRIORS, Fit, ModelData, Scor
                             models_from_files, score)
 
 
-# candidates of --lambda: the shipped weights' fit chose 0.01 among them (docs/metrics.md)
+# candidates of --lambda: the shipped weights' fit chose 0.001 among them (docs/metrics.md)
 LAMBDA_GRID = "0.1,0.03,0.01,0.001"
 
 
