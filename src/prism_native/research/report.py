@@ -103,7 +103,7 @@ def markdown(results: Results) -> str:
                 lines.append(f"| {name} | {p.mib:.2f} | {_kld(p.m.kld_mean)} | {b.method} | {b.mib:.2f} | "
                              f"{_kld(b.m.kld_mean)} | {_f(ratio, '.3f')} |")
     if results.skipped:
-        lines += ["", "Plans not made:", ""] + [f"- {s}" for s in results.skipped]
+        lines += ["", "Not measured:", ""] + [f"- {s}" for s in results.skipped]
     return "\n".join(lines) + "\n"
 
 
