@@ -80,6 +80,31 @@ def test_summary_lost_after_the_last_chunk():
     assert parse_running(_cut_after_last_chunk(_log("smollm2_q3_k_m_kld.log"), "\n  19 ")) is None
 
 
+def test_a_run_repeats_until_its_summary_survives(monkeypatch):
+    """A run whose summary is lost is repeated; the first whole output wins, else the running estimates of any
+    attempt that kept its last chunk (not only the last attempt's), else the error."""
+    from prism_native.llama import perplexity as ppl
+    full = _log("smollm2_q3_k_m_kld.log")
+    last_chunk = _cut_after_last_chunk(full, "\n  20 ")
+    cut = _cut_after_last_chunk(full, "\n  19 ")
+    p = Perplexity(Path("/bin/llama-perplexity"), Path("t.txt"))
+
+    def runs(*logs: str) -> list[str]:
+        calls: list[str] = []
+        seq = iter(logs)
+        monkeypatch.setattr(ppl, "run", lambda argv, on_output=None: calls.append("run") or next(seq))
+        return calls
+
+    calls = runs(cut, cut, full)
+    assert p.run(["x"])[0].kld_p99 == parse_output(full).kld_p99 and len(calls) == 3
+    calls = runs(cut, last_chunk, *[cut] * (ppl.RUN_ATTEMPTS - 2))
+    m, log = p.run(["x"])
+    assert log == last_chunk and m.kld_mean == pytest.approx(0.126399, abs=1e-5) and len(calls) == ppl.RUN_ATTEMPTS
+    runs(*[cut] * ppl.RUN_ATTEMPTS)
+    with pytest.raises(PrismError, match="no result|ends before"):
+        p.run(["x"])
+
+
 def test_measurement_json_round_trip():
     for name in ("smollm2_base.log", "smollm2_q3_k_m_kld.log"):
         m = parse_output(_log(name))

@@ -163,16 +163,18 @@ class Perplexity:
         """Run llama-perplexity. Its logger (common/log.cpp) is a worker thread that is never joined at exit
         (common_log_main leaks it on purpose), so a successful run sometimes loses its last lines, the
         results among them: such a run is repeated, up to RUN_ATTEMPTS times in all, and if every run
-        lost its summary the last chunk's running estimates are taken (parse_running: no percentiles)."""
+        lost its summary the last chunk's running estimates of any run that kept them are taken (parse_running:
+        no percentiles)."""
+        fallback: tuple[Measurement, str] | None = None
         for attempt in range(RUN_ATTEMPTS):
             log = run(argv, None if on_chunks is None else (lambda text: on_chunks(chunks_done(text))))
             try:
                 return parse_output(log), log
             except ToolError:
-                if attempt < RUN_ATTEMPTS - 1:
-                    continue
                 running = parse_running(log)
-                if running is None:
+                if running is not None and fallback is None:
+                    fallback = running, log
+                if attempt == RUN_ATTEMPTS - 1 and fallback is None:
                     raise
-                return running, log
-        raise AssertionError("unreachable")
+        assert fallback is not None
+        return fallback
