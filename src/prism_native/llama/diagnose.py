@@ -149,7 +149,7 @@ def _refusals(model: Model, sim: Simulation, cmd: QuantizeCommand) -> list[Probl
                            f"--{r.rule} {r.written} on {n}: rows of {ne0} are not a multiple of {qt.block_size} "
                            f"and this flag skips the fallback, so --dry-run miscounts it and a real run aborts; "
                            f"{instead}", None, (n,)))
-    changed = [r for r in sim.tensors if r.quantized and r.written != model.tensor(r.name).type_name]
+    changed = _changed(model, sim)
     if cmd.imatrix is None:
         need = imatrix_needed(model, sim)
         if need:
@@ -168,13 +168,15 @@ def _refusals(model: Model, sim: Simulation, cmd: QuantizeCommand) -> list[Probl
     return out
 
 
+def _changed(model: Model, sim: Simulation) -> list[Decision]:
+    """The quantized tensors whose type the command changes."""
+    return [r for r in sim.tensors if r.quantized and r.written != model.tensor(r.name).type_name]
 
 
 def imatrix_needed(model: Model, sim: Simulation) -> list[Decision]:
     """The tensors llama-quantize refuses to write without --imatrix (tensor_requires_imatrix on the type
     written after the fallback, for tensors it changes)."""
-    return [r for r in sim.tensors if r.quantized and r.requires_imatrix
-            and r.written != model.tensor(r.name).type_name]
+    return [r for r in _changed(model, sim) if r.requires_imatrix]
 
 
 def _set_by(r: Decision, sim: Simulation, cmd: QuantizeCommand) -> str:
