@@ -15,6 +15,8 @@ const KernelTable& table() {
     register_k_quants(k);
     register_iq4(k);
     register_legacy(k);
+    register_tq(k);
+    register_fp4(k);
     return k;
   }();
   return t;

@@ -62,9 +62,20 @@ KernelOps make_ops() {
   o.error_stats = &error_stats_blocks<K>;
   return o;
 }
+// For the types whose ggml_quantize_chunk path ignores importance weights: never reads them.
+template <QType T, class K>
+KernelOps make_ops_no_imatrix() {
+  KernelOps o = make_ops<T, K>();
+  o.quantize = [](const float* x, uint8_t* dst, int64_t nrows, int64_t n_per_row, const float*) {
+    quantize_rows<K>(x, dst, nrows, n_per_row, nullptr);
+  };
+  return o;
+}
 // Each family translation unit registers its types.
 void register_k_quants(KernelTable& t);
 void register_iq4(KernelTable& t);
 void register_legacy(KernelTable& t);
+void register_tq(KernelTable& t);
+void register_fp4(KernelTable& t);
 }}  // namespace prism::PRISM_NS
 #endif

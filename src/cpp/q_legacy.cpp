@@ -260,11 +260,7 @@ KernelOps legacy_ops() {
 }  // namespace
 
 void register_legacy(KernelTable& t) {
-  KernelOps q8 = make_ops<QType::Q8_0, Q8_0>();
-  q8.quantize = [](const float* x, uint8_t* dst, int64_t nrows, int64_t n_per_row, const float*) {
-    quantize_rows<Q8_0>(x, dst, nrows, n_per_row, nullptr);  // quantize_q8_0 ignores the imatrix
-  };
-  t.ops[type_index(QType::Q8_0)] = q8;
+  t.ops[type_index(QType::Q8_0)] = make_ops_no_imatrix<QType::Q8_0, Q8_0>();  // quantize_q8_0 ignores it
   t.ops[type_index(QType::Q4_0)] = legacy_ops<QType::Q4_0, 4, false>();
   t.ops[type_index(QType::Q4_1)] = legacy_ops<QType::Q4_1, 4, true>();
   t.ops[type_index(QType::Q5_0)] = legacy_ops<QType::Q5_0, 5, false>();

@@ -1,9 +1,10 @@
 """The quant type table: block size, bytes per block, llama-quantize's fallback, and whether prism_native
 has a bit-exact quantizer for the type.
 
-Block sizes of every GGML type come from the gguf package's GGML_QUANT_SIZES; the types prism_native
-quantizes come from the native table (`_native.type_traits()`, which static_asserts its kernels' block
-sizes). llama-quantize's fallback lives here only, in FALLBACK.
+Block sizes of every GGML type come from the gguf package's GGML_QUANT_SIZES, completed by the native
+table (`_native.type_traits()`, which static_asserts its kernels' block sizes) for the types an older
+gguf package does not know (gguf 0.19 lacks Q2_0); the types prism_native quantizes come from the native
+table. llama-quantize's fallback lives here only, in FALLBACK.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ F16_ENUM = int(gguf.GGMLQuantizationType.F16)
 FALLBACK = {
     "IQ1_S": "IQ4_NL", "IQ1_M": "IQ4_NL", "IQ2_XXS": "IQ4_NL", "IQ2_XS": "IQ4_NL", "IQ2_S": "IQ4_NL",
     "IQ3_XXS": "IQ4_NL", "IQ3_S": "IQ4_NL", "IQ4_XS": "IQ4_NL",
-    "Q2_K": "Q4_0", "Q3_K": "Q4_0", "TQ1_0": "Q4_0", "TQ2_0": "Q4_0",
+    "Q2_0": "Q4_0", "Q2_K": "Q4_0", "Q3_K": "Q4_0", "TQ1_0": "Q4_0", "TQ2_0": "Q4_0",
     "Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0",
 }
 _UNQUANTIZED = frozenset({"F32", "F16", "BF16", "F64", "I8", "I16", "I32", "I64"})
@@ -62,6 +63,9 @@ def _table() -> dict[str, QType]:
     sizes = {t.name: (int(t), *gguf.GGML_QUANT_SIZES[t]) for t in gguf.GGMLQuantizationType
              if t in gguf.GGML_QUANT_SIZES}
     native = {d["name"]: d for d in _native.type_traits()}
+    for name, d in native.items():
+        if name not in sizes:
+            sizes[name] = (d["ggml_type"], d["block_size"], d["type_size"])
     table: dict[str, QType] = {}
     for name, (enum, bs, ts) in sizes.items():
         if name in native and (native[name]["ggml_type"], native[name]["block_size"],

@@ -29,7 +29,8 @@ import gguf
 import numpy as np
 from gguf.gguf_reader import ReaderField
 
-from ..errors import FileFormatError
+from .. import qtypes
+from ..errors import FileFormatError, UsageError
 
 GGUF_MAGIC = b"GGUF"
 GGUF_HEADER_BYTES = 24          # magic, version, tensor count, kv count
@@ -319,14 +320,14 @@ def _tensor_bytes(cur: _Cursor, name: str, shape: tuple[int, ...], ggml_type: in
     if n > INT64_MAX:
         raise cur.fail(f"tensor {quoted(name)} shape {list(shape)} has {n} elements, more than int64 can count")
     try:
-        block, type_size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(ggml_type)]
-    except (ValueError, KeyError):
+        qt = qtypes.get(ggml_type)
+    except UsageError:
         raise cur.fail(f"tensor {quoted(name)} has unsupported tensor type id {ggml_type}") from None
     ne0 = shape[0] if shape else 1
-    if ne0 % block:
-        tname = gguf.GGMLQuantizationType(ggml_type).name
-        raise cur.fail(f"tensor {quoted(name)} rows of {ne0} values do not fit type {tname} (blocks of {block})")
-    return n // block * type_size
+    if ne0 % qt.block_size:
+        raise cur.fail(f"tensor {quoted(name)} rows of {ne0} values do not fit type {qt.name} "
+                       f"(blocks of {qt.block_size})")
+    return n // qt.block_size * qt.type_size
 
 
 def _place_tensors(cur: _Cursor, infos: list[TensorEntry], data_offset: int, alignment: int) -> tuple[TensorEntry, ...]:
