@@ -29,7 +29,8 @@ static_assert(fp4_table_ok(), "kvalues_fp4: 8 ascending magnitudes from 0, then 
 // strictly smallest |v*d - x|. A candidate of the other sign than x has an error >= |x| = the error of
 // index 0 and never wins, nor does index 8 (-0 ties with 0), so the scan over the magnitudes of |x| in
 // index order, with the same rounded errors, picks the same value; x < 0 then takes index k + 8 (k > 0).
-inline vi fp4_index(vf x, const vf* m) {
+inline vi fp4_signed(vf x, vi k) { return k | ((x < zerof()) & (k != zeroi()) & 8); }
+inline vi fp4_index_scan(vf x, const vf* m) {
   const vf ax = vabs(x);
   vf best = ax;
   vi idx = zeroi();
@@ -39,18 +40,39 @@ inline vi fp4_index(vf x, const vf* m) {
     best = sel(take, err, best);
     idx = sel(take, splati(k), idx);
   }
-  return idx | ((x < zerof()) & (idx != zeroi()) & 8);
+  return fp4_signed(x, idx);
 }
 
-inline void fp4_magnitudes(vf d, vf* m) {
-  for (int k = 0; k < 8; ++k) m[k] = splat((float)kvalues_fp4[k]) * d;
+// The same index from the midpoints: the magnitude k is the number of midpoints (v[k-1] + v[k])/2 * d
+// strictly below |x|. Exact when d > 0 and every |x| <= 2*v[7]*d: then |x| - v[k-1]*d and v[k]*d - |x|
+// of the bracketing pair are exact (Sterbenz: neighbours are at most a factor 2 apart), except
+// d - |x| for |x| < d/2, where index 0 wins either way; ties go to the lower index as in the scan; and
+// every other candidate's rounded error is strictly larger (the values are >= d apart). The midpoints
+// have at most 5 significant bits, so mid*d is exact too (d >= 2^-128 for MXFP4, >= 2^-10 for NVFP4).
+constexpr float fp4_mid(int k) { return 0.5f * (float)(kvalues_fp4[k - 1] + kvalues_fp4[k]); }
+inline vi fp4_index_mid(vf x, const vf* md) {
+  const vf ax = vabs(x);
+  vi k = zeroi();
+  for (int j = 1; j < 8; ++j) k -= ax > md[j];  // masks are -1
+  return fp4_signed(x, k);
 }
 
-// Nibbles of n values: byte j holds x[j] (low) and x[n/2 + j] (high).
-inline void fp4_pack(const vf* x, vf d, int n, vi* ob) {
+// Nibbles of n values of one block per lane with scale d and max |x| amax: byte j holds x[j] (low) and
+// x[n/2 + j] (high). d == 0 makes every candidate tie: index 0.
+template <int n>
+inline void fp4_pack(const vf* x, vf d, vf amax, vi* ob) {
+  const vi live = d > zerof();
   vf m[8];
-  fp4_magnitudes(d, m);
-  for (int j = 0; j < n / 2; ++j) ob[j] = fp4_index(x[j], m) | (fp4_index(x[n / 2 + j], m) << 4);
+  for (int k = 0; k < 8; ++k) m[k] = splat((float)kvalues_fp4[k]) * d;
+  if (any(live & (amax > splat(2.0f) * m[7]))) {  // NVFP4 scales clamped at 448: ggml's scan
+    for (int j = 0; j < n / 2; ++j)
+      ob[j] = fp4_index_scan(x[j], m) | (fp4_index_scan(x[n / 2 + j], m) << 4);
+    return;
+  }
+  vf md[8];
+  for (int k = 1; k < 8; ++k) md[k] = splat(fp4_mid(k)) * d;
+  for (int j = 0; j < n / 2; ++j)
+    ob[j] = (fp4_index_mid(x[j], md) | (fp4_index_mid(x[n / 2 + j], md) << 4)) & live;
 }
 
 inline void fp4_unpack(const uint8_t* qs, float d, int n, float* y) {
@@ -143,7 +165,7 @@ struct MXFP4 {
     vi e = zeroi();
     for (int lane = 0; lane < W; ++lane) e[lane] = mxfp4_exponent(amax[lane]);
     ob[0] = e;
-    fp4_pack(g.x, ve8m0_half(e), BS, ob + 1);
+    fp4_pack<BS>(g.x, ve8m0_half(e), amax, ob + 1);
   }
   static void dequantize(const uint8_t* b, float* y) { fp4_unpack(b + 1, e8m0_half(b[0]), BS, y); }
   static void steps(const uint8_t* b, const float* x, float* step) { fp4_steps(b + 1, e8m0_half(b[0]), x, BS, step); }
@@ -156,9 +178,10 @@ struct NVFP4 {
   static void quantize(const Group<BS>& g, bool, vi* ob) {
     for (int s = 0; s < BS / SUB; ++s) {
       const vf* xb = g.x + SUB * s;
-      const vi u = vue4m3_code(block_amax<SUB>(xb) / splat(6.0f));
+      const vf amax = block_amax<SUB>(xb);
+      const vi u = vue4m3_code(amax / splat(6.0f));
       ob[s] = u;
-      fp4_pack(xb, vue4m3_value(u), SUB, ob + 4 + SUB / 2 * s);
+      fp4_pack<SUB>(xb, vue4m3_value(u), amax, ob + 4 + SUB / 2 * s);
     }
   }
   static void dequantize(const uint8_t* b, float* y) {

@@ -77,7 +77,26 @@ def _narrow(rng: np.random.Generator, r: int, c: int) -> np.ndarray:
     return (off * (1.0 + spread * rng.normal(size=(r, c // 16, 16)))).reshape(r, c)
 
 
-DISTS: dict[str, Gen] = {"tiny": _tiny, "narrow": _narrow, "normal": _normal, "student_t": _student_t, "mixed": _mixed_scales, "grid": _grid,
+def _wide(rng: np.random.Generator, r: int, c: int) -> np.ndarray:
+    """Magnitudes 1e-3..1e6 per 16-value sub-block: scales beyond the formats' ranges (NVFP4's UE4M3
+    scale saturates at 448, so its blocks of |x| > 2688 take ggml's full scan)."""
+    sub = 10.0 ** rng.uniform(-3.0, 6.0, (r, c // 16, 1))
+    return (rng.normal(size=(r, c // 16, 16)) * sub).reshape(r, c)
+
+
+def _pow2_edges(rng: np.random.Generator, r: int, c: int) -> np.ndarray:
+    """Block maxima just below and at powers of two (2^k (2 - 2^-n)): where log2f rounds up to the next
+    integer (MXFP4's E8M0 exponent) and where scale conversions carry into the exponent."""
+    x = rng.normal(0.0, 0.3, (r, c // 16, 16))
+    k = rng.integers(-20, 20, (r, c // 16, 1)).astype(np.float64)
+    n = rng.integers(1, 25, (r, c // 16, 1)).astype(np.float64)
+    top = 2.0 ** k * np.where(rng.random((r, c // 16, 1)) < 0.8, 2.0 - 2.0 ** -n, 1.0)
+    x = np.clip(x, -0.9, 0.9) * top
+    x[..., 3] = top[..., 0] * rng.choice([1.0, -1.0], (r, c // 16))
+    return x.reshape(r, c)
+
+
+DISTS: dict[str, Gen] = {"wide": _wide, "pow2_edges": _pow2_edges, "tiny": _tiny, "narrow": _narrow, "normal": _normal, "student_t": _student_t, "mixed": _mixed_scales, "grid": _grid,
                          "signed_zeros": _signed_zeros}
 SHAPES = [(3, 256), (37, 512), (2, 2048)]  # 37 rows: super-block count not a multiple of 8 or 16
 
