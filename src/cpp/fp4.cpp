@@ -168,7 +168,10 @@ struct MXFP4 {
     fp4_pack<BS>(g.x, ve8m0_half(e), amax, ob + 1);
   }
   static void dequantize(const uint8_t* b, float* y) { fp4_unpack(b + 1, e8m0_half(b[0]), BS, y); }
-  static void steps(const uint8_t* b, const float* x, float* step) { fp4_steps(b + 1, e8m0_half(b[0]), x, BS, step); }
+  // e = 0 is what an all-zero block gets (and blocks of max |x| in [2^-125, 2^-124)): no bins
+  static void steps(const uint8_t* b, const float* x, float* step) {
+    fp4_steps(b + 1, b[0] ? e8m0_half(b[0]) : 0.0f, x, BS, step);
+  }
 };
 
 // ---- NVFP4: d[4]@0 (UE4M3 of amax/6 per sub-block of 16), qs[32]@4 (8 bytes per sub-block) ----------
