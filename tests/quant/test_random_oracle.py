@@ -15,10 +15,16 @@ import pytest
 import prism_native
 from prism_native import qtypes
 from prism_native.quant import dequantize, quantize
-from support.golden import TYPES
+from support.golden import LOW_BIT_DATASETS, LOW_BIT_TYPES, TYPES, load, not_produced
 
 ISAS = prism_native.cpu_features()["usable"]
-NATIVE = [t for t in TYPES if qtypes.get(t).native]
+NATIVE = [t for t in TYPES + LOW_BIT_TYPES if t in qtypes.all_types() and qtypes.get(t).native]
+# types ggml_quantize_chunk refuses without an imatrix (the golden set's not_produced cases)
+IMATRIX_ONLY = {k.split("__")[0] for k in not_produced(load(LOW_BIT_DATASETS[0], "low-bit"))} if LOW_BIT_DATASETS else set()
+
+
+def _imatrices(tname: str, im: np.ndarray) -> tuple:
+    return (im,) if tname in IMATRIX_ONLY else (None, im)
 
 Gen = Callable[[np.random.Generator, int, int], np.ndarray]
 
@@ -92,7 +98,7 @@ def _data(dist: str, shape: tuple[int, int], seed: int) -> tuple[np.ndarray, np.
 @pytest.mark.parametrize("tname", NATIVE)
 def test_matches_ggml(ggml, tname: str, dist: str, shape: tuple[int, int]) -> None:
     x, im = _data(dist, shape, seed=zlib.crc32(f"{tname}/{dist}/{shape}".encode()))
-    for imatrix in (None, im):
+    for imatrix in _imatrices(tname, im):
         want = ggml.quantize(tname, x, imatrix)
         got = quantize(x, tname, imatrix)
         bpb = qtypes.get(tname).type_size
@@ -117,7 +123,23 @@ def test_isas_agree(tname: str) -> None:
     """scalar, avx2 and avx512 builds give the same bytes (also a guard against miscompiled mask code)."""
     for dist in ("student_t", "signed_zeros", "tiny", "narrow"):
         x, im = _data(dist, (23, 512), seed=3)
-        for imatrix in (None, im):
+        for imatrix in _imatrices(tname, im):
             ref = quantize(x, tname, imatrix, isa="scalar")
             for isa in ISAS:
                 assert np.array_equal(quantize(x, tname, imatrix, isa=isa), ref), f"{tname} {dist} {isa}"
+
+
+@pytest.mark.parametrize("tname", NATIVE)
+def test_real_tensors_match_ggml(ggml, smollm2_path, tname: str) -> None:
+    """Rows of SmolLM2-135M's tensors whose row length fits the type (its Q4_1 weights, dequantized)."""
+    from prism_native.read.model import open_model
+    model = open_model(smollm2_path)
+    bs = qtypes.get(tname).block_size
+    infos = [t for t in model.tensors if t.n_dims == 2 and t.n_per_row % bs == 0]
+    rng = np.random.default_rng(5)
+    for info in (infos[0], infos[len(infos) // 2], infos[-1]):
+        x = np.ascontiguousarray(model.read(info).reshape(info.n_rows, info.n_per_row)[:48])
+        im = rng.lognormal(0.0, 1.0, info.n_per_row).astype(np.float32)
+        for imatrix in _imatrices(tname, im):
+            assert np.array_equal(quantize(x, tname, imatrix), ggml.quantize(tname, x, imatrix)), \
+                f"{tname} {info.name} imatrix={imatrix is not None}"
