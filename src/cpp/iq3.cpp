@@ -44,28 +44,56 @@ struct SubBlock {
   uint8_t signs[4] = {};
 };
 
+// Eight floats: one chunk of a neighbour list (Iq3Grid::kChunk), whatever the ISA's width. Without
+// AVX (the scalar build) they are passed in memory; all users are inline in this TU, so the ABI
+// warning about it does not apply.
+#pragma GCC diagnostic ignored "-Wpsabi"
+typedef float f8 __attribute__((vector_size(32)));
+typedef int32_t i8v __attribute__((vector_size(32)));
+static_assert(Iq3Grid::kChunk == 8, "f8 holds one chunk");
+
+inline f8 load8(const float* p) { f8 v; std::memcpy(&v, p, 32); return v; }
+inline f8 splat8(float v) { return f8{v, v, v, v, v, v, v, v}; }
+inline f8 min8(f8 a, f8 b) { return a < b ? a : b; }
+inline uint32_t mask8(i8v m) {
+#if defined(__AVX__)
+  return (uint32_t)_mm256_movemask_ps((__m256)m);
+#else
+  uint32_t bits = 0;
+  for (int i = 0; i < 8; ++i) bits |= (uint32_t)(m[i] != 0) << i;
+  return bits;
+#endif
+}
+
 // iq3_find_best_neighbour: the member of u's neighbour list closest to xval/scale in the weighted
-// (waux) distance; the first on ties. Writes its levels to L.
+// (waux) distance d2 = sum_i waux_i*diff_i*diff_i, diff_i = scale*q_i - xval_i (ggml's order); the
+// first of the smallest d2 < FLT_MAX. Eight members at a time: per member the same operations, and
+// "first minimum" over a chunk equals ggml's sequential strict-improvement scan. Writes the levels.
 inline int best_neighbour(const Iq3Grid& g, int u, const float* xval, const float* waux, float scale, int8_t* L) {
-  const int at = -g.map[u] - 1;
-  const int n = g.neighbours[at];
+  static constexpr i8v kLane = {0, 1, 2, 3, 4, 5, 6, 7};
+  const uint16_t* list = g.list(u);
+  const int n = list[0];
+  const float* c = g.first_chunk(u);
   float best_d2 = FLT_MAX;
-  int best = -1;
-  for (int s = at + 1; s <= at + n; ++s) {
-    const float* q = &g.pos[4 * s];
-    float d2 = 0;
+  int best = list[1];  // kept only if no distance is finite (ggml asserts)
+  for (int j0 = 0; j0 < n; j0 += 8, c += 32) {
+    f8 d2;
     for (int i = 0; i < 4; ++i) {
-      const float diff = scale * q[i] - xval[i];
-      d2 += waux[i] * diff * diff;
+      const f8 diff = splat8(scale) * load8(c + 8 * i) - splat8(xval[i]);
+      const f8 t = splat8(waux[i]) * diff * diff;
+      d2 = i ? d2 + t : t;  // ggml starts from 0: 0 + t == t up to the sign of a zero
     }
-    if (d2 < best_d2) {
-      best_d2 = d2;
-      best = g.neighbours[s];
-    }
+    const i8v ok = (kLane < n - j0) & (d2 < splat8(best_d2));
+    if (!mask8(ok)) continue;
+    f8 m = ok ? d2 : splat8(INFINITY);
+    m = min8(m, __builtin_shufflevector(m, m, 4, 5, 6, 7, 0, 1, 2, 3));
+    m = min8(m, __builtin_shufflevector(m, m, 2, 3, 0, 1, 6, 7, 4, 5));
+    m = min8(m, __builtin_shufflevector(m, m, 1, 0, 3, 2, 5, 4, 7, 6));
+    best_d2 = m[0];
+    best = list[1 + j0 + __builtin_ctz(mask8(ok & (d2 == m)))];
   }
-  if (best < 0) best = g.neighbours[at + 1];  // only non-finite distances (ggml asserts)
-  const int c = g.code[best];
-  for (int i = 0; i < 4; ++i) L[i] = (int8_t)((c >> (3 * i)) & 7);
+  const int c0 = g.code[best];
+  for (int i = 0; i < 4; ++i) L[i] = (int8_t)((c0 >> (3 * i)) & 7);
   return best;
 }
 
@@ -79,6 +107,49 @@ inline int group_code(const float* xval, float id, int8_t* L) {
     u |= l << (3 * i);
   }
   return u;
+}
+
+// The candidate scales of one sub-block, W at a time (lane j: candidate c0 + j; lanes past the last
+// candidate are computed and ignored). Levels of every element, grid fixes of the off-grid groups,
+// and the sums sum w*x*q, sum w*q*q (q = 2L+1) per lane, each in ggml's element order.
+struct CandidateLanes {
+  alignas(64) int32_t lev[32][PW];  // level of element e in lane j
+  uint8_t off_grid[PW];              // bit k: group k was off the grid
+  vf sumqx, sumq2;
+};
+
+inline void candidate_lanes(const Iq3Grid& g, const float* xval, const float* waux, const float* weight,
+                            const float* wx, const float* id, const float* this_scale, int nvalid,
+                            CandidateLanes& c) {
+  vf idv;
+  std::memcpy(&idv, id, sizeof idv);
+  for (int e = 0; e < 32; ++e) {
+    const vi l = clampi(vnearest_int(splat(0.5f) * (idv * splat(xval[e]) - splat(1.0f))), 0, kMaxQ - 1);
+    std::memcpy(c.lev[e], &l, sizeof l);
+  }
+  for (int j = 0; j < nvalid; ++j) {
+    uint8_t off = 0;
+    for (int k = 0; k < 8; ++k) {
+      const int u = c.lev[4 * k][j] | (c.lev[4 * k + 1][j] << 3) | (c.lev[4 * k + 2][j] << 6) |
+                    (c.lev[4 * k + 3][j] << 9);
+      if (g.map[u] >= 0) continue;
+      off |= (uint8_t)(1 << k);
+      int8_t L[4];
+      best_neighbour(g, u, xval + 4 * k, waux + 4 * k, this_scale[j], L);
+      for (int i = 0; i < 4; ++i) c.lev[4 * k + i][j] = L[i];
+    }
+    c.off_grid[j] = off;
+  }
+  vf sumqx = zerof(), sumq2 = zerof();
+  for (int e = 0; e < 32; ++e) {
+    vi l;
+    std::memcpy(&l, c.lev[e], sizeof l);
+    const vf q = tof(l + l + 1);
+    sumqx = sumqx + splat(wx[e]) * q;  // C: w*x*q = (w*x)*q
+    sumq2 = sumq2 + splat(weight[e]) * q * q;
+  }
+  c.sumqx = sumqx;
+  c.sumq2 = sumq2;
 }
 
 // sum w*x*q and sum w*q*q over the sub-block for q = 2L+1.
@@ -96,7 +167,7 @@ inline void level_sums(const float* w, const float* xval, const int8_t* L, float
 template <class R>
 void search_sub_block(const float* xb, const float* qw, float sigma2, SubBlock& r) {
   const Iq3Grid& g = R::grid();
-  float weight[32], waux[32], xval[32];
+  float weight[32], waux[32], xval[32], wx[32];
   for (int i = 0; i < 32; ++i) weight[i] = qw ? qw[i] * sqrtf(sigma2 + xb[i] * xb[i]) : xb[i] * xb[i];
   for (int i = 0; i < 32; ++i) waux[i] = sqrtf(weight[i]);
   for (int k = 0; k < 4; ++k) {
@@ -131,26 +202,31 @@ void search_sub_block(const float* xb, const float* qw, float sigma2, SubBlock& 
   for (int i = 1; i < 32; ++i) max = max > xval[i] ? max : xval[i];
   r.zero = R::zero(max);
   if (r.zero) return;
+  for (int i = 0; i < 32; ++i) wx[i] = weight[i] * xval[i];
 
-  int8_t L[32] = {}, Laux[32];
-  bool on_grid[8], on_grid_aux[8];
+  int8_t L[32] = {};
+  bool on_grid[8];
   for (bool& b : on_grid) b = !R::kRefineAll;
   float best = 0, scale = max / (2 * kMaxQ - 1);
-  for (int is = -R::kNTry; is <= R::kNTry; ++is) {
-    const float id = (2 * kMaxQ - 1 + is * 0.2f) / max;
-    const float this_scale = 1 / id;
-    for (int k = 0; k < 8; ++k) {
-      const int u = group_code(xval + 4 * k, id, Laux + 4 * k);
-      on_grid_aux[k] = g.map[u] >= 0;
-      if (!on_grid_aux[k]) best_neighbour(g, u, xval + 4 * k, waux + 4 * k, this_scale, Laux + 4 * k);
+  constexpr int kCand = 2 * R::kNTry + 1;
+  CandidateLanes c;
+  for (int c0 = 0; c0 < kCand; c0 += W) {
+    alignas(64) float id[PW] = {}, this_scale[PW] = {};
+    const int nvalid = kCand - c0 < W ? kCand - c0 : W;
+    for (int j = 0; j < nvalid; ++j) {
+      const int is = c0 + j - R::kNTry;
+      id[j] = (2 * kMaxQ - 1 + is * 0.2f) / max;
+      this_scale[j] = 1 / id[j];
     }
-    float sumqx, sumq2;
-    level_sums(weight, xval, Laux, sumqx, sumq2);
-    if (sumq2 > 0 && sumqx * sumqx > best * sumq2) {
-      scale = sumqx / sumq2;
-      best = scale * sumqx;
-      std::memcpy(L, Laux, 32);
-      std::memcpy(on_grid, on_grid_aux, sizeof on_grid);
+    candidate_lanes(g, xval, waux, weight, wx, id, this_scale, nvalid, c);
+    for (int j = 0; j < nvalid; ++j) {  // in candidate order: `best` feeds the next test
+      const float sumqx = c.sumqx[j], sumq2 = c.sumq2[j];
+      if (sumq2 > 0 && sumqx * sumqx > best * sumq2) {
+        scale = sumqx / sumq2;
+        best = scale * sumqx;
+        for (int e = 0; e < 32; ++e) L[e] = (int8_t)c.lev[e][j];
+        for (int k = 0; k < 8; ++k) on_grid[k] = !((c.off_grid[j] >> k) & 1);
+      }
     }
   }
   bool any_off = false;
