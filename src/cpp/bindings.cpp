@@ -13,6 +13,7 @@
 #endif
 
 #include "dispatch.h"
+#include "iq3_grid.h"
 
 namespace nb = nanobind;
 using namespace prism;
@@ -217,4 +218,10 @@ NB_MODULE(_native, m) {
   }, nb::arg("x"), nb::arg("types"), nb::arg("imatrix") = nb::none(), nb::arg("rows") = nb::none(),
      nb::arg("delta") = 0.1, nb::arg("bf16") = false, nb::arg("nthreads") = 0, nb::arg("isa") = "",
      "Per type: (sum w(x-q)^2, sum w x^2, values near a bin boundary, values with a bin).");
+
+  m.def("iq3_grid", [](int size) {
+    if (size != 256 && size != 512) throw nb::value_error("IQ3 grids have 256 or 512 points");
+    const Iq3Grid& g = size == 256 ? iq3xxs_search_grid() : iq3s_search_grid();
+    return nb::make_tuple(g.code, g.map, g.neighbours);
+  }, nb::arg("size"), "The IQ3 lattice search structures (tests): (point codes, code map, neighbour lists).");
 }

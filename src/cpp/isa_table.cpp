@@ -17,6 +17,7 @@ const KernelTable& table() {
     register_legacy(k);
     register_tq(k);
     register_fp4(k);
+    register_iq3(k);
     return k;
   }();
   return t;

@@ -77,5 +77,6 @@ void register_iq4(KernelTable& t);
 void register_legacy(KernelTable& t);
 void register_tq(KernelTable& t);
 void register_fp4(KernelTable& t);
+void register_iq3(KernelTable& t);
 }}  // namespace prism::PRISM_NS
 #endif
