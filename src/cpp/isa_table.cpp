@@ -15,6 +15,7 @@ const KernelTable& table() {
     register_k_quants(k);
     register_iq4(k);
     register_legacy(k);
+    register_iq2(k);
     return k;
   }();
   return t;
