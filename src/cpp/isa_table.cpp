@@ -16,6 +16,7 @@ const KernelTable& table() {
     register_iq4(k);
     register_legacy(k);
     register_iq2(k);
+    register_iq1(k);
     return k;
   }();
   return t;

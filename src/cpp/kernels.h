@@ -67,5 +67,6 @@ void register_k_quants(KernelTable& t);
 void register_iq4(KernelTable& t);
 void register_legacy(KernelTable& t);
 void register_iq2(KernelTable& t);
+void register_iq1(KernelTable& t);
 }}  // namespace prism::PRISM_NS
 #endif
