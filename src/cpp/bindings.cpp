@@ -123,6 +123,7 @@ NB_MODULE(_native, m) {
       d["name"] = t.name;
       d["block_size"] = t.block_size;
       d["type_size"] = t.type_size;
+      d["requires_imatrix"] = t.requires_imatrix;
       d["implemented"] = get_table("").ops[type_index(t.type)].quantize != nullptr;
       out.append(d);
     }

@@ -116,6 +116,13 @@ const TypeTraits& traits_for(QType type, int64_t n_per_row) {
   return tr;
 }
 
+// ggml_quantize_chunk refuses the types of ggml_quantize_requires_imatrix without importance weights.
+void require_imatrix(const TypeTraits& tr, const float* imatrix) {
+  if (tr.requires_imatrix && !imatrix)
+    throw std::invalid_argument(std::string(tr.name) + " needs importance weights (an imatrix): ggml refuses to "
+                                "quantize it without an importance matrix");
+}
+
 }  // namespace
 
 std::vector<std::string> compiled_isas() {
@@ -150,6 +157,7 @@ void quantize(const KernelTable& t, QType type, const Matrix& m, const float* im
               int nthreads) {
   const KernelOps& ops = ops_for(t, type);
   const TypeTraits& tr = traits_for(type, m.n_per_row);
+  require_imatrix(tr, imatrix);
   const size_t row_bytes = (size_t)(m.n_per_row / tr.block_size) * tr.type_size;
   const int64_t cr = chunk_rows(m.n_per_row), nchunks = (m.nrows + cr - 1) / cr;
   std::atomic<bool> bad{false};
@@ -217,6 +225,7 @@ std::vector<ErrorStats> quant_errors(const KernelTable& t, const std::vector<QTy
   for (QType ty : types) {
     ops.push_back(&ops_for(t, ty));
     trs.push_back(&traits_for(ty, m.n_per_row));
+    require_imatrix(*trs.back(), imatrix);
   }
   const int64_t total = rows ? nsel : m.nrows;
   if (rows)

@@ -18,6 +18,8 @@ const KernelTable& table() {
     register_tq(k);
     register_fp4(k);
     register_iq3(k);
+    register_iq2(k);
+    register_iq1(k);
     return k;
   }();
   return t;

@@ -78,5 +78,7 @@ void register_legacy(KernelTable& t);
 void register_tq(KernelTable& t);
 void register_fp4(KernelTable& t);
 void register_iq3(KernelTable& t);
+void register_iq2(KernelTable& t);
+void register_iq1(KernelTable& t);
 }}  // namespace prism::PRISM_NS
 #endif

@@ -19,6 +19,7 @@ struct TypeTraits {
   const char* name;       // as llama-quantize's ftype/--tensor-type names spell it
   int block_size;         // values per block
   int type_size;          // bytes per block
+  bool requires_imatrix = false;  // ggml_quantize_requires_imatrix: ggml_quantize_chunk refuses it without one
 };
 
 inline constexpr TypeTraits kTypeTraits[] = {
@@ -37,10 +38,10 @@ inline constexpr TypeTraits kTypeTraits[] = {
   {QType::IQ3_S,  "IQ3_S",  256, 110},
   {QType::IQ3_XXS,"IQ3_XXS",256, 98},
   {QType::IQ2_S,  "IQ2_S",  256, 82},
-  {QType::IQ2_XS, "IQ2_XS", 256, 74},
-  {QType::IQ2_XXS,"IQ2_XXS",256, 66},
+  {QType::IQ2_XS, "IQ2_XS", 256, 74, true},
+  {QType::IQ2_XXS,"IQ2_XXS",256, 66, true},
   {QType::IQ1_M,  "IQ1_M",  256, 56},
-  {QType::IQ1_S,  "IQ1_S",  256, 50},
+  {QType::IQ1_S,  "IQ1_S",  256, 50, true},
   {QType::TQ2_0,  "TQ2_0",  256, 66},
   {QType::TQ1_0,  "TQ1_0",  256, 54},
   {QType::Q2_0,   "Q2_0",   64,  18},
