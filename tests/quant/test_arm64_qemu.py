@@ -25,8 +25,10 @@ from conftest import AARCH64_CXX as CXX  # noqa: E402
 from conftest import QEMU_AARCH64 as QEMU
 
 OBJDUMP = re.sub(r"g\+\+$", "objdump", CXX)
-# the kernel translation units of CMakeLists.txt's PRISM_KERNEL_SRCS
-KERNEL_SRCS = re.search(r"set\(PRISM_KERNEL_SRCS\s+([^)]*)\)", (ROOT / "CMakeLists.txt").read_text()).group(1).split()
+# the kernel translation units of CMakeLists.txt's PRISM_KERNEL_SRCS and the lattice units they use
+_CMAKE = (ROOT / "CMakeLists.txt").read_text()
+KERNEL_SRCS = [s for var in ("PRISM_KERNEL_SRCS", "PRISM_LATTICE_SRCS")
+               for s in re.search(rf"set\({var}\s+([^)]*)\)", _CMAKE).group(1).split()]
 # the flags of the NEON build in CMakeLists.txt (-O2 here to keep the cross build short); never fuse
 FLAGS = ["-std=c++17", "-O2", "-ffp-contract=off", "-fno-math-errno", "-DPRISM_W=4", "-DPRISM_NS=neon",
          f"-I{ROOT / 'src/cpp'}"]
