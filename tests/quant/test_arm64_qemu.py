@@ -20,7 +20,7 @@ from support.golden import DATASETS, MANIFEST, TYPES, block_mismatches, load
 
 ROOT = Path(__file__).resolve().parents[2]
 from conftest import AARCH64_CXX as CXX  # noqa: E402
-from conftest import QEMU_AARCH64 as QEMU
+from conftest import QEMU_AARCH64 as QEMU  # noqa: E402
 
 OBJDUMP = re.sub(r"g\+\+$", "objdump", CXX)
 KERNEL_SRCS = ["src/cpp/q_k.cpp", "src/cpp/iq4.cpp", "src/cpp/q_legacy.cpp", "src/cpp/isa_table.cpp"]
