@@ -216,8 +216,10 @@ def evaluate(model, batches_of_ids) -> tuple[float, float]:
             nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1),
                                   reduction="none").view(ids.shape[0], -1)
             half = ids.shape[1] // 2
-            tot += nll.sum().item(); n += nll.numel()
-            tot2 += nll[:, half:].sum().item(); n2 += nll[:, half:].numel()
+            tot += nll.sum().item()
+            n += nll.numel()
+            tot2 += nll[:, half:].sum().item()
+            n2 += nll[:, half:].numel()
     model.train()
     return tot / n, tot2 / n2
 
@@ -337,7 +339,8 @@ def train(a) -> dict:
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), a.clip).item()
         opt.step()
-        run_loss += loss.item(); run_n += 1
+        run_loss += loss.item()
+        run_n += 1
         done = step + 1
         if done % a.log_every == 0 or done == a.steps:
             el = time.time() - t_train

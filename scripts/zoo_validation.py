@@ -189,9 +189,9 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     lines += ["", "| model | classes: held out | classes: errors only | layers: held out | layers: errors only |",
               "|---|--:|--:|--:|--:|"]
     for n, kinds in summary["spearman"].items():
-        c, l = kinds["class"], kinds["layer"]
-        lines.append(f"| {n} | {c['held_out']:.3f} | {c['errors_only']:.3f} | {l['held_out']:.3f} | "
-                     f"{l['errors_only']:.3f} |")
+        c, la = kinds["class"], kinds["layer"]
+        lines.append(f"| {n} | {c['held_out']:.3f} | {c['errors_only']:.3f} | {la['held_out']:.3f} | "
+                     f"{la['errors_only']:.3f} |")
     return "\n".join(lines) + "\n"
 
 

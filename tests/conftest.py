@@ -5,12 +5,15 @@ Markers (registered in pyproject.toml):
   ($PRISM_LLAMA_QUANTIZE and the folder it is in, then PATH); tests using the `llama_quantize_bin`
   fixture get the marker by themselves;
 - needs_ggml: ggml's own libggml-base ($PRISM_GGML_LIB, or an installed llama-cpp-python);
+when $PRISM_LLAMA_QUANTIZE / $PRISM_GGML_LIB are unset they default to the cache folder that
+scripts/build_llama_cpp.sh builds into (scripts/install_test_tools.sh runs it), when it holds them;
 - needs_qemu: an aarch64 cross compiler and qemu-aarch64 ($PRISM_AARCH64_CXX, $PRISM_QEMU_AARCH64).
 """
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -20,6 +23,21 @@ sys.path.insert(0, str(Path(__file__).parent))   # `from support import synth`
 
 AARCH64_CXX = os.environ.get("PRISM_AARCH64_CXX", "aarch64-linux-gnu-g++")
 QEMU_AARCH64 = os.environ.get("PRISM_QEMU_AARCH64", "qemu-aarch64-static")
+
+
+def _llama_cache_bin() -> Path | None:
+    """The bin folder of scripts/build_llama_cpp.sh (the one place that knows it), or None."""
+    script = Path(__file__).parents[1] / "scripts" / "build_llama_cpp.sh"
+    if not script.is_file() or shutil.which("bash") is None:
+        return None
+    out = subprocess.run(["bash", str(script), "--where"], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    return Path(out.stdout.strip()) if out.returncode == 0 and out.stdout.strip() else None
+
+
+_BIN = _llama_cache_bin()
+if _BIN is not None and (_BIN / "llama-quantize").is_file():
+    os.environ.setdefault("PRISM_LLAMA_QUANTIZE", str(_BIN / "llama-quantize"))
+    os.environ.setdefault("PRISM_GGML_LIB", str(_BIN / "libggml-base.so"))
 
 
 def _missing_llama_tools(tools: tuple[str, ...]) -> list[str]:

@@ -194,7 +194,8 @@ def test_plan_rule_for_model_shapes():
 
 def test_rank_deficiency():
     rng = np.random.default_rng(5)
-    low = lambda r: (rng.standard_normal((120, r)) @ rng.standard_normal((r, 100))).astype(np.float32)
+    def low(r):
+        return (rng.standard_normal((120, r)) @ rng.standard_normal((r, 100))).astype(np.float32)
     assert math.isnan(spectral_metrics(low(8)).alpha)          # rank 8 <= k = 10
     w = low(30)
     lam = _svd_lambdas(w)
@@ -243,11 +244,11 @@ def test_position_prior_toy_chain():
     s = np.exp([1.0, 2.0, -1.0, 0.5])
     p = spectral_position(s)
     ln = np.log(s)
-    for l in range(4):
-        assert p.log_before[l] == pytest.approx(ln[:l].sum())
-        assert p.log_after[l] == pytest.approx(ln[l + 1:].sum())
+    for i in range(4):
+        assert p.log_before[i] == pytest.approx(ln[:i].sum())
+        assert p.log_after[i] == pytest.approx(ln[i + 1:].sum())
         g = np.log1p(s)
-        assert p.depth[l] == pytest.approx(g[:l].sum() / (g[:l].sum() + g[l + 1:].sum()))
+        assert p.depth[i] == pytest.approx(g[:i].sum() / (g[:i].sum() + g[i + 1:].sum()))
     assert np.all(np.diff(p.depth) > 0) and p.depth[0] == 0.0 and p.depth[-1] == 1.0
     np.testing.assert_allclose(spectral_position([3.0] * 5).depth, np.linspace(0, 1, 5))
     assert spectral_position([2.0]).depth[0] == 0.5

@@ -22,7 +22,7 @@ from support.golden import (BYTES_PER_BLOCK, DATASETS, LOW_BIT_DATASETS, LOW_BIT
 
 ROOT = Path(__file__).resolve().parents[2]
 from conftest import AARCH64_CXX as CXX  # noqa: E402
-from conftest import QEMU_AARCH64 as QEMU
+from conftest import QEMU_AARCH64 as QEMU  # noqa: E402
 
 OBJDUMP = re.sub(r"g\+\+$", "objdump", CXX)
 # the kernel translation units of CMakeLists.txt's PRISM_KERNEL_SRCS and the lattice units they use

@@ -55,7 +55,10 @@ def test_gguf_without_metadata_rejected(tmp_path):
     w = gguf.GGUFWriter(str(tmp_path / "m.gguf"), "imatrix")
     w.add_tensor(f"{NAME}.in_sum2", np.ones((1, 8), np.float32))
     w.add_tensor(f"{NAME}.counts", np.ones((1, 1), np.float32))
-    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
     with pytest.raises(PrismError, match="imatrix.datasets"):
         load_imatrix(tmp_path / "m.gguf")
 

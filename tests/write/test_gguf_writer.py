@@ -45,7 +45,9 @@ def test_nul_and_bool_as_ggml_copies_them(tmp_path):
     w.add_string("s.nul", "ab\0cd")
     w.add_array("a.nul", ["x\0y", "z"])
     w.add_bool("b.true", True)
-    w.write_header_to_file(); w.write_kv_data_to_file(); w.close()
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.close()
     f = gguf.GGUFReader(path).fields
     assert gw.kv_from_field(f["s.nul"]).data.endswith(struct.pack("<iQ", 8, 2) + b"ab")
     assert gw.kv_from_field(f["a.nul"]).data.endswith(struct.pack("<iiQ", 9, 8, 2) + struct.pack("<Q", 1) + b"x"

@@ -22,7 +22,7 @@ from .. import qtypes
 from ..errors import FileFormatError, PrismError
 from ..qtypes import QType
 from .keys import check_keys
-from .layout import GGUF_HEADER_BYTES, Layout, quoted, read_layout
+from .layout import Layout, quoted, read_layout
 
 DIRECT_TYPES = frozenset({"F32", "F16", "BF16"})  # read without dequantizing
 _SPLIT_NAME = re.compile(r"^(?P<prefix>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
