@@ -26,6 +26,7 @@ from ..qtypes import QType
 # letter is an identity escape there (libstdc++: "\\attn" matches "attn"), while Python reads \\a as BEL
 # and rejects \\q or \\z
 _ECMA_ESCAPES = frozenset("dswbfnrtvxu")
+MAX_RULES = 1 << 16     # patterns of one recipe (a plan needs at most one per tensor)
 
 
 def _python_regex(pattern: str) -> str:
@@ -101,6 +102,8 @@ class TensorTypeRule:
             raise RecipeError(f"--tensor-type pattern '{written}': {e}") from None
         except re.error as e:
             raise RecipeError(f"--tensor-type pattern '{written}' is not a valid regex: {e}") from None
+        except RecursionError:
+            raise RecipeError(f"--tensor-type pattern '{written[:60]}...' is nested too deeply") from None
         qt = qtype if isinstance(qtype, QType) else qtypes.get(qtype)
         return cls(written, qt, rx)
 
@@ -122,8 +125,11 @@ class TensorTypeRule:
         return self.regex.search(name) is not None
 
 
-def parse_tensor_type_file(text: str) -> list[TensorTypeRule]:
+def parse_tensor_type_file(text: str, source: str = "tensor type file") -> list[TensorTypeRule]:
     """parse_tensor_type_file: whitespace-separated NAME=TYPE tokens, no comments."""
+    n = sum(1 for _ in re.finditer(r"\S+", text))      # counted before a list of them is made
+    if n > MAX_RULES:
+        raise RecipeError(f"{source}: {n:,} patterns, more than the {MAX_RULES:,} a recipe may have")
     return [TensorTypeRule.parse(tok) for tok in text.split()]
 
 
