@@ -124,7 +124,7 @@ def expectation(v: oracle.Verdict, command: str) -> Expect:
 
 
 _PY_WARNING = re.compile(r"\b\w*Warning: ")
-_INFO = ("# ", "warning: ")     # lines the CLI prints on purpose besides an error
+_INFO = ("# ", "warning: ", "note: ")     # lines the CLI prints on purpose besides an error
 
 
 def classify(r: harness.RunResult, exp: Expect, command: str, paths: Sequence[Path]) -> Outcome:

@@ -33,8 +33,9 @@ def print_class_table(analysis: Analysis, file: TextIO | None = None) -> None:
 
 def run(args: argparse.Namespace) -> int:
     model = resolve_model(args)
-    out = Path(args.output) if args.output else default_output(model)
-    check_destination(out, [*model.parts, *([args.imatrix] if args.imatrix else [])])
+    out = Path(args.output) if args.output is not None else default_output(model)
+    check_destination(args.output if args.output is not None else out,     # -o '' is refused as empty
+                      [*model.parts, *([args.imatrix] if args.imatrix else [])])
     analysis = run_analysis(model, args, out)
     print(f"{model.name}: {len(analysis.tensors)} tensors measured "
           f"({'exact' if args.exact else 'default'} mode{', imatrix' if args.imatrix else ''}); results: {out}")

@@ -68,7 +68,7 @@ def _print_plan(plan: Plan, model: Model, analysis: Analysis, args: argparse.Nam
           f"{s.bpw_file:.4f} bpw over the file")
     print()
     print(_command(plan, model, analysis, out).shell())
-    if args.tensor_type_file:
+    if args.tensor_type_file is not None:
         write_file(args.tensor_type_file, plan.recipe.tensor_type_file().encode(), inputs)
         print("\n# or, with the patterns in a file:")
         print(_command(plan, model, analysis, out, args.tensor_type_file).shell())
@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     for p in plans:
         print_notes(p)
     inputs = [*model.parts, args.results or default_output(model), *([analysis.imatrix["path"]] if analysis.imatrix else [])]
-    if args.tensor_type_file:     # refused before anything is printed
+    if args.tensor_type_file is not None:     # refused before anything is printed
         check_destination(args.tensor_type_file, inputs)
     if args.json:
         out = []

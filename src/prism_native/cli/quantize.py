@@ -122,9 +122,9 @@ def _from_command(args: argparse.Namespace, argv: list[str]) -> Source:
     model = _model(args, cmd)
     if cmd.model_in and not _same_file(Path(cmd.model_in), model.path):
         raise UsageError(f"the command's input {cmd.model_in} is not {model.path}; give one model")
-    if args.output and cmd.model_out and Path(args.output).resolve() != Path(cmd.model_out).resolve():
+    if args.output is not None and cmd.model_out and Path(args.output).resolve() != Path(cmd.model_out).resolve():
         raise UsageError(f"-o {args.output} and the command's output {cmd.model_out} differ; give one")
-    out = args.output or cmd.model_out
+    out = args.output if args.output is not None else cmd.model_out   # -o '' is refused as empty
     if out is None:   # llama-quantize's own default: ggml-model-FTYPE.gguf beside the input
         out = str(model.path.with_name(f"ggml-model-{cmd.ftype}.gguf"))
     if cmd.nthreads is not None and not args.threads:
@@ -144,7 +144,7 @@ def _from_saved(args: argparse.Namespace) -> Source:
         model = Model(cmd.model_in)
     else:
         raise UsageError(f"{args.recipe} names no input model; give MODEL")
-    out = args.output or _default_output(model, "recipe")
+    out = args.output if args.output is not None else _default_output(model, "recipe")
     im_path = args.imatrix or (cmd.imatrix if cmd is not None else None)
     inputs = [*model.parts, saved.path, *([im_path] if im_path else [])]
     check_destination(out, inputs)
@@ -157,12 +157,12 @@ def _from_saved(args: argparse.Namespace) -> Source:
 def _from_budget(args: argparse.Namespace) -> Source:
     (budget,) = budgets(args)
     types = plan_types(args)
-    if args.output:       # refuse a bad destination before spending minutes on the analysis
+    if args.output is not None:       # refuse a bad destination before spending minutes on the analysis
         probe = _model(args, None)
         check_destination(args.output, [*probe.parts, *_analysis_files(args, probe)])
     model, analysis = load_analysis(args)
     tag = f"{budget.value:g}bpw" if budget.kind == "bpw" else "size"
-    out = args.output or _default_output(model, tag)
+    out = args.output if args.output is not None else _default_output(model, tag)
     im_path = analysis.imatrix["path"] if analysis.imatrix else None
     inputs = [*model.parts, *_analysis_files(args, model), *([im_path] if im_path else [])]
     check_destination(out, inputs)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from .. import qtypes
-from ..errors import RecipeError
+from ..errors import PrismError, RecipeError
 from ..qtypes import QType
 
 # escapes ECMAScript gives a meaning (lower case only: llama-quantize lower-cases the pattern); any other
@@ -130,7 +130,13 @@ def parse_tensor_type_file(text: str, source: str = "tensor type file") -> list[
     n = sum(1 for _ in re.finditer(r"\S+", text))      # counted before a list of them is made
     if n > MAX_RULES:
         raise RecipeError(f"{source}: {n:,} patterns, more than the {MAX_RULES:,} a recipe may have")
-    return [TensorTypeRule.parse(tok) for tok in text.split()]
+    rules = []
+    for tok in text.split():
+        try:
+            rules.append(TensorTypeRule.parse(tok))
+        except PrismError as e:
+            raise RecipeError(f"{source}: {e}") from None
+    return rules
 
 
 # -- writing patterns ---------------------------------------------------------------------------------

@@ -38,14 +38,15 @@ def read_bytes(path: str | Path, what: str, limit: int, error: type[PrismError] 
         raise error(f"{p}: {what} not found") from None
     except OSError as e:
         raise error(f"{p}: cannot read {what}: {e.strerror or e}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise error(f"{p}: {what} is {'a directory' if stat.S_ISDIR(st.st_mode) else 'not a regular file'}")
     with os.fdopen(fd, "rb") as f:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise error(f"{p}: {what} is not a regular file")
         if st.st_size > limit:
             raise error(f"{p}: {what} is {st.st_size:,} bytes, more than the {limit:,} it may have")
         try:
-            data = f.read(limit + 1)
+            data = f.read(min(limit, st.st_size) + 1)
         except OSError as e:
             raise error(f"{p}: cannot read {what}: {e.strerror or e}") from None
     if len(data) > limit:          # grew while being read

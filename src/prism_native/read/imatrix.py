@@ -72,6 +72,8 @@ def load_imatrix(path: str | Path) -> Imatrix:
     for name, v in imat.entries.items():
         if not np.all(np.isfinite(v)):
             raise FileFormatError(f"{p}: imatrix entry {name} contains non-finite values")
+        if np.any(v < 0):          # sums of squares; the quantizers' weights cannot be negative
+            raise FileFormatError(f"{p}: imatrix entry {name} contains negative values")
     if not imat.entries:
         raise FileFormatError(f"{p}: imatrix holds no entries")
     return imat

@@ -83,6 +83,7 @@ def write_job(job: Job, dst: str | Path, *, threads: int = 0, progress: bool | P
     to update, True for a line on a terminal's stderr, False for none."""
     if threads < 0:
         raise UsageError("threads must be >= 0 (0: all cores)")
+    threads = min(threads, os.cpu_count() or 1)      # more than the cores changes no byte, only memory
     final = check_destination(dst, [*job.model.parts, *inputs])
     check_space(final, job.file_bytes)
     bar = progress if isinstance(progress, Progress) else Progress(
