@@ -32,11 +32,10 @@ import socket
 import stat
 import struct
 import sys
-import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -85,11 +84,12 @@ def _can_mknod(d: Path) -> bool:
 
 
 def make_env(root: Path) -> Env:
+    from dataclasses import replace
+
     from support import synth
 
     from prism_native.llama.quantizable import quantizable_tensors
     from prism_native.read.model import Model
-    from dataclasses import replace
 
     base = root / "base"
     base.mkdir(parents=True, exist_ok=True)
@@ -258,10 +258,10 @@ def imatrix_dat_verdict(data: bytes, env: Env) -> str | None:
     return None
 
 
-def _imatrix_command(rng: random.Random, env: Env, im: Path) -> tuple[str, list[str]]:
+def _imatrix_command(rng: random.Random, env: Env, im: Path) -> list[str]:
     if rng.random() < 0.15:
-        return "analyze", ["analyze", str(env.model), "--imatrix", str(im), "-o", "res.json", "-q", "-t", "1"]
-    return "quantize", _quantize(env, "out.gguf", "--imatrix", str(im), "Q4_K_M")
+        return ["analyze", str(env.model), "--imatrix", str(im), "-o", "res.json", "-q", "-t", "1"]
+    return _quantize(env, "out.gguf", "--imatrix", str(im), "Q4_K_M")
 
 
 def s_imatrix_gguf(rng: random.Random, env: Env, d: Path) -> Draft:
@@ -316,7 +316,7 @@ def s_imatrix_gguf(rng: random.Random, env: Env, d: Path) -> Draft:
         data, what = mutate.STRATEGIES[strategy](rng, spec.parse(path.read_bytes()))
         what = f"{strategy}: {what}"
         path.write_bytes(data)
-    command, argv = _imatrix_command(rng, env, path)
+    argv = _imatrix_command(rng, env, path)
     return what, imatrix_gguf_verdict(path.read_bytes(), env), argv, [str(path)], [path]
 
 
@@ -359,7 +359,7 @@ def s_imatrix_dat(rng: random.Random, env: Env, d: Path) -> Draft:
         data = b""
     path = d / "im.dat"
     path.write_bytes(data)
-    command, argv = _imatrix_command(rng, env, path)
+    argv = _imatrix_command(rng, env, path)
     return what, imatrix_dat_verdict(data, env), argv, [str(path)], [path]
 
 
@@ -860,28 +860,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--keep", metavar="DIR", help="work in DIR and keep it (default: a temporary folder)")
     args = p.parse_args(argv)
     plan = Plan(args.cases, args.seed, args.exec_every, tuple(args.strategy or STRATEGIES))
-    root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="prism-fuzz-inputs-"))
-    root.mkdir(parents=True, exist_ok=True)
-    t0 = time.monotonic()
-
-    def tick(rec: Record) -> None:
-        n = rec.mutant.index + 1
-        if rec.outcome.bad:
-            print(campaign.failures([rec]), file=sys.stderr, flush=True)
-        if n % 100 == 0:
-            print(f"{n}/{plan.cases} cases, {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
-
-    try:
-        records = run_campaign(plan, root, progress=tick)
-    finally:
-        if not args.keep:
-            shutil.rmtree(root, ignore_errors=True)
-    print(f"{len(records)} cases, seed {plan.seed}, {time.monotonic() - t0:.0f} s")
-    print(campaign.table(records))
-    bad = [r for r in records if r.outcome.bad]
-    if bad:
-        print(f"\n{len(bad)} cases misbehaved:\n{campaign.failures(bad, 50)}")
-    return 1 if bad else 0
+    return campaign.run_and_report(lambda root, tick: run_campaign(plan, root, progress=tick), plan.cases,
+                                   plan.seed, args.keep, "prism-fuzz-inputs-", "cases")
 
 
 if __name__ == "__main__":
