@@ -140,7 +140,8 @@ def test_output_is_never_a_file_the_command_reads(base, tmp_path, capsys, target
 def test_plan_never_writes_its_tensor_type_file_over_an_input(base, capsys):
     model, res = base
     before = digest(model)
-    line = refused(capsys, "plan", str(model), "--from", str(res), "--bpw", "4.5", "-q", "--tensor-type-file", str(model))
+    line = refused(capsys, "plan", str(model), "--from", str(res), "--bpw", "4.5", "-q",
+                   "--tensor-type-file", str(model))
     assert "refusing to overwrite the input" in line and digest(model) == before
 
 
@@ -188,7 +189,8 @@ def test_results_file_on_a_full_disk_is_one_line(base, tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[2] / "src"),
                                                        os.environ.get("PYTHONPATH", "")]))
     p = subprocess.run([sys.executable, "-m", "prism_native", "analyze", str(model), "-o", "res.json", "-q", "-t", "1"],
-                       cwd=tmp_path, env=env, preexec_fn=small_files, capture_output=True, text=True, timeout=300, check=False)
+                       cwd=tmp_path, env=env, preexec_fn=small_files, capture_output=True, text=True, timeout=300,
+                       check=False)
     err = [ln for ln in p.stderr.splitlines() if ln.strip()]
     assert p.returncode == 2 and len(err) == 1 and "res.json" in err[0], p.stderr
     assert os.listdir(tmp_path) == []
@@ -277,7 +279,8 @@ def test_concurrent_plans_on_one_model_in_one_folder(tmp_path):
     synth.write(model, SPEC)
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1",
                PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[2] / "src"), os.environ.get("PYTHONPATH", "")]))
-    procs = [subprocess.Popen([sys.executable, "-m", "prism_native", "plan", str(model), "--bpw", "4.5", "-q", "-t", "1"],
+    argv = [sys.executable, "-m", "prism_native", "plan", str(model), "--bpw", "4.5", "-q", "-t", "1"]
+    procs = [subprocess.Popen(argv,
                               cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(4)]
     outs = [p.communicate(timeout=600) for p in procs]
@@ -286,3 +289,11 @@ def test_concurrent_plans_on_one_model_in_one_folder(tmp_path):
     from prism_native.measure.results import Analysis
     assert Analysis.load(tmp_path / "model.prism.json").complete
     assert sorted(os.listdir(tmp_path)) == ["model.gguf", "model.prism.json"]
+
+
+@pytest.mark.parametrize("pattern", ["(.*.*)*y", "(a+)+$", "(?:blk.*)+q"])
+def test_exponential_patterns_are_refused_not_run(base, capsys, pattern):
+    """A repeated repetition would take exponential time to match against a tensor name."""
+    model, _ = base
+    line = refused(capsys, "check-recipe", str(model), "--", "--tensor-type", f"{pattern}=q8_0", "Q4_K_M")
+    assert pattern in line and "exponential" in line

@@ -32,9 +32,9 @@ import socket
 import stat
 import struct
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -442,7 +442,8 @@ def s_saved_plan(rng: random.Random, env: Env, d: Path) -> Draft:
         i = rng.randrange(len(r["tensor_types"]))
         r["tensor_types"][i] = rng.choice([{"pattern": "(", "type": "Q8_0"}, {"pattern": "(" * 3000 + ")" * 3000,
                                            "type": "Q8_0"}, {"type": "Q8_0"}, "attn_v=q8_0", None,
-                                           {"pattern": 7, "type": "Q8_0"}, {"pattern": "attn_v", "type": "Q9_9"}])
+                                           {"pattern": 7, "type": "Q8_0"}, {"pattern": "attn_v", "type": "Q9_9"},
+                                           {"pattern": "(a+)+$", "type": "Q8_0"}])
     elif kind == "rule type":     # another type for one pattern: the plan's written types no longer come out
         i = rng.randrange(len(r["tensor_types"]))
         tensors = [n for n, w in r["written"].items() if _matches(r["tensor_types"][i]["pattern"], n)]
@@ -497,7 +498,8 @@ def s_results(rng: random.Random, env: Env, d: Path) -> Draft:
         bad, doc["weights"] = None, rng.choice([{}, {"alpha": 2.0}])
     elif kind == "metric":
         bad = None
-        t[rng.choice(["alpha", "dominance", "imbalance", "fragility", "boundary"])] = rng.choice([0.0, -3.0, 1e20, 7.5, None])
+        metric = rng.choice(["alpha", "dominance", "imbalance", "fragility", "boundary"])
+        t[metric] = rng.choice([0.0, -3.0, 1e20, 7.5, None])
     elif kind == "rel_error":
         bad = None
         ty = rng.choice(sorted(t["errors"]))
@@ -563,7 +565,8 @@ def s_tensor_type_file(rng: random.Random, env: Env, d: Path) -> Draft:
     rules = [f"{o['pattern']}={o['type']}" for o in env.plan["recipe"]["tensor_types"]]
     path = d / "types.txt"
     kind = rng.choice(["as is", "crlf", "empty", "simple", "upper", "binary", "binary", "no '='",
-                       "no name", "no type", "unknown type", "bad regex", "deep regex", "too many", "too big",
+                       "no name", "no type", "unknown type", "bad regex", "deep regex", "exponential regex",
+                       "too many", "too big",
                        "special", "special"])
     bad: str | None = kind
     data = "\n".join(rules).encode()
@@ -585,6 +588,8 @@ def s_tensor_type_file(rng: random.Random, env: Env, d: Path) -> Draft:
         data += b"\n(attn=q8_0"
     elif kind == "deep regex":
         data += b"\n" + b"(" * 5000 + b"a" + b")" * 5000 + b"=q8_0"
+    elif kind == "exponential regex":
+        data += b"\n" + rng.choice([b"(.*.*)*y", b"(a+)+$", b"((blk)+.)*z", b"(\\w+\\.)+q"]) + b"=q8_0"
     elif kind == "too many":
         data = b"^x$=q8_0\n" * 70_000
     elif kind == "too big":
@@ -618,7 +623,8 @@ _BAD_ARGS = [(["--bogus", "Q4_K_M"], "--bogus"), (["--tensor-type"], "--tensor-t
              (["--override-kv", "bad", "Q4_K_M"], "bad"), (["--prune-layers", "x", "Q4_K_M"], "x"),
              (["--output-tensor-type", "q9_9", "Q4_K_M"], "q9_9"),
              (["--tensor-type=attn_v=q8_0", "Q4_K_M"], "--tensor-type=attn_v=q8_0"),
-             (["--imatrix"], "--imatrix"), (["--pure"], "ftype")]
+             (["--imatrix"], "--imatrix"), (["--pure"], "ftype"),
+             (["--tensor-type", "(.*.*)*q=q8_0", "Q4_K_M"], "(.*.*)*q")]
 
 
 def s_quantize_args(rng: random.Random, env: Env, d: Path) -> Draft:
@@ -814,7 +820,8 @@ def run_case(c: Case, d: Path, runner: Callable[..., harness.RunResult]) -> Reco
     o = campaign.classify(r, exp, c.base, c.names)
     rec = Record(c, o, {c.base: o})
     if o.bad:
-        rec.failures.append(f"{' '.join(c.argv)}\n      {o.value} (rc {r.rc}, signal {r.signal}): {r.stderr.strip()[-600:]}")
+        rec.failures.append(f"{' '.join(c.argv)}\n      {o.value} (rc {r.rc}, signal {r.signal}): "
+                            f"{r.stderr.strip()[-600:]}")
     if _fingerprint(watched) != before:
         rec.per_command["(input)"] = Outcome.MODIFIED
         rec.outcome = Outcome.MODIFIED

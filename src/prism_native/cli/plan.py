@@ -83,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
                        distortion=args.distortion) for b in bs]
     for p in plans:
         print_notes(p)
-    inputs = [*model.parts, args.results or default_output(model), *([analysis.imatrix["path"]] if analysis.imatrix else [])]
+    inputs = [*model.parts, args.results or default_output(model),
+              *([analysis.imatrix["path"]] if analysis.imatrix else [])]
     if args.tensor_type_file is not None:     # refused before anything is printed
         check_destination(args.tensor_type_file, inputs)
     if args.json:

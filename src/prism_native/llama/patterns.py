@@ -73,6 +73,37 @@ def _python_regex(pattern: str) -> str:
     return "".join(out)
 
 
+_UNBOUNDED = re.compile(r"[*+]|\{[0-9]+,\}")
+
+
+def _nested_repetition(pattern: str) -> bool:
+    """A group with an unbounded repetition inside, itself repeated without bound ('(a+)+', '(.*.*)*'):
+    backtracking matchers (Python's re, and llama-quantize's std::regex) take exponential time on it."""
+    groups: list[bool] = []      # per open group: it holds an unbounded repetition
+    i, in_class = 0, False
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+        elif c == "(":
+            groups.append(False)
+        elif c == ")" and groups:
+            inner, repeated = groups.pop(), _UNBOUNDED.match(pattern, i + 1) is not None
+            if inner and repeated:
+                return True
+            if groups:
+                groups[-1] |= inner or repeated
+        elif groups and _UNBOUNDED.match(pattern, i):
+            groups[-1] = True
+        i += 1
+    return False
+
+
 @dataclass(frozen=True)
 class TensorTypeRule:
     """One --tensor-type NAME=TYPE as llama-quantize parses it (parse_tensor_type). `written` is NAME as
@@ -96,6 +127,9 @@ class TensorTypeRule:
 
     @classmethod
     def make(cls, written: str, qtype: str | int | QType) -> "TensorTypeRule":
+        if _nested_repetition(written):
+            raise RecipeError(f"--tensor-type pattern '{written[:60]}' repeats a repetition ('(a+)+'): matching "
+                              "it takes exponential time (in llama-quantize too); write it without the nesting")
         try:
             rx = re.compile(_python_regex(written.lower()), re.ASCII)
         except ValueError as e:
