@@ -124,7 +124,7 @@ def expectation(v: oracle.Verdict, command: str) -> Expect:
 
 
 _PY_WARNING = re.compile(r"\b\w*Warning: ")
-_INFO = ("# ", "warning: ")     # lines the CLI prints on purpose besides an error
+_INFO = ("# ", "warning: ", "note: ")     # lines the CLI prints on purpose besides an error
 
 
 def classify(r: harness.RunResult, exp: Expect, command: str, paths: Sequence[Path]) -> Outcome:
@@ -321,7 +321,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown strategies {sorted(unknown)}; known: {', '.join(mutate.STRATEGIES)}")
     plan = Plan(args.mutants, args.seed, args.weights_share, True, args.exec_every, strategies)
-    root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="prism-fuzz-"))
+    return run_and_report(lambda root, tick: run_campaign(plan, root, progress=tick), plan.mutants, plan.seed,
+                          args.keep, "prism-fuzz-", "mutants")
+
+
+def run_and_report(run: Callable[[Path, Callable[[Record], None]], list[Record]], total: int, seed: int,
+                   keep: str | None, prefix: str, unit: str) -> int:
+    """A full run in `keep` (else a temporary folder): bad records as they come, progress every 100,
+    then the tables; exit code 1 if anything misbehaved."""
+    root = Path(keep) if keep else Path(tempfile.mkdtemp(prefix=prefix))
     root.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
 
@@ -330,17 +338,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if rec.outcome.bad:
             print(failures([rec]), file=sys.stderr, flush=True)
         if n % 100 == 0:
-            print(f"{n}/{plan.mutants} mutants, {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
+            print(f"{n}/{total} {unit}, {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
 
     try:
-        records = run_campaign(plan, root, progress=tick)
+        records = run(root, tick)
     finally:
-        if not args.keep:
+        if not keep:
             shutil.rmtree(root, ignore_errors=True)
-    print(f"{len(records)} mutants, seed {plan.seed}, {time.monotonic() - t0:.0f} s")
+    print(f"{len(records)} {unit}, seed {seed}, {time.monotonic() - t0:.0f} s")
     print(table(records))
     bad = [r for r in records if r.outcome.bad]
     if bad:
-        print(f"\n{len(bad)} mutants misbehaved:\n{failures(bad, 50)}")
+        print(f"\n{len(bad)} {unit} misbehaved:\n{failures(bad, 50)}")
     return 1 if bad else 0
-

@@ -146,7 +146,7 @@ def test_example(smollm2_path, capsys):
     (["{model}", "--", "--prune-layers", "1", "Q4_K_M"], "prune-layers"),
     (["{model}", "--", "--tensor-type", "ffn_(=q4_k", "Q4_K_M"], "not a valid regex"),
     (["{model}", "--", "--tensor-type", "(?i)ffn=q4_k", "Q4_K_M"], "not ECMAScript"),
-    (["{model}", "--", "--tensor-type-file", "/nonexistent/types.txt", "Q4_K_M"], "cannot read"),
+    (["{model}", "--", "--tensor-type-file", "/nonexistent/types.txt", "Q4_K_M"], "tensor type file not found"),
     (["{model}", "--", "--token-embedding-type", "q9_k", "Q4_K_M"], "unknown quant type"),
     (["{model}", "--", "Q2_0"], "not supported"),
 ])

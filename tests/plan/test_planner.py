@@ -69,8 +69,9 @@ def test_infeasible_budget_names_range(analysed):
     model, a, _ = analysed
     with pytest.raises(PrismError, match="feasible range"):
         make_plan(model, a, Budget("bpw", 1.0))
-    with pytest.raises(PrismError, match="feasible range"):
-        make_plan(model, a, Budget("bpw", 9.0))
+    best = make_plan(model, a, Budget("bpw", 9.0))      # above the dearest plan: that plan, and a note
+    assert best.notes and "above the most expensive plan" in best.notes[0]
+    assert best.allocation.total_bytes == make_plan(model, a, Budget("bpw", 30.0)).allocation.total_bytes
 
 
 def test_cli_plan_json_and_errors(analysed, capsys):

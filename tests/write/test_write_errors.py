@@ -77,7 +77,7 @@ def test_unknown_base_type_and_not_a_plan(model, tmp_path, capsys):
     assert rc == 2 and "base_type: unknown type 'Q4_X'" in one_line(err)
     (tmp_path / "junk.json").write_text("{not json")
     rc, err = run(capsys, str(model), "--recipe", str(tmp_path / "junk.json"), "-o", str(tmp_path / "out.gguf"))
-    assert rc == 2 and "not a JSON plan" in one_line(err)
+    assert rc == 2 and "saved plan is not valid JSON" in one_line(err)
 
 
 def test_recipe_naming_tensors_the_model_lacks(model, tmp_path, capsys):

@@ -6,9 +6,9 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from ..errors import UsageError
 from ..measure.results import Analysis
 from ..plan.score import class_table
+from ..write.output import check_destination
 from .options import add_analysis_arguments, add_model_argument, default_output, resolve_model, run_analysis
 
 
@@ -33,9 +33,9 @@ def print_class_table(analysis: Analysis, file: TextIO | None = None) -> None:
 
 def run(args: argparse.Namespace) -> int:
     model = resolve_model(args)
-    out = Path(args.output) if args.output else default_output(model)
-    if out.resolve() in {p.resolve() for p in model.parts}:
-        raise UsageError(f"{out}: refusing to overwrite the input model")
+    out = Path(args.output) if args.output is not None else default_output(model)
+    check_destination(args.output if args.output is not None else out,     # -o '' is refused as empty
+                      [*model.parts, *([args.imatrix] if args.imatrix else [])])
     analysis = run_analysis(model, args, out)
     print(f"{model.name}: {len(analysis.tensors)} tensors measured "
           f"({'exact' if args.exact else 'default'} mode{', imatrix' if args.imatrix else ''}); results: {out}")

@@ -15,6 +15,7 @@ from ..llama.command import QuantizeCommand
 from ..llama.diagnose import recipe_report
 from ..read.example import example_model
 from ..read.model import open_model
+from ..write.kv_override import parse_kv_override
 from .text import count, layer_ranges, table
 
 
@@ -73,6 +74,8 @@ def _request(args: argparse.Namespace) -> _Request:
     if not argv:
         raise UsageError("no llama-quantize arguments after '--' (at least an ftype, e.g. Q4_K_M)")
     cmd = QuantizeCommand.parse(argv, input_optional=True)
+    for kv in cmd.override_kv:      # llama-quantize refuses a malformed one before reading the model
+        parse_kv_override(kv)
     if cmd.prune_layers is not None:
         raise UsageError("--prune-layers renumbers the layers; check-recipe cannot follow it (check the command "
                          "without it on the pruned model)")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from .. import __version__
 from ..errors import PrismError
@@ -34,17 +34,46 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with its errors on one line (its usage block would make them several), exit code 2."""
+
+    valued: dict[str, frozenset[str]]     # sub-command -> its options that take a value
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {_one_line(message)} (see {self.prog} --help)\n")
+
+
+def valued_options(p: argparse.ArgumentParser) -> frozenset[str]:
+    """The option strings of `p` that take one value."""
+    return frozenset(s for a in p._actions if a.nargs is None for s in a.option_strings)
+
+
+def attach_values(argv: Sequence[str], valued: frozenset[str]) -> list[str]:
+    """`--bpw -inf` as `--bpw=-inf`, `-o -x.gguf` as `-o-x.gguf`: argparse would read a value that starts
+    with '-' as an option. Arguments after '--' (llama-quantize's own) are left alone."""
+    out = list(argv)
+    i = 0
+    while i + 1 < len(out) and out[i] != "--":
+        a, v = out[i], out[i + 1]
+        if a in valued and v.startswith("-") and v != "--":
+            out[i:i + 2] = [f"{a}={v}" if a.startswith("--") else a + v]
+        i += 1
+    return out
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(
         prog="prism-native",
         description="Plan mixed-precision llama.cpp quantization from the weights alone.")
     p.add_argument("--version", action="version", version=f"prism_native {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    p.valued = {}
     for name, (module, help_text) in COMMANDS.items():
         sp = sub.add_parser(name, help=help_text, description=help_text)
         mod = importlib.import_module(module)
         mod.add_arguments(sp)
         sp.set_defaults(func=mod.run)
+        p.valued[name] = valued_options(sp)
     return p
 
 
@@ -55,6 +84,10 @@ def _one_line(message: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command in parser.valued:
+        argv = attach_values(argv, parser.valued[command])
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()

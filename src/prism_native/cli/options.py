@@ -16,13 +16,14 @@ from ..measure.analyze import Settings, analyze
 from ..measure.quant_error import CANDIDATES
 from ..measure.results import Analysis, model_identity
 from ..plan.budget import Budget, parse_size
-from ..plan.planner import DEFAULT_DISTORTION, DEFAULT_TYPES
+from ..plan.planner import DEFAULT_DISTORTION, DEFAULT_TYPES, Plan
 from ..plan.score import Weights, score_analysis
 from ..progress import Progress
 from ..read.example import example_model
 from ..read.imatrix import load_imatrix
 from ..read.model import Model, open_model
 from ..research.evaluate import Setup
+from ..write.output import check_destination
 
 # -- the model ----------------------------------------------------------------------------------------
 
@@ -51,6 +52,9 @@ def resolve_model(args: argparse.Namespace) -> Model:
 
 # -- lists and budgets ---------------------------------------------------------------------------------
 
+MAX_BPW = 64        # no ggml type stores more bits per weight
+MAX_SWEEP = 1000    # plans of one --sweep
+
 
 def type_list(text: str, option: str, *, native: bool = True) -> tuple[str, ...]:
     """'q4_k, Q5_K' -> ('Q4_K', 'Q5_K'); with `native`, only types prism_native can quantize."""
@@ -69,35 +73,47 @@ def bpw_list(text: str, option: str = "--bpw") -> list[float]:
         vals = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise UsageError(f"{option} wants numbers separated by commas, e.g. 3.0,3.5,4.0 (got '{text}')") from None
-    bad = [v for v in vals if not 0 < v < 64]
+    if not vals:
+        raise UsageError(f"{option} needs a bits-per-weight figure, e.g. 4.5")
+    bad = [v for v in vals if not 0 < v < MAX_BPW]
     if bad:
-        raise UsageError(f"{option} {bad[0]:g} is not a bits-per-weight figure")
+        raise UsageError(f"{option} {bad[0]:g} is not a bits-per-weight figure (0 < B < {MAX_BPW})")
     return vals
 
 
 def add_budget_arguments(p: argparse.ArgumentParser, sweep: bool = True) -> None:
     b = p.add_mutually_exclusive_group()
-    b.add_argument("--bpw", type=float, help="bits per weight over the quantized tensors")
+    b.add_argument("--bpw", help="bits per weight over the quantized tensors")
     b.add_argument("--size", help="whole output file size, e.g. 4.2GiB or 3.9GB")
     if sweep:
-        b.add_argument("--sweep", metavar="A:B:STEP", help="one recipe per bpw from A to B, e.g. 3.0:5.0:0.25")
+        b.add_argument("--sweep", metavar="A:B:STEP",
+                       help=f"one recipe per bpw from A to B, e.g. 3.0:5.0:0.25 (at most {MAX_SWEEP})")
+
+
+def _sweep(text: str) -> list[Budget]:
+    try:
+        a, b, step = (float(v) for v in text.split(":"))
+    except ValueError:
+        raise UsageError(f"--sweep wants A:B:STEP, e.g. 3.0:5.0:0.25 (got '{text}')") from None
+    if not (0 < a <= b < MAX_BPW and 0 < step < MAX_BPW):      # NaN fails too
+        raise UsageError(f"--sweep needs 0 < A <= B < {MAX_BPW} and STEP > 0 (got '{text}')")
+    n = int(round((b - a) / step)) + 1
+    if n > MAX_SWEEP:
+        raise UsageError(f"--sweep {text} makes {n:,} plans; at most {MAX_SWEEP} (take a larger STEP)")
+    return [Budget("bpw", round(a + i * step, 6)) for i in range(n)]
 
 
 def budgets(args: argparse.Namespace) -> list[Budget]:
     """The budget(s) of --bpw, --size or --sweep."""
     if args.bpw is not None:
-        return [Budget("bpw", bpw_list(str(args.bpw))[0])]
+        vals = bpw_list(args.bpw)
+        if len(vals) != 1:
+            raise UsageError(f"--bpw takes one figure (got '{args.bpw}'; --sweep A:B:STEP plans several)")
+        return [Budget("bpw", vals[0])]
     if args.size is not None:
         return [Budget("size", parse_size(args.size))]
     if getattr(args, "sweep", None):
-        try:
-            a, b, step = (float(v) for v in args.sweep.split(":"))
-        except ValueError:
-            raise UsageError(f"--sweep wants A:B:STEP, e.g. 3.0:5.0:0.25 (got '{args.sweep}')") from None
-        if step <= 0 or b < a:
-            raise UsageError("--sweep needs A <= B and STEP > 0")
-        n = int(round((b - a) / step)) + 1
-        return [Budget("bpw", round(a + i * step, 6)) for i in range(n)]
+        return _sweep(args.sweep)
     raise UsageError("give a budget: --bpw B, --size SIZE" + (" or --sweep A:B:STEP" if hasattr(args, "sweep") else ""))
 
 
@@ -177,6 +193,11 @@ def add_plan_arguments(p: argparse.ArgumentParser) -> None:
                         "itself (default %(default)s)")
 
 
+def print_notes(plan: Plan) -> None:
+    for n in plan.notes:
+        print(f"note: {n}", file=sys.stderr)
+
+
 def plan_types(args: argparse.Namespace) -> tuple[str, ...]:
     if args.max_overrides < 0:
         raise UsageError("--max-overrides must be >= 0")
@@ -198,10 +219,16 @@ def load_analysis(args: argparse.Namespace) -> tuple[Model, Analysis]:
             raise FileFormatError(f"{args.results} was measured on another file than {model.path}")
         if not analysis.complete:
             raise FileFormatError(f"{args.results} is a partial analysis; run analyze again to finish it")
+        wanted = {t.name for t in quantizable_tensors(model)}
+        analysis.check_model(model, wanted, args.results)
+        if set(analysis.tensors) != wanted:
+            raise FileFormatError(f"{args.results}: holds {len(analysis.tensors)} of the model's {len(wanted)} "
+                                  "quantizable tensors")
         score_analysis(analysis, Weights.parse(args.weights))    # the weights may be newer than the file
         return model, analysis
     model = resolve_model(args)
     out = default_output(model)
+    check_destination(out, [*model.parts, *([args.imatrix] if args.imatrix else [])])
     analysis = run_analysis(model, args, out)
     print(f"# analysis saved to {out}; later plans of this model reuse it", file=sys.stderr)
     return model, analysis

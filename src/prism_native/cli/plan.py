@@ -11,8 +11,18 @@ from ..measure.results import Analysis
 from ..plan.budget import Budget, fmt_bytes
 from ..plan.planner import Plan, imatrix_extra_kv, make_plan, needs_requantize
 from ..read.model import Model
-from .options import (add_analysis_arguments, add_budget_arguments, add_model_argument, add_plan_arguments, budgets,
-                      load_analysis, plan_types)
+from ..write.output import check_destination, write_file
+from .options import (
+    add_analysis_arguments,
+    add_budget_arguments,
+    add_model_argument,
+    add_plan_arguments,
+    budgets,
+    default_output,
+    load_analysis,
+    plan_types,
+    print_notes,
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -40,7 +50,8 @@ def _command(plan: Plan, model: Model, analysis: Analysis, out: str, type_file: 
                                allow_requantize=needs_requantize(model, analysis), tensor_type_file=type_file)
 
 
-def _print_plan(plan: Plan, model: Model, analysis: Analysis, args: argparse.Namespace, out: str) -> None:
+def _print_plan(plan: Plan, model: Model, analysis: Analysis, args: argparse.Namespace, out: str,
+                inputs: list[str | Path]) -> None:
     s = plan.size
     print(f"# {model.name}: {plan.budget.describe()}")
     hdr = f"{'class':<22} {'type':<7} {'written':<18} {'share':>6} {'bpw':>6} {'rel.err':>9} {'sens':>6} {'ovr':>4}"
@@ -57,8 +68,8 @@ def _print_plan(plan: Plan, model: Model, analysis: Analysis, args: argparse.Nam
           f"{s.bpw_file:.4f} bpw over the file")
     print()
     print(_command(plan, model, analysis, out).shell())
-    if args.tensor_type_file:
-        Path(args.tensor_type_file).write_text(plan.recipe.tensor_type_file())
+    if args.tensor_type_file is not None:
+        write_file(args.tensor_type_file, plan.recipe.tensor_type_file().encode(), inputs)
         print("\n# or, with the patterns in a file:")
         print(_command(plan, model, analysis, out, args.tensor_type_file).shell())
 
@@ -70,6 +81,12 @@ def run(args: argparse.Namespace) -> int:
     extra = imatrix_extra_kv(analysis)
     plans = [make_plan(model, analysis, b, types=types, max_overrides=args.max_overrides, extra_kv=extra,
                        distortion=args.distortion) for b in bs]
+    for p in plans:
+        print_notes(p)
+    inputs = [*model.parts, args.results or default_output(model),
+              *([analysis.imatrix["path"]] if analysis.imatrix else [])]
+    if args.tensor_type_file is not None:     # refused before anything is printed
+        check_destination(args.tensor_type_file, inputs)
     if args.json:
         out = []
         for p in plans:
@@ -83,5 +100,5 @@ def run(args: argparse.Namespace) -> int:
     for i, p in enumerate(plans):
         if i:
             print()
-        _print_plan(p, model, analysis, args, _out_path(model, args, p.budget))
+        _print_plan(p, model, analysis, args, _out_path(model, args, p.budget), inputs)
     return 0

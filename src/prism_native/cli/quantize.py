@@ -16,7 +16,6 @@ from types import FrameType
 
 from ..errors import UsageError
 from ..llama.command import QuantizeCommand
-from ..llama.ftypes import parse_ftype
 from ..plan.budget import fmt_bytes
 from ..plan.planner import imatrix_extra_kv, make_plan
 from ..read.imatrix import load_imatrix
@@ -25,14 +24,17 @@ from ..write.job import Job, build_job, params_from_command, params_from_recipe
 from ..write.output import check_destination
 from ..write.quantize import QuantizeResult, write_job
 from ..write.saved_plan import check_against, load_saved_plan
+from .main import ArgumentParser
 from .options import (
     add_analysis_arguments,
     add_budget_arguments,
     add_plan_arguments,
     budgets,
+    default_output,
     load_analysis,
     model_path,
     plan_types,
+    print_notes,
 )
 
 _MAX_NOTES = 5
@@ -63,13 +65,10 @@ def _split(args: argparse.Namespace) -> tuple[argparse.Namespace, list[str] | No
     if "--" in rest:
         cut = rest.index("--")
         rest, llama = rest[:cut], rest[cut + 1:]
-    head = argparse.ArgumentParser(prog="prism-native quantize", add_help=False)
+    head = ArgumentParser(prog="prism-native quantize", add_help=False)
     _options(head)
     head.add_argument("model", nargs="?")
-    try:
-        ns, extra = head.parse_known_args(rest, namespace=args)
-    except SystemExit:
-        raise UsageError("bad quantize arguments (see prism-native quantize --help)") from None
+    ns, extra = head.parse_known_args(rest, namespace=args)
     if extra:
         raise UsageError(f"unexpected argument '{extra[0]}' (llama-quantize's arguments go after '--')")
     return ns, llama
@@ -109,16 +108,13 @@ def _terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
-def _from_command(args: argparse.Namespace, argv: list[str]) -> tuple[Job, str, bool]:
+Source = tuple[Job, str, bool, list[str | Path]]    # the job, the output, --dry-run, the files read
+
+
+def _from_command(args: argparse.Namespace, argv: list[str]) -> Source:
     if not argv:
         raise UsageError("no llama-quantize arguments after '--' (at least an ftype, e.g. Q4_K_M)")
     cmd = QuantizeCommand.parse(argv, input_optional=True)
-    if (args.model or args.example) and cmd.model_in and parse_ftype(cmd.model_in) and not Path(cmd.model_in).is_file():
-        # "-- Q4_K_M 8" with the model given before '--': an ftype and a thread count, not an input named
-        # Q4_K_M and ftype 8; read it as llama-quantize would with the input in place
-        n_pos = 2 + (cmd.model_out is not None) + (cmd.nthreads is not None) + len(cmd.ignored)
-        cmd = QuantizeCommand.parse([*argv[:len(argv) - n_pos], "MODEL", *argv[len(argv) - n_pos:]])
-        cmd.model_in = ""
     if args.imatrix and cmd.imatrix and args.imatrix != cmd.imatrix:
         raise UsageError(f"--imatrix {args.imatrix} and the command's --imatrix {cmd.imatrix} differ; give one")
     if args.imatrix and not cmd.imatrix:
@@ -126,18 +122,20 @@ def _from_command(args: argparse.Namespace, argv: list[str]) -> tuple[Job, str, 
     model = _model(args, cmd)
     if cmd.model_in and not _same_file(Path(cmd.model_in), model.path):
         raise UsageError(f"the command's input {cmd.model_in} is not {model.path}; give one model")
-    if args.output and cmd.model_out and Path(args.output).resolve() != Path(cmd.model_out).resolve():
+    if args.output is not None and cmd.model_out and Path(args.output).resolve() != Path(cmd.model_out).resolve():
         raise UsageError(f"-o {args.output} and the command's output {cmd.model_out} differ; give one")
-    out = args.output or cmd.model_out
+    out = args.output if args.output is not None else cmd.model_out   # -o '' is refused as empty
     if out is None:   # llama-quantize's own default: ggml-model-FTYPE.gguf beside the input
         out = str(model.path.with_name(f"ggml-model-{cmd.ftype}.gguf"))
     if cmd.nthreads is not None and not args.threads:
         args.threads = max(0, cmd.nthreads)
-    check_destination(out, model.parts)
-    return build_job(model, params_from_command(cmd)), out, cmd.dry_run
+    inputs = [*model.parts, *([cmd.imatrix] if cmd.imatrix else []),
+              *(v for kind, v in cmd.type_args if kind == "tensor-type-file")]
+    check_destination(out, inputs)
+    return build_job(model, params_from_command(cmd)), out, cmd.dry_run, inputs
 
 
-def _from_saved(args: argparse.Namespace) -> tuple[Job, str, bool]:
+def _from_saved(args: argparse.Namespace) -> Source:
     saved = load_saved_plan(args.recipe)
     cmd = saved.command
     if args.model or args.example:
@@ -146,35 +144,43 @@ def _from_saved(args: argparse.Namespace) -> tuple[Job, str, bool]:
         model = Model(cmd.model_in)
     else:
         raise UsageError(f"{args.recipe} names no input model; give MODEL")
-    out = args.output or _default_output(model, "recipe")
-    check_destination(out, model.parts)
+    out = args.output if args.output is not None else _default_output(model, "recipe")
     im_path = args.imatrix or (cmd.imatrix if cmd is not None else None)
+    inputs = [*model.parts, saved.path, *([im_path] if im_path else [])]
+    check_destination(out, inputs)
     imatrix = load_imatrix(im_path) if im_path else None
     job = build_job(model, params_from_recipe(saved.recipe, imatrix=imatrix, imatrix_name=im_path))
     check_against(saved, model, job)
-    return job, out, False
+    return job, out, False, inputs
 
 
-def _from_budget(args: argparse.Namespace) -> tuple[Job, str, bool]:
+def _from_budget(args: argparse.Namespace) -> Source:
     (budget,) = budgets(args)
     types = plan_types(args)
-    if args.output:       # refuse a bad destination before spending minutes on the analysis
+    if args.output is not None:       # refuse a bad destination before spending minutes on the analysis
         probe = _model(args, None)
-        check_destination(args.output, probe.parts)
+        check_destination(args.output, [*probe.parts, *_analysis_files(args, probe)])
     model, analysis = load_analysis(args)
     tag = f"{budget.value:g}bpw" if budget.kind == "bpw" else "size"
-    out = args.output or _default_output(model, tag)
-    check_destination(out, model.parts)
+    out = args.output if args.output is not None else _default_output(model, tag)
+    im_path = analysis.imatrix["path"] if analysis.imatrix else None
+    inputs = [*model.parts, *_analysis_files(args, model), *([im_path] if im_path else [])]
+    check_destination(out, inputs)
     plan = make_plan(model, analysis, budget, types=types, max_overrides=args.max_overrides,
                      extra_kv=imatrix_extra_kv(analysis), distortion=args.distortion)
-    im_path = analysis.imatrix["path"] if analysis.imatrix else None
+    print_notes(plan)
     imatrix = load_imatrix(im_path) if im_path else None
     job = build_job(model, params_from_recipe(plan.recipe, imatrix=imatrix, imatrix_name=im_path))
     if job.file_bytes != plan.size.file_bytes:
         raise AssertionError(f"plan predicts {plan.size.file_bytes} bytes, the layout has {job.file_bytes}")
     print(f"# {model.name}: planned for {budget.describe()}: {plan.size.bpw_quantized:.4f} bpw, "
           f"ftype argument {plan.recipe.base_type}, {len(plan.recipe.overrides)} --tensor-type patterns")
-    return job, out, False
+    return job, out, False, inputs
+
+
+def _analysis_files(args: argparse.Namespace, model: Model) -> list[str | Path]:
+    """The files a budget's analysis reads: the results file and the imatrix."""
+    return [args.results or default_output(model), *([args.imatrix] if args.imatrix else [])]
 
 
 def _report(job: Job, out: str, res: QuantizeResult | None) -> None:
@@ -200,13 +206,13 @@ def run(args: argparse.Namespace) -> int:
         if args.bpw is not None or args.size is not None or args.recipe:
             raise UsageError("give a budget (--bpw/--size), --recipe, or llama-quantize arguments after '--'; "
                              "not more than one")
-        job, out, dry = _from_command(args, llama)
+        job, out, dry, inputs = _from_command(args, llama)
     elif args.recipe:
         if args.bpw is not None or args.size is not None:
             raise UsageError("give --recipe or a budget (--bpw/--size), not both")
-        job, out, dry = _from_saved(args)
+        job, out, dry, inputs = _from_saved(args)
     elif args.bpw is not None or args.size is not None:
-        job, out, dry = _from_budget(args)
+        job, out, dry, inputs = _from_budget(args)
     else:
         raise UsageError("say what to write: --bpw B, --size SIZE, --recipe PLAN.json, or -- <llama-quantize "
                          "arguments>")
@@ -214,6 +220,6 @@ def run(args: argparse.Namespace) -> int:
         _report(job, out, None)
         return 0
     with _terminate_as_interrupt():
-        res = write_job(job, out, threads=args.threads, progress=not args.quiet)
+        res = write_job(job, out, threads=args.threads, progress=not args.quiet, inputs=inputs)
     _report(job, out, res)
     return 0

@@ -10,6 +10,7 @@ from typing import Callable, Sequence
 
 from .. import qtypes
 from ..errors import RecipeError
+from ..read.bounded import MiB, read_text
 from ..read.model import Hparams
 from .decide import QuantizeOptions, TensorSpec
 from .ftypes import parse_ftype, stoi
@@ -17,13 +18,11 @@ from .patterns import TensorTypeRule, parse_tensor_type_file
 from .simulate import Simulation, simulate
 
 PROGRAM = "llama-quantize"
+MAX_TYPE_FILE = 8 * MiB       # a --tensor-type-file: room for patterns.MAX_RULES long patterns
 
 
 def _read_text(path: str) -> str:
-    try:
-        return Path(path).read_text()
-    except OSError as e:
-        raise RecipeError(f"cannot read tensor type file '{path}': {e.strerror or e}") from None
+    return read_text(path, "tensor type file", MAX_TYPE_FILE, RecipeError)
 
 
 @dataclass
@@ -71,7 +70,7 @@ class QuantizeCommand:
         """--tensor-type and --tensor-type-file entries merged in command-line order."""
         out: list[TensorTypeRule] = []
         for kind, value in self.type_args:
-            out += [TensorTypeRule.parse(value)] if kind == "tensor-type" else parse_tensor_type_file(read(value))
+            out += [TensorTypeRule.parse(value)] if kind == "tensor-type" else parse_tensor_type_file(read(value), value)
         return out
 
     def options(self, read: Callable[[str], str] = _read_text) -> QuantizeOptions:
@@ -130,7 +129,9 @@ class QuantizeCommand:
         Options come first; every argument that starts with '--' is one. Then come the input, an
         optional output, the ftype and an optional thread count. The output is omitted when the
         argument after the input already parses as an ftype. With `input_optional` (the caller knows the
-        model), a lone ftype after the options is accepted too; model_in is then "".
+        model), the input may be left out: positionals that start with an ftype that is not a file name
+        ('Q4_K_M', 'Q4_K_M -1', 'Q4_K_M 8') are read as llama-quantize reads them after the input; model_in
+        is then "".
         """
         args = list(argv)
         cmd = cls()
@@ -178,9 +179,9 @@ class QuantizeCommand:
         return cmd
 
     def _positionals(self, pos: list[str], input_optional: bool) -> None:
-        if input_optional and len(pos) == 1:
-            if parse_ftype(pos[0]) is None:
-                raise RecipeError(f"invalid ftype '{pos[0]}' (the arguments end with at least an ftype)")
+        if input_optional and len(pos) == 1 and parse_ftype(pos[0]) is None:
+            raise RecipeError(f"invalid ftype '{pos[0]}' (the arguments end with at least an ftype)")
+        if input_optional and pos and parse_ftype(pos[0]) is not None and not Path(pos[0]).is_file():
             pos = ["", *pos]
         if len(pos) < 2:
             raise RecipeError("llama-quantize needs at least an input model and an ftype")

@@ -62,9 +62,13 @@ def _reject_unsupported(key: str) -> None:
 
 
 def stoi(arg: str) -> int | None:
-    """std::stoi: optional blanks and sign, then the longest digit prefix ("8b.gguf" -> 8)."""
-    m = re.match(r"\s*[+-]?[0-9]+", arg)
-    return int(m.group(0)) if m else None
+    """std::stoi: optional blanks and sign, then the longest digit prefix ("8b.gguf" -> 8); None where it
+    throws (no digits, or out of int's range)."""
+    m = re.match(r"\s*([+-]?)0*([0-9]+)", arg)
+    if not m or len(m.group(2)) > 10:
+        return None
+    v = int(m.group(1) + m.group(2))
+    return v if -2**31 <= v < 2**31 else None
 
 
 def parse_ftype(arg: str) -> str | None:

@@ -19,13 +19,14 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from .. import qtypes
-from ..errors import RecipeError
+from ..errors import PrismError, RecipeError
 from ..qtypes import QType
 
 # escapes ECMAScript gives a meaning (lower case only: llama-quantize lower-cases the pattern); any other
 # letter is an identity escape there (libstdc++: "\\attn" matches "attn"), while Python reads \\a as BEL
 # and rejects \\q or \\z
 _ECMA_ESCAPES = frozenset("dswbfnrtvxu")
+MAX_RULES = 1 << 16     # patterns of one recipe (a plan needs at most one per tensor)
 
 
 def _python_regex(pattern: str) -> str:
@@ -72,6 +73,37 @@ def _python_regex(pattern: str) -> str:
     return "".join(out)
 
 
+_UNBOUNDED = re.compile(r"[*+]|\{[0-9]+,\}")
+
+
+def _nested_repetition(pattern: str) -> bool:
+    """A group with an unbounded repetition inside, itself repeated without bound ('(a+)+', '(.*.*)*'):
+    backtracking matchers (Python's re, and llama-quantize's std::regex) take exponential time on it."""
+    groups: list[bool] = []      # per open group: it holds an unbounded repetition
+    i, in_class = 0, False
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+        elif c == "(":
+            groups.append(False)
+        elif c == ")" and groups:
+            inner, repeated = groups.pop(), _UNBOUNDED.match(pattern, i + 1) is not None
+            if inner and repeated:
+                return True
+            if groups:
+                groups[-1] |= inner or repeated
+        elif groups and _UNBOUNDED.match(pattern, i):
+            groups[-1] = True
+        i += 1
+    return False
+
+
 @dataclass(frozen=True)
 class TensorTypeRule:
     """One --tensor-type NAME=TYPE as llama-quantize parses it (parse_tensor_type). `written` is NAME as
@@ -95,12 +127,17 @@ class TensorTypeRule:
 
     @classmethod
     def make(cls, written: str, qtype: str | int | QType) -> "TensorTypeRule":
+        if _nested_repetition(written):
+            raise RecipeError(f"--tensor-type pattern '{written[:60]}' repeats a repetition ('(a+)+'): matching "
+                              "it takes exponential time (in llama-quantize too); write it without the nesting")
         try:
             rx = re.compile(_python_regex(written.lower()), re.ASCII)
         except ValueError as e:
             raise RecipeError(f"--tensor-type pattern '{written}': {e}") from None
         except re.error as e:
             raise RecipeError(f"--tensor-type pattern '{written}' is not a valid regex: {e}") from None
+        except RecursionError:
+            raise RecipeError(f"--tensor-type pattern '{written[:60]}...' is nested too deeply") from None
         qt = qtype if isinstance(qtype, QType) else qtypes.get(qtype)
         return cls(written, qt, rx)
 
@@ -122,9 +159,18 @@ class TensorTypeRule:
         return self.regex.search(name) is not None
 
 
-def parse_tensor_type_file(text: str) -> list[TensorTypeRule]:
+def parse_tensor_type_file(text: str, source: str = "tensor type file") -> list[TensorTypeRule]:
     """parse_tensor_type_file: whitespace-separated NAME=TYPE tokens, no comments."""
-    return [TensorTypeRule.parse(tok) for tok in text.split()]
+    n = sum(1 for _ in re.finditer(r"\S+", text))      # counted before a list of them is made
+    if n > MAX_RULES:
+        raise RecipeError(f"{source}: {n:,} patterns, more than the {MAX_RULES:,} a recipe may have")
+    rules = []
+    for tok in text.split():
+        try:
+            rules.append(TensorTypeRule.parse(tok))
+        except PrismError as e:
+            raise RecipeError(f"{source}: {e}") from None
+    return rules
 
 
 # -- writing patterns ---------------------------------------------------------------------------------

@@ -152,6 +152,7 @@ def analyze(model: Model, settings: Settings, *, imatrix: Imatrix | None = None,
     if resume and out is not None and out.exists():
         prev = Analysis.load(out)
         if prev.model == ident and prev.settings == settings.key() and prev.imatrix == im_ident:
+            prev.check_model(model, {t.name for t in quantizable_tensors(model)}, str(out))
             analysis.tensors = prev.tensors
     tensors = quantizable_tensors(model)
     if not tensors:

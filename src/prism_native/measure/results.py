@@ -11,16 +11,20 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from .. import __version__
 from ..errors import FileFormatError
+from ..read.bounded import MiB, load_json
 from ..read.model import Model
+from ..write.output import write_file
 
 FORMAT = "prism-analysis/1"
+MAX_BYTES = 64 * MiB          # ~2 KB per tensor: room for 30,000 tensors
+MAX_DEPTH = 8                 # the file's own structure is 5 levels deep
+_MAX_METRIC = 1e30            # larger measured values are damage, and would overflow the scoring
 
 
 @dataclass
@@ -77,31 +81,85 @@ class Analysis:
                          "tensors": {n: asdict(t) for n, t in self.tensors.items()}})
 
     @classmethod
-    def from_json(cls, d: dict[str, Any], source: str = "results file") -> "Analysis":
-        if d.get("format") != FORMAT:
-            raise FileFormatError(f"{source}: not a prism_native analysis (format {d.get('format')!r})")
-        tensors = {n: TensorResult(**_from_json(t)) for n, t in d.get("tensors", {}).items()}
-        return cls(d["model"], d["settings"], d.get("imatrix"), d.get("weights", {}), tensors,
-                   bool(d.get("complete")), d.get("tool", "?"))
+    def from_json(cls, d: Any, source: str = "results file") -> "Analysis":
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            fmt = d.get("format") if isinstance(d, dict) else None
+            raise FileFormatError(f"{source}: not a prism_native analysis (format {fmt!r})")
+        model, settings, imatrix, weights, tensors = (d.get(k) for k in
+                                                      ("model", "settings", "imatrix", "weights", "tensors"))
+        if not (isinstance(model, dict) and isinstance(model.get("path"), str) and isinstance(settings, dict)
+                and (imatrix is None or isinstance(imatrix, dict) and isinstance(imatrix.get("path"), str))
+                and isinstance(weights or {}, dict) and isinstance(tensors or {}, dict)):
+            raise FileFormatError(f"{source}: damaged results file (model, settings, imatrix, weights or "
+                                  "tensors of the wrong kind)")
+        for k, v in (weights or {}).items():
+            if not _number(v):
+                raise FileFormatError(f"{source}: damaged results file (weight {k} = {v!r})")
+        return cls(model, settings, imatrix, dict(weights or {}),
+                   {n: _tensor(source, n, t) for n, t in (tensors or {}).items()},
+                   d.get("complete") is True, str(d.get("tool", "?")))
 
     def save(self, path: Path) -> None:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=1, allow_nan=False))
-        os.replace(tmp, path)
+        """Atomically, under a unique temporary name: concurrent runs on one model never mix files."""
+        write_file(path, json.dumps(self.to_json(), indent=1, allow_nan=False).encode())
 
     @classmethod
     def load(cls, path: str | Path) -> "Analysis":
-        p = Path(path)
-        try:
-            d = json.loads(p.read_text())
-        except FileNotFoundError:
-            raise FileFormatError(f"{p}: results file not found") from None
-        except (OSError, ValueError) as e:
-            raise FileFormatError(f"{p}: unreadable results file ({e})") from None
-        try:
-            return cls.from_json(d, str(p))
-        except (KeyError, TypeError) as e:
-            raise FileFormatError(f"{p}: damaged results file ({e})") from None
+        return cls.from_json(load_json(path, "results file", MAX_BYTES, MAX_DEPTH), str(path))
+
+    def check_model(self, model: Model, quantizable: set[str], source: str) -> None:
+        """Refuse records the model cannot have: another tensor's name, shape or size."""
+        for name, r in self.tensors.items():
+            if name not in quantizable:
+                raise FileFormatError(f"{source}: {name} is not a tensor llama-quantize quantizes in {model.path}")
+            t = model.tensor(name)
+            if list(t.shape) != r.shape or t.n_elements != r.n_params:
+                raise FileFormatError(f"{source}: {name} has shape {r.shape}, the model's is {list(t.shape)}")
+        want = self.settings.get("candidates")
+        if not (isinstance(want, list) and all(isinstance(t, str) for t in want)):
+            raise FileFormatError(f"{source}: damaged results file (settings.candidates = {want!r:.60})")
+        odd = next((n for n, r in self.tensors.items() if set(r.errors) != set(want)), None)
+        if odd is not None:
+            raise FileFormatError(f"{source}: {odd} was not measured in the types the file's settings name")
+
+
+def _number(v: Any, lo: float = -_MAX_METRIC) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and lo <= v <= _MAX_METRIC
+
+
+def _count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 62
+
+
+def _str_map(v: Any, ok: Any) -> bool:
+    return isinstance(v, dict) and all(ok(x) for x in v.values())
+
+
+# what each kind of field may hold in the file (NaN is stored as null)
+_VALID = {
+    "str": lambda v: isinstance(v, str),
+    "int": _count,
+    "int | None": lambda v: v is None or _count(v),
+    "bool": lambda v: isinstance(v, bool),
+    "float": lambda v: v is None or _number(v),
+    "list[int]": lambda v: isinstance(v, list) and 1 <= len(v) <= 4 and all(_count(x) and x for x in v),
+    "dict[str, float]": lambda v: _str_map(v, lambda x: x is None or _number(x)),
+    "dict[str, str]": lambda v: _str_map(v, lambda x: isinstance(x, str)),
+    "dict[str, dict[str, Any]]": lambda v: _str_map(v, lambda e: isinstance(e, dict) and isinstance(e.get("type"), str)
+                                                    and (e.get("rel_error") is None or _number(e["rel_error"], 0.0))),
+}
+
+
+def _tensor(source: str, name: str, t: Any) -> TensorResult:
+    if not isinstance(t, dict):
+        raise FileFormatError(f"{source}: damaged results file (tensor {name} is not an object)")
+    for f in fields(TensorResult):
+        if f.name in t and not _VALID[str(f.type)](t[f.name]):
+            raise FileFormatError(f"{source}: damaged results file (tensor {name}: {f.name} = {t[f.name]!r:.60})")
+    try:
+        return TensorResult(**_from_json(t))
+    except TypeError as e:     # a field missing or unknown
+        raise FileFormatError(f"{source}: damaged results file (tensor {name}: {e})") from None
 
 
 def _to_json(v: Any) -> Any:

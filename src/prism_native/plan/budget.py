@@ -12,6 +12,7 @@ from ..llama.sizes import estimate, pad, tensor_nbytes
 from ..measure.results import Analysis
 from ..read.model import Model
 
+MAX_SIZE = 2**60    # bytes; beyond any file system, and exact as a float
 _SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([KMGT]?I?B?)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "B": 1, "K": 10**3, "KB": 10**3, "M": 10**6, "MB": 10**6, "G": 10**9, "GB": 10**9,
           "T": 10**12, "TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40,
@@ -24,7 +25,10 @@ def parse_size(text: str) -> int:
     unit = (m.group(2) or "").upper() if m else ""
     if not m or unit not in _UNITS:
         raise UsageError(f"cannot read size '{text}' (examples: 4.2GiB, 3.5GB, 900MiB, 123456789)")
-    return int(float(m.group(1)) * _UNITS[unit])
+    n = float(m.group(1)) * _UNITS[unit]
+    if not n < MAX_SIZE:           # inf from a number too long for a float too
+        raise UsageError(f"size '{text}' is more than the {MAX_SIZE // 2**50:,} PiB a budget may be")
+    return int(n)
 
 
 def fmt_bytes(n: float) -> str:

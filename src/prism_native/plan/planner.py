@@ -20,7 +20,7 @@ from ..measure.quant_error import CANDIDATES
 from ..measure.results import Analysis
 from ..read.layout import quoted
 from ..read.model import Model
-from .allocate import Allocation, Group, TensorCost, allocate
+from .allocate import Allocation, Group, TensorCost, allocate, cost_range
 from .budget import Budget, byte_budget
 from .recipe import Recipe, build_recipe
 from .score import FITTED_BETA, effective_params, fan_out
@@ -35,13 +35,15 @@ class Plan:
     recipe: Recipe
     size: SizeEstimate
     classes: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)     # said to the user, not errors
 
     def to_json(self) -> dict[str, Any]:
         a = self.allocation
         return {"budget": {"kind": self.budget.kind, "value": self.budget.value},
                 "class_types": a.group_types, "overrides": a.overrides, "tensor_types": a.tensor_types,
                 "total_distortion": a.total_distortion, "class_distortion": a.class_distortion,
-                "size": self.size.as_dict(), "classes": self.classes, "recipe": self.recipe.to_dict()}
+                "size": self.size.as_dict(), "classes": self.classes, "recipe": self.recipe.to_dict(),
+                "notes": self.notes}
 
 
 def _check_measured(analysis: Analysis, types: Sequence[str]) -> None:
@@ -153,9 +155,15 @@ def make_plan(model: Model, analysis: Analysis, budget: Budget, *, types: Sequen
             raise UsageError(f"type {t} cannot be planned (prism_native has no bit-exact quantizer for it)")
     groups = build_groups(model, analysis, types, padded=budget.kind == "size", distortion=distortion)
     avail, fmt = byte_budget(model, analysis, budget, extra_kv)
+    notes = []
+    top = cost_range(groups)[1]
+    if avail > top:      # more than every tensor's dearest candidate: that is the best plan
+        notes.append(f"the budget ({budget.describe()}) is above the most expensive plan of the candidate "
+                     f"types ({fmt(top)}); this is that plan")
+        avail = top
     alloc = allocate(groups, avail, max_overrides=max_overrides, fmt=fmt)
     specs = [TensorSpec.of(t, model.arch) for t in model.tensors]
     recipe = build_recipe(specs, alloc.tensor_types, hparams=model.hparams)
     written = {n: qtypes.get(w) for n, w in recipe.written.items()}
     size = estimate(model, written, extra_kv=extra_kv, quantized=list(analysis.tensors))
-    return Plan(budget, alloc, recipe, size, class_rows(analysis, alloc, model))
+    return Plan(budget, alloc, recipe, size, class_rows(analysis, alloc, model), notes)

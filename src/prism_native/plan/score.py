@@ -26,6 +26,9 @@ from ..read.model import Model
 FITTED_BETA = 0.775
 
 
+MAX_WEIGHT = 25.0     # |z| <= 3 over ~10 terms: exp stays finite
+
+
 @dataclass(frozen=True)
 class Weights:
     # Fitted to measured damage on six small models trained here from scratch and converted to F16
@@ -67,6 +70,9 @@ class Weights:
                 vals[key] = float(val)
             except ValueError:
                 raise UsageError(f"bad --weights value '{val}' for {key}") from None
+            if not abs(vals[key]) <= MAX_WEIGHT:      # NaN too
+                raise UsageError(f"--weights {key}={val} is outside [-{MAX_WEIGHT}, {MAX_WEIGHT}] "
+                                 "(larger weights overflow the score's exponential)")
         return cls(**vals)
 
     def as_dict(self) -> dict[str, float]:

@@ -18,11 +18,14 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FileFormatError
+from .bounded import MiB, read_bytes
 
 GGUF_MAGIC = b"GGUF"
 KV_DATASETS = "imatrix.datasets"
 KV_CHUNK_COUNT = "imatrix.chunk_count"
 KV_CHUNK_SIZE = "imatrix.chunk_size"
+MAX_DAT_BYTES = 4096 * MiB     # a legacy .dat is read whole
+MAX_COUNT = 2.0 ** 62          # a count of calls; float32 counts beyond this are damage
 
 
 @dataclass
@@ -62,20 +65,22 @@ class Imatrix:
 def load_imatrix(path: str | Path) -> Imatrix:
     p = Path(path)
     if not p.is_file():
-        raise FileFormatError(f"{p}: imatrix file not found")
+        raise FileFormatError(f"{p}: imatrix file {'is not a regular file' if p.exists() else 'not found'}")
     with open(p, "rb") as f:
         head = f.read(4)
     imat = _load_gguf(p) if head == GGUF_MAGIC else _load_dat(p)
     for name, v in imat.entries.items():
         if not np.all(np.isfinite(v)):
             raise FileFormatError(f"{p}: imatrix entry {name} contains non-finite values")
+        if np.any(v < 0):          # sums of squares; the quantizers' weights cannot be negative
+            raise FileFormatError(f"{p}: imatrix entry {name} contains negative values")
     if not imat.entries:
         raise FileFormatError(f"{p}: imatrix holds no entries")
     return imat
 
 
 def _load_dat(p: Path) -> Imatrix:
-    data = p.read_bytes()
+    data = read_bytes(p, "imatrix file", MAX_DAT_BYTES)
     pos = 0
 
     def take(fmt: str) -> tuple:
@@ -156,6 +161,9 @@ def _load_gguf(p: Path) -> Imatrix:
         if c.size == 0 or s.size % c.size:
             raise FileFormatError(f"{p}: imatrix entry {name}: {s.size} sums do not split into {c.size} matrices")
         ne0 = s.size // c.size
+        if not np.all(np.abs(c) < MAX_COUNT):     # NaN too; lround of these is undefined in C
+            raise FileFormatError(f"{p}: imatrix entry {name} has a count out of range "
+                                  f"({c[~(np.abs(c) < MAX_COUNT)][0]:g})")
         cnt = np.array([float(round_half_away(float(x))) for x in c], dtype=np.float32)
         out = np.empty_like(s)
         for j, cj in enumerate(cnt):

@@ -21,10 +21,14 @@ from ..llama.decide import TensorSpec
 from ..measure.results import Analysis
 from ..plan.recipe import build_recipe
 from ..plan.score import Weights, fan_out
+from ..read.bounded import MiB, load_json
 from ..read.model import Model
+from ..write.output import write_file
 from .evaluate import IMATRIX, MODEL_IN, MODEL_OUT, Evaluation, Method, Row, Setup
 
 FORMAT = "prism-ablation/1"
+MAX_BYTES = 256 * MiB       # per-tensor tables of the largest models
+MAX_DEPTH = 16
 SERIES = "ablation"
 METRICS = tuple(f.name for f in Weights.__dataclass_fields__.values())   # the composite's inputs
 BY = ("class", "layer")
@@ -148,17 +152,12 @@ def run(setup: Setup, analysis: Analysis, unit_list: Sequence[Unit], low: Sequen
 
 def save(data: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, separators=(",", ":"), allow_nan=False))   # large: per-tensor tables
+    write_file(path, json.dumps(data, separators=(",", ":"), allow_nan=False).encode())   # large: per-tensor tables
 
 
 def load(path: str | Path) -> dict[str, Any]:
     p = Path(path)
-    try:
-        data = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise FileFormatError(f"{p}: no such file") from None
-    except (ValueError, UnicodeDecodeError):
-        raise FileFormatError(f"{p}: not an ablation file (not JSON)") from None
+    data = load_json(p, "ablation file", MAX_BYTES, MAX_DEPTH)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise FileFormatError(f"{p}: not an ablation file (format {FORMAT} expected)")
     return data

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence, TextIO
 
-from ..errors import PrismError, UsageError
+from ..errors import FileFormatError, PrismError, UsageError
 from ..llama.command import PROGRAM, QuantizeCommand
 from ..llama.decide import TensorSpec
 from ..llama.diagnose import imatrix_needed
@@ -31,7 +31,11 @@ from ..measure.results import Analysis, model_identity
 from ..plan.budget import Budget
 from ..plan.planner import imatrix_extra_kv, make_plan, needs_requantize
 from ..progress import Progress, fmt_secs
+from ..read.bounded import MiB, load_json
 from ..read.model import Model
+from ..write.output import write_file
+
+CACHE_BYTES = 64 * MiB      # measurements.json: one small record per measured file
 
 SERIES_REFERENCE = "reference"
 SERIES_FTYPE = "llama.cpp"
@@ -204,9 +208,10 @@ class Store:
         (root / "logs").mkdir(exist_ok=True)
         self._file = root / "measurements.json"
         try:
-            self._data: dict[str, Any] = json.loads(self._file.read_text()) if self._file.exists() else {}
-        except ValueError:
-            self._data = {}          # a damaged cache only costs a rerun
+            data = load_json(self._file, "measurement cache", CACHE_BYTES, 16) if self._file.exists() else {}
+        except FileFormatError:
+            data = {}                # a damaged cache only costs a rerun
+        self._data: dict[str, Any] = data if isinstance(data, dict) else {}
 
     def get(self, key: str) -> Row | None:
         d = self._data.get(key)
@@ -214,9 +219,7 @@ class Store:
 
     def put(self, row: Row) -> None:
         self._data[row.key] = row.to_json()
-        tmp = self._file.with_name(self._file.name + ".tmp")
-        tmp.write_text(json.dumps(self._data, indent=1, allow_nan=False))
-        os.replace(tmp, self._file)
+        write_file(self._file, json.dumps(self._data, indent=1, allow_nan=False).encode())
 
     def log(self, key: str, kind: str, text: str) -> None:
         (self.root / "logs" / f"{key}.{kind}.log").write_text(text)

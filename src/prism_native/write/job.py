@@ -206,8 +206,9 @@ def _tensor_job(d: Decision, t: TensorInfo, data: dict[str, np.ndarray], params:
         elif entry.size == t.n_per_row * n_mat:
             w = entry.reshape(n_mat, t.n_per_row)
         elif t.name not in TOKEN_EMBD_NAMES:
-            raise RecipeError(f"imatrix size {entry.size} is different from tensor size {t.n_per_row * n_mat} "
-                              f"for {t.name}")
+            where = f"{params.imatrix.path}: " if params.imatrix is not None else ""
+            raise RecipeError(f"{where}imatrix size {entry.size} is different from tensor size "
+                              f"{t.n_per_row * n_mat} for {t.name}")
         else:
             notes.append(f"imatrix size {entry.size} is different from tensor size {t.n_per_row * n_mat} for "
                          f"{t.name}; quantized without importance weights")

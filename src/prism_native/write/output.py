@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -27,26 +28,70 @@ def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
+                       (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket")):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def _stat(path: Path, given: Path, what: str) -> os.stat_result | None:
+    """stat (links followed); None when the name does not exist yet; else a one-line OutputError."""
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        reason = "a symbolic-link loop" if e.errno == errno.ELOOP else (e.strerror or str(e))
+        raise OutputError(f"{given}: cannot use {what}: {reason}") from None
+
+
 def check_destination(dst: str | Path, inputs: Iterable[str | Path]) -> Path:
-    """The path to write (symbolic links followed), after refusing an output that is an input (also
-    through a link), a directory, or in a folder that is missing or not writable. std::filesystem::
-    equivalent is llama-quantize's same-file test; this one also catches a link to another part."""
+    """The path to write (symbolic links followed). The one rule for every file prism_native writes:
+    only a regular file or a new name, never a directory, device, FIFO or socket (a rename over them
+    would replace the node), and never a file the command reads (`inputs`: the model's parts, an
+    imatrix, a recipe, a tensor-type or results file), also through a symbolic or hard link.
+    std::filesystem::equivalent is llama-quantize's same-file test; this one covers every input."""
     given = Path(dst)
     if str(dst) == "":
         raise OutputError("empty output path")
-    final = given.resolve()
-    if final.is_dir():
-        raise OutputError(f"{given}: is a directory; give the output file's name")
-    if final.exists():
-        st = final.stat()
+    final = Path(os.path.realpath(given))
+    st = _stat(final, given, "this path")
+    if st is not None:
+        if stat.S_ISDIR(st.st_mode):
+            raise OutputError(f"{given}: is a directory; give the output file's name")
+        if not stat.S_ISREG(st.st_mode):
+            raise OutputError(f"{given}: is a {_kind(st.st_mode)}, not a regular file; refusing to replace it")
         for p in inputs:
-            if _same_file(st, Path(p).stat()):
-                raise OutputError(f"{given}: is the input model {p}; refusing to overwrite the input")
+            try:
+                same = _same_file(st, os.stat(p))
+            except (OSError, ValueError):
+                continue                      # an input that is not there is its reader's problem
+            if same:
+                raise OutputError(f"{given}: is {p}, which this command reads; refusing to overwrite the input")
     folder = final.parent
-    if not folder.is_dir():
+    fst = _stat(folder, given, "its folder")
+    if fst is None or not stat.S_ISDIR(fst.st_mode):
         raise OutputError(f"{given}: folder {folder} does not exist")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise OutputError(f"{given}: folder {folder} is not writable")
+    try:
+        name_max = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    if len(os.fsencode(final.name)) > name_max:
+        raise OutputError(f"{given}: the file name is longer than the {name_max} bytes this file system allows")
+    return final
+
+
+def write_file(dst: str | Path, data: bytes, inputs: Iterable[str | Path] = ()) -> Path:
+    """A small file (results, plan, tensor-type file) written whole under the same rule, atomically: a
+    unique temporary name renamed at the end, so that concurrent writers never mix or lose a file."""
+    final = check_destination(dst, inputs)
+    with AtomicOutput(final) as out:
+        out.write(data)
+        out.commit()
     return final
 
 
@@ -84,7 +129,7 @@ class AtomicOutput:
 
     def __enter__(self) -> AtomicOutput:
         try:
-            fd, tmp = tempfile.mkstemp(dir=self.final.parent, prefix=f".{self.final.name}.", suffix=".part")
+            fd, tmp = tempfile.mkstemp(dir=self.final.parent, prefix=_temp_prefix(self.final.name), suffix=".part")
         except OSError as e:
             raise OutputError(_os_message(self.final, e)) from None
         self._tmp = Path(tmp)
@@ -117,6 +162,9 @@ class AtomicOutput:
         try:
             self._file.close()
             os.chmod(self._tmp, 0o666 & ~_umask())
+            st = _stat(self.final, self.final, "this path")
+            if st is not None and not stat.S_ISREG(st.st_mode):   # replaced since check_destination
+                raise OutputError(f"{self.final}: is no longer a regular file; refusing to replace it")
             os.replace(self._tmp, self.final)
         except OSError as e:
             raise OutputError(_os_message(self.final, e)) from None
@@ -135,6 +183,11 @@ class AtomicOutput:
             except OSError:
                 pass
             self._tmp = None
+
+
+def _temp_prefix(name: str) -> str:
+    """`.NAME.`, or a fixed prefix when NAME leaves no room for the temporary name's 14 extra bytes."""
+    return f".{name}." if len(os.fsencode(name)) <= 200 else ".prism-output."
 
 
 def _umask() -> int:

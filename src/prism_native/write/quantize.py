@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
@@ -76,12 +76,15 @@ def _write_tensor(out: AtomicOutput, source: TensorSource, tj: TensorJob, thread
     return n
 
 
-def write_job(job: Job, dst: str | Path, *, threads: int = 0, progress: bool | Progress = True) -> QuantizeResult:
-    """Write `job` to `dst` (temporary name, renamed at the end); checks the destination and free space
-    first. `progress`: a Progress to update, True for a line on a terminal's stderr, False for none."""
+def write_job(job: Job, dst: str | Path, *, threads: int = 0, progress: bool | Progress = True,
+              inputs: Iterable[str | Path] = ()) -> QuantizeResult:
+    """Write `job` to `dst` (temporary name, renamed at the end); checks the destination (never the model
+    or one of the other files the command reads, `inputs`) and free space first. `progress`: a Progress
+    to update, True for a line on a terminal's stderr, False for none."""
     if threads < 0:
         raise UsageError("threads must be >= 0 (0: all cores)")
-    final = check_destination(dst, job.model.parts)
+    threads = min(threads, os.cpu_count() or 1)      # more than the cores changes no byte, only memory
+    final = check_destination(dst, [*job.model.parts, *inputs])
     check_space(final, job.file_bytes)
     bar = progress if isinstance(progress, Progress) else Progress(
         job.input_bytes, "quantize", enabled=None if progress else False, rate_unit="MB/s", rate_scale=1e-6)
@@ -164,6 +167,7 @@ def quantize_model(src: str | Path | Model, dst: str | Path, plan_or_types: Choi
         raise UsageError(f"src must be a path or an opened Model, not {type(src).__name__}")
     if not isinstance(dst, (str, Path)):
         raise UsageError(f"dst must be a path, not {type(dst).__name__}")
-    check_destination(dst, model.parts)
+    inputs = [imatrix] if isinstance(imatrix, (str, Path)) else []
+    check_destination(dst, [*model.parts, *inputs])
     job = build_job(model, params_for(model, plan_or_types, imatrix))
-    return write_job(job, dst, threads=threads, progress=progress)
+    return write_job(job, dst, threads=threads, progress=progress, inputs=inputs)

@@ -6,7 +6,6 @@ made for another model, or edited into something else, is refused instead of sil
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,10 +13,14 @@ from typing import Any
 from .. import qtypes
 from ..errors import PrismError, RecipeError
 from ..llama.command import QuantizeCommand
-from ..llama.patterns import TensorTypeRule
+from ..llama.patterns import MAX_RULES, TensorTypeRule
 from ..plan.recipe import Recipe
+from ..read.bounded import MiB, load_json
 from ..read.model import Model
 from .job import Job
+
+MAX_BYTES = 32 * MiB      # a plan lists each tensor a few times: ~300 bytes per tensor
+MAX_DEPTH = 16            # `plan --json` nests 5 levels deep
 
 
 @dataclass(frozen=True)
@@ -40,15 +43,18 @@ def _type_name(path: Path, where: str, value: Any) -> str:
         raise _fail(path, f"{where}: unknown type '{value}'") from None
 
 
+def _type_map(path: Path, key: str, value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _fail(path, f"{key} is not an object of tensor names and types")
+    return {str(k): _type_name(path, f"{key}[{k}]", v) for k, v in value.items()}
+
+
 def load_saved_plan(path: str | Path) -> SavedPlan:
     """Read `plan --json` output (one plan; a sweep's list only when it holds one)."""
     p = Path(path)
-    try:
-        d = json.loads(p.read_text())
-    except OSError as e:
-        raise RecipeError(f"{p}: cannot read: {e.strerror or e}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise RecipeError(f"{p}: not a JSON plan ({e})") from None
+    d = load_json(p, "saved plan", MAX_BYTES, MAX_DEPTH, RecipeError)
     if isinstance(d, list):
         if len(d) != 1:
             raise _fail(p, f"holds {len(d)} plans (a --sweep); save one plan with plan --bpw B --json")
@@ -56,16 +62,25 @@ def load_saved_plan(path: str | Path) -> SavedPlan:
     r = d.get("recipe") if isinstance(d, dict) else None
     if not isinstance(r, dict) or "base_type" not in r or not isinstance(r.get("tensor_types"), list):
         raise _fail(p, "no recipe in it (expected the JSON that plan --json prints)")
+    if len(r["tensor_types"]) > MAX_RULES:
+        raise _fail(p, f"{len(r['tensor_types'])} tensor_types, more than the {MAX_RULES} a plan may have")
     base = _type_name(p, "base_type", r["base_type"])
     overrides = []
     for i, o in enumerate(r["tensor_types"]):
         if not isinstance(o, dict) or not isinstance(o.get("pattern"), str):
             raise _fail(p, f"tensor_types[{i}] is not a {{pattern, type}} object")
-        overrides.append(TensorTypeRule.make(o["pattern"],
-                                             _type_name(p, f"tensor_types[{i}] ('{o['pattern']}')", o.get("type"))))
-    planned = {str(k): _type_name(p, f"planned[{k}]", v) for k, v in (r.get("planned") or {}).items()}
-    written = {str(k): _type_name(p, f"written[{k}]", v) for k, v in (r.get("written") or {}).items()}
-    recipe = Recipe(tuple(overrides), base, planned, written, tuple(r.get("requires_imatrix") or ()))
+        try:
+            rule = TensorTypeRule.make(o["pattern"], _type_name(p, f"tensor_types[{i}] ('{o['pattern']}')",
+                                                                 o.get("type")))
+        except PrismError as e:
+            raise _fail(p, f"tensor_types[{i}]: {e}") from None
+        overrides.append(rule)
+    requires = r.get("requires_imatrix")
+    requires = [] if requires is None else requires
+    if not isinstance(requires, list) or not all(isinstance(x, str) for x in requires):
+        raise _fail(p, "requires_imatrix is not a list of tensor names")
+    recipe = Recipe(tuple(overrides), base, _type_map(p, "planned", r.get("planned")),
+                    _type_map(p, "written", r.get("written")), tuple(requires))
     argv = d.get("argv")
     command = None
     if isinstance(argv, list) and all(isinstance(a, str) for a in argv):
