@@ -10,7 +10,9 @@ from ..llama.command import QuantizeCommand
 from ..measure.results import Analysis
 from ..plan.budget import Budget, fmt_bytes
 from ..plan.planner import Plan, imatrix_extra_kv, make_plan, needs_requantize
+from ..plan.plot import allocation_grid, check_plot_path, draw_allocation
 from ..read.model import Model
+from ..write.output import check_destination
 from .options import (add_analysis_arguments, add_budget_arguments, add_model_argument, add_plan_arguments, budgets,
                       load_analysis, plan_types)
 
@@ -23,6 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tensor-type-file", metavar="FILE",
                    help="also write the patterns to FILE and show the --tensor-type-file command")
     p.add_argument("--json", action="store_true", help="print everything as JSON")
+    p.add_argument("--plot", metavar="FILE", help="draw the allocation (layers x classes, coloured by bits per "
+                   "weight) to FILE.png or FILE.svg; needs matplotlib (the `plot` extra)")
     add_analysis_arguments(p)
 
 
@@ -63,13 +67,31 @@ def _print_plan(plan: Plan, model: Model, analysis: Analysis, args: argparse.Nam
         print(_command(plan, model, analysis, out, args.tensor_type_file).shell())
 
 
+def _plot_paths(path: Path, model: Model, plans: list[Plan]) -> list[Path]:
+    """FILE for one plan; FILE-<budget> for each of a sweep's."""
+    if len(plans) == 1:
+        return [path]
+    return [path.with_name(f"{path.stem}-{b.value:g}bpw{path.suffix}" if b.kind == "bpw" else
+                           f"{path.stem}-{b.value / 2**30:.2f}GiB{path.suffix}") for b in (p.budget for p in plans)]
+
+
+def _plot(path: Path, model: Model, plans: list[Plan]) -> None:
+    for p, out in zip(plans, _plot_paths(path, model, plans)):
+        check_destination(out, model.parts)
+        draw_allocation(allocation_grid(p, model.name), out)
+        print(f"allocation drawn in {out}", file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
     bs = budgets(args)
     types = plan_types(args)
+    plot = check_plot_path(args.plot) if args.plot else None
     model, analysis = load_analysis(args)
     extra = imatrix_extra_kv(analysis)
     plans = [make_plan(model, analysis, b, types=types, max_overrides=args.max_overrides, extra_kv=extra,
                        distortion=args.distortion) for b in bs]
+    if plot is not None:
+        _plot(plot, model, plans)
     if args.json:
         out = []
         for p in plans:
