@@ -8,7 +8,7 @@ import pytest
 
 from prism_native.cli import main
 from prism_native.errors import UsageError
-from prism_native.measure import analyze as an
+from prism_native.measure.results import Analysis
 from prism_native.plan.budget import Budget
 from prism_native.plan.planner import make_plan
 from prism_native.plan.plot import AllocationGrid, Cell, allocation_grid, check_plot_path, draw_allocation
@@ -25,13 +25,13 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def moe(synthetic, tmp_path_factory):
+    """The model, its scored analysis and the analysis file (as `analyze` writes it)."""
     path = synthetic("plot-moe", MOE)
-    model = open_model(path)
-    out = tmp_path_factory.mktemp("plot") / "moe.prism.json"
-    a = an.analyze(model, an.Settings(), out=out)
-    score_analysis(a, Weights())
-    a.save(out)
-    return model, a, out
+    res = tmp_path_factory.mktemp("plot") / "moe.prism.json"
+    assert main(["analyze", str(path), "-o", str(res), "-q"]) == 0
+    analysis = Analysis.load(res)
+    score_analysis(analysis, Weights())
+    return open_model(path), analysis, res
 
 
 def test_grid_has_every_planned_tensor_once(moe):
