@@ -50,26 +50,26 @@ def report_dither(res: DitherResult) -> None:
           f"{len(res.tensors) - len(done)} copied")
     if not res.noise:
         return
-    print(f"  {'class':<16} {'type':<6} {'noise / (step^2/12)':>20} {'(|noise| - step/2) / F16 half-ulp':>34}")
+    print(f"  {'class':<16} {'type':<10} {'noise / (step^2/12)':>20} {'(|noise| - step/2) / F16 half-ulp':>34}")
     types = {t.name: t.source_type for t in done}
     cls = _by_class([(t.name, t.mse * t.n_values, t.step_sq * t.n_values / 12) for t in done])
     excess = {c: max(t.max_excess for t in done if classify(t.name).cls == c) for c in cls}
     for c, (num, den) in cls.items():
         ty = ",".join(sorted({types[n] for n in types if classify(n).cls == c}))
-        print(f"  {c:<16} {ty:<6} {num / den if den else 0:>20.4f} {excess[c]:>34.3f}")
+        print(f"  {c:<16} {ty:<10} {num / den if den else 0:>20.4f} {excess[c]:>34.3f}")
 
 
 def report_rebuild(rows: list[Rebuild], path: Path) -> None:
     same = sum(r.identical for r in rows)
     print(f"{path}: the dithered model quantized back to the source types: {same} of {len(rows)} tensors "
           "byte-identical to the source")
-    print(f"  {'class':<16} {'type':<6} {'blocks identical':>17} {'error / (step^2/12)':>20}")
+    print(f"  {'class':<16} {'type':<10} {'blocks identical':>17} {'error / (step^2/12)':>20}")
     n = _by_class([(r.name, r.mse, r.step_sq / 12) for r in rows])
     blocks = _by_class([(r.name, r.same_blocks, 1.0) for r in rows])
     types = {r.name: r.qtype for r in rows}
     for c, (num, den) in n.items():
         ty = ",".join(sorted({types[k] for k in types if classify(k).cls == c}))
-        print(f"  {c:<16} {ty:<6} {blocks[c][0] / blocks[c][1]:>16.2%} {num / den if den else 0:>20.4f}")
+        print(f"  {c:<16} {ty:<10} {blocks[c][0] / blocks[c][1]:>16.2%} {num / den if den else 0:>20.4f}")
 
 
 def main(argv: list[str] | None = None) -> int:

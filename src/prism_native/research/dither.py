@@ -130,7 +130,7 @@ class TensorDither:
     n_values: int
     mse: float = 0.0
     step_sq: float = 0.0
-    max_excess: float = 0.0   # max over values of (|written - source| - step/2) / half an F16 ulp of written: <= 1
+    max_excess: float = 0.0   # max of (|written - source| - step/2) / half an F16 ulp of written: <= 1 (2 with values=)
 
     @property
     def dithered(self) -> bool:
