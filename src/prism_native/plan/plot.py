@@ -98,21 +98,20 @@ def _text_colour(rgba: tuple[float, ...]) -> str:
 
 
 def _paint(ax, rows: list[list[Cell | None]], level: dict[float, int], cmap, norm) -> None:  # noqa: ANN001
-    """Cells as coloured rectangles with their type written inside; missing cells light grey."""
+    """Cells as coloured rectangles with white borders and their type written inside (row 0 at the top);
+    missing cells light grey. Cell (i, j) spans [j, j+1] x [i, i+1]."""
     import numpy as np
 
     values = np.ma.masked_invalid(np.array([[level[c.bpw] if c else np.nan for c in row] for row in rows], float))
-    ax.imshow(values, cmap=cmap, norm=norm, aspect="auto", interpolation="nearest")
+    ax.pcolormesh(values, cmap=cmap, norm=norm, edgecolors="white", linewidth=1.2)
+    ax.set_xlim(0, len(rows[0]))
+    ax.set_ylim(len(rows), 0)
     for i, row in enumerate(rows):
         for j, c in enumerate(row):
             if c is not None:
-                ax.text(j, i, c.type, ha="center", va="center", fontsize=7.5,
+                ax.text(j + 0.5, i + 0.5, c.type, ha="center", va="center", fontsize=7.5,
                         color=_text_colour(cmap(norm(level[c.bpw]))), fontweight="bold" if c.override else "normal")
-    ax.set_xticks(np.arange(-0.5, len(rows[0]), 1), minor=True)
-    ax.set_yticks(np.arange(-0.5, len(rows), 1), minor=True)
-    ax.grid(which="minor", color="white", linewidth=1.2)
-    ax.tick_params(which="minor", length=0)
-    ax.tick_params(which="major", length=0, labelsize=8)
+    ax.tick_params(length=0, labelsize=8)
     ax.xaxis.tick_top()
     for side in ax.spines.values():
         side.set_visible(False)
@@ -152,14 +151,14 @@ def draw_allocation(grid: AllocationGrid, path: str | Path) -> Path:
     if n_out:
         ax = axes(y + GAP * 0.45, 1, n_out)
         _paint(ax, [[c for _, c in grid.outside]], level, cmap, norm)
-        ax.set_xticks(range(n_out), [name for name, _ in grid.outside])
-        ax.set_yticks([0], ["outside\nthe blocks"])
+        ax.set_xticks([j + 0.5 for j in range(n_out)], [name for name, _ in grid.outside])
+        ax.set_yticks([0.5], ["outside\nthe blocks"])
         y += strip
     if n_row:
         ax = axes(y + GAP * 0.85, n_row, n_col)
         _paint(ax, [[grid.cells.get((il, c)) for c in grid.columns] for il in grid.layers], level, cmap, norm)
-        ax.set_xticks(range(n_col), grid.columns, rotation=30, ha="left", rotation_mode="anchor")
-        ax.set_yticks(range(n_row), [f"blk {il}" for il in grid.layers])
+        ax.set_xticks([j + 0.5 for j in range(n_col)], grid.columns, rotation=30, ha="left", rotation_mode="anchor")
+        ax.set_yticks([i + 0.5 for i in range(n_row)], [f"blk {il}" for il in grid.layers])
     bar_h = min(height - TOP - BOTTOM, max(1.2, 0.45 * len(bpws)))
     bar_ax = fig.add_axes(((width - RIGHT + 0.6) / width, 1 - (TOP + GAP * 0.45 + bar_h) / height, 0.2 / width,
                            bar_h / height))
