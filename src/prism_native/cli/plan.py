@@ -35,8 +35,11 @@ def _out_path(model: Model, args: argparse.Namespace, budget: Budget) -> str:
     if args.out and not args.sweep:
         return args.out
     stem = (Path(args.out).name if args.out else model.path.name).removesuffix(".gguf")
-    tag = f"{budget.value:g}bpw" if budget.kind == "bpw" else f"{budget.value / 2**30:.2f}GiB"
-    return f"{stem}-prism-{tag}.gguf"
+    return f"{stem}-prism-{_tag(budget)}.gguf"
+
+
+def _tag(budget: Budget) -> str:
+    return f"{budget.value:g}bpw" if budget.kind == "bpw" else f"{budget.value / 2**30:.2f}GiB"
 
 
 def _command(plan: Plan, model: Model, analysis: Analysis, out: str, type_file: str | None = None) -> QuantizeCommand:
@@ -67,16 +70,15 @@ def _print_plan(plan: Plan, model: Model, analysis: Analysis, args: argparse.Nam
         print(_command(plan, model, analysis, out, args.tensor_type_file).shell())
 
 
-def _plot_paths(path: Path, model: Model, plans: list[Plan]) -> list[Path]:
+def _plot_paths(path: Path, plans: list[Plan]) -> list[Path]:
     """FILE for one plan; FILE-<budget> for each of a sweep's."""
     if len(plans) == 1:
         return [path]
-    return [path.with_name(f"{path.stem}-{b.value:g}bpw{path.suffix}" if b.kind == "bpw" else
-                           f"{path.stem}-{b.value / 2**30:.2f}GiB{path.suffix}") for b in (p.budget for p in plans)]
+    return [path.with_name(f"{path.stem}-{_tag(p.budget)}{path.suffix}") for p in plans]
 
 
 def _plot(path: Path, model: Model, plans: list[Plan]) -> None:
-    for p, out in zip(plans, _plot_paths(path, model, plans)):
+    for p, out in zip(plans, _plot_paths(path, plans)):
         check_destination(out, model.parts)
         draw_allocation(allocation_grid(p, model.name), out)
         print(f"allocation drawn in {out}", file=sys.stderr)

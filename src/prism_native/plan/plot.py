@@ -97,7 +97,7 @@ def _text_colour(rgba: tuple[float, ...]) -> str:
     return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
 
 
-def _paint(ax, rows: list[list[Cell | None]], level: dict[float, int], cmap, norm) -> None:  # noqa: ANN001
+def _paint(ax, rows: list[list[Cell | None]], level: dict[float, int], cmap, norm) -> None:
     """Cells as coloured rectangles with white borders and their type written inside (row 0 at the top);
     missing cells light grey. Cell (i, j) spans [j, j+1] x [i, i+1]."""
     import numpy as np
@@ -143,7 +143,7 @@ def draw_allocation(grid: AllocationGrid, path: str | Path) -> Path:
     height = TOP + strip + max(grid_h, len(bpws) * 0.3) + BOTTOM
     fig = Figure(figsize=(width, height))
 
-    def axes(top: float, rows: int, cols: int):     # noqa: ANN202
+    def axes(top: float, rows: int, cols: int):
         return fig.add_axes((LEFT / width, 1 - (top + rows * CELL_H) / height, cols * CELL_W / width,
                              rows * CELL_H / height))
 
