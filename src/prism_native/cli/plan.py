@@ -10,6 +10,7 @@ from ..llama.command import QuantizeCommand
 from ..measure.results import Analysis
 from ..plan.budget import Budget, fmt_bytes
 from ..plan.planner import Plan, imatrix_extra_kv, make_plan, needs_requantize
+from ..plan.plot import allocation_grid, check_plot_path, draw_allocation
 from ..read.model import Model
 from ..write.output import check_destination, write_file
 from .options import (
@@ -33,6 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tensor-type-file", metavar="FILE",
                    help="also write the patterns to FILE and show the --tensor-type-file command")
     p.add_argument("--json", action="store_true", help="print everything as JSON")
+    p.add_argument("--plot", metavar="FILE", help="draw the allocation (layers x classes, coloured by bits per "
+                   "weight) to FILE.png or FILE.svg; needs matplotlib (the `plot` extra)")
     add_analysis_arguments(p)
 
 
@@ -41,8 +44,11 @@ def _out_path(model: Model, args: argparse.Namespace, budget: Budget) -> str:
     if args.out and not args.sweep:
         return args.out
     stem = (Path(args.out).name if args.out else model.path.name).removesuffix(".gguf")
-    tag = f"{budget.value:g}bpw" if budget.kind == "bpw" else f"{budget.value / 2**30:.2f}GiB"
-    return f"{stem}-prism-{tag}.gguf"
+    return f"{stem}-prism-{_tag(budget)}.gguf"
+
+
+def _tag(budget: Budget) -> str:
+    return f"{budget.value:g}bpw" if budget.kind == "bpw" else f"{budget.value / 2**30:.2f}GiB"
 
 
 def _command(plan: Plan, model: Model, analysis: Analysis, out: str, type_file: str | None = None) -> QuantizeCommand:
@@ -74,9 +80,24 @@ def _print_plan(plan: Plan, model: Model, analysis: Analysis, args: argparse.Nam
         print(_command(plan, model, analysis, out, args.tensor_type_file).shell())
 
 
+def _plot_paths(path: Path, plans: list[Plan]) -> list[Path]:
+    """FILE for one plan; FILE-<budget> for each of a sweep's."""
+    if len(plans) == 1:
+        return [path]
+    return [path.with_name(f"{path.stem}-{_tag(p.budget)}{path.suffix}") for p in plans]
+
+
+def _plot(path: Path, model: Model, plans: list[Plan], inputs: list) -> None:
+    for p, out in zip(plans, _plot_paths(path, plans)):
+        check_destination(out, inputs)
+        draw_allocation(allocation_grid(p, model.name), out)
+        print(f"allocation drawn in {out}", file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
     bs = budgets(args)
     types = plan_types(args)
+    plot = check_plot_path(args.plot) if args.plot else None
     model, analysis = load_analysis(args)
     extra = imatrix_extra_kv(analysis)
     plans = [make_plan(model, analysis, b, types=types, max_overrides=args.max_overrides, extra_kv=extra,
@@ -87,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
               *([analysis.imatrix["path"]] if analysis.imatrix else [])]
     if args.tensor_type_file is not None:     # refused before anything is printed
         check_destination(args.tensor_type_file, inputs)
+    if plot is not None:
+        _plot(plot, model, plans, inputs)
     if args.json:
         out = []
         for p in plans:
