@@ -9,10 +9,11 @@ from pathlib import Path
 from ..llama.command import QuantizeCommand
 from ..measure.results import Analysis
 from ..plan.budget import Budget, fmt_bytes
+from ..plan.dry_run import dry_run, format_text
 from ..plan.planner import Plan, imatrix_extra_kv, make_plan, needs_requantize
 from ..read.model import Model
 from .options import (add_analysis_arguments, add_budget_arguments, add_model_argument, add_plan_arguments, budgets,
-                      load_analysis, plan_types)
+                      load_analysis, plan_types, resolve_model)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,6 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tensor-type-file", metavar="FILE",
                    help="also write the patterns to FILE and show the --tensor-type-file command")
     p.add_argument("--json", action="store_true", help="print everything as JSON")
+    p.add_argument("--dry-run", action="store_true",
+                   help="from the header alone, in seconds: sizes, classes, the feasible output range, what "
+                        "needs an imatrix (no tensor is read; the budget is optional)")
     add_analysis_arguments(p)
 
 
@@ -63,7 +67,22 @@ def _print_plan(plan: Plan, model: Model, analysis: Analysis, args: argparse.Nam
         print(_command(plan, model, analysis, out, args.tensor_type_file).shell())
 
 
+def _dry_run(args: argparse.Namespace) -> int:
+    model = resolve_model(args)
+    given = args.bpw is not None or args.size is not None or args.sweep
+    budget = budgets(args)[0] if given else None
+    d = dry_run(model, plan_types(args), budget, Path(args.out) if args.out else None)
+    if args.json:
+        json.dump(d.to_json(), sys.stdout, indent=1)
+        print()
+    else:
+        print(format_text(d))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.dry_run:
+        return _dry_run(args)
     bs = budgets(args)
     types = plan_types(args)
     model, analysis = load_analysis(args)

@@ -18,11 +18,12 @@ from ..errors import UsageError
 from ..llama.command import QuantizeCommand
 from ..llama.ftypes import parse_ftype
 from ..plan.budget import fmt_bytes
+from ..plan.dry_run import budget_file_bytes, smallest_output
 from ..plan.planner import imatrix_extra_kv, make_plan
 from ..read.imatrix import load_imatrix
 from ..read.model import Model
 from ..write.job import Job, build_job, params_from_command, params_from_recipe
-from ..write.output import check_destination
+from ..write.output import check_destination, check_space
 from ..write.quantize import QuantizeResult, write_job
 from ..write.saved_plan import check_against, load_saved_plan
 from .options import (
@@ -158,11 +159,12 @@ def _from_saved(args: argparse.Namespace) -> tuple[Job, str, bool]:
 def _from_budget(args: argparse.Namespace) -> tuple[Job, str, bool]:
     (budget,) = budgets(args)
     types = plan_types(args)
-    if args.output:       # refuse a bad destination before spending minutes on the analysis
-        probe = _model(args, None)
-        check_destination(args.output, probe.parts)
-    model, analysis = load_analysis(args)
     tag = f"{budget.value:g}bpw" if budget.kind == "bpw" else "size"
+    # refuse a bad destination, or a disk too small for the budget's output, before the analysis
+    probe = _model(args, None)
+    first = check_destination(args.output or _default_output(probe, tag), probe.parts)
+    check_space(first, budget_file_bytes(smallest_output(probe, types), budget))
+    model, analysis = load_analysis(args)
     out = args.output or _default_output(model, tag)
     check_destination(out, model.parts)
     plan = make_plan(model, analysis, budget, types=types, max_overrides=args.max_overrides,

@@ -8,6 +8,7 @@ tensor, instead of a traceback from numpy or gguf.
 """
 from __future__ import annotations
 
+import errno
 import math
 import mmap
 import re
@@ -126,6 +127,9 @@ def _open_part(path: Path) -> _Part:
             raise FileFormatError(f"{path}: empty file, not a GGUF model")
         data = np.memmap(path, mode="r")
     except OSError as e:
+        if e.errno == errno.ENOMEM:   # mmap: the file does not fit the address space left (ulimit -v)
+            raise FileFormatError(f"{path}: {path.stat().st_size:,} bytes do not fit in this process's address "
+                                  "space (mmap failed; raise ulimit -v or use a 64-bit system)") from None
         raise FileFormatError(f"{path}: cannot read: {e.strerror or e}") from None
     return _Part(read_layout(path, data), data)
 
@@ -195,6 +199,10 @@ class Model:
             no = part.layout.fields.get("split.no")
             if no is not None and _field_value(no) != i:
                 raise FileFormatError(f"{self.parts[i]}: split.no is {_field_value(no)}, expected {i}")
+            f = part.layout.fields.get("split.tensors.count")
+            if i and f is not None and _field_value(f) != self.kv("split.tensors.count"):
+                raise FileFormatError(f"{self.parts[i]}: part of another split set (split.tensors.count "
+                                      f"{_field_value(f)}, part 1 says {self.kv('split.tensors.count')})")
         total = self.kv("split.tensors.count")
         have = sum(len(p.layout.tensors) for p in self._parts)
         if total is not None and total != have:
