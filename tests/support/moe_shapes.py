@@ -68,13 +68,14 @@ class MoeShape:
         return {f"{a}.block_count": n_layer or self.n_layer, f"{a}.context_length": 4096,
                 f"{a}.embedding_length": self.n_embd, f"{a}.feed_forward_length": self.n_ff,
                 f"{a}.attention.head_count": self.n_head, f"{a}.attention.head_count_kv": self.n_head,
-                f"{a}.expert_count": experts or self.n_expert, f"{a}.expert_used_count": self.n_expert_used,
+                f"{a}.expert_count": experts or self.n_expert,
+                f"{a}.expert_used_count": min(self.n_expert_used, experts or self.n_expert),
                 f"{a}.leading_dense_block_count": self.n_dense, f"{a}.expert_feed_forward_length": self.n_ff_exp,
                 f"{a}.expert_shared_count": 1, f"{a}.attention.q_lora_rank": self.q_lora,
                 f"{a}.attention.kv_lora_rank": self.kv_lora, f"{a}.rope.dimension_count": self.rope_dim,
                 f"{a}.attention.key_length": self.head_k + self.rope_dim, f"{a}.attention.value_length": self.head_k,
                 f"{a}.attention.layer_norm_rms_epsilon": 1e-6, f"{a}.expert_weights_scale": 2.5,
-                f"{a}.expert_weights_norm": 1, f"{a}.expert_gating_func": 2, f"{a}.vocab_size": self.n_vocab,
+                f"{a}.expert_weights_norm": True, f"{a}.expert_gating_func": 2, f"{a}.vocab_size": self.n_vocab,
                 "general.name": self.name}
 
 

@@ -94,7 +94,9 @@ def add_byte_tokenizer(w: gguf.GGUFWriter, n_vocab: int) -> None:
 
 def add_kv(w: gguf.GGUFWriter, kv: dict[str, object]) -> None:
     for k, v in kv.items():
-        if isinstance(v, str):
+        if isinstance(v, bool):
+            w.add_bool(k, v)
+        elif isinstance(v, str):
             w.add_string(k, v)
         elif isinstance(v, float):
             w.add_float32(k, v)

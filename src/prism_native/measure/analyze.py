@@ -35,9 +35,10 @@ from .spectral import LineSample, SpectralMetrics, sample_lines, scaled_copy, sp
 from .values import Screen
 
 CHECKPOINT_SECONDS = 5.0   # an interrupted analyze loses at most this much work
-# Values per slab, per worker (256 MiB as float32): a larger tensor is read in slabs, never converted
-# whole; memory then holds one slab (plus one sample of lines of that size) per worker.
-SLAB_VALUES = 1 << 26
+# Values per slab, per worker (512 MiB as float32): a larger tensor is read in slabs, never converted
+# whole; memory then holds one slab (plus one sample of lines of that size) per worker. Every layer matrix
+# of DeepSeek-V3 / Kimi-K2 (up to 18432 x 7168) is one slab; the embeddings and expert stacks are not.
+SLAB_VALUES = 1 << 27
 
 
 @dataclass(frozen=True)
