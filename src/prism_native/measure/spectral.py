@@ -82,12 +82,12 @@ class LineSample:
 
 def sample_lines(shape: tuple[int, int], mode: Mode, max_values: int, rng_seed: int = 0,
                  config: SpectralConfig | None = None) -> np.ndarray:
-    """The lines of the long side that spectral_metrics samples for this shape (the plan's, the very ones
-    it draws for a whole matrix), capped at `max_values` values (a slab): more lines than that, the whole
-    long side included, become a uniform sample of max_values // N lines."""
+    """The lines of the long side that spectral_metrics samples for this shape: the plan's when it samples
+    (the very ones it draws for a whole matrix: at most max(4 N, budget / N^2) lines, bounded by the short
+    side alone), else a uniform sample of max_values // N lines (a slab) instead of the whole long side."""
     how = plan(shape, mode, config)
     long_side, n = max(shape), min(shape)
-    s = min(how.sampled_lines or long_side, max(1, max_values // n))
+    s = how.sampled_lines or min(long_side, max(1, max_values // n))
     return _draw_lines(np.random.default_rng(rng_seed), long_side, s)
 
 
