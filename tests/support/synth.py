@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Iterator
 
 import gguf
 import numpy as np
@@ -91,6 +92,55 @@ def add_byte_tokenizer(w: gguf.GGUFWriter, n_vocab: int) -> None:
     w.add_unk_token_id(0)
 
 
+def add_kv(w: gguf.GGUFWriter, kv: dict[str, object]) -> None:
+    for k, v in kv.items():
+        if isinstance(v, bool):
+            w.add_bool(k, v)
+        elif isinstance(v, str):
+            w.add_string(k, v)
+        elif isinstance(v, float):
+            w.add_float32(k, v)
+        elif isinstance(v, (list, tuple)):
+            w.add_array(k, list(v))          # per-layer values (INT32, which llama.cpp reads as uint32)
+        else:
+            w.add_uint32(k, int(v))  # type: ignore[arg-type]
+
+
+Fill = Callable[[str, tuple[int, ...], int], Iterator[bytes]]   # (name, ggml shape, bytes) -> the data
+
+
+def write_layout(path: Path, arch: str, kv: dict[str, object], tensors: dict[str, tuple[tuple[int, ...], str]], *,
+                 split_max_tensors: int = 0, fill: Fill | None = None) -> list[Path]:
+    """A GGUF (split set) of any tensor shapes and types, its data streamed from fill(name, shape, nbytes)
+    chunk by chunk, or, without fill, a sparse hole of the right size (a header claiming terabytes costs
+    no disk). Returns the parts' paths."""
+    from prism_native.llama.sizes import tensor_nbytes
+
+    w = gguf.GGUFWriter(path, arch, split_max_tensors=split_max_tensors)
+    add_kv(w, kv)
+    sizes = {}
+    for name, (shape, tname) in tensors.items():
+        sizes[name] = tensor_nbytes(shape, tname)
+        w.add_tensor_info(name, tuple(reversed(shape)), np.dtype(np.float32), sizes[name], raw_dtype=QT[tname])
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_ti_data_to_file()
+    assert w.fout is not None
+    paths = w.format_shard_names(Path(path))
+    for fout, shard in zip(w.fout, w.tensors):
+        pos = -(-fout.tell() // w.data_alignment) * w.data_alignment
+        for name in shard:
+            fout.seek(pos)
+            if fill is not None:
+                for chunk in fill(name, tensors[name][0], sizes[name]):
+                    fout.write(chunk)
+                assert fout.tell() == pos + sizes[name], name
+            pos += -(-sizes[name] // w.data_alignment) * w.data_alignment
+        fout.truncate(pos)
+        fout.close()
+    return paths
+
+
 def write(path: Path, spec: Spec, *, split_max_tensors: int = 0) -> dict[str, np.ndarray]:
     """Write the model; returns the float32 values of every tensor (before encoding)."""
     rng = np.random.default_rng(spec.seed)
@@ -106,15 +156,7 @@ def write(path: Path, spec: Spec, *, split_max_tensors: int = 0) -> dict[str, np
         kv.update({f"{a}.expert_count": spec.n_expert, f"{a}.expert_used_count": 2})
     if spec.alignment:
         w.add_custom_alignment(spec.alignment)
-    for k, v in {**kv, **spec.kv}.items():       # spec.kv adds keys or replaces the defaults
-        if isinstance(v, str):
-            w.add_string(k, v)
-        elif isinstance(v, float):
-            w.add_float32(k, v)
-        elif isinstance(v, (list, tuple)):
-            w.add_array(k, list(v))          # per-layer values (INT32, which llama.cpp reads as uint32)
-        else:
-            w.add_uint32(k, int(v))  # type: ignore[arg-type]
+    add_kv(w, {**kv, **spec.kv})       # spec.kv adds keys or replaces the defaults
     if spec.byte_tokenizer:
         add_byte_tokenizer(w, spec.n_vocab)
     values: dict[str, np.ndarray] = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -250,6 +251,9 @@ def add_measure_arguments(p: argparse.ArgumentParser) -> None:
                    help="chunks of --ctx tokens to evaluate (default %(default)s; fewer if the text is short)")
     p.add_argument("--keep", action="store_true",
                    help="keep the quantized files and the full-precision logits in DIR/cache")
+    p.add_argument("--rpc", default="", metavar="HOST:PORT,...",
+                   help="run llama-perplexity on llama.cpp RPC servers (ggml-rpc-server, built with GGML_RPC=ON), "
+                        "passed through as its --rpc; results are cached as for a local run")
 
 
 def check_measure_arguments(args: argparse.Namespace) -> None:
@@ -257,6 +261,24 @@ def check_measure_arguments(args: argparse.Namespace) -> None:
         raise UsageError(f"--text {args.text}: no such file")
     if args.ctx < 16 or args.chunks < 1:
         raise UsageError("--ctx must be >= 16 and --chunks >= 1")
+    rpc_servers(args.rpc)
+
+
+RPC_CONNECT_SECONDS = 5.0
+
+
+def rpc_servers(text: str) -> tuple[str, ...]:
+    """--rpc HOST:PORT,...: each server reachable now (a TCP connection), not after the quantizations."""
+    servers = tuple(s.strip() for s in text.split(",") if s.strip())
+    for s in servers:
+        host, _, port = s.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise UsageError(f"--rpc {s}: not HOST:PORT")
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=RPC_CONNECT_SECONDS).close()
+        except OSError as e:
+            raise UsageError(f"--rpc {s}: cannot connect to the RPC server ({e.strerror or e})") from None
+    return servers
 
 
 def imatrix_for(args: argparse.Namespace, analysis: Analysis | None) -> str | None:
@@ -281,5 +303,5 @@ def measure_setup(args: argparse.Namespace, model: Model, imatrix: str | None, t
         raise UsageError(f"-o {out_dir}: not a directory")
     quantize, perplexity = tools
     threads = args.threads or os.cpu_count() or 1
-    return Setup(model, quantize, Perplexity(perplexity, Path(args.text), args.ctx, args.chunks, threads), out_dir,
-                 imatrix, args.keep, args.quiet)
+    ppl = Perplexity(perplexity, Path(args.text), args.ctx, args.chunks, threads, rpc_servers(args.rpc))
+    return Setup(model, quantize, ppl, out_dir, imatrix, args.keep, args.quiet)

@@ -9,6 +9,7 @@ from pathlib import Path
 from ..llama.command import QuantizeCommand
 from ..measure.results import Analysis
 from ..plan.budget import Budget, fmt_bytes
+from ..plan.dry_run import dry_run, format_text
 from ..plan.planner import Plan, imatrix_extra_kv, make_plan, needs_requantize
 from ..plan.plot import allocation_grid, check_plot_path, draw_allocation
 from ..read.model import Model
@@ -23,6 +24,7 @@ from .options import (
     load_analysis,
     plan_types,
     print_notes,
+    resolve_model,
 )
 
 
@@ -36,6 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print everything as JSON")
     p.add_argument("--plot", metavar="FILE", help="draw the allocation (layers x classes, coloured by bits per "
                    "weight) to FILE.png or FILE.svg; needs matplotlib (the `plot` extra)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="from the header alone, in seconds: sizes, classes, the feasible output range, what "
+                        "needs an imatrix (no tensor is read; the budget is optional)")
     add_analysis_arguments(p)
 
 
@@ -94,7 +99,22 @@ def _plot(path: Path, model: Model, plans: list[Plan], inputs: list) -> None:
         print(f"allocation drawn in {out}", file=sys.stderr)
 
 
+def _dry_run(args: argparse.Namespace) -> int:
+    model = resolve_model(args)
+    given = args.bpw is not None or args.size is not None or args.sweep
+    budget = budgets(args)[0] if given else None
+    d = dry_run(model, plan_types(args), budget, Path(args.out) if args.out else None)
+    if args.json:
+        json.dump(d.to_json(), sys.stdout, indent=1)
+        print()
+    else:
+        print(format_text(d))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.dry_run:
+        return _dry_run(args)
     bs = budgets(args)
     types = plan_types(args)
     plot = check_plot_path(args.plot) if args.plot else None

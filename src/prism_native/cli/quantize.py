@@ -17,11 +17,12 @@ from types import FrameType
 from ..errors import UsageError
 from ..llama.command import QuantizeCommand
 from ..plan.budget import fmt_bytes
+from ..plan.dry_run import budget_file_bytes, smallest_output
 from ..plan.planner import imatrix_extra_kv, make_plan
 from ..read.imatrix import load_imatrix
 from ..read.model import Model
 from ..write.job import Job, build_job, params_from_command, params_from_recipe
-from ..write.output import check_destination
+from ..write.output import check_destination, check_space
 from ..write.quantize import QuantizeResult, write_job
 from ..write.saved_plan import check_against, load_saved_plan
 from .main import ArgumentParser
@@ -157,11 +158,12 @@ def _from_saved(args: argparse.Namespace) -> Source:
 def _from_budget(args: argparse.Namespace) -> Source:
     (budget,) = budgets(args)
     types = plan_types(args)
-    if args.output is not None:       # refuse a bad destination before spending minutes on the analysis
-        probe = _model(args, None)
-        check_destination(args.output, [*probe.parts, *_analysis_files(args, probe)])
-    model, analysis = load_analysis(args)
     tag = f"{budget.value:g}bpw" if budget.kind == "bpw" else "size"
+    # refuse a bad destination, or a disk too small for the budget's output, before the analysis
+    probe = _model(args, None)
+    first = check_destination(args.output or _default_output(probe, tag), [*probe.parts, *_analysis_files(args, probe)])
+    check_space(first, budget_file_bytes(smallest_output(probe, types), budget))
+    model, analysis = load_analysis(args)
     out = args.output if args.output is not None else _default_output(model, tag)
     im_path = analysis.imatrix["path"] if analysis.imatrix else None
     inputs = [*model.parts, *_analysis_files(args, model), *([im_path] if im_path else [])]

@@ -11,7 +11,7 @@ from typing import Any, Callable
 from ..errors import ToolError
 from .tools import last_line, run
 
-_NUM = r"([-+]?[0-9.]+(?:e[-+]?[0-9]+)?|nan|inf)"
+_NUM = r"([-+]?(?:[0-9.]+(?:e[-+]?[0-9]+)?|nan|inf))"   # glibc prints "-nan" too
 _PM = r"\s*(?:±|\+/-)\s*"
 _PATTERNS: dict[str, re.Pattern[str]] = {
     # perplexity(): "Final estimate: PPL = 28.9982 +/- 1.20397"
@@ -145,10 +145,12 @@ class Perplexity:
     n_ctx: int = 512
     chunks: int = 32
     threads: int = 2
+    rpc: tuple[str, ...] = ()   # llama.cpp RPC servers (host:port): llama-perplexity offloads layers to them
 
     def _common(self, model: Path) -> list[str]:
+        rpc = ["--rpc", ",".join(self.rpc)] if self.rpc else []
         return [str(self.binary), "-m", str(model), "-c", str(self.n_ctx), "-t", str(self.threads),
-                "-b", str(max(self.n_ctx, 2048))]
+                "-b", str(max(self.n_ctx, 2048)), *rpc]
 
     def base_argv(self, model: Path, logits: Path) -> list[str]:
         """Perplexity of the full-precision model, saving its logits for the KL-divergence runs."""

@@ -14,7 +14,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -27,13 +27,18 @@ from ..read.layout import quoted
 from ..write.encode import invalid_data
 from ..read.model import Model, TensorInfo
 from ..read.taxonomy import classify
+from .eigen import gram_operator
 from .position import spectral_position
-from .quant_error import CANDIDATES, measure_errors, stable_seed
+from .quant_error import CANDIDATES, ErrorSums, add_checked, stable_seed
 from .results import Analysis, TensorResult, model_identity
-from .spectral import spectral_metrics
-from .values import screen
+from .spectral import LineSample, SpectralMetrics, sample_lines, scaled_copy, spectral_metrics
+from .values import Screen
 
 CHECKPOINT_SECONDS = 5.0   # an interrupted analyze loses at most this much work
+# Values per slab, per worker (512 MiB as float32): a larger tensor is read in slabs, never converted
+# whole; memory then holds one slab (plus one sample of lines of that size) per worker. Every layer matrix
+# of DeepSeek-V3 / Kimi-K2 (up to 18432 x 7168) is one slab; the embeddings and expert stacks are not.
+SLAB_VALUES = 1 << 27
 
 
 @dataclass(frozen=True)
@@ -53,10 +58,10 @@ class Settings:
         return d
 
 
-def _native_input(model: Model, t: TensorInfo) -> tuple[np.ndarray, bool]:
-    """(rows x ne0 array, is_bf16) straight from the memory map (F32/F16/BF16: no float32 copy)."""
+def _native_input(model: Model, t: TensorInfo, start: int, stop: int) -> tuple[np.ndarray, bool]:
+    """(rows x ne0 array, is_bf16) of rows [start, stop) straight from the memory map (F32/F16/BF16)."""
     dt = {"F32": "<f4", "F16": "<f2", "BF16": "<u2"}[t.type_name]
-    return model.raw(t).view(dt).reshape(t.n_rows, t.n_per_row), t.type_name == "BF16"
+    return model.raw_rows(t, start, stop).view(dt), t.type_name == "BF16"
 
 
 def _spectral_mats(n_mat: int, settings: Settings) -> list[int]:
@@ -71,13 +76,88 @@ def nanmean(vals: Iterable[float]) -> float:
     return float(np.mean(v)) if v else math.nan
 
 
+def slab_rows(t: TensorInfo) -> int:
+    """Rows per slab: the whole tensor up to SLAB_VALUES values, else as many whole matrices (experts)
+    as fit, at least one (an expert's spectrum needs it whole), or for one matrix as many rows as fit."""
+    if t.n_elements <= SLAB_VALUES:
+        return t.n_rows
+    unit = _matrix_rows(t) if t.n_rows > _matrix_rows(t) else 1
+    return max(1, SLAB_VALUES // (unit * t.n_per_row)) * unit
+
+
+def _matrix_rows(t: TensorInfo) -> int:
+    return t.shape[1] if len(t.shape) > 1 else 1
+
+
+class _Slabs:
+    """A tensor read slab by slab into the worker's scratch buffer, each slab's mapped pages released
+    after use: memory holds one slab, whatever the tensor's size."""
+
+    def __init__(self, model: Model, t: TensorInfo, scratch: Scratch | None) -> None:
+        self.model, self.t, self.scratch, self.step = model, t, scratch, slab_rows(t)
+
+    def __iter__(self) -> Iterator[tuple[int, int, np.ndarray]]:
+        """(start row, stop row, float32 rows); the rows are valid until the next slab."""
+        t = self.t
+        for a in range(0, t.n_rows, self.step):
+            b = min(a + self.step, t.n_rows)
+            buf = self.scratch.get((b - a) * t.n_per_row) if self.scratch is not None else None
+            try:
+                yield a, b, self.model.read_rows(t, a, b, buf)
+            finally:
+                self.model.release(t, a, b)
+
+    def errors(self, acc: ErrorSums, w32: np.ndarray, a: int, b: int, where: str) -> None:
+        """Feed rows [a, b) to the error kernel: straight from the map for F32/F16/BF16, else the floats."""
+        native = self.t.type_name in ("F32", "F16", "BF16")
+        x, bf16 = _native_input(self.model, self.t, a, b) if native else (w32, False)
+        add_checked(acc, x, bf16, a, where)
+
+    def product(self, dtype: type, scale: float) -> Callable[[np.ndarray], np.ndarray]:
+        """v -> X^T X v of the whole matrix (X its long side's lines), one read of it per product (two
+        for a wide matrix, X = W^T: W (W^T v))."""
+        wide = self.t.n_rows < self.t.n_per_row
+
+        def rows(w32: np.ndarray) -> np.ndarray:
+            return scaled_copy(w32, scale).astype(dtype, copy=False)
+
+        def apply(v: np.ndarray) -> np.ndarray:
+            if not wide:
+                return sum(gram_operator(rows(w), dtype)(v) for _, _, w in self)  # type: ignore[return-value]
+            u = sum(rows(w).T @ v[a:b] for a, b, w in self)
+            out = np.empty((self.t.n_rows, v.shape[1]), dtype=np.result_type(dtype, v))
+            for a, b, w in self:
+                out[a:b] = rows(w) @ u
+            return out
+        return apply
+
+
+class _Gather:
+    """The sampled long-side lines of a matrix too large to hold, collected slab by slab."""
+
+    def __init__(self, t: TensorInfo, lines: np.ndarray) -> None:
+        self.wide = t.n_rows < t.n_per_row
+        self.lines = lines
+        self.values = np.empty((lines.size, t.n_rows if self.wide else t.n_per_row), dtype=np.float32)
+
+    def add(self, w32: np.ndarray, a: int, b: int) -> None:
+        if self.wide:                  # lines are columns: every slab gives its rows of each
+            self.values[:, a:b] = w32[:, self.lines].T
+        else:
+            lo, hi = np.searchsorted(self.lines, [a, b])
+            self.values[lo:hi] = w32[self.lines[lo:hi] - a]
+
+
 def measure_tensor(model: Model, t: TensorInfo, settings: Settings, imatrix: Imatrix | None,
                    scratch: Scratch | None = None) -> TensorResult:
-    """Every metric of one tensor; `scratch` holds the float32 copy (reused across a worker's tensors).
+    """Every metric of one tensor, in one read of it by slabs (quant.Scratch: the worker's buffer).
 
-    The values are screened first (values.screen: NaN/Inf refused, the range known); the error kernel
-    then reads F32/F16/BF16 straight from the map, and measures every row when values beyond float16's
-    range may overflow some type's block scales."""
+    The values are screened slab by slab (values.Screen: NaN/Inf refused, the range known); the error
+    kernel reads F32/F16/BF16 straight from the map, and measures every row when values beyond float16's
+    range may overflow some type's block scales (a second read when the tensor spans several slabs).
+    Spectra: each expert measured whole within its slab; a single matrix larger than a slab from a
+    sample of its long side's lines (spectral.LineSample), sigma_1 from products streamed from the file.
+    A tensor of one slab is measured exactly as it was in one piece (docs/metrics.md)."""
     t0 = time.perf_counter()
     tax = classify(t.name)
     ne0 = t.n_per_row
@@ -87,26 +167,52 @@ def measure_tensor(model: Model, t: TensorInfo, settings: Settings, imatrix: Ima
         weights = np.repeat(weights, n_mat, axis=0)
 
     where = f"{model.path}: tensor {quoted(t.name)}"
-    w32 = model.read(t, scratch.get(t.n_elements) if scratch is not None else None).reshape(t.n_rows, ne0)
-    values = screen(w32, where)
-    x, bf16 = (_native_input(model, t) if t.type_name in ("F32", "F16", "BF16") else (w32, False))
     seed = stable_seed(t.name, settings.seed)
-    sampled = settings.mode == "default" and not values.beyond_f16
-    err = measure_errors(x, bf16, where=where, n_mat=n_mat, candidates=settings.candidates, weights=weights,
-                         sample_values=settings.sample_values if sampled else 0, seed=seed,
-                         delta=settings.boundary_delta, threads=settings.threads, max_abs=values.max_abs)
+    slabs = _Slabs(model, t, scratch)
+    whole = slabs.step >= t.n_rows
+    mat_rows = _matrix_rows(t)
+    chosen = _spectral_mats(t.n_rows // mat_rows, settings) if t.n_rows > mat_rows else []
+    gather = (_Gather(t, sample_lines((t.n_rows, ne0), settings.mode, SLAB_VALUES, seed))
+              if not whole and not chosen else None)
 
-    mats = w32.reshape(-1, t.shape[1] if len(t.shape) > 1 else 1, ne0)
-    spec = [spectral_metrics(mats[i], settings.mode, rng_seed=seed, norms=values.norms if n_mat == 1 else None)
-            for i in _spectral_mats(n_mat, settings)]
-    del w32, x, mats
+    def error_sums(sampled: bool) -> ErrorSums:
+        return ErrorSums(t.n_rows, ne0, n_mat=n_mat, candidates=settings.candidates, weights=weights,
+                         sample_values=settings.sample_values if sampled else 0, seed=seed,
+                         delta=settings.boundary_delta, threads=settings.threads)
+
+    scr = Screen(where, t.n_rows)
+    err: ErrorSums | None = None
+    spec: list[SpectralMetrics] = []
+    for a, b, w32 in slabs:
+        scr.add(w32, a)
+        if err is None:   # one slab: its range is known before the errors, as in one piece
+            err = error_sums(settings.mode == "default" and not (whole and scr.result().beyond_f16))
+        slabs.errors(err, w32, a, b, where)
+        if whole and not chosen:
+            spec.append(spectral_metrics(w32, settings.mode, rng_seed=seed, norms=scr.result().norms))
+        for m in chosen:
+            if a <= m * mat_rows < b:
+                spec.append(spectral_metrics(w32[m * mat_rows - a:(m + 1) * mat_rows - a], settings.mode,
+                                             rng_seed=seed))
+        if gather is not None:
+            gather.add(w32, a, b)
+    values = scr.result()
+    assert err is not None
+    if values.beyond_f16 and err.groups[0].rows is not None:   # several slabs: now every row
+        err = error_sums(False)
+        for a, b, w32 in slabs:
+            slabs.errors(err, w32, a, b, where)
+    if gather is not None:
+        sample = LineSample((t.n_rows, ne0), gather.lines, gather.values, slabs.product)
+        spec.append(spectral_metrics(sample, settings.mode, rng_seed=seed, norms=values.norms))
+    errs = err.result(values.max_abs)
     metrics = {m: nanmean(getattr(s, m) for s in spec) for m in ("alpha", "dominance", "spectral_norm", "imbalance")}
-    undefined = dict(err.undefined)
+    undefined = dict(errs.undefined)
     undefined.update({m: why for s in spec for m, why in s.undefined if math.isnan(metrics[m])})
     return TensorResult(
         name=t.name, cls=tax.cls, layer=tax.layer, shape=list(t.shape), n_params=t.n_elements,
-        source_type=t.type_name, errors=err.errors, osqe=err.osqe, fragility=err.fragility,
-        boundary=err.boundary, spectral_method=spec[0].method, rows_measured=err.rows_measured,
+        source_type=t.type_name, errors=errs.errors, osqe=errs.osqe, fragility=errs.fragility,
+        boundary=errs.boundary, spectral_method=spec[0].method, rows_measured=errs.rows_measured,
         imatrix=weights is not None, seconds=time.perf_counter() - t0, undefined=undefined, **metrics)
 
 
@@ -114,7 +220,11 @@ def check_copied(model: Model, quantized: set[str]) -> None:
     """The tensors llama-quantize copies as they are: it validates them too (ggml_validate_row_data), so
     a NaN or Inf among them makes any plan fail; refused here, before the weights are measured."""
     for t in model.tensors:
-        if t.name not in quantized and invalid_data(model.raw(t), t.qtype):
+        if t.name in quantized:
+            continue
+        bad = invalid_data(model.raw(t), t.qtype)
+        model.release(t)
+        if bad:
             raise FileFormatError(f"{model.path}: tensor {quoted(t.name)} has NaN or Inf values; llama-quantize "
                                   "refuses to copy it")
 

@@ -23,8 +23,10 @@ def long_side_view(w: np.ndarray) -> np.ndarray:
     return w if w.shape[0] >= w.shape[1] else w.T
 
 
-def gram(x: np.ndarray, lines: np.ndarray | None = None, dtype: type = np.float32) -> np.ndarray:
-    """X^T X (r x r), or (L/s) sum over sampled lines of x_i x_i^T when `lines` (s sorted indices) is given.
+def gram(x: np.ndarray, lines: np.ndarray | None = None, dtype: type = np.float32,
+         population: int = 0) -> np.ndarray:
+    """X^T X (r x r), or (L/s) sum over sampled lines of x_i x_i^T when `lines` (s sorted indices) is given;
+    L is x's line count, or `population` when x holds only a sample of a larger matrix's lines.
 
     numpy maps X^T X of one buffer to BLAS syrk (half the flops of a general product)."""
     if lines is None:
@@ -36,7 +38,7 @@ def gram(x: np.ndarray, lines: np.ndarray | None = None, dtype: type = np.float3
     for i in range(0, lines.size, step):
         xs = x[lines[i:i + step]].astype(dtype, copy=False)
         g += xs.T @ xs
-    g *= x.shape[0] / lines.size
+    g *= (population or x.shape[0]) / lines.size
     return g
 
 

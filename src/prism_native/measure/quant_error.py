@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -53,27 +53,96 @@ def sample_rows(n_rows: int, ne0: int, budget: int, seed: int) -> np.ndarray | N
     return np.sort(np.random.default_rng(seed).choice(n_rows, size=k, replace=False)).astype(np.int64)
 
 
-def _kernel_sums(x: np.ndarray, bf16: bool, types: Sequence[str], weights: np.ndarray | None,
-                 n_mat: int, rows: Callable[[int], np.ndarray | None], delta: float,
-                 threads: int) -> tuple[list[list[float]], int]:
-    """The kernel's statistics summed over the tensor's matrices (experts), each with its importance
-    slice; also the number of rows measured."""
-    per_mat = x.shape[0] // n_mat
-    total: list[list[float]] = [[0.0, 0.0, 0, 0] for _ in types]
-    mats = range(n_mat) if weights is not None and n_mat > 1 else [None]
-    measured = 0
-    for m in mats:
-        xm = x if m is None else x[m * per_mat:(m + 1) * per_mat]
-        wm = None if weights is None else weights[0 if m is None else m]
-        sel = rows(xm.shape[0])
-        measured += xm.shape[0] if sel is None else len(sel)
-        stats = quant_errors(xm, types, wm, rows=sel, delta=delta, bf16=bf16, nthreads=threads)
-        for acc, st in zip(total, stats):
-            acc[0] += st.err
-            acc[1] += st.signal
-            acc[2] += st.near_boundary
-            acc[3] += st.counted
-    return total, measured
+@dataclass(frozen=True)
+class _Group:
+    """Rows [start, stop) measured with one importance slice: the whole tensor, or one expert when each
+    expert has its own; `rows` the sampled rows relative to start (None: all)."""
+    start: int
+    stop: int
+    weights: np.ndarray | None
+    rows: np.ndarray | None
+
+
+class ErrorSums:
+    """The kernel's statistics over a tensor fed slab by slab (rows in order): the same rows, importance
+    slices and kernel calls as one pass over the whole tensor when it is one slab; split slabs only sum
+    the same per-call statistics in more pieces."""
+
+    def __init__(self, n_rows: int, ne0: int, *, n_mat: int, candidates: Sequence[str],
+                 weights: np.ndarray | None, sample_values: int, seed: int, delta: float, threads: int) -> None:
+        self.ne0, self.delta, self.threads = ne0, delta, threads
+        self.requested = list(dict.fromkeys(list(candidates) + list(OSQE_TYPES.values())))
+        self.written = {r: qtypes.effective(qtypes.get(r), ne0).name for r in self.requested}
+        self.types = [w for w in dict.fromkeys(self.written.values()) if qtypes.get(w).native]
+        per_mat = n_rows // n_mat
+        each = weights is not None and n_mat > 1   # each expert with its importance slice
+
+        def rows(n: int) -> np.ndarray | None:
+            return sample_rows(n, ne0, max(ne0, sample_values * n // n_rows), seed) if sample_values else None
+
+        spans = [(m * per_mat, (m + 1) * per_mat, m) for m in range(n_mat)] if each else [(0, n_rows, 0)]
+        self.groups = [_Group(a, b, None if weights is None else weights[m], rows(b - a)) for a, b, m in spans]
+        self.sums: list[list[float]] = [[0.0, 0.0, 0, 0] for _ in self.types]
+        self.measured = 0
+
+    def add(self, x: np.ndarray, bf16: bool, start: int) -> None:
+        """Measure the sampled rows of the slab x (rows start.. of the tensor; F32/F16/BF16 bits)."""
+        stop = start + x.shape[0]
+        for g in self.groups:
+            a, b = max(g.start, start), min(g.stop, stop)
+            if a >= b:
+                continue
+            if g.rows is None:
+                sel = None
+            else:
+                lo, hi = np.searchsorted(g.rows, [a - g.start, b - g.start])
+                if lo == hi:
+                    continue
+                sel = g.rows[lo:hi] + (g.start - a)
+            xm = x[a - start:b - start]
+            if sel is not None and a == g.start and b == g.stop:
+                sel = g.rows                      # the whole group in this slab: the very same call
+            self.measured += xm.shape[0] if sel is None else len(sel)
+            stats = quant_errors(xm, self.types, g.weights, rows=sel, delta=self.delta, bf16=bf16,
+                                 nthreads=self.threads)
+            for acc, st in zip(self.sums, stats):
+                acc[0] += st.err
+                acc[1] += st.signal
+                acc[2] += st.near_boundary
+                acc[3] += st.counted
+
+    def result(self, max_abs: float = 0.0) -> ErrorMeasurement:
+        """A type whose error is not finite wrote a non-finite float16 block scale (values beyond float16's
+        range, up to `max_abs`): llama-quantize rejects that output, so the type gets no error, a reason."""
+        stats = dict(zip(self.types, self.sums))
+        written = self.written
+        overflow = {w for w, s in stats.items() if not math.isfinite(s[0])}
+
+        def entry(r: str) -> dict[str, Any]:
+            w = written[r]
+            if w in overflow:
+                return {"type": w, "rel_error": None,
+                        "reason": f"{w}'s float16 block scales overflow on values up to {max_abs:.3g}; "
+                                  "llama-quantize rejects the result"}
+            s = stats.get(w)   # unquantized fallbacks (F16) count as lossless
+            return {"type": w, "rel_error": 0.0 if s is None or s[1] <= 0 else s[0] / s[1]}
+
+        errors = {r: entry(r) for r in self.requested}
+        osqe = {str(b): math.nan if errors[r]["rel_error"] is None else errors[r]["rel_error"]
+                for b, r in OSQE_TYPES.items()}
+        undefined: dict[str, str] = {}
+        e2, e4 = osqe["2"], osqe["4"]
+        fragility = math.log(e2 / e4) if e2 > 0 and e4 > 0 else math.nan
+        if math.isnan(fragility):
+            undefined["fragility"] = ("a 2- or 4-bit type cannot hold the values" if math.isnan(e2 + e4)
+                                      else "OSQE at 2 or 4 bits is 0 (the values are exactly representable)")
+        bt = written[BOUNDARY_TYPE]
+        bs = stats.get(bt)
+        boundary = bs[2] / bs[3] if bs and bs[3] and bt not in overflow else math.nan
+        if math.isnan(boundary):
+            undefined["boundary"] = (f"{bt} cannot hold the values" if bt in overflow
+                                     else "no value has a quantization bin (zero blocks only)")
+        return ErrorMeasurement(errors, osqe, fragility, boundary, self.measured, undefined)
 
 
 def measure_errors(x: np.ndarray, bf16: bool, *, where: str, n_mat: int, candidates: Sequence[str],
@@ -81,46 +150,16 @@ def measure_errors(x: np.ndarray, bf16: bool, *, where: str, n_mat: int, candida
                    threads: int, max_abs: float = 0.0) -> ErrorMeasurement:
     """Errors of the (rows x ne0) matrix `x` of finite values (n_mat stacked experts; weights of shape
     (n_mat, ne0) or None); `where` names the tensor in error messages. sample_values = 0 measures every
-    row; otherwise each matrix is measured on a seeded sample of rows, the budget shared pro rata.
+    row; otherwise each matrix is measured on a seeded sample of rows, the budget shared pro rata."""
+    acc = ErrorSums(x.shape[0], x.shape[1], n_mat=n_mat, candidates=candidates, weights=weights,
+                    sample_values=sample_values, seed=seed, delta=delta, threads=threads)
+    add_checked(acc, x, bf16, 0, where)
+    return acc.result(max_abs)
 
-    A type whose error is not finite wrote a non-finite float16 block scale (values beyond float16's
-    range, up to `max_abs`): llama-quantize rejects that output, so the type gets no error, a reason."""
-    n_rows, ne0 = x.shape
-    requested = list(dict.fromkeys(list(candidates) + list(OSQE_TYPES.values())))
-    written = {r: qtypes.effective(qtypes.get(r), ne0).name for r in requested}
-    measurable = [w for w in dict.fromkeys(written.values()) if qtypes.get(w).native]
 
-    def rows_fn(n: int) -> np.ndarray | None:
-        return sample_rows(n, ne0, max(ne0, sample_values * n // n_rows), seed) if sample_values else None
-
+def add_checked(acc: ErrorSums, x: np.ndarray, bf16: bool, start: int, where: str) -> None:
+    """acc.add, the kernel's refusal of NaN/Inf turned into the user's file error."""
     try:
-        sums, n_measured = _kernel_sums(x, bf16, measurable, weights, n_mat, rows_fn, delta, threads)
+        acc.add(x, bf16, start)
     except ValueError as e:  # the kernel rejects NaN/Inf: the user's file, not a bug
         raise FileFormatError(f"{where}: {e}") from None
-    stats = dict(zip(measurable, sums))
-    overflow = {w for w, s in stats.items() if not math.isfinite(s[0])}
-
-    def entry(r: str) -> dict[str, Any]:
-        w = written[r]
-        if w in overflow:
-            return {"type": w, "rel_error": None,
-                    "reason": f"{w}'s float16 block scales overflow on values up to {max_abs:.3g}; "
-                              "llama-quantize rejects the result"}
-        s = stats.get(w)   # unquantized fallbacks (F16) count as lossless
-        return {"type": w, "rel_error": 0.0 if s is None or s[1] <= 0 else s[0] / s[1]}
-
-    errors = {r: entry(r) for r in requested}
-    osqe = {str(b): math.nan if errors[r]["rel_error"] is None else errors[r]["rel_error"]
-            for b, r in OSQE_TYPES.items()}
-    undefined: dict[str, str] = {}
-    e2, e4 = osqe["2"], osqe["4"]
-    fragility = math.log(e2 / e4) if e2 > 0 and e4 > 0 else math.nan
-    if math.isnan(fragility):
-        undefined["fragility"] = ("a 2- or 4-bit type cannot hold the values" if math.isnan(e2 + e4)
-                                  else "OSQE at 2 or 4 bits is 0 (the values are exactly representable)")
-    bs = stats.get(written[BOUNDARY_TYPE])
-    boundary = bs[2] / bs[3] if bs and bs[3] and written[BOUNDARY_TYPE] not in overflow else math.nan
-    if math.isnan(boundary):
-        undefined["boundary"] = (f"{written[BOUNDARY_TYPE]} cannot hold the values" if written[BOUNDARY_TYPE] in overflow
-                                 else "no value has a quantization bin (zero blocks only)")
-    return ErrorMeasurement(errors, osqe, fragility, boundary, n_measured, undefined)

@@ -29,17 +29,41 @@ class ValueScreen:
         return self.max_abs > F16_MAX
 
 
+class Screen:
+    """screen() of a matrix fed slab by slab (rows in order): the same checks and results as one pass."""
+
+    def __init__(self, where: str, n_rows: int) -> None:
+        self.where, self.n_rows = where, n_rows
+        self.row_sq: list[np.ndarray] = []
+        self.col_sq: np.ndarray | None = None
+        self.bound = 0.0      # largest row norm
+        self.top = 0.0        # exact largest |value| of the slabs whose bound exceeds F16_MAX
+
+    def add(self, x: np.ndarray, start: int) -> None:
+        """Check the float32 slab x, rows start.. of the matrix."""
+        norms = any_line_norms(x)
+        bad = ~np.isfinite(norms.row_sq)
+        if bad.any():
+            row = start + int(np.argmax(bad))
+            raise FileFormatError(f"{self.where} has NaN or Inf values (row {row} of {self.n_rows}); "
+                                  "llama-quantize cannot quantize it")
+        self.row_sq.append(norms.row_sq)
+        self.col_sq = norms.col_sq if self.col_sq is None else self.col_sq + norms.col_sq
+        bound = float(np.sqrt(norms.row_sq.max()))
+        self.bound = max(self.bound, bound)
+        if bound > F16_MAX:   # a value may exceed it: only such slabs can hold the exact maximum above it
+            flat = x.reshape(-1)
+            self.top = max([self.top] + [float(np.abs(flat[i:i + _CHUNK_VALUES]).max())
+                                         for i in range(0, flat.size, _CHUNK_VALUES)])
+
+    def result(self) -> ValueScreen:
+        assert self.col_sq is not None, "no slab was screened"
+        row_sq = self.row_sq[0] if len(self.row_sq) == 1 else np.concatenate(self.row_sq)
+        return ValueScreen(LineNorms(row_sq, self.col_sq), self.bound if self.bound <= F16_MAX else self.top)
+
+
 def screen(x: np.ndarray, where: str) -> ValueScreen:
     """Check every value of the float32 (rows x ne0) matrix `x`; `where` names the tensor."""
-    norms = any_line_norms(x)
-    bad = ~np.isfinite(norms.row_sq)
-    if bad.any():
-        row = int(np.argmax(bad))
-        raise FileFormatError(f"{where} has NaN or Inf values (row {row} of {x.shape[0]}); llama-quantize "
-                              "cannot quantize it")
-    bound = float(np.sqrt(norms.row_sq.max()))
-    if bound <= F16_MAX:
-        return ValueScreen(norms, bound)
-    flat = x.reshape(-1)
-    top = max(float(np.abs(flat[i:i + _CHUNK_VALUES]).max()) for i in range(0, flat.size, _CHUNK_VALUES))
-    return ValueScreen(norms, top)
+    s = Screen(where, x.shape[0])
+    s.add(x, 0)
+    return s.result()

@@ -8,7 +8,9 @@ tensor, instead of a traceback from numpy or gguf.
 """
 from __future__ import annotations
 
+import errno
 import math
+import mmap
 import re
 from dataclasses import dataclass
 from functools import cached_property
@@ -125,6 +127,9 @@ def _open_part(path: Path) -> _Part:
             raise FileFormatError(f"{path}: empty file, not a GGUF model")
         data = np.memmap(path, mode="r")
     except OSError as e:
+        if e.errno == errno.ENOMEM:   # mmap: the file does not fit the address space left (ulimit -v)
+            raise FileFormatError(f"{path}: {path.stat().st_size:,} bytes do not fit in this process's address "
+                                  "space (mmap failed; raise ulimit -v or use a 64-bit system)") from None
         raise FileFormatError(f"{path}: cannot read: {e.strerror or e}") from None
     return _Part(read_layout(path, data), data)
 
@@ -194,6 +199,10 @@ class Model:
             no = part.layout.fields.get("split.no")
             if no is not None and _field_value(no) != i:
                 raise FileFormatError(f"{self.parts[i]}: split.no is {_field_value(no)}, expected {i}")
+            f = part.layout.fields.get("split.tensors.count")
+            if i and f is not None and _field_value(f) != self.kv("split.tensors.count"):
+                raise FileFormatError(f"{self.parts[i]}: part of another split set (split.tensors.count "
+                                      f"{_field_value(f)}, part 1 says {self.kv('split.tensors.count')})")
         total = self.kv("split.tensors.count")
         have = sum(len(p.layout.tensors) for p in self._parts)
         if total is not None and total != have:
@@ -275,34 +284,56 @@ class Model:
         reusable 1-D float32 buffer of at least n_elements for the converted values (quant.Scratch)."""
         if isinstance(t, str):
             t = self.tensor(t)
-        np_shape = tuple(reversed(t.shape))
-        raw = self.raw(t)
+        return self.read_rows(t, 0, t.n_rows, out).reshape(tuple(reversed(t.shape)))
+
+    def raw_rows(self, t: TensorInfo, start: int, stop: int) -> np.ndarray:
+        """Rows [start, stop) of the tensor's bytes, (rows x row bytes) uint8 view of the map."""
+        row = t.n_bytes // max(t.n_rows, 1)
+        return self.raw(t)[start * row:stop * row].reshape(stop - start, row)
+
+    def read_rows(self, t: TensorInfo, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Rows [start, stop) as a float32 (rows x ne0) matrix (a view of the map for F32; else into `out`
+        when given): a slab of a tensor too large to convert whole."""
         name = t.type_name
+        raw = self.raw_rows(t, start, stop)
         if name == "F32":
-            return raw.view("<f4").reshape(np_shape)
+            return raw.view("<f4")
         if name in ("F16", "BF16"):  # native exact conversion: numpy's float16 cast is ~10x slower
             from ..quant import to_float32
-            rows = raw.view("<f2" if name == "F16" else "<u2").reshape(t.n_rows, t.n_per_row)
-            return to_float32(rows, name == "BF16", nthreads=1, out=out).reshape(np_shape)
-        return self._dequantize(t, raw, out).reshape(np_shape)
+            return to_float32(raw.view("<f2" if name == "F16" else "<u2"), name == "BF16", nthreads=1, out=out)
+        return self._dequantize(t, raw, out)
 
-    def _dequantize(self, t: TensorInfo, raw: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    def release(self, t: TensorInfo, start: int = 0, stop: int | None = None) -> None:
+        """Unmap the pages of rows [start, stop) from this process (they stay in the page cache): pages
+        read through the map otherwise stay resident until the model is closed, and a model read whole
+        would end with its whole size resident. Pages shared with a neighbour fault back in if needed."""
+        row = t.n_bytes // max(t.n_rows, 1)
+        stop = t.n_rows if stop is None else stop
+        a = (t.offset + start * row) // mmap.PAGESIZE * mmap.PAGESIZE
+        b = t.offset + stop * row
+        mm = getattr(self._parts[t.part].data, "_mmap", None)
+        if mm is not None and b > a and hasattr(mm, "madvise"):
+            mm.madvise(mmap.MADV_DONTNEED, a, min(b - a, len(mm) - a))
+
+    def _dequantize(self, t: TensorInfo, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """float32 (rows x ne0) of (rows x row bytes) quantized data."""
+        n_rows = rows.shape[0]
         if t.qtype.native and t.qtype.fits(t.n_per_row):  # our bit-exact to_float: ~10x gguf's numpy
             from ..quant import dequantize
-            return dequantize(raw, t.qtype, (t.n_rows, t.n_per_row), out=out)
+            return dequantize(rows, t.qtype, (n_rows, t.n_per_row), out=out)
         qt = gguf.GGMLQuantizationType(t.ggml_type)
         if qt not in gguf.quants._type_traits:  # noqa: SLF001  (no public "can dequantize" query)
             raise FileFormatError(f"{self.parts[t.part]}: tensor {quoted(t.name)} has type {t.type_name}, which the "
                              f"gguf package {_gguf_version()} cannot dequantize")
-        rows = raw.reshape(t.n_rows, -1)
-        out = np.empty((t.n_rows, t.n_per_row), dtype=np.float32)
+        res = (np.empty((n_rows, t.n_per_row), dtype=np.float32) if out is None
+               else out[:n_rows * t.n_per_row].reshape(n_rows, t.n_per_row))
         step = max(1, _DEQUANT_CHUNK_VALUES // max(t.n_per_row, 1))
         # corrupt scales make numpy warn of overflow; the NaN/Inf they give is reported by whoever
         # measures the values (measure.values.screen), in one line
         with np.errstate(all="ignore"):
-            for a in range(0, t.n_rows, step):
-                out[a:a + step] = gguf.quants.dequantize(np.asarray(rows[a:a + step]), qt)
-        return out
+            for a in range(0, n_rows, step):
+                res[a:a + step] = gguf.quants.dequantize(np.asarray(rows[a:a + step]), qt)
+        return res
 
     def iter_float32(self, names: Iterable[str] | None = None) -> Iterator[tuple[TensorInfo, np.ndarray]]:
         """(tensor, float32 values) one tensor at a time; only one converted tensor is alive at once."""
