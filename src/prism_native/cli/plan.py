@@ -11,7 +11,7 @@ from ..measure.results import Analysis
 from ..plan.budget import Budget, fmt_bytes
 from ..plan.planner import Plan, imatrix_extra_kv, make_plan, needs_requantize
 from ..read.model import Model
-from .options import (add_analysis_arguments, add_budget_arguments, add_model_argument, add_plan_arguments, budgets,
+from .options import (AUTO_IMATRIX, add_analysis_arguments, add_budget_arguments, add_model_argument, add_plan_arguments, budgets,
                       load_analysis, plan_types)
 
 
@@ -35,8 +35,14 @@ def _out_path(model: Model, args: argparse.Namespace, budget: Budget) -> str:
     return f"{stem}-prism-{tag}.gguf"
 
 
+def _imatrix_file(model: Model, analysis: Analysis) -> str | None:
+    """The imatrix the command names; for --imatrix auto, the file `prism-native imatrix` would write."""
+    path = analysis.imatrix["path"] if analysis.imatrix else None
+    return f"{model.path.name.removesuffix('.gguf')}.imatrix.gguf" if path == AUTO_IMATRIX else path
+
+
 def _command(plan: Plan, model: Model, analysis: Analysis, out: str, type_file: str | None = None) -> QuantizeCommand:
-    return plan.recipe.command(model.path, out, imatrix=analysis.imatrix["path"] if analysis.imatrix else None,
+    return plan.recipe.command(model.path, out, imatrix=_imatrix_file(model, analysis),
                                allow_requantize=needs_requantize(model, analysis), tensor_type_file=type_file)
 
 
@@ -56,6 +62,9 @@ def _print_plan(plan: Plan, model: Model, analysis: Analysis, args: argparse.Nam
           f"{s.bpw_quantized:.4f} bpw over quantized tensors, {s.bpw:.4f} bpw as llama-quantize reports, "
           f"{s.bpw_file:.4f} bpw over the file")
     print()
+    if analysis.imatrix and analysis.imatrix["path"] == AUTO_IMATRIX:
+        print(f"# the data-free importance matrix first: prism-native imatrix {model.path} "
+              f"-o {_imatrix_file(model, analysis)}")
     print(_command(plan, model, analysis, out).shell())
     if args.tensor_type_file:
         Path(args.tensor_type_file).write_text(plan.recipe.tensor_type_file())

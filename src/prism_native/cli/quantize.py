@@ -19,18 +19,19 @@ from ..llama.command import QuantizeCommand
 from ..llama.ftypes import parse_ftype
 from ..plan.budget import fmt_bytes
 from ..plan.planner import imatrix_extra_kv, make_plan
-from ..read.imatrix import load_imatrix
 from ..read.model import Model
 from ..write.job import Job, build_job, params_from_command, params_from_recipe
 from ..write.output import check_destination
 from ..write.quantize import QuantizeResult, write_job
 from ..write.saved_plan import check_against, load_saved_plan
 from .options import (
+    AUTO_IMATRIX,
     add_analysis_arguments,
     add_budget_arguments,
     add_plan_arguments,
     budgets,
     load_analysis,
+    load_imatrix_arg,
     model_path,
     plan_types,
 )
@@ -134,7 +135,8 @@ def _from_command(args: argparse.Namespace, argv: list[str]) -> tuple[Job, str, 
     if cmd.nthreads is not None and not args.threads:
         args.threads = max(0, cmd.nthreads)
     check_destination(out, model.parts)
-    return build_job(model, params_from_command(cmd)), out, cmd.dry_run
+    imatrix = load_imatrix_arg(cmd.imatrix, model) if cmd.imatrix == AUTO_IMATRIX else None
+    return build_job(model, params_from_command(cmd, imatrix=imatrix)), out, cmd.dry_run
 
 
 def _from_saved(args: argparse.Namespace) -> tuple[Job, str, bool]:
@@ -149,7 +151,7 @@ def _from_saved(args: argparse.Namespace) -> tuple[Job, str, bool]:
     out = args.output or _default_output(model, "recipe")
     check_destination(out, model.parts)
     im_path = args.imatrix or (cmd.imatrix if cmd is not None else None)
-    imatrix = load_imatrix(im_path) if im_path else None
+    imatrix = load_imatrix_arg(im_path, model) if im_path else None
     job = build_job(model, params_from_recipe(saved.recipe, imatrix=imatrix, imatrix_name=im_path))
     check_against(saved, model, job)
     return job, out, False
@@ -168,7 +170,7 @@ def _from_budget(args: argparse.Namespace) -> tuple[Job, str, bool]:
     plan = make_plan(model, analysis, budget, types=types, max_overrides=args.max_overrides,
                      extra_kv=imatrix_extra_kv(analysis), distortion=args.distortion)
     im_path = analysis.imatrix["path"] if analysis.imatrix else None
-    imatrix = load_imatrix(im_path) if im_path else None
+    imatrix = load_imatrix_arg(im_path, model) if im_path else None
     job = build_job(model, params_from_recipe(plan.recipe, imatrix=imatrix, imatrix_name=im_path))
     if job.file_bytes != plan.size.file_bytes:
         raise AssertionError(f"plan predicts {plan.size.file_bytes} bytes, the layout has {job.file_bytes}")
