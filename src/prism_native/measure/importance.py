@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 import time
 from collections.abc import Iterator
@@ -50,6 +51,7 @@ _GELU_ARCHS = ("gemma", "gemma2", "gemma3", "gemma3n", "gemma-embedding", "phi2"
                "starcoder2", "bloom", "falcon", "gptneox", "mpt", "bert", "nomic-bert", "jina-bert-v2")
 _BLOCK = re.compile(r"^blk\.(\d+)\.(.+)\.weight$")
 _HERMITE_NODES = 48
+_RAW_VIEW = {"F32": "<f4", "F16": "<f2", "BF16": "<u2"}     # float types read on sampled columns/rows
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,8 @@ class EstimateOptions:
     router_samples: int = 1024     # normalised-stream samples the MoE router is applied to
     seed: int = 0
     output: bool = False           # also estimate output.weight (llama-imatrix leaves it out by default)
+    threads: int = 0               # 0: every core
+    sample_vocab: int = 8192       # the embedding's first ids are read whole, the rest on a stride to this many
 
 
 @dataclass(frozen=True)
@@ -209,8 +213,9 @@ def _row_slabs(model: Model, t: TensorInfo, rows: int | None = None) -> Iterator
 class _Weights:
     """Reads what the walk needs, one matrix at a time."""
 
-    def __init__(self, model: Model) -> None:
+    def __init__(self, model: Model, threads: int) -> None:
         self.model = model
+        self.threads = threads
 
     def has(self, name: str) -> bool:
         return name in self.model
@@ -225,43 +230,54 @@ class _Weights:
         v = np.asarray(self.model.read(t), dtype=np.float64).reshape(-1)
         return v if np.all(np.isfinite(v)) else None
 
-    def apply(self, name: str, x: Moments, expert: int | None = None,
-              rows: slice | None = None) -> tuple[Moments, np.ndarray | None]:
-        """(W mu, W^2 v) for matrix `name` (one expert of a stack) and, for the GLU's covariance, W itself
-        is not kept: callers that need cross terms use `apply_pair`."""
-        t = self.model.tensor(name)
-        ne0 = t.n_per_row
-        per = t.n_rows // (t.shape[2] if len(t.shape) > 2 and expert is not None else 1)
-        base = (expert or 0) * per
-        mean = np.zeros(per)
-        var = np.zeros(per)
-        xm, xv = x.mean.astype(np.float32), x.var.astype(np.float32)
-        for a, w in self._slabs(t, base, per):
-            w64 = w
-            mean[a:a + len(w)] = w64 @ xm
-            var[a:a + len(w)] = (w64 * w64) @ xv
-        return Moments(mean, var), None
+    def apply(self, name: str, x: Moments, expert: int | None = None) -> Moments:
+        """(W mu, W^2 v) for matrix `name` (one expert of a stack)."""
+        m, v = self._products(self.model.tensor(name), None, x, expert)[:2]
+        return Moments(m, v)
 
     def apply_pair(self, gate: str, up: str, x: Moments, expert: int | None = None) -> tuple[Moments, Moments, np.ndarray]:
         """Both GLU projections and, per output channel, cov(g_i, u_i) = sum_j Wg_ij Wu_ij var_j."""
-        tg, tu = self.model.tensor(gate), self.model.tensor(up)
-        n_mat = tg.shape[2] if len(tg.shape) > 2 and expert is not None else 1
-        per = tg.n_rows // n_mat
-        base = (expert or 0) * per
-        xm, xv = x.mean.astype(np.float32), x.var.astype(np.float32)
-        gm, gv, um, uv, cov = (np.zeros(per) for _ in range(5))
-        for (a, wg), (_, wu) in zip(self._slabs(tg, base, per), self._slabs(tu, base, per)):
-            s = slice(a, a + len(wg))
-            gm[s], gv[s] = wg @ xm, (wg * wg) @ xv
-            um[s], uv[s] = wu @ xm, (wu * wu) @ xv
-            cov[s] = (wg * wu) @ xv
+        gm, gv, um, uv, cov = self._products(self.model.tensor(gate), self.model.tensor(up), x, expert)
         return Moments(gm, gv), Moments(um, uv), cov
 
-    def _slabs(self, t: TensorInfo, base: int, count: int) -> Iterator[tuple[int, np.ndarray]]:
-        ne0 = t.n_per_row
+    def _products(self, t: TensorInfo, partner: TensorInfo | None, x: Moments, expert: int | None) -> list[np.ndarray]:
+        """W mu and W^2 v (and the same for `partner`, with sum_j W_ij P_ij v_j), row slabs on threads
+        (numpy releases the GIL), at most two slabs per thread in flight."""
+        per = t.n_rows // (t.shape[2] if len(t.shape) > 2 and expert is not None else 1)
+        xm, xv = x.mean.astype(np.float32), x.var.astype(np.float32)
+        out = [np.zeros(per) for _ in range(2 if partner is None else 5)]
+
+        def work(a: int, k: int) -> None:
+            w = self._rows(t, expert, per, a, k)
+            out[0][a:a + k], out[1][a:a + k] = w @ xm, (w * w) @ xv
+            if partner is not None:
+                u = self._rows(partner, expert, per, a, k)
+                out[2][a:a + k], out[3][a:a + k] = u @ xm, (u * u) @ xv
+                out[4][a:a + k] = (w * u) @ xv
+
+        step = max(1, _SLAB_VALUES // max(t.n_per_row, 1))
+        spans = [(a, min(step, per - a)) for a in range(0, per, step)]
+        if self.threads <= 1 or len(spans) == 1:
+            for a, k in spans:
+                work(a, k)
+            return out
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(self.threads) as pool:
+            for i in range(0, len(spans), 2 * self.threads):
+                list(pool.map(lambda ak: work(*ak), spans[i:i + 2 * self.threads]))
+        return out
+
+    def _rows(self, t: TensorInfo, expert: int | None, per: int, a: int, k: int) -> np.ndarray:
+        """Rows a..a+k of the tensor's matrix (of one expert) as float32."""
         row_bytes = t.n_bytes // max(t.n_rows, 1)
-        sub = dataclasses.replace(t, shape=(ne0, count), n_bytes=count * row_bytes, offset=t.offset + base * row_bytes)
-        yield from _row_slabs(self.model, sub)
+        first = (expert or 0) * per + a
+        part = dataclasses.replace(t, shape=(t.n_per_row, k), n_bytes=k * row_bytes, offset=t.offset + first * row_bytes)
+        return np.asarray(self.model.read(part), dtype=np.float32).reshape(k, t.n_per_row)
+
+
+def _to_float32(bits: np.ndarray, bf16: bool) -> np.ndarray:
+    from ..quant import to_float32
+    return to_float32(bits, bf16, nthreads=1)
 
 
 # -- the walk ----------------------------------------------------------------------------------------
@@ -271,7 +287,7 @@ class _Estimator:
     def __init__(self, model: Model, options: EstimateOptions) -> None:
         self.model = model
         self.o = options
-        self.w = _Weights(model)
+        self.w = _Weights(model, options.threads or os.cpu_count() or 1)
         self.hp = model.hparams
         self.n_embd = self.hp.n_embd
         self.act = "gelu" if model.arch in _GELU_ARCHS else "silu"
@@ -318,13 +334,29 @@ class _Estimator:
         p /= p.sum()
         m1 = np.zeros(d)
         m2 = np.zeros(d)
-        for a, rows in _row_slabs(self.model, t):
-            pk = p[a:a + len(rows)].astype(np.float32)
-            m1 += pk @ rows
-            m2 += pk @ (rows * rows)
+        for rows, pk in self._vocab_rows(t, p):
+            m1 += pk.astype(np.float32) @ rows
+            m2 += pk.astype(np.float32) @ (rows * rows)
         if not self.o.means:
             return Moments(np.zeros(d), m2)
         return Moments(m1, np.maximum(m2 - m1 * m1, 0.0))
+
+    def _vocab_rows(self, t: TensorInfo, p: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(rows, their prior weights): the first sample_vocab ids whole, then (float types) every k-th id
+        standing for the k ids from it."""
+        n_vocab, d, v = t.n_rows, t.n_per_row, self.o.sample_vocab
+        if not v or n_vocab <= 2 * v or t.type_name not in _RAW_VIEW:
+            for a, rows in _row_slabs(self.model, t):
+                yield rows, p[a:a + len(rows)]
+            return
+        raw = self.model.raw(t).view(_RAW_VIEW[t.type_name]).reshape(n_vocab, d)
+        head = raw[:v]
+        k = -(-(n_vocab - v) // v)
+        pick = np.arange(v, n_vocab, k)
+        weight = np.add.reduceat(p[v:], pick - v)        # the mass of the ids each picked row stands for
+        for part, w in ((head, p[:v]), (raw[pick], weight)):
+            block = np.ascontiguousarray(part)
+            yield (block if t.type_name == "F32" else _to_float32(block, t.type_name == "BF16")), w
 
     def run(self) -> None:
         d = self.n_embd
@@ -373,10 +405,10 @@ class _Estimator:
             return _zero(len(a.mean))
         n_in = self.model.tensor(wo).n_per_row
         if self.w.has(p + "attn_v.weight"):
-            v, _ = self.w.apply(p + "attn_v.weight", a)
+            v = self.w.apply(p + "attn_v.weight", a)
             v = Moments(v.mean + self.bias(p + "attn_v.bias", len(v.mean)), v.var)
         else:   # fused q|k|v rows: V is the last n_kv * head_dim
-            qkv, _ = self.w.apply(p + "attn_qkv.weight", a)
+            qkv = self.w.apply(p + "attn_qkv.weight", a)
             n_v = n_in // max(n_head, 1) * n_kv
             b = self.bias(p + "attn_qkv.bias", len(qkv.mean))
             v = Moments((qkv.mean + b)[-n_v:], qkv.var[-n_v:])
@@ -389,13 +421,13 @@ class _Estimator:
         o = Moments(v.mean[idx], v.var[idx] * self.o.attn_mix)
         wq = p + "attn_q.weight"
         if self.w.has(wq) and self.model.tensor(wq).n_rows == 2 * n_in:   # Qwen3.5/Next: q and a gate per head
-            qg, _ = self.w.apply(wq, a)
+            qg = self.w.apply(wq, a)
             gate = Moments(qg.mean.reshape(n_head, 2, head_dim)[:, 1].reshape(-1),
                            qg.var.reshape(n_head, 2, head_dim)[:, 1].reshape(-1))
             s1, s2 = gaussian_expect(_sigmoid, gate.mean, np.sqrt(gate.var))
             o = Moments(o.mean * s1, o.sq * s2 - (o.mean * s1) ** 2)
         self.record(wo, o)
-        out, _ = self.w.apply(wo, o)
+        out = self.w.apply(wo, o)
         return Moments(out.mean + self.bias(p + "attn_output.bias", len(out.mean)), out.var)
 
     def gated_delta_net(self, il: int, a: Moments) -> Moments:
@@ -409,7 +441,7 @@ class _Estimator:
             self.warn(f"{wo}: no attn_gate (z) in block {il}; its input taken as unit variance")
             z_sq = np.ones(n_in)
         else:
-            z, _ = self.w.apply(p + "attn_gate.weight", a)
+            z = self.w.apply(p + "attn_gate.weight", a)
             _, z_sq = gaussian_expect(lambda g: _act(g, "silu"), z.mean, np.sqrt(z.var))
         norm_name = p + "ssm_norm.weight"
         g = None
@@ -424,7 +456,7 @@ class _Estimator:
             z_sq = z_sq if len(z_sq) == n_in else np.ones(n_in)
         x = Moments(np.zeros(n_in), g * g * z_sq)
         self.record(wo, x)
-        out, _ = self.w.apply(wo, x)
+        out = self.w.apply(wo, x)
         return out
 
     def ffn(self, il: int, f: Moments) -> Moments:
@@ -440,7 +472,7 @@ class _Estimator:
             if s is None:
                 continue
             self.record(down, s)
-            y, _ = self.w.apply(down, s)
+            y = self.w.apply(down, s)
             out = _add(out, Moments(y.mean + self.bias(p + f"ffn_down{suffix}.bias", len(y.mean)), y.var))
         return out
 
@@ -454,7 +486,7 @@ class _Estimator:
             g, u, cov = self.w.apply_pair(gate, up, f, expert)
             return glu_moments(g, u, cov, self.act)
         if self.w.has(up):
-            u, _ = self.w.apply(up, f, expert)
+            u = self.w.apply(up, f, expert)
             return act_moments(u, self.act)
         return None
 
@@ -497,7 +529,7 @@ class _Estimator:
                 self.warn(f"{p}ffn_*_exps: no up projection; the experts' outputs are left out")
                 return _zero(len(f.mean))
             ff_sq.append(s.sq)
-            y, _ = self.w.apply(p + "ffn_down_exps.weight", s, e)
+            y = self.w.apply(p + "ffn_down_exps.weight", s, e)
             m1 += share[e] * we1 * y.mean
             m2 += share[e] * we2 * y.sq
         for n_ in ("ffn_gate_exps", "ffn_up_exps"):
