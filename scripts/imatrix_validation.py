@@ -39,7 +39,7 @@ def log(msg: str) -> None:
 
 def run(cmd: list[str]) -> None:
     log(" ".join(cmd))
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    r = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if r.returncode != 0:
         raise SystemExit(f"failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr[-3000:]}")
 
@@ -156,7 +156,7 @@ def markdown(summary: dict) -> str:
             tag = " (uniform)" if mix in NEED_IMATRIX else ""
             lines.append(f"| {name} | {mix} | {none:.5f}{tag} | {df:.5f} | {real:.5f} | "
                          f"{'' if g is None else f'{g:.2f}'} |")
-    lines += ["", "| model | variant | all | " + " | ".join(["attn_q", "attn_output", "ffn_up", "ffn_down"]) + " |",
+    lines += ["", "| model | variant | all | " + "attn_q | attn_output | ffn_up | ffn_down" + " |",
               "|---|---|--:|--:|--:|--:|--:|"]
     for name, row in summary.items():
         for v, cls in row["spearman"].items():

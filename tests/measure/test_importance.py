@@ -7,13 +7,13 @@ import gguf
 import numpy as np
 import pytest
 from scipy.stats import spearmanr
+from support import synth
 
 import prism_native
 from prism_native.cli import main
 from prism_native.measure import importance as imp
 from prism_native.read.imatrix import load_imatrix
 from prism_native.read.model import open_model
-from support import synth
 
 DENSE = synth.Spec(n_layer=3, n_embd=256, n_ff=512, n_head=4, n_head_kv=2, n_vocab=300, dtype="F32", seed=3)
 
@@ -178,7 +178,7 @@ def test_llama_quantize_accepts_it(llama_quantize_bin, dense, tmp_path, ftype):
     f = est.save(tmp_path / "est.imatrix.gguf")
     out = tmp_path / f"{ftype}.gguf"
     r = subprocess.run([str(llama_quantize_bin), "--imatrix", str(f), str(path), str(out), ftype],
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, check=False)
     assert r.returncode == 0, r.stderr[-2000:]
     assert f"loaded {len(est.entries)} importance matrix entries" in r.stdout
     if ftype == "Q4_K_M":

@@ -372,11 +372,10 @@ class _Estimator:
 
     def block(self, il: int, h: Moments) -> Moments:
         p = f"blk.{il}."
-        has = lambda n: self.w.has(p + n + ".weight")  # noqa: E731
         a = self.norm(p + "attn_norm.weight", h)
-        if has("ssm_out"):
+        if self.w.has(p + "ssm_out.weight"):
             upd = self.gated_delta_net(il, a)
-        elif has("attn_q") or has("attn_qkv"):
+        elif self.w.has(p + "attn_q.weight") or self.w.has(p + "attn_qkv.weight"):
             upd = self.attention(il, a)
         else:
             upd = _zero(len(h.mean))

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..measure.importance import ImportanceEstimate
 from ..read.imatrix import KV_CHUNK_COUNT, KV_CHUNK_SIZE, KV_DATASETS
-from .gguf_writer import KV, Layout, TensorEntry, VT, pad
+from .gguf_writer import KV, VT, Layout, TensorEntry, pad
 from .output import AtomicOutput, check_destination, check_space
 
 F32 = int(gguf.GGMLQuantizationType.F32)
