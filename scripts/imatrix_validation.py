@@ -29,7 +29,7 @@ import numpy as np
 
 MIXES = ("Q3_K_M", "Q4_K_M", "IQ3_XXS", "IQ2_M")
 NEED_IMATRIX = ("IQ3_XXS", "IQ2_M")
-VARIANTS = {"default": {}, "no-means": {"means": False}, "attn-mix-1": {"attn_mix": 1.0},
+VARIANTS = {"default": {}, "means": {"means": True}, "attn-mix-1": {"attn_mix": 1.0},
             "attn-mix-0.25": {"attn_mix": 0.25}, "zipf-0": {"zipf_exponent": 0.0}}
 
 

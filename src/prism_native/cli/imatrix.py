@@ -24,7 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="output file (default: MODEL.imatrix.gguf in the working directory)")
     p.add_argument("--output-tensor", action="store_true",
                    help="also estimate output.weight (llama-imatrix records it only with --process-output)")
-    p.add_argument("--no-means", action="store_true", help="propagate second moments only (zero-mean channels)")
+    p.add_argument("--means", action="store_true", help="propagate the channels' means too (default: second "
+                   "moments of zero-mean channels)")
     p.add_argument("--attn-mix", type=float, default=EstimateOptions.attn_mix, metavar="R",
                    help="variance of the value vectors kept by attention's average (default %(default)s)")
     p.add_argument("--zipf", type=float, default=EstimateOptions.zipf_exponent, metavar="S",
@@ -37,7 +38,7 @@ def options(args: argparse.Namespace) -> EstimateOptions:
         raise UsageError("--attn-mix must be in [0, 1]")
     if not 0.0 <= args.zipf <= 4.0:
         raise UsageError("--zipf must be in [0, 4]")
-    return EstimateOptions(zipf_exponent=args.zipf, attn_mix=args.attn_mix, means=not args.no_means,
+    return EstimateOptions(zipf_exponent=args.zipf, attn_mix=args.attn_mix, means=args.means,
                            output=args.output_tensor)
 
 

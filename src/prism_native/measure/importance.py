@@ -61,7 +61,7 @@ class EstimateOptions:
     zipf_exponent: float = 1.0     # p(token id t) ~ 1 / (t + zipf_offset)^s
     zipf_offset: float = 10.0
     attn_mix: float = 0.5          # variance kept by attention's weighted average of value vectors
-    means: bool = True             # propagate channel means too (False: zero-mean channels)
+    means: bool = False            # propagate channel means too (default: zero-mean channels, better on SmolLM2)
     router_samples: int = 1024     # normalised-stream samples the MoE router is applied to
     seed: int = 0
     output: bool = False           # also estimate output.weight (llama-imatrix leaves it out by default)

@@ -19,6 +19,7 @@ class Agreement:
     cls: str
     layer: int | None
     spearman: float          # mean over the tensor's matrices (experts)
+    top_recall: float        # share of the real top 2% columns (at least 4) among the estimate's top 2%
     n_mat: int
 
 
@@ -32,20 +33,22 @@ def compare(estimate: Imatrix, real: Imatrix, model: Model) -> list[Agreement]:
             continue
         t = model.tensor(name)
         n_mat = t.shape[2] if len(t.shape) > 2 else 1
-        rhos = []
+        rhos, recalls = [], []
         for x, y in zip(a.reshape(n_mat, -1), b.reshape(n_mat, -1)):
             if np.ptp(y) == 0 or np.ptp(x) == 0:
                 continue
             rhos.append(float(spearmanr(x, y).statistic))
+            k = max(4, len(y) // 50)
+            recalls.append(len(set(np.argsort(x)[-k:]) & set(np.argsort(y)[-k:])) / k)
         if rhos:
             t = classify(name)
-            out.append(Agreement(name, t.cls, t.layer, float(np.mean(rhos)), n_mat))
+            out.append(Agreement(name, t.cls, t.layer, float(np.mean(rhos)), float(np.mean(recalls)), n_mat))
     return out
 
 
-def by_class(rows: list[Agreement]) -> dict[str, float]:
-    """Mean Spearman per tensor class."""
+def by_class(rows: list[Agreement], what: str = "spearman") -> dict[str, float]:
+    """Mean Spearman (or top_recall) per tensor class."""
     out: dict[str, list[float]] = {}
     for r in rows:
-        out.setdefault(r.cls, []).append(r.spearman)
+        out.setdefault(r.cls, []).append(getattr(r, what))
     return {c: float(np.mean(v)) for c, v in sorted(out.items())}
