@@ -7,6 +7,8 @@ Public API (imported on first use, so that `import prism_native` stays cheap):
     dequantize(data, "Q4_K", shape)              float32 values of ggml bytes (the type's to_float)
     quantize_model(src, dst, plan_or_types, imatrix=None, threads=0, progress=True)
                                                  the quantized GGUF, byte for byte llama-quantize's
+    estimate_imatrix(src)                        a data-free importance matrix (.save(path): llama-imatrix's GGUF;
+                                                 .to_imatrix(): for quantize_model's imatrix=)
 """
 from __future__ import annotations
 
@@ -18,13 +20,16 @@ __version__ = "0.1.0"
 from ._native import cpu_features  # noqa: F401  (re-exported: which SIMD kernels are active)
 
 _LAZY = {"quantize": "prism_native.quant", "dequantize": "prism_native.quant",
-         "quantize_model": "prism_native.write.quantize", "QuantizeResult": "prism_native.write.quantize"}
+         "quantize_model": "prism_native.write.quantize", "QuantizeResult": "prism_native.write.quantize",
+         "estimate_imatrix": "prism_native.measure.importance"}
 
 if TYPE_CHECKING:
     from .quant import dequantize, quantize
+    from .measure.importance import estimate_imatrix
     from .write.quantize import QuantizeResult, quantize_model
 
-__all__ = ["cpu_features", "dequantize", "quantize", "quantize_model", "QuantizeResult", "__version__"]
+__all__ = ["cpu_features", "dequantize", "estimate_imatrix", "quantize", "quantize_model", "QuantizeResult",
+           "__version__"]
 
 
 def __getattr__(name: str) -> Any:

@@ -141,8 +141,10 @@ def write_layout(path: Path, arch: str, kv: dict[str, object], tensors: dict[str
     return paths
 
 
-def write(path: Path, spec: Spec, *, split_max_tensors: int = 0) -> dict[str, np.ndarray]:
-    """Write the model; returns the float32 values of every tensor (before encoding)."""
+def write(path: Path, spec: Spec, *, split_max_tensors: int = 0,
+          values_of: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """Write the model; returns the float32 values of every tensor (before encoding). `values_of`: given
+    values (numpy shape) for some tensors instead of random ones."""
     rng = np.random.default_rng(spec.seed)
     w = gguf.GGUFWriter(path, spec.arch, split_max_tensors=split_max_tensors)
     a = spec.arch
@@ -162,6 +164,8 @@ def write(path: Path, spec: Spec, *, split_max_tensors: int = 0) -> dict[str, np
     values: dict[str, np.ndarray] = {}
     for name, shape in spec.shapes().items():
         x = _values(rng, shape)
+        if values_of and name in values_of:
+            x = np.asarray(values_of[name], dtype=np.float32)
         values[name] = x
         two_d = len(shape) > 1 and name.endswith(".weight")
         data, raw = encode(x, spec.dtype if two_d else "F32")

@@ -21,7 +21,7 @@ from ..plan.planner import DEFAULT_DISTORTION, DEFAULT_TYPES, Plan
 from ..plan.score import Weights, score_analysis
 from ..progress import Progress
 from ..read.example import example_model
-from ..read.imatrix import load_imatrix
+from ..read.imatrix import Imatrix, load_imatrix
 from ..read.model import Model, open_model
 from ..research.evaluate import Setup
 from ..write.output import check_destination
@@ -120,9 +120,12 @@ def budgets(args: argparse.Namespace) -> list[Budget]:
 
 # -- analysis ------------------------------------------------------------------------------------------
 
+AUTO_IMATRIX = "auto"     # --imatrix auto: the data-free estimate (measure/importance.py)
+
 
 def add_analysis_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--imatrix", metavar="FILE", help="importance matrix from llama-imatrix (.gguf or legacy .dat)")
+    p.add_argument("--imatrix", metavar="FILE", help="importance matrix from llama-imatrix (.gguf or legacy .dat), "
+                   "or 'auto': the data-free estimate from the weights (prism-native imatrix), made in memory")
     p.add_argument("--exact", action="store_true",
                    help="every row and full spectra (slower); default samples rows of large tensors")
     p.add_argument("--sample-values", type=int, default=Settings.sample_values, metavar="N",
@@ -148,10 +151,22 @@ def default_output(model: Model) -> Path:
     return Path(f"{model.path.name.removesuffix('.gguf')}.prism.json")
 
 
+def load_imatrix_arg(value: str, model: Model) -> Imatrix:
+    """--imatrix FILE, or --imatrix auto: the data-free estimate of `model`, held in memory (its warnings
+    printed); a file named 'auto' is given as ./auto."""
+    if value != AUTO_IMATRIX:
+        return load_imatrix(value)
+    from ..measure.importance import estimate_importance
+    est = estimate_importance(model)
+    for w in est.warnings[:5]:
+        print(f"warning: {w}", file=sys.stderr)
+    return est.to_imatrix(AUTO_IMATRIX)
+
+
 def run_analysis(model: Model, args: argparse.Namespace, out: Path | None) -> Analysis:
     """analyze with the command line's settings, a progress line and the imatrix's warnings; scored."""
     s = settings(args)
-    imatrix = load_imatrix(args.imatrix) if args.imatrix else None
+    imatrix = load_imatrix_arg(args.imatrix, model) if args.imatrix else None
     if imatrix is not None:
         for w in imatrix.warnings[:5]:
             print(f"warning: {w}", file=sys.stderr)
@@ -302,6 +317,10 @@ def measure_setup(args: argparse.Namespace, model: Model, imatrix: str | None, t
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"-o {out_dir}: not a directory")
     quantize, perplexity = tools
+    if imatrix == AUTO_IMATRIX:     # llama-quantize needs a file: the estimate, kept with the results
+        from ..measure.importance import estimate_importance
+        out_dir.mkdir(parents=True, exist_ok=True)
+        imatrix = str(estimate_importance(model).save(out_dir / "auto.imatrix.gguf", model.parts))
     threads = args.threads or os.cpu_count() or 1
     ppl = Perplexity(perplexity, Path(args.text), args.ctx, args.chunks, threads, rpc_servers(args.rpc))
     return Setup(model, quantize, ppl, out_dir, imatrix, args.keep, args.quiet)

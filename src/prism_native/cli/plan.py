@@ -15,6 +15,7 @@ from ..plan.plot import allocation_grid, check_plot_path, draw_allocation
 from ..read.model import Model
 from ..write.output import check_destination, write_file
 from .options import (
+    AUTO_IMATRIX,
     add_analysis_arguments,
     add_budget_arguments,
     add_model_argument,
@@ -56,8 +57,14 @@ def _tag(budget: Budget) -> str:
     return f"{budget.value:g}bpw" if budget.kind == "bpw" else f"{budget.value / 2**30:.2f}GiB"
 
 
+def _imatrix_file(model: Model, analysis: Analysis) -> str | None:
+    """The imatrix the command names; for --imatrix auto, the file `prism-native imatrix` would write."""
+    path = analysis.imatrix["path"] if analysis.imatrix else None
+    return f"{model.path.name.removesuffix('.gguf')}.imatrix.gguf" if path == AUTO_IMATRIX else path
+
+
 def _command(plan: Plan, model: Model, analysis: Analysis, out: str, type_file: str | None = None) -> QuantizeCommand:
-    return plan.recipe.command(model.path, out, imatrix=analysis.imatrix["path"] if analysis.imatrix else None,
+    return plan.recipe.command(model.path, out, imatrix=_imatrix_file(model, analysis),
                                allow_requantize=needs_requantize(model, analysis), tensor_type_file=type_file)
 
 
@@ -78,6 +85,9 @@ def _print_plan(plan: Plan, model: Model, analysis: Analysis, args: argparse.Nam
           f"{s.bpw_quantized:.4f} bpw over quantized tensors, {s.bpw:.4f} bpw as llama-quantize reports, "
           f"{s.bpw_file:.4f} bpw over the file")
     print()
+    if analysis.imatrix and analysis.imatrix["path"] == AUTO_IMATRIX:
+        print(f"# the data-free importance matrix first: prism-native imatrix {model.path} "
+              f"-o {_imatrix_file(model, analysis)}")
     print(_command(plan, model, analysis, out).shell())
     if args.tensor_type_file is not None:
         write_file(args.tensor_type_file, plan.recipe.tensor_type_file().encode(), inputs)

@@ -19,7 +19,6 @@ from ..llama.command import QuantizeCommand
 from ..plan.budget import fmt_bytes
 from ..plan.dry_run import budget_file_bytes, smallest_output
 from ..plan.planner import imatrix_extra_kv, make_plan
-from ..read.imatrix import load_imatrix
 from ..read.model import Model
 from ..write.job import Job, build_job, params_from_command, params_from_recipe
 from ..write.output import check_destination, check_space
@@ -27,12 +26,14 @@ from ..write.quantize import QuantizeResult, write_job
 from ..write.saved_plan import check_against, load_saved_plan
 from .main import ArgumentParser
 from .options import (
+    AUTO_IMATRIX,
     add_analysis_arguments,
     add_budget_arguments,
     add_plan_arguments,
     budgets,
     default_output,
     load_analysis,
+    load_imatrix_arg,
     model_path,
     plan_types,
     print_notes,
@@ -130,10 +131,11 @@ def _from_command(args: argparse.Namespace, argv: list[str]) -> Source:
         out = str(model.path.with_name(f"ggml-model-{cmd.ftype}.gguf"))
     if cmd.nthreads is not None and not args.threads:
         args.threads = max(0, cmd.nthreads)
-    inputs = [*model.parts, *([cmd.imatrix] if cmd.imatrix else []),
+    inputs = [*model.parts, *([cmd.imatrix] if cmd.imatrix and cmd.imatrix != AUTO_IMATRIX else []),
               *(v for kind, v in cmd.type_args if kind == "tensor-type-file")]
     check_destination(out, inputs)
-    return build_job(model, params_from_command(cmd)), out, cmd.dry_run, inputs
+    imatrix = load_imatrix_arg(cmd.imatrix, model) if cmd.imatrix == AUTO_IMATRIX else None
+    return build_job(model, params_from_command(cmd, imatrix=imatrix)), out, cmd.dry_run, inputs
 
 
 def _from_saved(args: argparse.Namespace) -> Source:
@@ -147,9 +149,9 @@ def _from_saved(args: argparse.Namespace) -> Source:
         raise UsageError(f"{args.recipe} names no input model; give MODEL")
     out = args.output if args.output is not None else _default_output(model, "recipe")
     im_path = args.imatrix or (cmd.imatrix if cmd is not None else None)
-    inputs = [*model.parts, saved.path, *([im_path] if im_path else [])]
+    inputs = [*model.parts, saved.path, *([im_path] if im_path and im_path != AUTO_IMATRIX else [])]
     check_destination(out, inputs)
-    imatrix = load_imatrix(im_path) if im_path else None
+    imatrix = load_imatrix_arg(im_path, model) if im_path else None
     job = build_job(model, params_from_recipe(saved.recipe, imatrix=imatrix, imatrix_name=im_path))
     check_against(saved, model, job)
     return job, out, False, inputs
@@ -166,12 +168,12 @@ def _from_budget(args: argparse.Namespace) -> Source:
     model, analysis = load_analysis(args)
     out = args.output if args.output is not None else _default_output(model, tag)
     im_path = analysis.imatrix["path"] if analysis.imatrix else None
-    inputs = [*model.parts, *_analysis_files(args, model), *([im_path] if im_path else [])]
+    inputs = [*model.parts, *_analysis_files(args, model), *([im_path] if im_path and im_path != AUTO_IMATRIX else [])]
     check_destination(out, inputs)
     plan = make_plan(model, analysis, budget, types=types, max_overrides=args.max_overrides,
                      extra_kv=imatrix_extra_kv(analysis), distortion=args.distortion)
     print_notes(plan)
-    imatrix = load_imatrix(im_path) if im_path else None
+    imatrix = load_imatrix_arg(im_path, model) if im_path else None
     job = build_job(model, params_from_recipe(plan.recipe, imatrix=imatrix, imatrix_name=im_path))
     if job.file_bytes != plan.size.file_bytes:
         raise AssertionError(f"plan predicts {plan.size.file_bytes} bytes, the layout has {job.file_bytes}")
@@ -182,7 +184,7 @@ def _from_budget(args: argparse.Namespace) -> Source:
 
 def _analysis_files(args: argparse.Namespace, model: Model) -> list[str | Path]:
     """The files a budget's analysis reads: the results file and the imatrix."""
-    return [args.results or default_output(model), *([args.imatrix] if args.imatrix else [])]
+    return [args.results or default_output(model), *([args.imatrix] if args.imatrix and args.imatrix != AUTO_IMATRIX else [])]
 
 
 def _report(job: Job, out: str, res: QuantizeResult | None) -> None:
