@@ -78,7 +78,7 @@ def test_cli_plan_json_and_errors(analysed, capsys):
     assert main(["plan", str(model.path), "--from", str(out), "--bpw", "4", "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["size"]["bpw_quantized"] <= 4 and d["argv"][0] == "llama-quantize"
-    assert main(["plan", str(model.path), "--from", str(out), "--bpw", "1.5"]) == 2
+    assert main(["plan", str(model.path), "--from", str(out), "--bpw", "1.0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "feasible range" in err[0]
     assert main(["plan", str(model.path), "--from", str(out), "--sweep", "3:4:0.5"]) == 0

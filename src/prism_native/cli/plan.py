@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..errors import BudgetError
 from ..llama.command import QuantizeCommand
 from ..measure.results import Analysis
 from ..plan.budget import Budget, fmt_bytes
@@ -68,8 +69,20 @@ def run(args: argparse.Namespace) -> int:
     types = plan_types(args)
     model, analysis = load_analysis(args)
     extra = imatrix_extra_kv(analysis)
-    plans = [make_plan(model, analysis, b, types=types, max_overrides=args.max_overrides, extra_kv=extra,
-                       distortion=args.distortion) for b in bs]
+    plans: list[Plan] = []
+    skipped: list[BudgetError] = []
+    for b in bs:
+        try:
+            plans.append(make_plan(model, analysis, b, types=types, max_overrides=args.max_overrides,
+                                   extra_kv=extra, distortion=args.distortion))
+        except BudgetError as e:
+            if len(bs) == 1:
+                raise
+            skipped.append(e)   # a sweep draws the feasible part of its curve
+    if not plans:
+        raise skipped[0]
+    for e in skipped:
+        print(f"# skipped: {e}", file=sys.stderr)
     if args.json:
         out = []
         for p in plans:

@@ -20,6 +20,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from ..errors import FileFormatError
+from ..llama.mix import planned_requires_imatrix
 from ..llama.quantizable import quantizable_tensors
 from ..quant import Scratch
 from ..read.imatrix import Imatrix
@@ -92,9 +93,13 @@ def measure_tensor(model: Model, t: TensorInfo, settings: Settings, imatrix: Ima
     x, bf16 = (_native_input(model, t) if t.type_name in ("F32", "F16", "BF16") else (w32, False))
     seed = stable_seed(t.name, settings.seed)
     sampled = settings.mode == "default" and not values.beyond_f16
+    # without importance weights, llama-quantize's very-low-bit types are no candidates: not measured
+    refused = {} if weights is not None else {
+        c: why for c in settings.candidates if (why := planned_requires_imatrix(t.name, c)) is not None}
     err = measure_errors(x, bf16, where=where, n_mat=n_mat, candidates=settings.candidates, weights=weights,
                          sample_values=settings.sample_values if sampled else 0, seed=seed,
-                         delta=settings.boundary_delta, threads=settings.threads, max_abs=values.max_abs)
+                         delta=settings.boundary_delta, threads=settings.threads, max_abs=values.max_abs,
+                         refused=refused)
 
     mats = w32.reshape(-1, t.shape[1] if len(t.shape) > 1 else 1, ne0)
     spec = [spectral_metrics(mats[i], settings.mode, rng_seed=seed, norms=values.norms if n_mat == 1 else None)

@@ -13,19 +13,23 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from .. import qtypes
-from ..errors import FileFormatError
+from ..errors import FileFormatError, UsageError
 from ..quant import quant_errors
 
 OSQE_TYPES = {2: "Q2_K", 3: "Q3_K", 4: "Q4_K", 6: "Q6_K"}   # OSQE bit levels -> ggml's own quantizers
 BOUNDARY_TYPE = "Q4_K"                                       # boundary density on the 4-bit grid
-# every type a plan may pick: the K-quants and IQ4_XS, and the 32-block types that rows not fitting
-# 256 fall back to, offered directly (Q4_1 is no K-quant's fallback but is often the best at 5 bpw)
-CANDIDATES = ("Q2_K", "Q3_K", "IQ4_XS", "Q4_K", "Q5_K", "Q6_K", "Q8_0", "IQ4_NL", "Q4_0", "Q4_1", "Q5_0", "Q5_1")
+# every type a plan may pick: every type prism_native quantizes bit-exactly. The K-quants, IQ4_XS and
+# the 32-block types that rows not fitting 256 fall back to come first, in the order the allocator's
+# ties have always fallen back on; the others follow in ggml's enum order.
+_FIRST = ("Q2_K", "Q3_K", "IQ4_XS", "Q4_K", "Q5_K", "Q6_K", "Q8_0", "IQ4_NL", "Q4_0", "Q4_1", "Q5_0", "Q5_1")
+CANDIDATES = tuple(dict.fromkeys(
+    [t for t in _FIRST if qtypes.get(t).native]
+    + [q.name for q in sorted(qtypes.all_types().values(), key=lambda q: q.ggml_type) if q.native and q.quantized]))
 
 
 @dataclass(frozen=True)
@@ -78,16 +82,31 @@ def _kernel_sums(x: np.ndarray, bf16: bool, types: Sequence[str], weights: np.nd
 
 def measure_errors(x: np.ndarray, bf16: bool, *, where: str, n_mat: int, candidates: Sequence[str],
                    weights: np.ndarray | None, sample_values: int, seed: int, delta: float,
-                   threads: int, max_abs: float = 0.0) -> ErrorMeasurement:
+                   threads: int, max_abs: float = 0.0, refused: Mapping[str, str] | None = None) -> ErrorMeasurement:
     """Errors of the (rows x ne0) matrix `x` of finite values (n_mat stacked experts; weights of shape
     (n_mat, ne0) or None); `where` names the tensor in error messages. sample_values = 0 measures every
     row; otherwise each matrix is measured on a seeded sample of rows, the budget shared pro rata.
 
-    A type whose error is not finite wrote a non-finite float16 block scale (values beyond float16's
-    range, up to `max_abs`): llama-quantize rejects that output, so the type gets no error, a reason."""
+    A type llama-quantize cannot write for this tensor gets no error but a reason, and is not measured:
+    one in `refused` (requested type -> why), one whose rows fit neither it nor a fallback, one ggml
+    quantizes only with importance weights when there are none, and one whose error is not finite (it
+    wrote a non-finite float16 block scale: values beyond float16's range, up to `max_abs`)."""
     n_rows, ne0 = x.shape
     requested = list(dict.fromkeys(list(candidates) + list(OSQE_TYPES.values())))
-    written = {r: qtypes.effective(qtypes.get(r), ne0).name for r in requested}
+    reasons = dict(refused or {})
+    written: dict[str, str] = {}
+    for r in requested:
+        if r in reasons:
+            continue
+        try:
+            w = qtypes.effective(qtypes.get(r), ne0)
+        except UsageError as e:
+            reasons[r] = str(e)
+            continue
+        if weights is None and w.needs_imatrix:
+            reasons[r] = f"ggml quantizes {w.name} only with importance weights, and this tensor has none"
+            continue
+        written[r] = w.name
     measurable = [w for w in dict.fromkeys(written.values()) if qtypes.get(w).native]
 
     def rows_fn(n: int) -> np.ndarray | None:
@@ -101,6 +120,8 @@ def measure_errors(x: np.ndarray, bf16: bool, *, where: str, n_mat: int, candida
     overflow = {w for w, s in stats.items() if not math.isfinite(s[0])}
 
     def entry(r: str) -> dict[str, Any]:
+        if r in reasons:
+            return {"type": r, "rel_error": None, "reason": reasons[r]}
         w = written[r]
         if w in overflow:
             return {"type": w, "rel_error": None,
