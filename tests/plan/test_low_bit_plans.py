@@ -16,30 +16,16 @@ from support import synth
 from prism_native import qtypes
 from prism_native.cli import main
 from prism_native.llama.mix import planned_requires_imatrix
-from prism_native.measure import analyze as an
 from prism_native.measure.quant_error import CANDIDATES, measure_errors
 from prism_native.plan.planner import build_groups
-from prism_native.plan.score import Weights, score_analysis
-from prism_native.read.model import open_model
 
-SPEC = synth.Spec(n_layer=4, n_embd=256, n_ff=512, n_vocab=512, seed=5)
+SPEC = synth.SMALL_DENSE
 HYBRID = synth.Spec(n_layer=4, dtype="BF16", layer_names=synth.QWEN35_LAYER + ("ffn_up_shexp", "ffn_down_shexp"),
                     seed=9)
 MOE = synth.VARIANTS["moe"]
 LAYER = "blk.0.ffn_down.weight"
 # every type llama-quantize writes on a layer tensor only with an imatrix (IQ3_XXS, IQ2_*, IQ1_*)
 IMATRIX_ONLY = [t for t in qtypes.all_types() if planned_requires_imatrix(LAYER, t)]
-
-
-@pytest.fixture(scope="module")
-def analysed(synthetic, tmp_path_factory):
-    path = synthetic("low-bit-dense", SPEC)
-    model = open_model(path)
-    out = tmp_path_factory.mktemp("low-bit") / "dense.prism.json"
-    a = an.analyze(model, an.Settings(), out=out)
-    score_analysis(a, Weights())
-    a.save(out)
-    return model, a, out
 
 
 def test_the_rule_covers_llama_quantizes_types():
@@ -138,9 +124,25 @@ def test_low_bit_plan_written_as_llama_quantize_writes_it(llama_quantize_bin, sy
 
 @pytest.mark.parametrize("args", [["--tensor-type", "ffn_down=iq2_xxs", "Q4_K_M"], ["IQ3_XXS"], ["IQ1_M"]])
 def test_quantize_refuses_imatrix_types_without_one(synthetic, tmp_path, capsys, args):
-    src = synthetic("low-bit-dense", SPEC)
+    src = synthetic("plan-dense", SPEC)
     out = tmp_path / "out.gguf"
     assert main(["quantize", str(src), "-o", str(out), "-q", "--", *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "requires an importance matrix" in err[0] and "blk." in err[0], err
     assert not out.exists()
+
+
+def test_inspect_and_analyze_a_low_bit_file(synthetic, tmp_path, capsys):
+    """A file of low-bit types (Q2_0 among them, which the gguf package does not know) is read through
+    prism_native's own reader: inspected, and analyzed from its dequantized values."""
+    src = synthetic("plan-dense", SPEC)
+    q = tmp_path / "q.gguf"
+    assert main(["quantize", str(src), "-o", str(q), "-q", "--", "--tensor-type", "ffn_down=nvfp4",
+                 "--tensor-type", "attn_q=q1_0", "--tensor-type", "attn_k=mxfp4", "Q2_0"]) == 0
+    capsys.readouterr()
+    assert main(["inspect", str(q)]) == 0
+    out = capsys.readouterr().out
+    assert all(t in out for t in ("Q2_0", "Q1_0", "NVFP4", "MXFP4"))
+    assert main(["analyze", str(q), "-o", str(tmp_path / "q.prism.json"), "-q"]) == 0
+    d = json.loads((tmp_path / "q.prism.json").read_text())
+    assert {r["source_type"] for r in d["tensors"].values()} >= {"Q2_0", "Q1_0", "NVFP4", "MXFP4"}
