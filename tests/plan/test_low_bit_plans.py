@@ -146,3 +146,15 @@ def test_inspect_and_analyze_a_low_bit_file(synthetic, tmp_path, capsys):
     assert main(["analyze", str(q), "-o", str(tmp_path / "q.prism.json"), "-q"]) == 0
     d = json.loads((tmp_path / "q.prism.json").read_text())
     assert {r["source_type"] for r in d["tensors"].values()} >= {"Q2_0", "Q1_0", "NVFP4", "MXFP4"}
+
+
+@pytest.mark.parametrize("t", sorted(q.name for q in qtypes.all_types().values() if q.needs_imatrix))
+def test_quantize_refuses_ggml_imatrix_types_on_the_embeddings_without_one(synthetic, tmp_path, capsys, t):
+    """token_embd may take any type without --imatrix by llama-quantize's rule, but ggml_quantize_chunk
+    asserts importance weights for IQ2_XXS, IQ2_XS and IQ1_S (llama-quantize aborts): one line."""
+    src = synthetic("plan-dense", SPEC)
+    out = tmp_path / "out.gguf"
+    assert main(["quantize", str(src), "-o", str(out), "-q", "--", "--token-embedding-type", t.lower(), "Q4_K_M"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "token_embd.weight" in err[0], err
+    assert not out.exists()

@@ -214,6 +214,9 @@ def _tensor_job(d: Decision, t: TensorInfo, data: dict[str, np.ndarray], params:
     if w is None and d.requires_imatrix:
         raise RecipeError(f"missing importance matrix for tensor {t.name} in a very low-bit quantization "
                           f"({d.target.name})")
+    if w is None and d.target.needs_imatrix:  # on token_embd/output: ggml_quantize_chunk asserts
+        raise RecipeError(f"{t.name}: ggml quantizes {d.target.name} only with importance weights, and there are "
+                          "none for it (llama-quantize aborts)")
     if t.qtype.quantized and not params.allow_requantize:
         raise RecipeError(f"requantizing from type {t.type_name} is disabled ({t.name}); add --allow-requantize")
     src, tgt = t.qtype, d.target
