@@ -158,3 +158,15 @@ def test_quantize_refuses_ggml_imatrix_types_on_the_embeddings_without_one(synth
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "token_embd.weight" in err[0], err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("cmd", ["quantize", "check-recipe"])
+def test_rows_no_type_or_fallback_fits_are_one_line(synthetic, tmp_path, capsys, cmd):
+    """Rows of 320 with Q1_0 (blocks of 128, no fallback): llama-quantize throws; so do we, in one line."""
+    src = synthetic("tied", synth.VARIANTS["tied"])
+    out = tmp_path / "out.gguf"
+    args = [cmd, str(src)] + (["-o", str(out), "-q"] if cmd == "quantize" else []) + ["--", "Q1_0"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no fallback" in err[0] and "320" in err[0], err
+    assert not out.exists()
