@@ -152,7 +152,8 @@ struct Q1_0 {
   // Table lookups, not branches, in both: the bits are coin flips (mispredictions had made the error
   // pass 20x slower than the quantizer).
   static void dequantize(const uint8_t* b, float* y) {
-    const float d = load_fp16(b);
+    float d = load_fp16(b);
+    if (d != d) d = u2f(f2u(d) | 0x00400000u);  // ggml's fp16 conversion quiets a NaN (copied, not computed, here)
     const float level[2] = {-d, d};
     for (int j = 0; j < BS; ++j) y[j] = level[(b[2 + j / 8] >> (j % 8)) & 1];
   }
