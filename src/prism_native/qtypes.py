@@ -29,6 +29,9 @@ FALLBACK = {
     "Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0",
 }
 _UNQUANTIZED = frozenset({"F32", "F16", "BF16", "F64", "I8", "I16", "I32", "I64"})
+# ggml_quantize_requires_imatrix (ggml.c): ggml_quantize_chunk asserts importance weights for these
+# (llama-quantize's own, wider rule is llama.mix.requires_imatrix)
+NEEDS_IMATRIX = frozenset({"IQ2_XXS", "IQ2_XS", "IQ1_S"})
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,11 @@ class QType:
     @property
     def bpw(self) -> float:
         return 8.0 * self.type_size / self.block_size
+
+    @property
+    def needs_imatrix(self) -> bool:
+        """ggml quantizes this type only with importance weights."""
+        return self.name in NEEDS_IMATRIX
 
     @property
     def quantized(self) -> bool:

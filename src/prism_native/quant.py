@@ -38,8 +38,11 @@ def _matrix(x: np.ndarray, bf16: bool) -> np.ndarray:
     return np.ascontiguousarray(x)
 
 
-def _imatrix(imatrix: np.ndarray | None, n: int) -> np.ndarray | None:
+def _imatrix(imatrix: np.ndarray | None, n: int, qs: Sequence[QType] = ()) -> np.ndarray | None:
     if imatrix is None:
+        needs = next((q for q in qs if q.needs_imatrix), None)
+        if needs is not None:
+            raise UsageError(f"ggml quantizes {needs.name} only with importance weights (an imatrix)")
         return None
     w = np.ascontiguousarray(imatrix, dtype=np.float32).reshape(-1)
     if w.shape[0] != n:
@@ -60,7 +63,7 @@ def quantize(x: np.ndarray, qtype: TypeName, imatrix: np.ndarray | None = None, 
     m = _matrix(x, bf16)
     if m.shape[1] % q.block_size:
         raise UsageError(f"row length {m.shape[1]} is not a multiple of {q.name}'s block size {q.block_size}")
-    return _native.quantize(m, q.ggml_type, _imatrix(imatrix, m.shape[1]), bf16, nthreads, isa)
+    return _native.quantize(m, q.ggml_type, _imatrix(imatrix, m.shape[1], [q]), bf16, nthreads, isa)
 
 
 def dequantize(data: np.ndarray | bytes, qtype: TypeName, shape: Sequence[int], *,
@@ -145,6 +148,6 @@ def quant_errors(x: np.ndarray, qtypes: Sequence[str | int | QType], imatrix: np
     qs = [_type(t) for t in qtypes]
     x = _matrix(x, bf16)
     r = None if rows is None else np.ascontiguousarray(rows, dtype=np.int64)
-    res = _native.quant_errors(x, [q.ggml_type for q in qs], _imatrix(imatrix, x.shape[1]), r, float(delta),
+    res = _native.quant_errors(x, [q.ggml_type for q in qs], _imatrix(imatrix, x.shape[1], qs), r, float(delta),
                                bf16, nthreads, isa)
     return [ErrorStats(q.name, *t) for q, t in zip(qs, res)]

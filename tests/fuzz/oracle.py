@@ -185,6 +185,8 @@ def tensor_values(raw: bytes, ttype: int) -> np.ndarray | None:
         with np.errstate(invalid="ignore"):   # inf * 0 is the NaN this is looking for
             return (d * blocks[:, 2:].view(np.int8).astype(np.float64)).reshape(-1)
     import gguf
+    if ttype not in gguf.GGMLQuantizationType.__members__.values():   # Q2_0: unknown to gguf 0.19
+        return None
     qt = gguf.GGMLQuantizationType(ttype)
     if qt not in gguf.quants._type_traits:   # noqa: SLF001  (the gguf package cannot convert it either)
         return None

@@ -12,14 +12,14 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field, replace
 
-# ggml type id -> (values per block, bytes per block); ggml.h, minus the removed ids (4, 5, 31-33,
-# 36-38) and Q2_0 (42), which the gguf package (and so prism_native) does not know yet
+# ggml type id -> (values per block, bytes per block); ggml.h, minus the removed ids (4, 5, 31-33, 36-38)
 BLOCKS: dict[int, tuple[int, int]] = {
     0: (1, 4), 1: (1, 2), 2: (32, 18), 3: (32, 20), 6: (32, 22), 7: (32, 24), 8: (32, 34), 9: (32, 40),
     10: (256, 84), 11: (256, 110), 12: (256, 144), 13: (256, 176), 14: (256, 210), 15: (256, 292),
     16: (256, 66), 17: (256, 74), 18: (256, 98), 19: (256, 50), 20: (32, 18), 21: (256, 110),
     22: (256, 82), 23: (256, 136), 24: (1, 1), 25: (1, 2), 26: (1, 4), 27: (1, 8), 28: (1, 8),
     29: (256, 56), 30: (1, 2), 34: (256, 54), 35: (256, 66), 39: (32, 17), 40: (64, 36), 41: (128, 18),
+    42: (64, 18),
 }
 F32, F16, Q8_0, BF16 = 0, 1, 8, 30
 

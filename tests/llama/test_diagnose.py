@@ -148,7 +148,6 @@ def test_example(smollm2_path, capsys):
     (["{model}", "--", "--tensor-type", "(?i)ffn=q4_k", "Q4_K_M"], "not ECMAScript"),
     (["{model}", "--", "--tensor-type-file", "/nonexistent/types.txt", "Q4_K_M"], "tensor type file not found"),
     (["{model}", "--", "--token-embedding-type", "q9_k", "Q4_K_M"], "unknown quant type"),
-    (["{model}", "--", "Q2_0"], "not supported"),
 ])
 def test_bad_input_is_one_line_exit_2(synthetic, capsys, argv, msg):
     path = str(synthetic("dense", synth.VARIANTS["dense"]))
@@ -169,6 +168,11 @@ DRY_RUN_CASES = [
     ("ple", ["--token-embedding-type", "q8_0", "--tensor-type", "per_layer_token_embd=q4_k", "Q5_K_M"]),
     ("smollm2", ["--allow-requantize", "--tensor-type", r"^blk\.(0|1)\.ffn_down\.weight$=q8_0", "Q3_K_M"]),
     ("smollm2", ["--allow-requantize", "--leave-output-tensor", "--tensor-type", "ATTN_K=q4_0", "IQ4_NL"]),
+    ("dense", ["TQ1_0"]),
+    ("tied", ["Q2_0"]),
+    ("hybrid", ["--tensor-type", "ffn_down=nvfp4", "--tensor-type", "attn_v=q1_0", "TQ2_0"]),
+    ("moe", ["MXFP4_MOE"]),
+    ("smollm2", ["--allow-requantize", "Q2_0"]),
 ]
 
 

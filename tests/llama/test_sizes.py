@@ -62,6 +62,12 @@ REAL_CASES = {
                    "Q4_K_S", {}),
     "bf16-align64-IQ4_NL": (synth.Spec(n_layer=2, dtype="BF16", alignment=64), "IQ4_NL", {}),
     "q8src-Q6_K": (synth.Spec(n_layer=2, dtype="Q8_0"), "Q6_K", dict(output_tensor_type="q8_0")),
+    # low-bit mixes: Q2_0 (unknown to the gguf package), fallbacks of 320-wide rows, MXFP4 experts
+    "tied-Q2_0": (synth.Spec(tied=True, n_embd=320, n_head=5, n_ff=200, n_layer=2), "Q2_0", {}),
+    "dense-TQ1_0-types": (synth.Spec(n_layer=2), "TQ1_0",
+                          dict(tensor_types=["ffn_down=nvfp4", "attn_q=q1_0", "ffn_up=tq2_0"])),
+    "moe-MXFP4_MOE": (synth.Spec(n_expert=8, n_layer=2, n_ff=256, layer_names=("attn_q", "attn_v")),
+                      "MXFP4_MOE", {}),
 }
 
 

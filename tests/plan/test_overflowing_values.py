@@ -31,21 +31,24 @@ def _planned(tmp_path, value: float):
 
 
 def test_overflowing_types_are_left_out_of_the_class(tmp_path):
-    model, analysis = _planned(tmp_path, 1e6)   # Q4_0 (max/8) and Q4_1 overflow, Q8_0 (max/127) does not
+    # Q4_0 (max/8), Q4_1 and the types scaled by max |x| itself (TQ*, Q2_0) overflow; Q8_0 (max/127) and
+    # the float-scaled MXFP4 (E8M0) and NVFP4 (saturating UE4M3) do not
+    model, analysis = _planned(tmp_path, 1e6)
     r = analysis.tensors["blk.1.attn_q.weight"]
-    assert [q for q in r.errors if not r.writable(q)] == ["Q4_0", "Q4_1"]
+    bad = [q for q in r.errors if not r.writable(q)]
+    assert {"Q4_0", "Q4_1"} <= set(bad) and not {"Q8_0", "MXFP4", "NVFP4"} & set(bad)
+    assert all("float16 block scales overflow" in r.errors[q]["reason"] for q in bad)
     assert r.rows_measured == 256             # beyond float16's range every row is measured
     for bpw in (4.0, 4.5, 5.0):
         p = make_plan(model, analysis, Budget("bpw", bpw))
-        assert p.allocation.group_types["attn_q"] not in ("Q4_0", "Q4_1")
-        assert all(p.allocation.tensor_types[n] not in ("Q4_0", "Q4_1") for n in ("blk.0.attn_q.weight",
-                                                                                   "blk.1.attn_q.weight"))
+        assert p.allocation.group_types["attn_q"] not in bad
+        assert all(p.allocation.tensor_types[n] not in bad for n in ("blk.0.attn_q.weight", "blk.1.attn_q.weight"))
 
 
 def test_a_class_no_type_can_hold_is_one_error(tmp_path):
-    model, analysis = _planned(tmp_path, 1e12)
+    model, analysis = _planned(tmp_path, 1e12)   # (MXFP4 and NVFP4 would still hold it)
     with pytest.raises(FileFormatError) as e:
-        make_plan(model, analysis, Budget("bpw", 4.5))
+        make_plan(model, analysis, Budget("bpw", 4.5), types=("Q2_K", "Q4_K", "Q6_K", "Q8_0"))
     assert str(e.value) == (f"{model.path}: tensor 'blk.1.attn_q.weight': llama-quantize can write none of the "
                             "candidate types for class attn_q (Q2_K's float16 block scales overflow on values up to "
                             "1e+12; llama-quantize rejects the result)")

@@ -7,30 +7,16 @@ import pytest
 
 from prism_native.cli import main
 from prism_native.errors import PrismError
-from prism_native.measure import analyze as an
 from prism_native.plan.budget import Budget, parse_size
 from prism_native.plan.planner import make_plan
-from prism_native.plan.score import Weights, score_analysis
-from prism_native.read.model import open_model
 from support import synth
 from support.recipes import run_recipe
 
-SPEC = synth.Spec(n_layer=4, n_embd=256, n_ff=512, n_vocab=512, seed=5)
+SPEC = synth.SMALL_DENSE
 TIED = synth.Spec(tied=True, n_embd=320, n_head=5, n_ff=640, n_layer=3, seed=6)
 # Qwen3.5-style hybrid names (ssm_alpha/ssm_beta/ssm_out, attn_gate, attn_qkv, shared experts) in BF16
 HYBRID = synth.Spec(n_layer=4, dtype="BF16", layer_names=synth.QWEN35_LAYER + ("ffn_up_shexp", "ffn_down_shexp"),
                     seed=9)
-
-
-@pytest.fixture(scope="module")
-def analysed(synthetic, tmp_path_factory):
-    path = synthetic("plan-dense", SPEC)
-    model = open_model(path)
-    out = tmp_path_factory.mktemp("plan") / "dense.prism.json"
-    a = an.analyze(model, an.Settings(), out=out)
-    score_analysis(a, Weights())
-    a.save(out)
-    return model, a, out
 
 
 def test_parse_size():
@@ -79,7 +65,7 @@ def test_cli_plan_json_and_errors(analysed, capsys):
     assert main(["plan", str(model.path), "--from", str(out), "--bpw", "4", "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["size"]["bpw_quantized"] <= 4 and d["argv"][0] == "llama-quantize"
-    assert main(["plan", str(model.path), "--from", str(out), "--bpw", "1.5"]) == 2
+    assert main(["plan", str(model.path), "--from", str(out), "--bpw", "1.0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "feasible range" in err[0]
     assert main(["plan", str(model.path), "--from", str(out), "--sweep", "3:4:0.5"]) == 0

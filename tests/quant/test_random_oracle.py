@@ -183,3 +183,14 @@ def test_isas_agree(tname: str) -> None:
                 continue
             for isa in ISAS:
                 assert np.array_equal(quantize(x, tname, imatrix, isa=isa), ref), f"{tname} {dist} {isa}"
+
+
+@pytest.mark.parametrize("tname", NATIVE)
+def test_dequantize_any_bytes_like_ggml(ggml, tname: str) -> None:
+    """to_float of arbitrary bytes (a file's, not ours): the same bits as ggml's, NaN and Inf scales included."""
+    q = qtypes.get(tname)
+    nb = 2048
+    raw = np.random.default_rng(zlib.crc32(f"bytes/{tname}".encode())).integers(0, 256, (1, nb * q.type_size),
+                                                                                 dtype=np.uint8)
+    y = dequantize(raw, tname, (1, nb * q.block_size))
+    assert np.array_equal(y.view(np.uint32), ggml.dequantize(tname, raw, nb * q.block_size).view(np.uint32))

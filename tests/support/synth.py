@@ -198,6 +198,10 @@ VARIANTS: dict[str, Spec] = {
 }
 
 
+# 4 layers of 256/512-wide rows: the planner tests' model (tests/plan/conftest.py analyses it)
+SMALL_DENSE = Spec(n_layer=4, n_embd=256, n_ff=512, n_vocab=512, seed=5)
+
+
 def write_imatrix(path: Path, spec: Spec, dataset: str = "synthetic-calibration.txt", chunks: int = 10) -> int:
     """A GGUF imatrix (llama-imatrix's format) for every blk.* matrix of `spec`; returns its entry count."""
     from prism_native.read.imatrix import write_gguf

@@ -52,6 +52,21 @@ CASES: dict[str, tuple[synth.Spec, list[str]]] = {
     "dense-prune-Q4_K_M": (V["dense"], ["--prune-layers", "3,5,15,5", "Q4_K_M"]),
     "moe-imat-prune-Q4_K_M": (V["moe"], ["--imatrix", "IMAT", "--prune-layers", "0,2", "Q4_K_M"]),
     "nul-string-Q4_0": (replace(V["dense"], n_layer=2, kv={"test.nul": "before\0after"}), ["Q4_0"]),
+    # the low-bit mixes whose types need no imatrix, and per-tensor types mixing them
+    "dense-TQ1_0": (V["dense"], ["TQ1_0"]),
+    "dense-imat-Q1_0": (V["dense"], ["--imatrix", "IMAT", "Q1_0"]),
+    "tied-TQ2_0": (V["tied"], ["TQ2_0"]),
+    "tied-imat-Q2_0": (V["tied"], ["--imatrix", "IMAT", "Q2_0"]),
+    "hybrid-Q2_0": (V["hybrid"], ["Q2_0"]),
+    "hybrid-imat-TQ2_0": (V["hybrid"], ["--imatrix", "IMAT", "TQ2_0"]),
+    "moe-MXFP4_MOE": (V["moe"], ["MXFP4_MOE"]),
+    "moe-imat-MXFP4_MOE": (V["moe"], ["--imatrix", "IMAT", "MXFP4_MOE"]),
+    "dense-low-bit-types": (V["dense"], ["--tensor-type", "ffn_down=nvfp4", "--tensor-type", "ffn_up=q1_0",
+                                         "--tensor-type", "attn_q=mxfp4", "--tensor-type", "attn_k=tq1_0",
+                                         "--tensor-type", "ffn_gate=q2_0", "--output-tensor-type", "tq2_0",
+                                         "Q3_K_M"]),
+    "moe-imat-low-bit-types": (V["moe"], ["--imatrix", "IMAT", "--tensor-type", "exps=nvfp4",
+                                          "--tensor-type", "attn_v=q2_0", "Q2_K"]),
 }
 
 
@@ -60,9 +75,10 @@ def sha(b: bytes | np.ndarray) -> str:
 
 
 def tensor_hashes(path: Path) -> dict[str, tuple[str, str]]:
-    """name -> (type, sha256 of the tensor's bytes), in file order."""
-    return {t.name: (t.tensor_type.name, sha(t.data.reshape(-1).view(np.uint8)))
-            for t in gguf.GGUFReader(path).tensors}
+    """name -> (type, sha256 of the tensor's bytes), in file order (prism_native's reader: the gguf
+    package does not know every type llama-quantize writes, e.g. Q2_0)."""
+    m = Model(path)
+    return {t.name: (t.type_name, sha(m.raw(t))) for t in m.tensors}
 
 
 def run_llama(binary: Path, src: Path, out: Path, args: list[str], threads: int = 2) -> None:

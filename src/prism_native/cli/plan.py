@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..errors import BudgetError
 from ..llama.command import QuantizeCommand
 from ..measure.results import Analysis
 from ..plan.budget import Budget, fmt_bytes
@@ -130,12 +131,24 @@ def run(args: argparse.Namespace) -> int:
     plot = check_plot_path(args.plot) if args.plot else None
     model, analysis = load_analysis(args)
     extra = imatrix_extra_kv(analysis)
-    plans = [make_plan(model, analysis, b, types=types, max_overrides=args.max_overrides, extra_kv=extra,
-                       distortion=args.distortion) for b in bs]
+    plans: list[Plan] = []
+    skipped: list[BudgetError] = []
+    for b in bs:
+        try:
+            plans.append(make_plan(model, analysis, b, types=types, max_overrides=args.max_overrides,
+                                   extra_kv=extra, distortion=args.distortion))
+        except BudgetError as e:
+            if len(bs) == 1:
+                raise
+            skipped.append(e)   # a sweep draws the feasible part of its curve
+    if not plans:
+        raise skipped[0]
+    for e in skipped:
+        print(f"# skipped: {e}", file=sys.stderr)
     for p in plans:
         print_notes(p)
     inputs = [*model.parts, args.results or default_output(model),
-              *([analysis.imatrix["path"]] if analysis.imatrix else [])]
+              *([analysis.imatrix["path"]] if analysis.imatrix and analysis.imatrix["path"] != AUTO_IMATRIX else [])]
     if args.tensor_type_file is not None:     # refused before anything is printed
         check_destination(args.tensor_type_file, inputs)
     if plot is not None:

@@ -16,7 +16,7 @@ class Ftype:
 
 
 FTYPES: dict[str, Ftype] = {f.name: f for f in (
-    Ftype("Q1_0", 40, "Q1_0"), Ftype("Q4_0", 2, "Q4_0"), Ftype("Q4_1", 3, "Q4_1"),
+    Ftype("Q1_0", 40, "Q1_0"), Ftype("Q2_0", 41, "Q2_0"), Ftype("Q4_0", 2, "Q4_0"), Ftype("Q4_1", 3, "Q4_1"),
     Ftype("MXFP4_MOE", 38, "MXFP4"), Ftype("Q5_0", 8, "Q5_0"), Ftype("Q5_1", 9, "Q5_1"),
     Ftype("IQ2_XXS", 19, "IQ2_XXS"), Ftype("IQ2_XS", 20, "IQ2_XS"), Ftype("IQ2_S", 28, "IQ2_XS"),
     Ftype("IQ2_M", 29, "IQ2_S"), Ftype("IQ1_S", 24, "IQ1_S"), Ftype("IQ1_M", 31, "IQ1_M"),
@@ -31,8 +31,6 @@ FTYPES: dict[str, Ftype] = {f.name: f for f in (
 )}
 # QUANT_OPTIONS lists each alias just before the name it stands for (same LLAMA_FTYPE number)
 FTYPE_ALIASES = {"Q3_K": "Q3_K_M", "Q4_K": "Q4_K_M", "Q5_K": "Q5_K_M"}
-# ftypes llama-quantize knows that prism_native cannot model: name -> (LLAMA_FTYPE number, why)
-UNSUPPORTED_FTYPES = {"Q2_0": (41, "its tensor type Q2_0 is unknown to the gguf package")}
 
 
 def get_ftype(name: str | int) -> Ftype:
@@ -42,23 +40,12 @@ def get_ftype(name: str | int) -> Ftype:
         for f in FTYPES.values():
             if f.llama_ftype == num:
                 return f
-        _reject_unsupported(_unsupported_numbered(num) or "")
         raise UsageError(f"unknown ftype number {num}")
     key = str(name).strip().upper()
     key = FTYPE_ALIASES.get(key, key)
-    _reject_unsupported(key)
     if key not in FTYPES:
         raise UsageError(f"unknown ftype '{name}' (known: {', '.join(FTYPES)})")
     return FTYPES[key]
-
-
-def _unsupported_numbered(num: int) -> str | None:
-    return next((k for k, (n, _) in UNSUPPORTED_FTYPES.items() if n == num), None)
-
-
-def _reject_unsupported(key: str) -> None:
-    if key in UNSUPPORTED_FTYPES:
-        raise UsageError(f"ftype {key} is not supported: {UNSUPPORTED_FTYPES[key][1]}")
 
 
 def stoi(arg: str) -> int | None:
@@ -76,11 +63,11 @@ def parse_ftype(arg: str) -> str | None:
     spells it (the first entry with that number: an alias before its full name, F32 before COPY); None
     if `arg` is neither. llama-quantize uses this to tell the ftype from an output path."""
     key = arg.upper()
-    if key in FTYPES or key in FTYPE_ALIASES or key in UNSUPPORTED_FTYPES:
+    if key in FTYPES or key in FTYPE_ALIASES:
         return key
     num = stoi(arg)
     if num is None:
         return None
     alias = next((a for a, full in FTYPE_ALIASES.items() if FTYPES[full].llama_ftype == num), None)
-    return alias or next((f.name for f in FTYPES.values() if f.llama_ftype == num), _unsupported_numbered(num))
+    return alias or next((f.name for f in FTYPES.values() if f.llama_ftype == num), None)
 

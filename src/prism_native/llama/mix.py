@@ -261,3 +261,12 @@ def requires_imatrix(name: str, target: QType, ftype: str) -> bool:
         return True
     return target.name == "Q2_K" and ftype == "Q2_K_S"
 
+
+def planned_requires_imatrix(name: str, type_name: str) -> str | None:
+    """Why llama-quantize refuses to give tensor `name` the type `type_name` of a plan without --imatrix,
+    or None. A plan's recipe names a type that is its own ftype (plan.recipe), never Q2_K_S."""
+    if not requires_imatrix(name, qtypes.get(type_name), type_name):
+        return None
+    return (f"llama-quantize writes {type_name} on {name} only with an imatrix "
+            "(this quantization requires an importance matrix)")
+

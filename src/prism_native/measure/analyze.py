@@ -20,6 +20,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from ..errors import FileFormatError
+from ..llama.mix import planned_requires_imatrix
 from ..llama.quantizable import quantizable_tensors
 from ..quant import Scratch
 from ..read.imatrix import Imatrix
@@ -175,10 +176,14 @@ def measure_tensor(model: Model, t: TensorInfo, settings: Settings, imatrix: Ima
     gather = (_Gather(t, sample_lines((t.n_rows, ne0), settings.mode, SLAB_VALUES, seed))
               if not whole and not chosen else None)
 
+    # without importance weights, llama-quantize's very-low-bit types are no candidates: not measured
+    refused = {} if weights is not None else {
+        c: why for c in settings.candidates if (why := planned_requires_imatrix(t.name, c)) is not None}
+
     def error_sums(sampled: bool) -> ErrorSums:
         return ErrorSums(t.n_rows, ne0, n_mat=n_mat, candidates=settings.candidates, weights=weights,
                          sample_values=settings.sample_values if sampled else 0, seed=seed,
-                         delta=settings.boundary_delta, threads=settings.threads)
+                         delta=settings.boundary_delta, threads=settings.threads, refused=refused)
 
     scr = Screen(where, t.n_rows)
     err: ErrorSums | None = None

@@ -13,19 +13,23 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from .. import qtypes
-from ..errors import FileFormatError
+from ..errors import FileFormatError, UsageError
 from ..quant import quant_errors
 
 OSQE_TYPES = {2: "Q2_K", 3: "Q3_K", 4: "Q4_K", 6: "Q6_K"}   # OSQE bit levels -> ggml's own quantizers
 BOUNDARY_TYPE = "Q4_K"                                       # boundary density on the 4-bit grid
-# every type a plan may pick: the K-quants and IQ4_XS, and the 32-block types that rows not fitting
-# 256 fall back to, offered directly (Q4_1 is no K-quant's fallback but is often the best at 5 bpw)
-CANDIDATES = ("Q2_K", "Q3_K", "IQ4_XS", "Q4_K", "Q5_K", "Q6_K", "Q8_0", "IQ4_NL", "Q4_0", "Q4_1", "Q5_0", "Q5_1")
+# every type a plan may pick: every type prism_native quantizes bit-exactly. The K-quants, IQ4_XS and
+# the 32-block types that rows not fitting 256 fall back to come first, in the order the allocator's
+# ties have always fallen back on; the others follow in ggml's enum order.
+_FIRST = ("Q2_K", "Q3_K", "IQ4_XS", "Q4_K", "Q5_K", "Q6_K", "Q8_0", "IQ4_NL", "Q4_0", "Q4_1", "Q5_0", "Q5_1")
+CANDIDATES = tuple(dict.fromkeys(
+    [t for t in _FIRST if qtypes.get(t).native]
+    + [q.name for q in sorted(qtypes.all_types().values(), key=lambda q: q.ggml_type) if q.native and q.quantized]))
 
 
 @dataclass(frozen=True)
@@ -69,10 +73,27 @@ class ErrorSums:
     the same per-call statistics in more pieces."""
 
     def __init__(self, n_rows: int, ne0: int, *, n_mat: int, candidates: Sequence[str],
-                 weights: np.ndarray | None, sample_values: int, seed: int, delta: float, threads: int) -> None:
+                 weights: np.ndarray | None, sample_values: int, seed: int, delta: float, threads: int,
+                 refused: Mapping[str, str] | None = None) -> None:
+        """A type llama-quantize cannot write for this tensor gets no error but a reason, and is not
+        measured: one in `refused` (requested type -> why), one whose rows fit neither it nor a fallback,
+        one ggml quantizes only with importance weights when there are none."""
         self.ne0, self.delta, self.threads = ne0, delta, threads
         self.requested = list(dict.fromkeys(list(candidates) + list(OSQE_TYPES.values())))
-        self.written = {r: qtypes.effective(qtypes.get(r), ne0).name for r in self.requested}
+        self.reasons = dict(refused or {})
+        self.written: dict[str, str] = {}
+        for r in self.requested:
+            if r in self.reasons:
+                continue
+            try:
+                w = qtypes.effective(qtypes.get(r), ne0)
+            except UsageError as e:
+                self.reasons[r] = str(e)
+                continue
+            if weights is None and w.needs_imatrix:
+                self.reasons[r] = f"ggml quantizes {w.name} only with importance weights, and this tensor has none"
+                continue
+            self.written[r] = w.name
         self.types = [w for w in dict.fromkeys(self.written.values()) if qtypes.get(w).native]
         per_mat = n_rows // n_mat
         each = weights is not None and n_mat > 1   # each expert with its importance slice
@@ -119,6 +140,8 @@ class ErrorSums:
         overflow = {w for w, s in stats.items() if not math.isfinite(s[0])}
 
         def entry(r: str) -> dict[str, Any]:
+            if r in self.reasons:
+                return {"type": r, "rel_error": None, "reason": self.reasons[r]}
             w = written[r]
             if w in overflow:
                 return {"type": w, "rel_error": None,
@@ -136,7 +159,7 @@ class ErrorSums:
         if math.isnan(fragility):
             undefined["fragility"] = ("a 2- or 4-bit type cannot hold the values" if math.isnan(e2 + e4)
                                       else "OSQE at 2 or 4 bits is 0 (the values are exactly representable)")
-        bt = written[BOUNDARY_TYPE]
+        bt = written.get(BOUNDARY_TYPE, BOUNDARY_TYPE)
         bs = stats.get(bt)
         boundary = bs[2] / bs[3] if bs and bs[3] and bt not in overflow else math.nan
         if math.isnan(boundary):
@@ -147,12 +170,12 @@ class ErrorSums:
 
 def measure_errors(x: np.ndarray, bf16: bool, *, where: str, n_mat: int, candidates: Sequence[str],
                    weights: np.ndarray | None, sample_values: int, seed: int, delta: float,
-                   threads: int, max_abs: float = 0.0) -> ErrorMeasurement:
+                   threads: int, max_abs: float = 0.0, refused: Mapping[str, str] | None = None) -> ErrorMeasurement:
     """Errors of the (rows x ne0) matrix `x` of finite values (n_mat stacked experts; weights of shape
     (n_mat, ne0) or None); `where` names the tensor in error messages. sample_values = 0 measures every
     row; otherwise each matrix is measured on a seeded sample of rows, the budget shared pro rata."""
     acc = ErrorSums(x.shape[0], x.shape[1], n_mat=n_mat, candidates=candidates, weights=weights,
-                    sample_values=sample_values, seed=seed, delta=delta, threads=threads)
+                    sample_values=sample_values, seed=seed, delta=delta, threads=threads, refused=refused)
     add_checked(acc, x, bf16, 0, where)
     return acc.result(max_abs)
 

@@ -15,9 +15,10 @@ from typing import Any, Sequence
 from .. import qtypes
 from ..errors import FileFormatError, UsageError
 from ..llama.decide import TensorSpec
+from ..llama.mix import planned_requires_imatrix
 from ..llama.sizes import SizeEstimate, estimate, imatrix_kv, pad, tensor_nbytes
 from ..measure.quant_error import CANDIDATES
-from ..measure.results import Analysis
+from ..measure.results import Analysis, TensorResult
 from ..read.layout import quoted
 from ..read.model import Model
 from .allocate import Allocation, Group, TensorCost, allocate, cost_range
@@ -74,6 +75,14 @@ def size_exponent(distortion: str) -> float:
     return beta
 
 
+def _refusal(r: TensorResult, req: str, has_imatrix: bool) -> str | None:
+    """Why tensor r cannot get type req, or None: no measured error (llama-quantize cannot write it),
+    or llama-quantize's imatrix rule (tensor_requires_imatrix) without an imatrix."""
+    if not r.writable(req):
+        return r.errors[req].get("reason", f"{req} has no measured error")
+    return None if has_imatrix else planned_requires_imatrix(r.name, req)
+
+
 def build_groups(model: Model, analysis: Analysis, types: Sequence[str], padded: bool,
                  distortion: str = DEFAULT_DISTORTION) -> list[Group]:
     """One group per tensor class; each tensor priced and scored at the type llama-quantize writes.
@@ -81,8 +90,8 @@ def build_groups(model: Model, analysis: Analysis, types: Sequence[str], padded:
     D = s * e * n_params^beta: beta = 1 ("params") counts error energy summed over weights, beta = 0
     ("relative") says every matmul adds relative noise e to its output, whatever its size; fit-weights
     fits beta with the composite's weights (docs/metrics.md); "fitted", the default, is that fit's beta.
-    A type llama-quantize cannot write for one tensor (its float16 block scales overflow) is no candidate
-    of that tensor's class."""
+    A type llama-quantize cannot write for one tensor (its float16 block scales overflow, its rows fit
+    no block, or it needs an imatrix the analysis did not have) is no candidate of that tensor's class."""
     beta = size_exponent(distortion)
     _check_measured(analysis, types)
     by_cls: dict[str, list[TensorCost]] = {}
@@ -90,9 +99,9 @@ def build_groups(model: Model, analysis: Analysis, types: Sequence[str], padded:
     for r in analysis.tensors.values():
         t = model.tensor(r.name)
         ok = allowed.setdefault(r.cls, list(types))
-        ok[:] = [req for req in ok if r.writable(req)]   # a class's type must suit every tensor of it
+        ok[:] = [req for req in ok if _refusal(r, req, bool(analysis.imatrix)) is None]  # suits every tensor
         if not ok:
-            why = next(r.errors[req]["reason"] for req in types if not r.writable(req))
+            why = next(w for req in types if (w := _refusal(r, req, bool(analysis.imatrix))) is not None)
             raise FileFormatError(f"{model.path}: tensor {quoted(r.name)}: llama-quantize can write none of the "
                                   f"candidate types for class {r.cls} ({why})")
         cost: dict[str, int] = {}

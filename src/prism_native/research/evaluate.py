@@ -23,7 +23,7 @@ from ..errors import FileFormatError, PrismError, UsageError
 from ..llama.command import PROGRAM, QuantizeCommand
 from ..llama.decide import TensorSpec
 from ..llama.diagnose import imatrix_needed
-from ..llama.ftypes import UNSUPPORTED_FTYPES, parse_ftype
+from ..llama.ftypes import parse_ftype
 from ..llama.perplexity import Measurement, Perplexity
 from ..llama.quantize_log import parse_quantize_log
 from ..llama.tools import run as run_tool
@@ -89,7 +89,7 @@ def parse_baselines(text: str) -> list[str]:
             ftype = name.strip().upper()
             if mode not in ("", "pure"):
                 raise UsageError(f"baseline '{spec}': the only suffix is ':pure' (e.g. Q4_K:pure)")
-            if ftype == "COPY" or ftype in UNSUPPORTED_FTYPES or parse_ftype(ftype) != ftype:
+            if ftype == "COPY" or parse_ftype(ftype) != ftype:
                 raise UsageError(f"baseline '{spec}' is not a llama-quantize type (e.g. Q4_K_M, IQ4_XS, Q4_K:pure)")
             canon = f"{ftype}:pure" if mode else ftype
             if canon not in out:

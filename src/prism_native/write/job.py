@@ -37,7 +37,7 @@ TOKEN_EMBD_NAMES = ("token_embd.weight", "per_layer_token_embd.weight")   # tens
 _GUESSED_FTYPE = {"F32": 0, "F16": 1, "BF16": 32, "Q4_0": 2, "Q4_1": 3, "Q5_0": 8, "Q5_1": 9, "Q8_0": 7,
                   "Q2_K": 10, "Q3_K": 12, "Q4_K": 15, "Q5_K": 17, "Q6_K": 18, "TQ1_0": 36, "TQ2_0": 37,
                   "IQ2_XXS": 19, "IQ2_XS": 20, "IQ2_S": 28, "IQ3_XXS": 23, "IQ1_S": 24, "IQ1_M": 31,
-                  "IQ4_NL": 25, "IQ4_XS": 30, "IQ3_S": 26, "NVFP4": 39, "Q1_0": 40}
+                  "IQ4_NL": 25, "IQ4_XS": 30, "IQ3_S": 26, "NVFP4": 39, "Q1_0": 40, "Q2_0": 41}
 
 
 @dataclass(frozen=True)
@@ -215,6 +215,9 @@ def _tensor_job(d: Decision, t: TensorInfo, data: dict[str, np.ndarray], params:
     if w is None and d.requires_imatrix:
         raise RecipeError(f"missing importance matrix for tensor {t.name} in a very low-bit quantization "
                           f"({d.target.name})")
+    if w is None and d.target.needs_imatrix:  # on token_embd/output: ggml_quantize_chunk asserts
+        raise RecipeError(f"{t.name}: ggml quantizes {d.target.name} only with importance weights, and there are "
+                          "none for it (llama-quantize aborts)")
     if t.qtype.quantized and not params.allow_requantize:
         raise RecipeError(f"requantizing from type {t.type_name} is disabled ({t.name}); add --allow-requantize")
     src, tgt = t.qtype, d.target
