@@ -48,17 +48,24 @@ inline Split split_search(const Cand& cand, float max) {
     for (int j0 = i1; j0 <= N; j0 += W) {
       vf qx[NK], q2[NK];
       cand.sums(i1, j0, qx, q2);
-      const vi valid = (lane + j0) <= N;
-      vi pass = zeroi();
-      for (int k = 0; k < NK; ++k) pass |= (q2[k] > zerof()) & (qx[k] * qx[k] > splat(best) * q2[k]);
-      if (!any(pass & valid)) continue;
-      for (int l = 0; l < W && j0 + l <= N; ++l)
+      vi live[NK];  // lanes in range with sumq2 > 0
+      for (int k = 0; k < NK; ++k) live[k] = ((lane + j0) <= N) & (q2[k] > zerof());
+      // the first lane with a candidate that beats `best`: run its candidates through the chain,
+      // then look again at the later lanes with the new best
+      for (vi after = splati(-1);;) {
+        vi pass = zeroi();
+        for (int k = 0; k < NK; ++k) pass |= live[k] & (qx[k] * qx[k] > splat(best) * q2[k]);
+        const uint32_t bits = movemask(pass & (lane > after));
+        if (!bits) break;
+        const int l = __builtin_ctz(bits);
         for (int k = 0; k < NK; ++k)
           if (q2[k][l] > 0 && qx[k][l] * qx[k][l] > best * q2[k][l]) {
             s.scale = qx[k][l] / q2[k][l];
             best = s.scale * qx[k][l];
             s.i1 = i1, s.i2 = j0 + l, s.k = k;
           }
+        after = splati(l);
+      }
     }
   return s;
 }
@@ -78,15 +85,7 @@ inline int group_index(const IqGrid& g, const float* xb, const float* w, const i
   const int gi = g.index_of(u);
   if (gi >= 0) return gi;
   *off = true;
-  float term[8][3];
-  for (int i = 0; i < 8; ++i)
-    for (int l = 0; l < 3; ++l) {
-      const float diff = scale * xx[l] - xb[i];
-      term[i][l] = w[i] * diff * diff;
-    }
-  const uint16_t* list = g.neighbours(u);
-  const int p = best_neighbour(list, term);
-  return IqGrid::list_index(list)[p < 0 ? 0 : p];
+  return best_neighbour(g.neighbours(u), xb, w, scale, xx);
 }
 
 // sum w*q*x and w*q*q over a group of 8 with q = xx[level] * mult (ggml's operation order).

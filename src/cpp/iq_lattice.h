@@ -4,6 +4,7 @@
 // where lanes are independent: the scoring of a neighbour list (one neighbour per lane) and, in
 // iq1.cpp, the split candidates. Every float operation of a candidate is ggml's, in ggml's order.
 #pragma once
+#include <algorithm>
 #include <cfloat>
 
 #include "iq_grid.h"
@@ -19,17 +20,42 @@ inline void put_u16(uint8_t* p, uint16_t v) { std::memcpy(p, &v, 2); }
 // Level of coordinate i in a level code (2 bits per coordinate).
 inline int level(uint32_t code, int i) { return (code >> (2 * i)) & 3; }
 
-// The neighbour search of iq2_find_best_neighbour / iq1_find_best_neighbour2: d2 = sum over the 8
-// coordinates of w*diff*diff (sequential), the first neighbour of smallest d2 wins (`d2 < best`, best
-// from FLT_MAX). term[i][l] = w_i*diff*diff for level l is computed once by the caller with ggml's
-// operations, so each neighbour's d2 is the same chain of the same float values. Lanes score W
-// neighbours at a time, each lane keeps its first strict minimum, and the lanes' results reduce to the
-// first minimum of the list. Returns the position in the list, or -1 if no d2 < FLT_MAX (ggml aborts).
-inline int best_neighbour(const uint16_t* list, const float (*term)[3]) {
+// term[i][l] for the 2-bit levels of c (bits 2i..2i+1 of each lane's code), from t = the vector of
+// {term[i][0], term[i][1], term[i][2], any} repeated per 128-bit lane: vpermilps reads only the low two
+// bits of each index.
+inline vf term_of(vf t, vi c) {
+#if PRISM_W == 16 && defined(__AVX512F__)
+  return (vf)_mm512_permutevar_ps((__m512)t, (__m512i)c);
+#elif PRISM_W == 8 && defined(__AVX__)
+  return (vf)_mm256_permutevar_ps((__m256)t, (__m256i)c);
+#else
+  const vi l = c & 3;
+  return sel(l == 0, splat(t[0]), sel(l == 1, splat(t[1]), splat(t[2])));
+#endif
+}
+
+// The neighbour search of iq2_find_best_neighbour / iq1_find_best_neighbour2 for a group of 8 values
+// x with weights w at `scale`, level l standing for the value q[l]: d2 = sum over the coordinates of
+// w*diff*diff with diff = scale*q[l] - x (sequential), the first neighbour of smallest d2 wins
+// (`d2 < best`, best from FLT_MAX). The 24 terms w_i*diff*diff are computed once with ggml's
+// operations (8 coordinates in a vector), so each neighbour's d2 is the same chain of the same float
+// values. Lanes score W neighbours at a time, each lane keeps its first strict minimum, and the lanes'
+// results reduce to the first minimum of the list. Returns the grid index of the winner (the first
+// neighbour if no d2 < FLT_MAX, where ggml aborts).
+inline int best_neighbour(const uint16_t* list, const float* x, const float* w, float scale, const float* q) {
+  typedef float f8 __attribute__((vector_size(32)));
+  f8 xv, wv, t[3];
+  std::memcpy(&xv, x, 32);
+  std::memcpy(&wv, w, 32);
+  for (int l = 0; l < 3; ++l) {
+    const f8 diff = (scale * q[l]) - xv;
+    t[l] = wv * diff * diff;
+  }
+  vf tab[8];
+  for (int i = 0; i < 8; ++i)
+    for (int l = 0; l < PW; ++l) tab[i][l] = t[(l & 3) < 3 ? (l & 3) : 2][i];
   const int n = IqGrid::list_len(list);
   const uint16_t* codes = IqGrid::list_codes(list);
-  vf t0[8], t1[8], t2[8];
-  for (int i = 0; i < 8; ++i) t0[i] = splat(term[i][0]), t1[i] = splat(term[i][1]), t2[i] = splat(term[i][2]);
   vi lane;
   for (int l = 0; l < PW; ++l) lane[l] = l;
   vf best = splat(FLT_MAX);
@@ -40,31 +66,35 @@ inline int best_neighbour(const uint16_t* list, const float (*term)[3]) {
     std::memcpy(&h, codes + j0, 2 * W);  // lists are padded to 16 codes
     const vi c = __builtin_convertvector(h, vi);
     vf d2 = zerof();
-    for (int i = 0; i < 8; ++i) {
-      const vi l = (c >> (2 * i)) & 3;
-      d2 += sel(l == 0, t0[i], sel(l == 1, t1[i], t2[i]));
-    }
+    for (int i = 0; i < 8; ++i) d2 += term_of(tab[i], c >> (2 * i));
     const vi pos = lane + j0;
     const vi take = (d2 < best) & (pos < n);
     best = sel(take, d2, best);
     bpos = sel(take, pos, bpos);
   }
-  int p = -1;
+  int p = 0;
   float b = FLT_MAX;
   for (int l = 0; l < W; ++l)
     if (bpos[l] >= 0 && (best[l] < b || (best[l] == b && bpos[l] < p))) b = best[l], p = bpos[l];
-  return p;
+  return IqGrid::list_index(list)[p];
 }
 
+// Any lane of a mask set (movemask: one instruction on AVX2/AVX-512).
+inline bool any_lane(vi m) { return movemask(m) != 0; }
+
 // Stable ascending order of n values (ggml sorts (value, index) pairs with glibc's qsort, a merge
-// sort: equal values keep their index order). Insertion sort: n <= 32.
+// sort: equal values, -0 and +0 included, keep their index order): sort (value key, index) as
+// integers. x + 0.0f turns -0 into +0; the key flips negative floats' bits so integer order is float
+// order.
 template <int N>
 inline void sort_index(const float* x, int* idx) {
+  uint64_t key[N];
   for (int j = 0; j < N; ++j) {
-    int k = j;
-    while (k > 0 && x[idx[k - 1]] > x[j]) idx[k] = idx[k - 1], --k;
-    idx[k] = j;
+    const uint32_t u = f2u(x[j] + 0.0f);
+    key[j] = (uint64_t)(u ^ ((u >> 31) ? 0xffffffffu : 0x80000000u)) << 32 | (uint32_t)j;
   }
+  std::sort(key, key + N);
+  for (int j = 0; j < N; ++j) idx[j] = (int)(uint32_t)key[j];
 }
 
 // Runs K::quantize_block (one super-block of K::BS values, its importance or null, K::BYTES out) over
