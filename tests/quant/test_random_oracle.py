@@ -13,12 +13,23 @@ import numpy as np
 import pytest
 
 import prism_native
-from prism_native import qtypes
+from prism_native import _native, qtypes
 from prism_native.quant import dequantize, quantize
-from support.golden import TYPES
+from support.golden import LOW_BIT_TYPES, TYPES
 
 ISAS = prism_native.cpu_features()["usable"]
-NATIVE = [t for t in TYPES if qtypes.get(t).native]
+NATIVE = [t for t in TYPES + LOW_BIT_TYPES if t in qtypes.all_types() and qtypes.get(t).native]
+# ggml_quantize_requires_imatrix: ggml_quantize_chunk aborts on these without an imatrix, we refuse
+NEEDS_IMATRIX = {d["name"] for d in _native.type_traits() if d.get("requires_imatrix")}
+
+
+def _imatrix_cases(tname: str, im: np.ndarray) -> tuple[np.ndarray | None, ...]:
+    """The imatrix arguments ggml accepts for the type (an imatrix-only type refuses None: checked here)."""
+    if tname in NEEDS_IMATRIX:
+        with pytest.raises(ValueError, match="importance"):
+            quantize(np.zeros((1, 256), np.float32), tname)
+        return (im,)
+    return (None, im)
 
 Gen = Callable[[np.random.Generator, int, int], np.ndarray]
 
@@ -92,7 +103,7 @@ def _data(dist: str, shape: tuple[int, int], seed: int) -> tuple[np.ndarray, np.
 @pytest.mark.parametrize("tname", NATIVE)
 def test_matches_ggml(ggml, tname: str, dist: str, shape: tuple[int, int]) -> None:
     x, im = _data(dist, shape, seed=zlib.crc32(f"{tname}/{dist}/{shape}".encode()))
-    for imatrix in (None, im):
+    for imatrix in _imatrix_cases(tname, im):
         want = ggml.quantize(tname, x, imatrix)
         got = quantize(x, tname, imatrix)
         bpb = qtypes.get(tname).type_size
@@ -112,12 +123,41 @@ def test_sparse_imatrix_matches_ggml(ggml) -> None:
         assert np.array_equal(quantize(x, tname, im), ggml.quantize(tname, x, im)), tname
 
 
+@pytest.fixture(scope="module")
+def smollm2_ffn_down(smollm2_path) -> np.ndarray:
+    """96 rows of each of three ffn_down weights of SmolLM2 (the file's Q4_1 dequantized: real magnitudes
+    and outliers, many tied values); 1536 columns, the model's only row length that is a multiple of 256."""
+    import gguf
+    reader = gguf.GGUFReader(smollm2_path)
+    rows = []
+    for t in reader.tensors:
+        if t.name in ("blk.0.ffn_down.weight", "blk.14.ffn_down.weight", "blk.29.ffn_down.weight"):
+            w = gguf.quants.dequantize(t.data, t.tensor_type).reshape(-1, int(t.shape[0]))
+            rows.append(w[:96])
+    return np.ascontiguousarray(np.concatenate(rows), dtype=np.float32)
+
+
+@pytest.mark.parametrize("tname", [t for t in NATIVE if t in LOW_BIT_TYPES])
+def test_real_tensors_match_ggml(ggml, smollm2_ffn_down, tname: str) -> None:
+    x = smollm2_ffn_down
+    rng = np.random.default_rng(11)
+    im = (np.mean(x * x, axis=0) * rng.lognormal(0.0, 0.5, x.shape[1])).astype(np.float32)  # activation-like
+    for imatrix in _imatrix_cases(tname, im):
+        want = ggml.quantize(tname, x, imatrix)
+        got = quantize(x, tname, imatrix)
+        bpb = qtypes.get(tname).type_size
+        bad = np.any(got.reshape(-1, bpb) != want.reshape(-1, bpb), axis=1)
+        assert not bad.any(), f"{tname} imatrix={imatrix is not None}: {bad.sum()}/{bad.size} blocks differ"
+        y = dequantize(got, tname, x.shape)
+        assert np.array_equal(y.view(np.uint32), ggml.dequantize(tname, want, x.shape[1]).view(np.uint32))
+
+
 @pytest.mark.parametrize("tname", NATIVE)
 def test_isas_agree(tname: str) -> None:
     """scalar, avx2 and avx512 builds give the same bytes (also a guard against miscompiled mask code)."""
     for dist in ("student_t", "signed_zeros", "tiny", "narrow"):
         x, im = _data(dist, (23, 512), seed=3)
-        for imatrix in (None, im):
+        for imatrix in _imatrix_cases(tname, im):
             ref = quantize(x, tname, imatrix, isa="scalar")
             for isa in ISAS:
                 assert np.array_equal(quantize(x, tname, imatrix, isa=isa), ref), f"{tname} {dist} {isa}"
