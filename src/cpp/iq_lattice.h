@@ -20,6 +20,31 @@ inline void put_u16(uint8_t* p, uint16_t v) { std::memcpy(p, &v, 2); }
 // Level of coordinate i in a level code (2 bits per coordinate).
 inline int level(uint32_t code, int i) { return (code >> (2 * i)) & 3; }
 
+template <int S, size_t... K>
+inline vf rotate_lanes(vf a, std::index_sequence<K...>) { return __builtin_shufflevector(a, a, ((K + S) % PW)...); }
+
+// Smallest of the W lanes (exact: min is a comparison).
+inline float hmin(vf v) {
+  if constexpr (W >= 16) v = vmin(v, rotate_lanes<8>(v, std::make_index_sequence<PW>()));
+  if constexpr (W >= 8) v = vmin(v, rotate_lanes<4>(v, std::make_index_sequence<PW>()));
+  if constexpr (W >= 4) {
+    v = vmin(v, rotate_lanes<2>(v, std::make_index_sequence<PW>()));
+    v = vmin(v, rotate_lanes<1>(v, std::make_index_sequence<PW>()));
+  }
+  return v[0];
+}
+
+// Largest of the W lanes and r (exact).
+inline float hmax(vf v, float r) {
+  if constexpr (W >= 16) v = vmax(v, rotate_lanes<8>(v, std::make_index_sequence<PW>()));
+  if constexpr (W >= 8) v = vmax(v, rotate_lanes<4>(v, std::make_index_sequence<PW>()));
+  if constexpr (W >= 4) {
+    v = vmax(v, rotate_lanes<2>(v, std::make_index_sequence<PW>()));
+    v = vmax(v, rotate_lanes<1>(v, std::make_index_sequence<PW>()));
+  }
+  return v[0] > r ? v[0] : r;
+}
+
 // term[i][l] for the 2-bit levels of c (bits 2i..2i+1 of each lane's code), from t = the vector of
 // {term[i][0], term[i][1], term[i][2], any} repeated per 128-bit lane: vpermilps reads only the low two
 // bits of each index.
@@ -51,15 +76,31 @@ inline int best_neighbour(const uint16_t* list, const float* x, const float* w, 
     const f8 diff = (scale * q[l]) - xv;
     t[l] = wv * diff * diff;
   }
-  vf tab[8];
+  vf tab[8];  // tab[i]: {t0[i], t1[i], t2[i], t2[i]} in every 128-bit lane
+#if defined(__AVX__) && (PRISM_W == 8 || PRISM_W == 16)
+  const __m256 a = _mm256_unpacklo_ps((__m256)t[0], (__m256)t[1]), b = _mm256_unpackhi_ps((__m256)t[0], (__m256)t[1]);
+  const __m256 c = _mm256_unpacklo_ps((__m256)t[2], (__m256)t[2]), d = _mm256_unpackhi_ps((__m256)t[2], (__m256)t[2]);
+  const __m256 v[4] = {_mm256_shuffle_ps(a, c, 0x44), _mm256_shuffle_ps(a, c, 0xee), _mm256_shuffle_ps(b, d, 0x44),
+                       _mm256_shuffle_ps(b, d, 0xee)};  // coordinates i (low half) and i + 4 (high half)
+  for (int i = 0; i < 4; ++i) {
+#if PRISM_W == 16
+    tab[i] = (vf)_mm512_broadcast_f32x4(_mm256_castps256_ps128(v[i]));
+    tab[i + 4] = (vf)_mm512_broadcast_f32x4(_mm256_extractf128_ps(v[i], 1));
+#else
+    tab[i] = (vf)_mm256_permute2f128_ps(v[i], v[i], 0x00);
+    tab[i + 4] = (vf)_mm256_permute2f128_ps(v[i], v[i], 0x11);
+#endif
+  }
+#else
   for (int i = 0; i < 8; ++i)
     for (int l = 0; l < PW; ++l) tab[i][l] = t[(l & 3) < 3 ? (l & 3) : 2][i];
+#endif
   const int n = IqGrid::list_len(list);
   const uint16_t* codes = IqGrid::list_codes(list);
   vi lane;
   for (int l = 0; l < PW; ++l) lane[l] = l;
   vf best = splat(FLT_MAX);
-  vi bpos = splati(-1);
+  vi bpos = splati(0);  // lanes that never take keep FLT_MAX and the first neighbour (ggml would abort)
   for (int j0 = 0; j0 < n; j0 += W) {
     typedef uint16_t vh __attribute__((vector_size(2 * PW)));
     vh h{};
@@ -72,10 +113,10 @@ inline int best_neighbour(const uint16_t* list, const float* x, const float* w, 
     best = sel(take, d2, best);
     bpos = sel(take, pos, bpos);
   }
-  int p = 0;
-  float b = FLT_MAX;
-  for (int l = 0; l < W; ++l)
-    if (bpos[l] >= 0 && (best[l] < b || (best[l] == b && bpos[l] < p))) b = best[l], p = bpos[l];
+  // first minimum: the smallest position among the lanes holding the smallest d2
+  uint32_t eq = movemask(best == splat(hmin(best)));
+  int p = bpos[__builtin_ctz(eq)];
+  for (eq &= eq - 1; eq; eq &= eq - 1) p = bpos[__builtin_ctz(eq)] < p ? bpos[__builtin_ctz(eq)] : p;
   return IqGrid::list_index(list)[p];
 }
 
