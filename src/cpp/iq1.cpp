@@ -53,13 +53,14 @@ inline Split split_search(const Cand& cand, float max) {
   // pass 1: per lane the largest `best` and its first position (batch, lane, k); per batch the maxima
   constexpr int kMaxBatches = (N + 1) * (N / W + 2);
   int batch_i1[kMaxBatches], batch_j0[kMaxBatches];
-  vf batch_max[kMaxBatches];
+  vf batch_max[kMaxBatches], batch_qx[kMaxBatches][NK], batch_q2[kMaxBatches][NK];  // sums kept for pass 2
   vf top = splat(-FLT_MAX);
   vi top_pos = splati(-1);
   int nb = 0;
   for (int i1 = 0; i1 <= N; ++i1)
     for (int j0 = i1; j0 <= N; j0 += W, ++nb) {
-      vf qx[NK], q2[NK];
+      vf* qx = batch_qx[nb];
+      vf* q2 = batch_q2[nb];
       cand.sums(i1, j0, qx, q2);
       vf m = splat(-FLT_MAX);
       for (int k = 0; k < NK; ++k) {
@@ -83,8 +84,8 @@ inline Split split_search(const Cand& cand, float max) {
     vf before = splat(-FLT_MAX);  // every `best` before the candidate
     for (int b = 0; b < b0; ++b) before = vmax(before, batch_max[b]);
     float pre = hmax(before, -FLT_MAX);
-    vf qx[NK], q2[NK];
-    cand.sums(batch_i1[b0], batch_j0[b0], qx, q2);
+    const vf* qx = batch_qx[b0];
+    const vf* q2 = batch_q2[b0];
     for (int l = 0; l <= l0; ++l)
       for (int k = 0; k < (l < l0 ? NK : k0); ++k)
         if (q2[k][l] > 0) {
@@ -101,8 +102,8 @@ inline Split split_search(const Cand& cand, float max) {
   // pass 2
   for (int b = start_b; b < nb; ++b) {
       const int i1 = batch_i1[b], j0 = batch_j0[b];
-      vf qx[NK], q2[NK];
-      cand.sums(i1, j0, qx, q2);
+      const vf* qx = batch_qx[b];
+      const vf* q2 = batch_q2[b];
       vi live[NK];  // lanes in range with sumq2 > 0, after the start
       for (int k = 0; k < NK; ++k) {
         live[k] = ((lane + j0) <= N) & (q2[k] > zerof());

@@ -4,7 +4,6 @@
 // where lanes are independent: the scoring of a neighbour list (one neighbour per lane) and, in
 // iq1.cpp, the split candidates. Every float operation of a candidate is ggml's, in ggml's order.
 #pragma once
-#include <algorithm>
 #include <cfloat>
 
 #include "iq_grid.h"
@@ -123,19 +122,31 @@ inline int best_neighbour(const uint16_t* list, const float* x, const float* w, 
 // Any lane of a mask set (movemask: one instruction on AVX2/AVX-512).
 inline bool any_lane(vi m) { return movemask(m) != 0; }
 
-// Stable ascending order of n values (ggml sorts (value, index) pairs with glibc's qsort, a merge
-// sort: equal values, -0 and +0 included, keep their index order): sort (value key, index) as
-// integers. x + 0.0f turns -0 into +0; the key flips negative floats' bits so integer order is float
-// order.
+// Stable ascending order of N values (ggml sorts (value, index) pairs with glibc's qsort, a merge
+// sort: equal values, -0 and +0 included, keep their index order). The rank of value i is the number
+// of values below it plus the equal ones before it, counted W values i at a time against every j.
+// Keys: x + 0.0f turns -0 into +0, and flipping the bits of negative floats (and the sign bit of
+// the others) makes signed integer order the float order.
 template <int N>
 inline void sort_index(const float* x, int* idx) {
-  uint64_t key[N];
+  static_assert(N % W == 0, "whole vectors of values");
+  int32_t key[N];
   for (int j = 0; j < N; ++j) {
     const uint32_t u = f2u(x[j] + 0.0f);
-    key[j] = (uint64_t)(u ^ ((u >> 31) ? 0xffffffffu : 0x80000000u)) << 32 | (uint32_t)j;
+    key[j] = (int32_t)(u ^ ((u >> 31) ? 0x7fffffffu : 0u));
   }
-  std::sort(key, key + N);
-  for (int j = 0; j < N; ++j) idx[j] = (int)(uint32_t)key[j];
+  vi lane;
+  for (int l = 0; l < PW; ++l) lane[l] = l;
+  for (int v = 0; v < N / W; ++v) {
+    vi kv, rank = zeroi();
+    std::memcpy(&kv, key + v * W, 4 * W);
+    const vi pos = lane + v * W;
+    for (int j = 0; j < N; ++j) {
+      const vi kj = splati(key[j]);
+      rank -= (kj < kv) | ((kj == kv) & (pos > j));  // masks are -1
+    }
+    for (int l = 0; l < W; ++l) idx[rank[l]] = v * W + l;
+  }
 }
 
 // Runs K::quantize_block (one super-block of K::BS values, its importance or null, K::BYTES out) over
