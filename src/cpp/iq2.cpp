@@ -100,24 +100,27 @@ inline float search_scale(const IqGrid& g, Sub<N>& s, float ref, float scale) {
   for (int c0 = 0; c0 < NC; c0 += W) {
     const vf id = (splat((float)(2 * kMaxQ - 1)) + tof(lane + (c0 - IS)) * splat(0.1f)) / splat(ref);
     const vf this_scale = splat(1.0f) / id;
-    vi lev[N];
-    for (int i = 0; i < N; ++i)
-      lev[i] = clampi(vnearest_int(splat(0.5f) * (id * splat(s.xval[i]) - splat(1.0f))), 0, kMaxQ - 1);
+    vi code[NG];  // lanes' level codes of each group, snapped to the grid
+    for (int k = 0; k < NG; ++k) {
+      code[k] = zeroi();
+      for (int i = 0; i < 8; ++i) {
+        const vi l = clampi(vnearest_int(splat(0.5f) * (id * splat(s.xval[8 * k + i]) - splat(1.0f))), 0, kMaxQ - 1);
+        code[k] |= l << (2 * i);
+      }
+    }
     uint32_t off_grid[W] = {};  // bit k: group k of the lane was snapped
     for (int k = 0; k < NG; ++k) {
-      vi u = zeroi();
-      for (int i = 0; i < 8; ++i) u |= lev[8 * k + i] << (2 * i);
-      for (int l = 0; l < W && c0 + l < NC; ++l) {
-        if (g.index_of(u[l]) >= 0) continue;
+      vi idx;
+      for (int l = 0; l < PW; ++l) idx[l] = g.index_of((uint32_t)code[k][l] & 0xffff);
+      for (uint32_t off = movemask(idx < 0) & ((1u << (NC - c0 < W ? NC - c0 : W)) - 1); off; off &= off - 1) {
+        const int l = __builtin_ctz(off);
         off_grid[l] |= 1u << k;
-        const uint32_t c =
-            g.code[best_neighbour(g.neighbours(u[l]), s.xval + 8 * k, s.waux + 8 * k, this_scale[l], kQ)];
-        for (int i = 0; i < 8; ++i) lev[8 * k + i][l] = level(c, i);
+        code[k][l] = g.code[best_neighbour(g.neighbours(code[k][l]), s.xval + 8 * k, s.waux + 8 * k, this_scale[l], kQ)];
       }
     }
     vf sumqx = zerof(), sumq2 = zerof();
     for (int i = 0; i < N; ++i) {  // w*x*q = (w*x)*q, w*q*q = (w*q)*q
-      const vf q = tof(lev[i] * 2 + 1);
+      const vf q = tof(((code[i / 8] >> (2 * (i % 8))) & 3) * 2 + 1);
       sumqx += splat(s.weight[i] * s.xval[i]) * q;
       sumq2 += splat(s.weight[i]) * q * q;
     }
@@ -125,7 +128,7 @@ inline float search_scale(const IqGrid& g, Sub<N>& s, float ref, float scale) {
       if (sumq2[l] > 0 && sumqx[l] * sumqx[l] > best * sumq2[l]) {
         scale = sumqx[l] / sumq2[l];
         best = scale * sumqx[l];
-        for (int i = 0; i < N; ++i) s.L[i] = (int8_t)lev[i][l];
+        for (int i = 0; i < N; ++i) s.L[i] = (int8_t)level(code[i / 8][l], i % 8);
         for (int k = 0; k < NG; ++k) on_grid[k] = !(off_grid[l] >> k & 1);
       }
   }
