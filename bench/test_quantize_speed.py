@@ -11,7 +11,7 @@ import pytest
 from benchutil import Timings, run_timed
 
 import prism_native
-from prism_native import qtypes
+from prism_native import _native, qtypes
 from prism_native.quant import quant_errors, quantize
 
 CPU = prism_native.cpu_features()
@@ -19,6 +19,8 @@ ACTIVE = CPU["active"]
 CASES = ("none", "imat")
 # ggml and scalar first: later paths of the same type report ratios against them
 PATHS = ("ggml", "scalar", "default", "avx2")
+# ggml_quantize_chunk aborts on these without an imatrix (ggml_quantize_requires_imatrix)
+NEEDS_IMATRIX = {d["name"] for d in _native.type_traits() if d.get("requires_imatrix")}
 FUSED_GROUPS = {
     "K": ("Q2_K", "Q3_K", "Q4_K", "Q6_K"),       # the planner's usual candidate set
     "IQ4+Q8_0": ("IQ4_NL", "IQ4_XS", "Q8_0"),
@@ -66,6 +68,8 @@ def test_quantize(benchmark, timings: Timings, tensor, imatrix, ggml, tname, cas
     reason = _skip_reason(path, ggml)
     if reason:
         pytest.skip(reason)
+    if case == "none" and tname in NEEDS_IMATRIX:
+        pytest.skip(f"{tname} needs an imatrix (ggml refuses it without one)")
     im = imatrix if case == "imat" else None
     benchmark.group = f"quantize {tname} {case}"
     benchmark.extra_info.update(type=tname, case=case, path=path, isa=ACTIVE if path == "default" else path,

@@ -33,33 +33,99 @@ struct Split {
   float scale = 0;
 };
 
-// The accept chain of the split search. Candidates (i1, i2 = i1.., k = 0..NK-1) are visited in ggml's
-// order; their sums do not depend on earlier decisions, so W values of i2 are computed at once
-// (Cand::sums, lanes = i2), and a batch in which no candidate beats the current best is skipped as a
-// whole (the chain would not change); otherwise its candidates run through the chain one by one.
+// The accept chain of the split search: candidates (i1, i2 = i1.., k = 0..NK-1) in ggml's order, a
+// candidate accepted when sumq2 > 0 and sumqx^2 > best*sumq2, best = (sumqx/sumq2)*sumqx. Their sums
+// do not depend on earlier decisions, so W values of i2 are computed at once (Cand::sums, lanes = i2).
+// Two passes, both exact:
+// 1. A start: the best reachable before a candidate is the `best` of some earlier candidate, so at
+//    most their maximum; acceptance only gets easier as best decreases, so a candidate that passes
+//    against that maximum is accepted by ggml's chain whatever came before, and the chain continues
+//    from exactly its state. The first candidate of largest `best` usually is one: if so the chain
+//    is picked up there, else from the beginning.
+// 2. The chain from the start: a batch in which no candidate beats the current best is skipped
+//    whole; otherwise its candidates run through the chain in order.
 template <int N, int NK, class Cand>
 inline Split split_search(const Cand& cand, float max) {
   Split s;
   s.scale = max;
-  float best = -FLT_MAX;
   vi lane;
   for (int l = 0; l < PW; ++l) lane[l] = l;
+  // pass 1: per lane the largest `best` and its first position (batch, lane, k); per batch the maxima
+  constexpr int kMaxBatches = (N + 1) * (N / W + 2);
+  int batch_i1[kMaxBatches], batch_j0[kMaxBatches];
+  vf batch_max[kMaxBatches], batch_qx[kMaxBatches][NK], batch_q2[kMaxBatches][NK];  // sums kept for pass 2
+  vf top = splat(-FLT_MAX);
+  vi top_pos = splati(-1);
+  int nb = 0;
   for (int i1 = 0; i1 <= N; ++i1)
-    for (int j0 = i1; j0 <= N; j0 += W) {
-      vf qx[NK], q2[NK];
+    for (int j0 = i1; j0 <= N; j0 += W, ++nb) {
+      vf* qx = batch_qx[nb];
+      vf* q2 = batch_q2[nb];
       cand.sums(i1, j0, qx, q2);
-      const vi valid = (lane + j0) <= N;
-      vi pass = zeroi();
-      for (int k = 0; k < NK; ++k) pass |= (q2[k] > zerof()) & (qx[k] * qx[k] > splat(best) * q2[k]);
-      if (!any(pass & valid)) continue;
-      for (int l = 0; l < W && j0 + l <= N; ++l)
+      vf m = splat(-FLT_MAX);
+      for (int k = 0; k < NK; ++k) {
+        const vi live = ((lane + j0) <= N) & (q2[k] > zerof());
+        const vf b = sel(live, qx[k] / q2[k] * qx[k], splat(-FLT_MAX));
+        const vi take = b > top;
+        top = sel(take, b, top);
+        top_pos = sel(take, splati(nb * W * NK + k) + lane * NK, top_pos);
+        m = vmax(m, b);
+      }
+      batch_i1[nb] = i1, batch_j0[nb] = j0, batch_max[nb] = m;
+    }
+  float best = -FLT_MAX;
+  int start_b = 0, start_l = -1, start_k = NK;  // no start: the chain from the beginning
+  const float tmax = hmax(top, -FLT_MAX);
+  if (tmax > -FLT_MAX) {
+    int pos = INT32_MAX;
+    for (int l = 0; l < W; ++l)
+      if (top[l] == tmax && top_pos[l] < pos) pos = top_pos[l];
+    const int b0 = pos / (W * NK), l0 = pos % (W * NK) / NK, k0 = pos % NK;
+    vf before = splat(-FLT_MAX);  // every `best` before the candidate
+    for (int b = 0; b < b0; ++b) before = vmax(before, batch_max[b]);
+    float pre = hmax(before, -FLT_MAX);
+    const vf* qx = batch_qx[b0];
+    const vf* q2 = batch_q2[b0];
+    for (int l = 0; l <= l0; ++l)
+      for (int k = 0; k < (l < l0 ? NK : k0); ++k)
+        if (q2[k][l] > 0) {
+          const float b = qx[k][l] / q2[k][l] * qx[k][l];
+          pre = b > pre ? b : pre;
+        }
+    if (qx[k0][l0] * qx[k0][l0] > pre * q2[k0][l0]) {
+      start_b = b0, start_l = l0, start_k = k0;
+      s.scale = qx[k0][l0] / q2[k0][l0];
+      best = s.scale * qx[k0][l0];
+      s.i1 = batch_i1[b0], s.i2 = batch_j0[b0] + l0, s.k = k0;
+    }
+  }
+  // pass 2
+  for (int b = start_b; b < nb; ++b) {
+      const int i1 = batch_i1[b], j0 = batch_j0[b];
+      const vf* qx = batch_qx[b];
+      const vf* q2 = batch_q2[b];
+      vi live[NK];  // lanes in range with sumq2 > 0, after the start
+      for (int k = 0; k < NK; ++k) {
+        live[k] = ((lane + j0) <= N) & (q2[k] > zerof());
+        if (b == start_b) live[k] &= (lane > start_l) | ((lane == start_l) & (k > start_k ? -1 : 0));
+      }
+      // the first lane with a candidate that beats `best`: run its candidates through the chain,
+      // then look again at the later lanes with the new best
+      for (vi after = splati(-1);;) {
+        vi pass = zeroi();
+        for (int k = 0; k < NK; ++k) pass |= live[k] & (qx[k] * qx[k] > splat(best) * q2[k]);
+        const uint32_t bits = movemask(pass & (lane > after));
+        if (!bits) break;
+        const int l = __builtin_ctz(bits);
         for (int k = 0; k < NK; ++k)
-          if (q2[k][l] > 0 && qx[k][l] * qx[k][l] > best * q2[k][l]) {
+          if (live[k][l] && qx[k][l] * qx[k][l] > best * q2[k][l]) {
             s.scale = qx[k][l] / q2[k][l];
             best = s.scale * qx[k][l];
             s.i1 = i1, s.i2 = j0 + l, s.k = k;
           }
-    }
+        after = splati(l);
+      }
+  }
   return s;
 }
 
@@ -78,15 +144,7 @@ inline int group_index(const IqGrid& g, const float* xb, const float* w, const i
   const int gi = g.index_of(u);
   if (gi >= 0) return gi;
   *off = true;
-  float term[8][3];
-  for (int i = 0; i < 8; ++i)
-    for (int l = 0; l < 3; ++l) {
-      const float diff = scale * xx[l] - xb[i];
-      term[i][l] = w[i] * diff * diff;
-    }
-  const uint16_t* list = g.neighbours(u);
-  const int p = best_neighbour(list, term);
-  return IqGrid::list_index(list)[p < 0 ? 0 : p];
+  return best_neighbour(g.neighbours(u), xb, w, scale, xx);
 }
 
 // sum w*q*x and w*q*q over a group of 8 with q = xx[level] * mult (ggml's operation order).

@@ -51,9 +51,12 @@ inline uint8_t flip_signs(const float* xb, Sub<N>& s, int k) {
   return EVEN ? (uint8_t)(sg & 127) : sg;
 }
 
-// Levels of group k for the inverse scale id: clamp(nearest_int(0.5*(id*x - 1)), 0, kMaxQ-1).
+constexpr float kQ[3] = {1, 3, 5};  // 2l+1
+
+// Levels of group k for the inverse scale id: clamp(nearest_int(0.5*(id*x - 1)), 0, kMaxQ-1); the
+// group is snapped to its best neighbour at `scale` if off the grid. Returns false if it was.
 template <int N>
-inline uint32_t group_code(const Sub<N>& s, int k, float id, int8_t* L) {
+inline bool group_levels(const IqGrid& g, const Sub<N>& s, int k, float id, float scale, int8_t* L) {
   uint32_t u = 0;
   for (int i = 0; i < 8; ++i) {
     int l = nearest_int(0.5f * (id * s.xval[8 * k + i] - 1));
@@ -61,22 +64,10 @@ inline uint32_t group_code(const Sub<N>& s, int k, float id, int8_t* L) {
     L[8 * k + i] = (int8_t)l;
     u |= (uint32_t)l << (2 * i);
   }
-  return u;
-}
-
-// iq2_find_best_neighbour for group k at `scale`: writes the neighbour's levels into L.
-template <int N>
-inline void snap_to_neighbour(const IqGrid& g, uint32_t u, const Sub<N>& s, int k, float scale, int8_t* L) {
-  float term[8][3];
-  for (int i = 0; i < 8; ++i)
-    for (int l = 0; l < 3; ++l) {
-      const float diff = scale * (float)(2 * l + 1) - s.xval[8 * k + i];
-      term[i][l] = s.waux[8 * k + i] * diff * diff;
-    }
-  const uint16_t* list = g.neighbours(u);
-  const int p = best_neighbour(list, term);
-  const uint32_t c = g.code[IqGrid::list_index(list)[p < 0 ? 0 : p]];
+  if (g.index_of(u) >= 0) return true;
+  const uint32_t c = g.code[best_neighbour(g.neighbours(u), s.xval + 8 * k, s.waux + 8 * k, scale, kQ)];
   for (int i = 0; i < 8; ++i) L[8 * k + i] = (int8_t)level(c, i);
+  return false;
 }
 
 // sum w*x*q and w*q*q over the sub-block for q = 2L+1, sequential as ggml.
@@ -96,39 +87,57 @@ inline void level_sums(const Sub<N>& s, const int8_t* L, float& sumqx, float& su
 // accepted in order on strict improvement of sumqx^2/sumq2; then the levels again at the winning
 // scale and a refitted scale. RECOMPUTE_ALL (IQ2_XXS) redoes every group at the end; otherwise
 // (IQ2_XS, IQ2_S) only the groups the winner had snapped off the grid. Returns the scale, L set.
+// The candidates do not depend on each other: W of them run at once (lanes = is), and only the
+// accept chain runs in order.
 template <int N, int IS, bool RECOMPUTE_ALL>
 inline float search_scale(const IqGrid& g, Sub<N>& s, float ref, float scale) {
-  constexpr int NG = N / 8;
-  int8_t Laux[N];
-  bool on_grid[NG], on_grid_aux[NG];
+  constexpr int NG = N / 8, NC = 2 * IS + 1;
+  bool on_grid[NG];
   for (int k = 0; k < NG; ++k) on_grid[k] = true;
   float best = 0;
-  for (int is = -IS; is <= IS; ++is) {
-    const float id = (2 * kMaxQ - 1 + is * 0.1f) / ref;
-    const float this_scale = 1 / id;
+  vi lane;
+  for (int l = 0; l < PW; ++l) lane[l] = l;
+  for (int c0 = 0; c0 < NC; c0 += W) {
+    const vf id = (splat((float)(2 * kMaxQ - 1)) + tof(lane + (c0 - IS)) * splat(0.1f)) / splat(ref);
+    const vf this_scale = splat(1.0f) / id;
+    vi code[NG];  // lanes' level codes of each group, snapped to the grid
     for (int k = 0; k < NG; ++k) {
-      const uint32_t u = group_code(s, k, id, Laux);
-      on_grid_aux[k] = g.index_of(u) >= 0;
-      if (!on_grid_aux[k]) snap_to_neighbour(g, u, s, k, this_scale, Laux);
+      code[k] = zeroi();
+      for (int i = 0; i < 8; ++i) {
+        const vi l = clampi(vnearest_int(splat(0.5f) * (id * splat(s.xval[8 * k + i]) - splat(1.0f))), 0, kMaxQ - 1);
+        code[k] |= l << (2 * i);
+      }
     }
-    float sumqx, sumq2;
-    level_sums(s, Laux, sumqx, sumq2);
-    if (sumq2 > 0 && sumqx * sumqx > best * sumq2) {
-      scale = sumqx / sumq2;
-      best = scale * sumqx;
-      std::memcpy(s.L, Laux, N);
-      std::memcpy(on_grid, on_grid_aux, sizeof(on_grid));
+    uint32_t off_grid[W] = {};  // bit k: group k of the lane was snapped
+    for (int k = 0; k < NG; ++k) {
+      vi idx;
+      for (int l = 0; l < PW; ++l) idx[l] = g.index_of((uint32_t)code[k][l] & 0xffff);
+      for (uint32_t off = movemask(idx < 0) & ((1u << (NC - c0 < W ? NC - c0 : W)) - 1); off; off &= off - 1) {
+        const int l = __builtin_ctz(off);
+        off_grid[l] |= 1u << k;
+        code[k][l] = g.code[best_neighbour(g.neighbours(code[k][l]), s.xval + 8 * k, s.waux + 8 * k, this_scale[l], kQ)];
+      }
     }
+    vf sumqx = zerof(), sumq2 = zerof();
+    for (int i = 0; i < N; ++i) {  // w*x*q = (w*x)*q, w*q*q = (w*q)*q
+      const vf q = tof(((code[i / 8] >> (2 * (i % 8))) & 3) * 2 + 1);
+      sumqx += splat(s.weight[i] * s.xval[i]) * q;
+      sumq2 += splat(s.weight[i]) * q * q;
+    }
+    for (int l = 0; l < W && c0 + l < NC; ++l)
+      if (sumq2[l] > 0 && sumqx[l] * sumqx[l] > best * sumq2[l]) {
+        scale = sumqx[l] / sumq2[l];
+        best = scale * sumqx[l];
+        for (int i = 0; i < N; ++i) s.L[i] = (int8_t)level(code[i / 8][l], i % 8);
+        for (int k = 0; k < NG; ++k) on_grid[k] = !(off_grid[l] >> k & 1);
+      }
   }
   bool redo = RECOMPUTE_ALL;
   for (int k = 0; k < NG; ++k) redo |= !on_grid[k];
   if (redo && scale > 0) {
     const float id = 1 / scale;
-    for (int k = 0; k < NG; ++k) {
-      if (!RECOMPUTE_ALL && on_grid[k]) continue;
-      const uint32_t u = group_code(s, k, id, s.L);
-      if (g.index_of(u) < 0) snap_to_neighbour(g, u, s, k, scale, s.L);
-    }
+    for (int k = 0; k < NG; ++k)
+      if (RECOMPUTE_ALL || !on_grid[k]) group_levels(g, s, k, id, scale, s.L);
     float sumqx, sumq2;
     level_sums(s, s.L, sumqx, sumq2);
     if (sumq2 > 0) scale = sumqx / sumq2;

@@ -61,21 +61,24 @@ IqGrid build(IqLattice lattice) {
   // which no quantizer looks up). Squared distances in level units (ggml's, in units of 2l+1, are 4x
   // these: the same order). Points sorted by (distance, index) = one pass per distance in index order.
   constexpr int kMaxD2 = 8 * 4;
-  std::vector<uint8_t> d2(def.size);
+  std::vector<uint8_t> lv(8 * (size_t)def.size), d2(def.size);  // lv[i*size + k]: level i of point k
+  for (int k = 0; k < def.size; ++k)
+    for (int i = 0; i < 8; ++i) lv[i * (size_t)def.size + k] = (uint8_t)((g.code[k] >> (2 * i)) & 3);
   for (uint32_t c = 0; c < (uint32_t)IqGrid::kCodes; ++c) {
     bool valid = true;
     for (int i = 0; i < 8; ++i) valid &= ((c >> (2 * i)) & 3) != 3;
     if (!valid || g.map[c] >= 0) continue;
-    int count[kMaxD2 + 1] = {};
-    for (int k = 0; k < def.size; ++k) {
-      int s = 0;
-      for (int i = 0; i < 8; ++i) {
-        const int diff = (int)((g.code[k] >> (2 * i)) & 3) - (int)((c >> (2 * i)) & 3);
-        s += diff * diff;
+    std::fill(d2.begin(), d2.end(), 0);
+    for (int i = 0; i < 8; ++i) {  // one coordinate over all points: a loop the compiler vectorises
+      const uint8_t ci = (uint8_t)((c >> (2 * i)) & 3);
+      const uint8_t* li = lv.data() + i * (size_t)def.size;
+      for (int k = 0; k < def.size; ++k) {
+        const uint8_t diff = (uint8_t)(li[k] > ci ? li[k] - ci : ci - li[k]);
+        d2[k] = (uint8_t)(d2[k] + diff * diff);
       }
-      d2[k] = (uint8_t)s;
-      ++count[s];
     }
+    int count[kMaxD2 + 1] = {};
+    for (int k = 0; k < def.size; ++k) ++count[d2[k]];
     const size_t off = g.lists.size();
     g.map[c] = -(int32_t)off - 1;
     g.lists.push_back(0);

@@ -19,51 +19,133 @@ inline void put_u16(uint8_t* p, uint16_t v) { std::memcpy(p, &v, 2); }
 // Level of coordinate i in a level code (2 bits per coordinate).
 inline int level(uint32_t code, int i) { return (code >> (2 * i)) & 3; }
 
-// The neighbour search of iq2_find_best_neighbour / iq1_find_best_neighbour2: d2 = sum over the 8
-// coordinates of w*diff*diff (sequential), the first neighbour of smallest d2 wins (`d2 < best`, best
-// from FLT_MAX). term[i][l] = w_i*diff*diff for level l is computed once by the caller with ggml's
-// operations, so each neighbour's d2 is the same chain of the same float values. Lanes score W
-// neighbours at a time, each lane keeps its first strict minimum, and the lanes' results reduce to the
-// first minimum of the list. Returns the position in the list, or -1 if no d2 < FLT_MAX (ggml aborts).
-inline int best_neighbour(const uint16_t* list, const float (*term)[3]) {
+template <int S, size_t... K>
+inline vf rotate_lanes(vf a, std::index_sequence<K...>) { return __builtin_shufflevector(a, a, ((K + S) % PW)...); }
+
+// Smallest of the W lanes (exact: min is a comparison).
+inline float hmin(vf v) {
+  if constexpr (W >= 16) v = vmin(v, rotate_lanes<8>(v, std::make_index_sequence<PW>()));
+  if constexpr (W >= 8) v = vmin(v, rotate_lanes<4>(v, std::make_index_sequence<PW>()));
+  if constexpr (W >= 4) {
+    v = vmin(v, rotate_lanes<2>(v, std::make_index_sequence<PW>()));
+    v = vmin(v, rotate_lanes<1>(v, std::make_index_sequence<PW>()));
+  }
+  return v[0];
+}
+
+// Largest of the W lanes and r (exact).
+inline float hmax(vf v, float r) {
+  if constexpr (W >= 16) v = vmax(v, rotate_lanes<8>(v, std::make_index_sequence<PW>()));
+  if constexpr (W >= 8) v = vmax(v, rotate_lanes<4>(v, std::make_index_sequence<PW>()));
+  if constexpr (W >= 4) {
+    v = vmax(v, rotate_lanes<2>(v, std::make_index_sequence<PW>()));
+    v = vmax(v, rotate_lanes<1>(v, std::make_index_sequence<PW>()));
+  }
+  return v[0] > r ? v[0] : r;
+}
+
+// term[i][l] for the 2-bit levels of c (bits 2i..2i+1 of each lane's code), from t = the vector of
+// {term[i][0], term[i][1], term[i][2], any} repeated per 128-bit lane: vpermilps reads only the low two
+// bits of each index.
+inline vf term_of(vf t, vi c) {
+#if PRISM_W == 16 && defined(__AVX512F__)
+  return (vf)_mm512_permutevar_ps((__m512)t, (__m512i)c);
+#elif PRISM_W == 8 && defined(__AVX__)
+  return (vf)_mm256_permutevar_ps((__m256)t, (__m256i)c);
+#else
+  const vi l = c & 3;
+  return sel(l == 0, splat(t[0]), sel(l == 1, splat(t[1]), splat(t[2])));
+#endif
+}
+
+// The neighbour search of iq2_find_best_neighbour / iq1_find_best_neighbour2 for a group of 8 values
+// x with weights w at `scale`, level l standing for the value q[l]: d2 = sum over the coordinates of
+// w*diff*diff with diff = scale*q[l] - x (sequential), the first neighbour of smallest d2 wins
+// (`d2 < best`, best from FLT_MAX). The 24 terms w_i*diff*diff are computed once with ggml's
+// operations (8 coordinates in a vector), so each neighbour's d2 is the same chain of the same float
+// values. Lanes score W neighbours at a time, each lane keeps its first strict minimum, and the lanes'
+// results reduce to the first minimum of the list. Returns the grid index of the winner (the first
+// neighbour if no d2 < FLT_MAX, where ggml aborts).
+inline int best_neighbour(const uint16_t* list, const float* x, const float* w, float scale, const float* q) {
+  typedef float f8 __attribute__((vector_size(32)));
+  f8 xv, wv, t[3];
+  std::memcpy(&xv, x, 32);
+  std::memcpy(&wv, w, 32);
+  for (int l = 0; l < 3; ++l) {
+    const f8 diff = (scale * q[l]) - xv;
+    t[l] = wv * diff * diff;
+  }
+  vf tab[8];  // tab[i]: {t0[i], t1[i], t2[i], t2[i]} in every 128-bit lane
+#if defined(__AVX__) && (PRISM_W == 8 || PRISM_W == 16)
+  const __m256 a = _mm256_unpacklo_ps((__m256)t[0], (__m256)t[1]), b = _mm256_unpackhi_ps((__m256)t[0], (__m256)t[1]);
+  const __m256 c = _mm256_unpacklo_ps((__m256)t[2], (__m256)t[2]), d = _mm256_unpackhi_ps((__m256)t[2], (__m256)t[2]);
+  const __m256 v[4] = {_mm256_shuffle_ps(a, c, 0x44), _mm256_shuffle_ps(a, c, 0xee), _mm256_shuffle_ps(b, d, 0x44),
+                       _mm256_shuffle_ps(b, d, 0xee)};  // coordinates i (low half) and i + 4 (high half)
+  for (int i = 0; i < 4; ++i) {
+#if PRISM_W == 16
+    tab[i] = (vf)_mm512_broadcast_f32x4(_mm256_castps256_ps128(v[i]));
+    tab[i + 4] = (vf)_mm512_broadcast_f32x4(_mm256_extractf128_ps(v[i], 1));
+#else
+    tab[i] = (vf)_mm256_permute2f128_ps(v[i], v[i], 0x00);
+    tab[i + 4] = (vf)_mm256_permute2f128_ps(v[i], v[i], 0x11);
+#endif
+  }
+#else
+  for (int i = 0; i < 8; ++i)
+    for (int l = 0; l < PW; ++l) tab[i][l] = t[(l & 3) < 3 ? (l & 3) : 2][i];
+#endif
   const int n = IqGrid::list_len(list);
   const uint16_t* codes = IqGrid::list_codes(list);
-  vf t0[8], t1[8], t2[8];
-  for (int i = 0; i < 8; ++i) t0[i] = splat(term[i][0]), t1[i] = splat(term[i][1]), t2[i] = splat(term[i][2]);
   vi lane;
   for (int l = 0; l < PW; ++l) lane[l] = l;
   vf best = splat(FLT_MAX);
-  vi bpos = splati(-1);
+  vi bpos = splati(0);  // lanes that never take keep FLT_MAX and the first neighbour (ggml would abort)
   for (int j0 = 0; j0 < n; j0 += W) {
     typedef uint16_t vh __attribute__((vector_size(2 * PW)));
     vh h{};
     std::memcpy(&h, codes + j0, 2 * W);  // lists are padded to 16 codes
     const vi c = __builtin_convertvector(h, vi);
     vf d2 = zerof();
-    for (int i = 0; i < 8; ++i) {
-      const vi l = (c >> (2 * i)) & 3;
-      d2 += sel(l == 0, t0[i], sel(l == 1, t1[i], t2[i]));
-    }
+    for (int i = 0; i < 8; ++i) d2 += term_of(tab[i], c >> (2 * i));
     const vi pos = lane + j0;
     const vi take = (d2 < best) & (pos < n);
     best = sel(take, d2, best);
     bpos = sel(take, pos, bpos);
   }
-  int p = -1;
-  float b = FLT_MAX;
-  for (int l = 0; l < W; ++l)
-    if (bpos[l] >= 0 && (best[l] < b || (best[l] == b && bpos[l] < p))) b = best[l], p = bpos[l];
-  return p;
+  // first minimum: the smallest position among the lanes holding the smallest d2
+  uint32_t eq = movemask(best == splat(hmin(best)));
+  int p = bpos[__builtin_ctz(eq)];
+  for (eq &= eq - 1; eq; eq &= eq - 1) p = bpos[__builtin_ctz(eq)] < p ? bpos[__builtin_ctz(eq)] : p;
+  return IqGrid::list_index(list)[p];
 }
 
-// Stable ascending order of n values (ggml sorts (value, index) pairs with glibc's qsort, a merge
-// sort: equal values keep their index order). Insertion sort: n <= 32.
+// Any lane of a mask set (movemask: one instruction on AVX2/AVX-512).
+inline bool any_lane(vi m) { return movemask(m) != 0; }
+
+// Stable ascending order of N values (ggml sorts (value, index) pairs with glibc's qsort, a merge
+// sort: equal values, -0 and +0 included, keep their index order). The rank of value i is the number
+// of values below it plus the equal ones before it, counted W values i at a time against every j.
+// Keys: x + 0.0f turns -0 into +0, and flipping the bits of negative floats (and the sign bit of
+// the others) makes signed integer order the float order.
 template <int N>
 inline void sort_index(const float* x, int* idx) {
+  static_assert(N % W == 0, "whole vectors of values");
+  int32_t key[N];
   for (int j = 0; j < N; ++j) {
-    int k = j;
-    while (k > 0 && x[idx[k - 1]] > x[j]) idx[k] = idx[k - 1], --k;
-    idx[k] = j;
+    const uint32_t u = f2u(x[j] + 0.0f);
+    key[j] = (int32_t)(u ^ ((u >> 31) ? 0x7fffffffu : 0u));
+  }
+  vi lane;
+  for (int l = 0; l < PW; ++l) lane[l] = l;
+  for (int v = 0; v < N / W; ++v) {
+    vi kv, rank = zeroi();
+    std::memcpy(&kv, key + v * W, 4 * W);
+    const vi pos = lane + v * W;
+    for (int j = 0; j < N; ++j) {
+      const vi kj = splati(key[j]);
+      rank -= (kj < kv) | ((kj == kv) & (pos > j));  // masks are -1
+    }
+    for (int l = 0; l < W; ++l) idx[rank[l]] = v * W + l;
   }
 }
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import prism_native
-from prism_native import qtypes
+from prism_native import _native, qtypes
 from prism_native.quant import dequantize, quantize
 from support.golden import LOW_BIT_TYPES, TYPES
 
@@ -168,6 +168,28 @@ def test_sparse_imatrix_matches_ggml(ggml) -> None:
     im[rng.random(768) < 0.2] = 0.0
     for tname in NATIVE:
         assert np.array_equal(quantize(x, tname, im), ggml.quantize(tname, x, im)), tname
+
+
+@pytest.fixture(scope="module")
+def smollm2_ffn_down(smollm2_path) -> np.ndarray:
+    """96 rows of each of three ffn_down weights of SmolLM2 (the file's Q4_1 dequantized: real magnitudes
+    and outliers, many tied values); 1536 columns, the model's only row length that is a multiple of 256."""
+    import gguf
+    reader = gguf.GGUFReader(smollm2_path)
+    rows = []
+    for t in reader.tensors:
+        if t.name in ("blk.0.ffn_down.weight", "blk.14.ffn_down.weight", "blk.29.ffn_down.weight"):
+            w = gguf.quants.dequantize(t.data, t.tensor_type).reshape(-1, int(t.shape[0]))
+            rows.append(w[:96])
+    return np.ascontiguousarray(np.concatenate(rows), dtype=np.float32)
+
+
+@pytest.mark.parametrize("tname", [t for t in NATIVE if t in LOW_BIT_TYPES])
+def test_real_tensors_match_ggml(ggml, smollm2_ffn_down, tname: str) -> None:
+    x = smollm2_ffn_down
+    rng = np.random.default_rng(11)
+    im = (np.mean(x * x, axis=0) * rng.lognormal(0.0, 0.5, x.shape[1])).astype(np.float32)  # activation-like
+    _check_against_ggml(ggml, tname, x, im, "SmolLM2 ffn_down")
 
 
 @pytest.mark.parametrize("tname", NATIVE)
