@@ -44,57 +44,25 @@ struct SubBlock {
   uint8_t signs[4] = {};
 };
 
-// Eight floats: one chunk of a neighbour list (Iq3Grid::kChunk), whatever the ISA's width. Without
-// AVX (the scalar build) they are passed in memory; all users are inline in this TU, so the ABI
-// warning about it does not apply.
-#pragma GCC diagnostic ignored "-Wpsabi"
-typedef float f8 __attribute__((vector_size(32)));
-typedef int32_t i8v __attribute__((vector_size(32)));
-static_assert(Iq3Grid::kChunk == 8, "f8 holds one chunk");
-
-inline f8 load8(const float* p) { f8 v; std::memcpy(&v, p, 32); return v; }
-inline f8 splat8(float v) { return f8{v, v, v, v, v, v, v, v}; }
-inline f8 min8(f8 a, f8 b) { return a < b ? a : b; }
-inline uint32_t mask8(i8v m) {
-#if defined(__AVX__)
-  return (uint32_t)_mm256_movemask_ps((__m256)m);
-#else
-  uint32_t bits = 0;
-  for (int i = 0; i < 8; ++i) bits |= (uint32_t)(m[i] != 0) << i;
-  return bits;
-#endif
-}
-
 // iq3_find_best_neighbour: the member of u's neighbour list closest to xval/scale in the weighted
-// (waux) distance d2 = sum_i waux_i*diff_i*diff_i, diff_i = scale*q_i - xval_i (ggml's order); the
-// first of the smallest d2 < FLT_MAX. Eight members at a time: per member the same operations, and
-// "first minimum" over a chunk equals ggml's sequential strict-improvement scan. Writes the levels.
-inline int best_neighbour(const Iq3Grid& g, int u, const float* xval, const float* waux, float scale, int8_t* L) {
-  static constexpr i8v kLane = {0, 1, 2, 3, 4, 5, 6, 7};
-  const uint16_t* list = g.list(u);
-  const int n = list[0];
-  const float* c = g.first_chunk(u);
+// (waux) distance d2 = sum_i waux_i*diff_i*diff_i, diff_i = scale*q_i - xval_i (ggml's order), the
+// first on ties (strict improvement from FLT_MAX). Writes the winner's levels to L.
+inline void best_neighbour(const Iq3Grid& g, int u, const float* xval, const float* waux, float scale, int8_t* L) {
+  const int at = -g.map[u] - 1;
   float best_d2 = FLT_MAX;
-  int best = list[1];  // kept only if no distance is finite (ggml asserts)
-  for (int j0 = 0; j0 < n; j0 += 8, c += 32) {
-    f8 d2;
+  int code = g.member_code[at + 1];  // kept only if no distance is finite (ggml asserts)
+  for (int s = at + 1; s <= at + g.neighbours[at]; ++s) {
+    float d2 = 0;
     for (int i = 0; i < 4; ++i) {
-      const f8 diff = splat8(scale) * load8(c + 8 * i) - splat8(xval[i]);
-      const f8 t = splat8(waux[i]) * diff * diff;
-      d2 = i ? d2 + t : t;  // ggml starts from 0: 0 + t == t up to the sign of a zero
+      const float diff = scale * (float)(2 * g.level[4 * s + i] + 1) - xval[i];
+      d2 += waux[i] * diff * diff;
     }
-    const i8v ok = (kLane < n - j0) & (d2 < splat8(best_d2));
-    if (!mask8(ok)) continue;
-    f8 m = ok ? d2 : splat8(INFINITY);
-    m = min8(m, __builtin_shufflevector(m, m, 4, 5, 6, 7, 0, 1, 2, 3));
-    m = min8(m, __builtin_shufflevector(m, m, 2, 3, 0, 1, 6, 7, 4, 5));
-    m = min8(m, __builtin_shufflevector(m, m, 1, 0, 3, 2, 5, 4, 7, 6));
-    best_d2 = m[0];
-    best = list[1 + j0 + __builtin_ctz(mask8(ok & (d2 == m)))];
+    if (d2 < best_d2) {
+      best_d2 = d2;
+      code = g.member_code[s];
+    }
   }
-  const int c0 = g.code[best];
-  for (int i = 0; i < 4; ++i) L[i] = (int8_t)((c0 >> (3 * i)) & 7);
-  return best;
+  for (int i = 0; i < 4; ++i) L[i] = (int8_t)((code >> (3 * i)) & 7);
 }
 
 // Levels of the 4 values xval at inverse scale id, their code u: nearest_int(0.5f*(id*x - 1)) in [0, 7].
@@ -109,42 +77,63 @@ inline int group_code(const float* xval, float id, int8_t* L) {
   return u;
 }
 
-// The candidate scales of one sub-block, W at a time (lane j: candidate c0 + j; lanes past the last
-// candidate are computed and ignored). Levels of every element, grid fixes of the off-grid groups,
-// and the sums sum w*x*q, sum w*q*q (q = 2L+1) per lane, each in ggml's element order.
+// W candidate scales of one sub-block at once, one per lane (inverse scale id, scale 1/id): the
+// levels of every element, with each off-grid group moved to its best neighbour, and the sums
+// sum w*x*q, sum w*q*q (q = 2L+1) in ggml's element order. Lanes that share an off-grid code
+// (neighbouring candidates usually do) scan its neighbour list together, each with its own scale.
+// A member's distance is the sum of 4 per-coordinate terms waux*diff*diff, which depend only on
+// the coordinate's level: they are tabulated once per group (t[i][l]) and summed in ggml's order.
 struct CandidateLanes {
-  alignas(64) int32_t lev[32][PW];  // level of element e in lane j
-  uint8_t off_grid[PW];              // bit k: group k was off the grid
+  vi lev[32];
+  vi off_grid;  // bit k: group k was off the grid
   vf sumqx, sumq2;
 };
 
 inline void candidate_lanes(const Iq3Grid& g, const float* xval, const float* waux, const float* weight,
-                            const float* wx, const float* id, const float* this_scale, int nvalid,
-                            CandidateLanes& c) {
-  vf idv;
-  std::memcpy(&idv, id, sizeof idv);
-  for (int e = 0; e < 32; ++e) {
-    const vi l = clampi(vnearest_int(splat(0.5f) * (idv * splat(xval[e]) - splat(1.0f))), 0, kMaxQ - 1);
-    std::memcpy(c.lev[e], &l, sizeof l);
-  }
-  for (int j = 0; j < nvalid; ++j) {
-    uint8_t off = 0;
-    for (int k = 0; k < 8; ++k) {
-      const int u = c.lev[4 * k][j] | (c.lev[4 * k + 1][j] << 3) | (c.lev[4 * k + 2][j] << 6) |
-                    (c.lev[4 * k + 3][j] << 9);
-      if (g.map[u] >= 0) continue;
-      off |= (uint8_t)(1 << k);
-      int8_t L[4];
-      best_neighbour(g, u, xval + 4 * k, waux + 4 * k, this_scale[j], L);
-      for (int i = 0; i < 4; ++i) c.lev[4 * k + i][j] = L[i];
+                            const float* wx, vf id, vf scale, int nvalid, CandidateLanes& c) {
+  for (int e = 0; e < 32; ++e)
+    c.lev[e] = clampi(vnearest_int(splat(0.5f) * (id * splat(xval[e]) - splat(1.0f))), 0, kMaxQ - 1);
+  vf sq[kMaxQ];  // scale * q for q = 2l+1
+  for (int l = 0; l < kMaxQ; ++l) sq[l] = scale * splat((float)(2 * l + 1));
+  c.off_grid = zeroi();
+  const uint32_t valid = nvalid >= 32 ? ~0u : (1u << nvalid) - 1;
+  for (int k = 0; k < 8; ++k) {
+    vi* l = c.lev + 4 * k;
+    const vi u = l[0] | (l[1] << 3) | (l[2] << 6) | (l[3] << 9);
+    vi m;
+    for (int j = 0; j < PW; ++j) m[j] = g.map[u[j]];
+    uint32_t off = movemask(m < 0) & valid;
+    if (!off) continue;
+    vf t[4][kMaxQ];
+    for (int i = 0; i < 4; ++i)
+      for (int lv = 0; lv < kMaxQ; ++lv) {
+        const vf diff = sq[lv] - splat(xval[4 * k + i]);
+        t[i][lv] = splat(waux[4 * k + i]) * diff * diff;
+      }
+    vi code = u;
+    while (off) {
+      const int u0 = u[__builtin_ctz(off)];
+      const vi same = u == splati(u0);
+      off &= ~movemask(same);
+      const int at = -g.map[u0] - 1;
+      vf best = splat(FLT_MAX);
+      vi bc = splati(g.member_code[at + 1]);
+      for (int s = at + 1; s <= at + g.neighbours[at]; ++s) {
+        const uint8_t* ml = &g.level[4 * s];
+        // ggml adds to 0 first: the same up to the sign of a zero d2
+        const vf d2 = ((t[0][ml[0]] + t[1][ml[1]]) + t[2][ml[2]]) + t[3][ml[3]];
+        const vi better = d2 < best;
+        best = sel(better, d2, best);
+        bc = sel(better, splati(g.member_code[s]), bc);
+      }
+      code = sel(same, bc, code);
+      c.off_grid |= same & (1 << k);
     }
-    c.off_grid[j] = off;
+    for (int i = 0; i < 4; ++i) l[i] = (code >> (3 * i)) & 7;
   }
   vf sumqx = zerof(), sumq2 = zerof();
   for (int e = 0; e < 32; ++e) {
-    vi l;
-    std::memcpy(&l, c.lev[e], sizeof l);
-    const vf q = tof(l + l + 1);
+    const vf q = tof(c.lev[e] + c.lev[e] + 1);
     sumqx = sumqx + splat(wx[e]) * q;  // C: w*x*q = (w*x)*q
     sumq2 = sumq2 + splat(weight[e]) * q * q;
   }
@@ -211,7 +200,7 @@ void search_sub_block(const float* xb, const float* qw, float sigma2, SubBlock& 
   constexpr int kCand = 2 * R::kNTry + 1;
   CandidateLanes c;
   for (int c0 = 0; c0 < kCand; c0 += W) {
-    alignas(64) float id[PW] = {}, this_scale[PW] = {};
+    vf id = zerof(), this_scale = zerof();
     const int nvalid = kCand - c0 < W ? kCand - c0 : W;
     for (int j = 0; j < nvalid; ++j) {
       const int is = c0 + j - R::kNTry;
