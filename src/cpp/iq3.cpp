@@ -44,39 +44,6 @@ struct SubBlock {
   uint8_t signs[4] = {};
 };
 
-// iq3_find_best_neighbour: the member of u's neighbour list closest to xval/scale in the weighted
-// (waux) distance d2 = sum_i waux_i*diff_i*diff_i, diff_i = scale*q_i - xval_i (ggml's order), the
-// first on ties (strict improvement from FLT_MAX). Writes the winner's levels to L.
-inline void best_neighbour(const Iq3Grid& g, int u, const float* xval, const float* waux, float scale, int8_t* L) {
-  const int at = -g.map[u] - 1;
-  float best_d2 = FLT_MAX;
-  int code = g.member_code[at + 1];  // kept only if no distance is finite (ggml asserts)
-  for (int s = at + 1; s <= at + g.neighbours[at]; ++s) {
-    float d2 = 0;
-    for (int i = 0; i < 4; ++i) {
-      const float diff = scale * (float)(2 * g.level[4 * s + i] + 1) - xval[i];
-      d2 += waux[i] * diff * diff;
-    }
-    if (d2 < best_d2) {
-      best_d2 = d2;
-      code = g.member_code[s];
-    }
-  }
-  for (int i = 0; i < 4; ++i) L[i] = (int8_t)((code >> (3 * i)) & 7);
-}
-
-// Levels of the 4 values xval at inverse scale id, their code u: nearest_int(0.5f*(id*x - 1)) in [0, 7].
-inline int group_code(const float* xval, float id, int8_t* L) {
-  int u = 0;
-  for (int i = 0; i < 4; ++i) {
-    int l = nearest_int(0.5f * (id * xval[i] - 1));
-    l = l < 0 ? 0 : (l > kMaxQ - 1 ? kMaxQ - 1 : l);
-    L[i] = (int8_t)l;
-    u |= l << (3 * i);
-  }
-  return u;
-}
-
 // W candidate scales of one sub-block at once, one per lane (inverse scale id, scale 1/id): the
 // levels of every element, with each off-grid group moved to its best neighbour, and the sums
 // sum w*x*q, sum w*q*q (q = 2L+1) in ggml's element order. Lanes that share an off-grid code
@@ -89,20 +56,39 @@ struct CandidateLanes {
   vf sumqx, sumq2;
 };
 
-inline void candidate_lanes(const Iq3Grid& g, const float* xval, const float* waux, const float* weight,
-                            const float* wx, vf id, vf scale, int nvalid, CandidateLanes& c) {
-  for (int e = 0; e < 32; ++e)
-    c.lev[e] = clampi(vnearest_int(splat(0.5f) * (id * splat(xval[e]) - splat(1.0f))), 0, kMaxQ - 1);
+// g.map[u] per lane.
+inline vi map_lanes(const Iq3Grid& g, vi u) {
+#if PRISM_W == 16 && defined(__AVX512F__)
+  return (vi)_mm512_i32gather_epi32((__m512i)u, g.map.data(), 4);
+#elif PRISM_W == 8 && defined(__AVX2__)
+  return (vi)_mm256_i32gather_epi32(g.map.data(), (__m256i)u, 4);
+#else
+  vi m;
+  for (int j = 0; j < PW; ++j) m[j] = g.map[u[j] & (Iq3Grid::kCodes - 1)];
+  return m;
+#endif
+}
+
+// The levels of lanes [0, nvalid) for the groups in `groups` (bit k: group k; the others' levels
+// are left unspecified).
+inline void lane_levels(const Iq3Grid& g, const float* xval, const float* waux, float max, vf id, vf scale,
+                        int nvalid, uint32_t groups, CandidateLanes& c) {
+  // |0.5f*(id*x - 1)| stays far below 2^22 when |id|*max does (|x| <= max): then one rounding
+  // instruction equals nearest_int (not for an inf or NaN id, from a max or scale near 0)
+  const bool small = all(vabs(id) * splat(max) <= splat(1048576.0f));
+  for (int e = 0; e < 32; ++e) {
+    const vf a = splat(0.5f) * (id * splat(xval[e]) - splat(1.0f));
+    c.lev[e] = clampi(small ? vround_small(a) : vnearest_int(a), 0, kMaxQ - 1);
+  }
   vf sq[kMaxQ];  // scale * q for q = 2l+1
   for (int l = 0; l < kMaxQ; ++l) sq[l] = scale * splat((float)(2 * l + 1));
   c.off_grid = zeroi();
   const uint32_t valid = nvalid >= 32 ? ~0u : (1u << nvalid) - 1;
   for (int k = 0; k < 8; ++k) {
+    if (!((groups >> k) & 1)) continue;
     vi* l = c.lev + 4 * k;
     const vi u = l[0] | (l[1] << 3) | (l[2] << 6) | (l[3] << 9);
-    vi m;
-    for (int j = 0; j < PW; ++j) m[j] = g.map[u[j]];
-    uint32_t off = movemask(m < 0) & valid;
+    uint32_t off = movemask(map_lanes(g, u) < 0) & valid;
     if (!off) continue;
     vf t[4][kMaxQ];
     for (int i = 0; i < 4; ++i)
@@ -117,7 +103,7 @@ inline void candidate_lanes(const Iq3Grid& g, const float* xval, const float* wa
       off &= ~movemask(same);
       const int at = -g.map[u0] - 1;
       vf best = splat(FLT_MAX);
-      vi bc = splati(g.member_code[at + 1]);
+      vi bc = splati(g.member_code[at + 1]);  // kept only if no distance is finite (ggml asserts)
       for (int s = at + 1; s <= at + g.neighbours[at]; ++s) {
         const uint8_t* ml = &g.level[4 * s];
         // ggml adds to 0 first: the same up to the sign of a zero d2
@@ -131,6 +117,10 @@ inline void candidate_lanes(const Iq3Grid& g, const float* xval, const float* wa
     }
     for (int i = 0; i < 4; ++i) l[i] = (code >> (3 * i)) & 7;
   }
+}
+
+// sum w*x*q and sum w*q*q per lane (q = 2L+1), in ggml's element order.
+inline void lane_sums(const float* weight, const float* wx, CandidateLanes& c) {
   vf sumqx = zerof(), sumq2 = zerof();
   for (int e = 0; e < 32; ++e) {
     const vf q = tof(c.lev[e] + c.lev[e] + 1);
@@ -207,7 +197,8 @@ void search_sub_block(const float* xb, const float* qw, float sigma2, SubBlock& 
       id[j] = (2 * kMaxQ - 1 + is * 0.2f) / max;
       this_scale[j] = 1 / id[j];
     }
-    candidate_lanes(g, xval, waux, weight, wx, id, this_scale, nvalid, c);
+    lane_levels(g, xval, waux, max, id, this_scale, nvalid, 0xff, c);
+    lane_sums(weight, wx, c);
     for (int j = 0; j < nvalid; ++j) {  // in candidate order: `best` feeds the next test
       const float sumqx = c.sumqx[j], sumq2 = c.sumq2[j];
       if (sumq2 > 0 && sumqx * sumqx > best * sumq2) {
@@ -220,15 +211,12 @@ void search_sub_block(const float* xb, const float* qw, float sigma2, SubBlock& 
   }
   bool any_off = false;
   for (bool b : on_grid) any_off |= !b;
-  if (any_off && scale > 0) {  // re-pick the groups at the final scale
-    const float id = 1 / scale;
-    for (int k = 0; k < 8; ++k) {
-      if (!R::kRefineAll && on_grid[k]) continue;
-      int8_t Lg[4];
-      const int u = group_code(xval + 4 * k, id, Lg);
-      if (g.map[u] < 0) best_neighbour(g, u, xval + 4 * k, waux + 4 * k, scale, Lg);
-      std::memcpy(L + 4 * k, Lg, 4);
-    }
+  if (any_off && scale > 0) {  // re-pick the groups at the final scale (lane 0)
+    uint32_t groups = 0;
+    for (int k = 0; k < 8; ++k) groups |= (uint32_t)(R::kRefineAll || !on_grid[k]) << k;
+    lane_levels(g, xval, waux, max, splat(1 / scale), splat(scale), 1, groups, c);
+    for (int e = 0; e < 32; ++e)
+      if ((groups >> (e / 4)) & 1) L[e] = (int8_t)c.lev[e][0];
     float sumqx, sumq2;
     level_sums(weight, xval, L, sumqx, sumq2);
     if (sumq2 > 0) scale = sumqx / sumq2;
