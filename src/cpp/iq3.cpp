@@ -84,12 +84,18 @@ inline void lane_levels(const Iq3Grid& g, const float* xval, const float* waux, 
   for (int l = 0; l < kMaxQ; ++l) sq[l] = scale * splat((float)(2 * l + 1));
   c.off_grid = zeroi();
   const uint32_t valid = nvalid >= 32 ? ~0u : (1u << nvalid) - 1;
+  vi uk[8];
+  uint32_t offk[8];
+  for (int k = 0; k < 8; ++k) {  // all lookups first: they overlap
+    const vi* l = c.lev + 4 * k;
+    uk[k] = l[0] | (l[1] << 3) | (l[2] << 6) | (l[3] << 9);
+    offk[k] = ((groups >> k) & 1) ? movemask(map_lanes(g, uk[k]) < 0) & valid : 0;
+  }
   for (int k = 0; k < 8; ++k) {
-    if (!((groups >> k) & 1)) continue;
-    vi* l = c.lev + 4 * k;
-    const vi u = l[0] | (l[1] << 3) | (l[2] << 6) | (l[3] << 9);
-    uint32_t off = movemask(map_lanes(g, u) < 0) & valid;
+    uint32_t off = offk[k];
     if (!off) continue;
+    vi* l = c.lev + 4 * k;
+    const vi u = uk[k];
     vf t[4][kMaxQ];
     for (int i = 0; i < 4; ++i)
       for (int lv = 0; lv < kMaxQ; ++lv) {
