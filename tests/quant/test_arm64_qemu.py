@@ -10,20 +10,30 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from support.golden import DATASETS, MANIFEST, TYPES, block_mismatches, load
+from support.golden import (BYTES_PER_BLOCK, DATASETS, LOW_BIT_DATASETS, LOW_BIT_TYPES, TYPES, block_mismatches,
+                            load, not_produced)
 
 ROOT = Path(__file__).resolve().parents[2]
 from conftest import AARCH64_CXX as CXX  # noqa: E402
 from conftest import QEMU_AARCH64 as QEMU
 
 OBJDUMP = re.sub(r"g\+\+$", "objdump", CXX)
-KERNEL_SRCS = ["src/cpp/q_k.cpp", "src/cpp/iq4.cpp", "src/cpp/q_legacy.cpp", "src/cpp/isa_table.cpp"]
+
+
+def _cmake_list(name: str) -> list[str]:
+    m = re.search(rf"set\({name}\s+([^)]*)\)", (ROOT / "CMakeLists.txt").read_text())
+    return m.group(1).split() if m else []
+
+
+# the kernel sources as CMakeLists.txt lists them (per-ISA ones and those compiled once)
+KERNEL_SRCS = _cmake_list("PRISM_KERNEL_SRCS") + _cmake_list("PRISM_KERNEL_COMMON_SRCS")
 # the flags of the NEON build in CMakeLists.txt (-O2 here to keep the cross build short); never fuse
 FLAGS = ["-std=c++17", "-O2", "-ffp-contract=off", "-fno-math-errno", "-DPRISM_W=4", "-DPRISM_NS=neon",
          f"-I{ROOT / 'src/cpp'}"]
@@ -32,17 +42,21 @@ FMA_INSN = re.compile(r"\s(fmla|fmls|fmadd|fmsub|fnmadd|fnmsub)\s")
 pytestmark = pytest.mark.needs_qemu
 
 
-def _compile(src: Path, obj: Path) -> None:
-    subprocess.run([CXX, *FLAGS, "-c", str(src), "-o", str(obj)], check=True, capture_output=True, text=True)
+def _compile(src: Path, obj: Path, gen: Path) -> None:
+    subprocess.run([CXX, *FLAGS, f"-I{gen}", "-c", str(src), "-o", str(obj)], check=True, capture_output=True,
+                   text=True)
 
 
 @pytest.fixture(scope="module")
 def driver(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("arm64")
+    gen = d / "generated"  # quant_tables.h, as the build generates it
+    subprocess.run([sys.executable, str(ROOT / "src/cpp/gen_tables.py"), str(ROOT / "src/cpp/data/quant_tables.txt"),
+                    str(gen / "quant_tables.h")], check=True)
     srcs = [ROOT / s for s in KERNEL_SRCS] + [ROOT / "tests/quant/golden_driver.cpp"]
     objs = [d / (s.stem + ".o") for s in srcs]
     with ThreadPoolExecutor(max_workers=2) as pool:
-        list(pool.map(_compile, srcs, objs))
+        list(pool.map(_compile, srcs, objs, [gen] * len(srcs)))
     exe = d / "golden_driver"
     subprocess.run([CXX, "-static", *map(str, objs), "-o", str(exe)], check=True, capture_output=True, text=True)
     return exe
@@ -57,29 +71,41 @@ def test_kernels_contain_no_fused_multiply_add(driver):
         assert not FMA_INSN.search(asm), f"{obj.name} contains fused multiply-add instructions"
 
 
-@pytest.mark.parametrize("name", DATASETS)
-def test_neon_bytes_match_golden(driver, tmp_path, name):
-    d = load(name)
+def _check(driver: Path, tmp_path: Path, name: str, d: dict, types: list[str]) -> list[str]:
+    """Runs the driver on d's input; returns the types it implements (the others: skipped)."""
     x = np.ascontiguousarray(d["x"], dtype=np.float32)
     x.tofile(tmp_path / "x.bin")
     np.ascontiguousarray(d["imatrix"], dtype=np.float32).tofile(tmp_path / "imatrix.bin")
     out = tmp_path / "out"
     out.mkdir()
     r = subprocess.run([QEMU, str(driver), str(x.shape[0]), str(x.shape[1]), str(tmp_path / "x.bin"),
-                        str(tmp_path / "imatrix.bin"), str(out), *TYPES],
+                        str(tmp_path / "imatrix.bin"), str(out), *types],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     done = [line.split()[1] for line in r.stdout.splitlines() if line.startswith("ok ")]
-    assert "Q8_0" in done and "IQ4_XS" in done, r.stdout
     bad = []
     for t in done:
-        bpb = MANIFEST["types"][t]["bytes_per_block"]
         for case in ("none", "imat"):
             want = d[f"q__{t}__{case}"]
             got = np.fromfile(out / f"q__{t}__{case}.bin", dtype=np.uint8).reshape(want.shape)
-            nb = block_mismatches(got, want, bpb)
+            nb = block_mismatches(got, want, BYTES_PER_BLOCK[t])
             y = np.fromfile(out / f"y__{t}__{case}.bin", dtype=np.uint32)
             y_ok = np.array_equal(y, d[f"y__{t}__{case}"].view(np.uint32).reshape(-1))
             if nb or not y_ok:
                 bad.append(f"{t} {case}: {nb} blocks differ, dequantized bits {'ok' if y_ok else 'differ'}")
     assert not bad, f"{name} [neon under qemu]: " + "; ".join(bad)
+    return done
+
+
+@pytest.mark.parametrize("name", DATASETS)
+def test_neon_bytes_match_golden(driver, tmp_path, name):
+    done = _check(driver, tmp_path, name, load(name), TYPES)
+    assert "Q8_0" in done and "IQ4_XS" in done, done
+
+
+@pytest.mark.parametrize("name", LOW_BIT_DATASETS)
+def test_neon_low_bit_bytes_match_golden(driver, tmp_path, name):
+    """The low-bit types the kernels implement (those ggml also quantizes without an imatrix)."""
+    d = load(name, "low-bit")
+    skip = {k.split("__")[0] for k in not_produced(d)}
+    _check(driver, tmp_path, name, d, [t for t in LOW_BIT_TYPES if t not in skip])
