@@ -19,22 +19,6 @@ constexpr int kMaxQ = 8;  // levels per coordinate
 inline void store_fp16(uint8_t* p, float v) { const uint16_t h = fp32_to_fp16(v); std::memcpy(p, &h, 2); }
 inline float load_fp16(const uint8_t* p) { uint16_t h; std::memcpy(&h, p, 2); return fp16_to_fp32(h); }
 
-// The differences between the two quantizers' sub-block searches.
-struct XxsRules {  // quantize_row_iq3_xxs_impl
-  static constexpr int kNTry = 15;
-  static constexpr bool kEvenSigns = true;   // 7 stored sign bits per 8 values: the 8th makes the parity even
-  static constexpr bool kRefineAll = false;  // the final pass re-picks only groups that were off the grid
-  static bool zero(float max) { return max < 1e-8f; }  // GROUP_MAX_EPS_IQ3_XXS
-  static const Iq3Grid& grid() { return iq3xxs_search_grid(); }
-};
-struct SRules {  // quantize_row_iq3_s_impl
-  static constexpr int kNTry = 9;
-  static constexpr bool kEvenSigns = false;
-  static constexpr bool kRefineAll = true;
-  static bool zero(float max) { return !max; }
-  static const Iq3Grid& grid() { return iq3s_search_grid(); }
-};
-
 // One 32-value sub-block's result: scale >= 0, the grid index of each group of 4, and the sign bits
 // of each group of 8 (bit i set: value i negative).
 struct SubBlock {
@@ -151,7 +135,7 @@ inline void level_sums(const float* w, const float* xval, const int8_t* L, float
 // The sub-block search of quantize_row_iq3_*_impl for 32 values xb with importance qw (or null).
 template <class R>
 void search_sub_block(const float* xb, const float* qw, float sigma2, SubBlock& r) {
-  const Iq3Grid& g = R::grid();
+  const Iq3Grid& g = R::search_grid();
   float weight[32], waux[32], xval[32], wx[32];
   for (int i = 0; i < 32; ++i) weight[i] = qw ? qw[i] * sqrtf(sigma2 + xb[i] * xb[i]) : xb[i] * xb[i];
   for (int i = 0; i < 32; ++i) waux[i] = sqrtf(weight[i]);
@@ -289,21 +273,43 @@ Levels make_levels(const uint32_t (&grid)[N]) {
   return t;
 }
 
-// Dequantizes (and optionally gives the bin widths of) the 32 values of one sub-block: grid index
-// idx[k] for group k, sign bytes sg[j] (bit i: value i negative), scale db.
-template <size_t N>
-inline void sub_block_values(const uint32_t (&grid)[N], const Levels& lv, const int* idx, const uint8_t* sg,
-                             float db, float* y, const float* x, float* step) {
-  for (int k = 0; k < 8; ++k) {
-    const uint32_t p = grid[idx[k]];
-    for (int i = 0; i < 4; ++i) {
-      const int e = 4 * k + i;
-      const uint8_t v = (uint8_t)(p >> (8 * i));
-      const float val = db * (float)v * ((sg[e / 8] & tables::kmask_iq2xs[e % 8]) ? -1.f : 1.f);
-      if (y) y[e] = val;
-      if (step) step[e] = lattice_step(lv.value, lv.level[v], db, val, x[e]);
+// One stored sub-block: its scale db, the grid index of each group of 4, the sign byte of each 8
+// values (bit i: value i negative).
+struct StoredSubBlock {
+  float db;
+  int idx[8];
+  uint8_t sg[4];
+};
+
+// to_float (y) and the bin widths (step, for x) of a block of K, from K::decode of each sub-block:
+// y = db * grid value * (+-1), as dequantize_row_iq3_* computes it.
+template <class K>
+void lattice_values(const uint8_t* b, float* y, const float* x, float* step) {
+  static const Levels lv = make_levels(K::grid());
+  const float d = load_fp16(b);
+  for (int ib = 0; ib < 8; ++ib) {
+    StoredSubBlock s;
+    K::decode(b, ib, d, s);
+    for (int k = 0; k < 8; ++k) {
+      const uint32_t p = K::grid()[s.idx[k]];
+      for (int i = 0; i < 4; ++i) {
+        const int e = 32 * ib + 4 * k + i;
+        const uint8_t v = (uint8_t)(p >> (8 * i));
+        const float val = s.db * (float)v * ((s.sg[e % 32 / 8] & tables::kmask_iq2xs[e % 8]) ? -1.f : 1.f);
+        if (y) y[e] = val;
+        if (step) step[e] = lattice_step(lv.value, lv.level[v], s.db, val, x[e]);
+      }
     }
   }
+}
+
+// quantize_row_iq3_*_impl for one super-block of K: the sub-block searches (K's rules), then K::pack.
+template <class K>
+void lattice_quantize(const float* x, const float* qw, uint8_t* out) {
+  SubBlock sub[8];
+  const float max_scale = search_super_block<K>(x, qw, sub);
+  std::memset(out, 0, K::BYTES);
+  K::pack(sub, max_scale, out);
 }
 
 // block_iq3_xxs: d (fp16) @0, qs[64] @2 (grid index per group of 4), scales_and_signs (u32 x 8) @66:
@@ -311,10 +317,15 @@ inline void sub_block_values(const uint32_t (&grid)[N], const Levels& lv, const 
 // bits 28..31 = the 4-bit sub-block scale s, db = d * (0.5 + s) * 0.5.
 struct IQ3_XXS {
   static constexpr int BS = 256, BYTES = 98;
-  static void quantize(const float* x, const float* qw, uint8_t* out) {
-    SubBlock sub[8];
-    const float max_scale = search_super_block<XxsRules>(x, qw, sub);
-    std::memset(out, 0, BYTES);
+  // search rules of quantize_row_iq3_xxs_impl
+  static constexpr int kNTry = 15;
+  static constexpr bool kEvenSigns = true;   // 7 stored sign bits per 8 values: the 8th makes the parity even
+  static constexpr bool kRefineAll = false;  // the final pass re-picks only groups that were off the grid
+  static bool zero(float max) { return max < 1e-8f; }  // GROUP_MAX_EPS_IQ3_XXS
+  static const Iq3Grid& search_grid() { return iq3xxs_search_grid(); }
+
+  static void quantize_block(const float* x, const float* qw, uint8_t* out) { lattice_quantize<IQ3_XXS>(x, qw, out); }
+  static void pack(const SubBlock* sub, float max_scale, uint8_t* out) {
     if (!max_scale) return;  // d = +0, everything 0
     const float d = max_scale / 31;
     store_fp16(out, d * 1.0125f);
@@ -329,23 +340,16 @@ struct IQ3_XXS {
       std::memcpy(out + 66 + 4 * ib, &ss, 4);
     }
   }
-  static void values(const uint8_t* b, float* y, const float* x, float* step) {
-    static const Levels lv = make_levels(tables::iq3xxs_grid);
-    const float d = load_fp16(b);
-    for (int ib = 0; ib < 8; ++ib) {
-      uint32_t ss;
-      std::memcpy(&ss, b + 66 + 4 * ib, 4);
-      const float db = d * (0.5f + (float)(ss >> 28)) * 0.5f;
-      int idx[8];
-      uint8_t sg[4];
-      for (int k = 0; k < 8; ++k) idx[k] = b[2 + 8 * ib + k];
-      for (int j = 0; j < 4; ++j) sg[j] = tables::ksigns_iq2xs[(ss >> (7 * j)) & 127];
-      sub_block_values(tables::iq3xxs_grid, lv, idx, sg, db, y ? y + 32 * ib : nullptr, x ? x + 32 * ib : nullptr,
-                       step ? step + 32 * ib : nullptr);
-    }
+  static const auto& grid() { return tables::iq3xxs_grid; }
+  static void decode(const uint8_t* b, int ib, float d, StoredSubBlock& s) {
+    uint32_t ss;
+    std::memcpy(&ss, b + 66 + 4 * ib, 4);
+    s.db = d * (0.5f + (float)(ss >> 28)) * 0.5f;
+    for (int k = 0; k < 8; ++k) s.idx[k] = b[2 + 8 * ib + k];
+    for (int j = 0; j < 4; ++j) s.sg[j] = tables::ksigns_iq2xs[(ss >> (7 * j)) & 127];
   }
-  static void dequantize(const uint8_t* b, float* y) { values(b, y, nullptr, nullptr); }
-  static void steps(const uint8_t* b, const float* x, float* step) { values(b, nullptr, x, step); }
+  static void dequantize(const uint8_t* b, float* y) { lattice_values<IQ3_XXS>(b, y, nullptr, nullptr); }
+  static void steps(const uint8_t* b, const float* x, float* step) { lattice_values<IQ3_XXS>(b, nullptr, x, step); }
 };
 
 // block_iq3_s: d (fp16) @0, qs[64] @2 (low 8 bits of the grid index per group of 4), qh[8] @66 (bit k of
@@ -353,10 +357,15 @@ struct IQ3_XXS {
 // (sub-block 2j in the low nibble of byte j, 2j+1 in the high one; db = d * (1 + 2s)).
 struct IQ3_S {
   static constexpr int BS = 256, BYTES = 110;
-  static void quantize(const float* x, const float* qw, uint8_t* out) {
-    SubBlock sub[8];
-    const float max_scale = search_super_block<SRules>(x, qw, sub);
-    std::memset(out, 0, BYTES);
+  // search rules of quantize_row_iq3_s_impl
+  static constexpr int kNTry = 9;
+  static constexpr bool kEvenSigns = false;
+  static constexpr bool kRefineAll = true;
+  static bool zero(float max) { return !max; }
+  static const Iq3Grid& search_grid() { return iq3s_search_grid(); }
+
+  static void quantize_block(const float* x, const float* qw, uint8_t* out) { lattice_quantize<IQ3_S>(x, qw, out); }
+  static void pack(const SubBlock* sub, float max_scale, uint8_t* out) {
     // ggml advances its qs and signs cursors only past non-zero sub-blocks, so the groups of later
     // sub-blocks move down over a zero one (qh and scales are indexed by sub-block).
     int at = 0;
@@ -376,47 +385,21 @@ struct IQ3_S {
     for (int ib = 0; ib < 8; ib += 2)
       out[106 + ib / 2] = (uint8_t)(scale_code(id, sub[ib].scale) | (scale_code(id, sub[ib + 1].scale) << 4));
   }
-  static void values(const uint8_t* b, float* y, const float* x, float* step) {
-    static const Levels lv = make_levels(tables::iq3s_grid);
-    const float d = load_fp16(b);
-    for (int ib = 0; ib < 8; ++ib) {
-      const float db = d * (float)(1 + 2 * ((b[106 + ib / 2] >> (4 * (ib % 2))) & 0xf));
-      int idx[8];
-      for (int k = 0; k < 8; ++k) idx[k] = b[2 + 8 * ib + k] | (((b[66 + ib] >> k) & 1) << 8);
-      sub_block_values(tables::iq3s_grid, lv, idx, b + 74 + 4 * ib, db, y ? y + 32 * ib : nullptr,
-                       x ? x + 32 * ib : nullptr, step ? step + 32 * ib : nullptr);
-    }
+  static const auto& grid() { return tables::iq3s_grid; }
+  static void decode(const uint8_t* b, int ib, float d, StoredSubBlock& s) {
+    s.db = d * (float)(1 + 2 * ((b[106 + ib / 2] >> (4 * (ib % 2))) & 0xf));
+    for (int k = 0; k < 8; ++k) s.idx[k] = b[2 + 8 * ib + k] | (((b[66 + ib] >> k) & 1) << 8);
+    std::memcpy(s.sg, b + 74 + 4 * ib, 4);
   }
-  static void dequantize(const uint8_t* b, float* y) { values(b, y, nullptr, nullptr); }
-  static void steps(const uint8_t* b, const float* x, float* step) { values(b, nullptr, x, step); }
+  static void dequantize(const uint8_t* b, float* y) { lattice_values<IQ3_S>(b, y, nullptr, nullptr); }
+  static void steps(const uint8_t* b, const float* x, float* step) { lattice_values<IQ3_S>(b, nullptr, x, step); }
 };
-
-// ggml_quantize_chunk's row loop: super-blocks in order, the imatrix indexed by column.
-template <class K>
-void quantize_super_blocks(const float* x, uint8_t* dst, int64_t nrows, int64_t n_per_row, const float* imatrix) {
-  const int64_t nb = n_per_row / K::BS;
-  for (int64_t r = 0; r < nrows; ++r)
-    for (int64_t b = 0; b < nb; ++b)
-      K::quantize(x + r * n_per_row + b * K::BS, imatrix ? imatrix + b * K::BS : nullptr,
-                  dst + (r * nb + b) * K::BYTES);
-}
-
-template <QType T, class K>
-KernelOps iq3_ops() {
-  static_assert(K::BS == traits_of(T).block_size && K::BYTES == traits_of(T).type_size,
-                "kernel block layout differs from the type table (types.h)");
-  KernelOps o;
-  o.quantize = &quantize_super_blocks<K>;
-  o.dequantize = &dequantize_blocks<K>;
-  o.error_stats = &error_stats_blocks<K>;
-  return o;
-}
 
 }  // namespace
 
 void register_iq3(KernelTable& t) {
-  t.ops[type_index(QType::IQ3_XXS)] = iq3_ops<QType::IQ3_XXS, IQ3_XXS>();
-  t.ops[type_index(QType::IQ3_S)] = iq3_ops<QType::IQ3_S, IQ3_S>();
+  t.ops[type_index(QType::IQ3_XXS)] = make_ops<QType::IQ3_XXS, IQ3_XXS>();
+  t.ops[type_index(QType::IQ3_S)] = make_ops<QType::IQ3_S, IQ3_S>();
 }
 
 }}  // namespace prism::PRISM_NS
