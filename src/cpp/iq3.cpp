@@ -19,22 +19,6 @@ constexpr int kMaxQ = 8;  // levels per coordinate
 inline void store_fp16(uint8_t* p, float v) { const uint16_t h = fp32_to_fp16(v); std::memcpy(p, &h, 2); }
 inline float load_fp16(const uint8_t* p) { uint16_t h; std::memcpy(&h, p, 2); return fp16_to_fp32(h); }
 
-// The differences between the two quantizers' sub-block searches.
-struct XxsRules {  // quantize_row_iq3_xxs_impl
-  static constexpr int kNTry = 15;
-  static constexpr bool kEvenSigns = true;   // 7 stored sign bits per 8 values: the 8th makes the parity even
-  static constexpr bool kRefineAll = false;  // the final pass re-picks only groups that were off the grid
-  static bool zero(float max) { return max < 1e-8f; }  // GROUP_MAX_EPS_IQ3_XXS
-  static const Iq3Grid& grid() { return iq3xxs_search_grid(); }
-};
-struct SRules {  // quantize_row_iq3_s_impl
-  static constexpr int kNTry = 9;
-  static constexpr bool kEvenSigns = false;
-  static constexpr bool kRefineAll = true;
-  static bool zero(float max) { return !max; }
-  static const Iq3Grid& grid() { return iq3s_search_grid(); }
-};
-
 // One 32-value sub-block's result: scale >= 0, the grid index of each group of 4, and the sign bits
 // of each group of 8 (bit i set: value i negative).
 struct SubBlock {
@@ -44,107 +28,92 @@ struct SubBlock {
   uint8_t signs[4] = {};
 };
 
-// Eight floats: one chunk of a neighbour list (Iq3Grid::kChunk), whatever the ISA's width. Without
-// AVX (the scalar build) they are passed in memory; all users are inline in this TU, so the ABI
-// warning about it does not apply.
-#pragma GCC diagnostic ignored "-Wpsabi"
-typedef float f8 __attribute__((vector_size(32)));
-typedef int32_t i8v __attribute__((vector_size(32)));
-static_assert(Iq3Grid::kChunk == 8, "f8 holds one chunk");
-
-inline f8 load8(const float* p) { f8 v; std::memcpy(&v, p, 32); return v; }
-inline f8 splat8(float v) { return f8{v, v, v, v, v, v, v, v}; }
-inline f8 min8(f8 a, f8 b) { return a < b ? a : b; }
-inline uint32_t mask8(i8v m) {
-#if defined(__AVX__)
-  return (uint32_t)_mm256_movemask_ps((__m256)m);
-#else
-  uint32_t bits = 0;
-  for (int i = 0; i < 8; ++i) bits |= (uint32_t)(m[i] != 0) << i;
-  return bits;
-#endif
-}
-
-// iq3_find_best_neighbour: the member of u's neighbour list closest to xval/scale in the weighted
-// (waux) distance d2 = sum_i waux_i*diff_i*diff_i, diff_i = scale*q_i - xval_i (ggml's order); the
-// first of the smallest d2 < FLT_MAX. Eight members at a time: per member the same operations, and
-// "first minimum" over a chunk equals ggml's sequential strict-improvement scan. Writes the levels.
-inline int best_neighbour(const Iq3Grid& g, int u, const float* xval, const float* waux, float scale, int8_t* L) {
-  static constexpr i8v kLane = {0, 1, 2, 3, 4, 5, 6, 7};
-  const uint16_t* list = g.list(u);
-  const int n = list[0];
-  const float* c = g.first_chunk(u);
-  float best_d2 = FLT_MAX;
-  int best = list[1];  // kept only if no distance is finite (ggml asserts)
-  for (int j0 = 0; j0 < n; j0 += 8, c += 32) {
-    f8 d2;
-    for (int i = 0; i < 4; ++i) {
-      const f8 diff = splat8(scale) * load8(c + 8 * i) - splat8(xval[i]);
-      const f8 t = splat8(waux[i]) * diff * diff;
-      d2 = i ? d2 + t : t;  // ggml starts from 0: 0 + t == t up to the sign of a zero
-    }
-    const i8v ok = (kLane < n - j0) & (d2 < splat8(best_d2));
-    if (!mask8(ok)) continue;
-    f8 m = ok ? d2 : splat8(INFINITY);
-    m = min8(m, __builtin_shufflevector(m, m, 4, 5, 6, 7, 0, 1, 2, 3));
-    m = min8(m, __builtin_shufflevector(m, m, 2, 3, 0, 1, 6, 7, 4, 5));
-    m = min8(m, __builtin_shufflevector(m, m, 1, 0, 3, 2, 5, 4, 7, 6));
-    best_d2 = m[0];
-    best = list[1 + j0 + __builtin_ctz(mask8(ok & (d2 == m)))];
-  }
-  const int c0 = g.code[best];
-  for (int i = 0; i < 4; ++i) L[i] = (int8_t)((c0 >> (3 * i)) & 7);
-  return best;
-}
-
-// Levels of the 4 values xval at inverse scale id, their code u: nearest_int(0.5f*(id*x - 1)) in [0, 7].
-inline int group_code(const float* xval, float id, int8_t* L) {
-  int u = 0;
-  for (int i = 0; i < 4; ++i) {
-    int l = nearest_int(0.5f * (id * xval[i] - 1));
-    l = l < 0 ? 0 : (l > kMaxQ - 1 ? kMaxQ - 1 : l);
-    L[i] = (int8_t)l;
-    u |= l << (3 * i);
-  }
-  return u;
-}
-
-// The candidate scales of one sub-block, W at a time (lane j: candidate c0 + j; lanes past the last
-// candidate are computed and ignored). Levels of every element, grid fixes of the off-grid groups,
-// and the sums sum w*x*q, sum w*q*q (q = 2L+1) per lane, each in ggml's element order.
+// W candidate scales of one sub-block at once, one per lane (inverse scale id, scale 1/id): the
+// levels of every element, with each off-grid group moved to its best neighbour, and the sums
+// sum w*x*q, sum w*q*q (q = 2L+1) in ggml's element order. Lanes that share an off-grid code
+// (neighbouring candidates usually do) scan its neighbour list together, each with its own scale.
+// A member's distance is the sum of 4 per-coordinate terms waux*diff*diff, which depend only on
+// the coordinate's level: they are tabulated once per group (t[i][l]) and summed in ggml's order.
 struct CandidateLanes {
-  alignas(64) int32_t lev[32][PW];  // level of element e in lane j
-  uint8_t off_grid[PW];              // bit k: group k was off the grid
+  vi lev[32];
+  vi off_grid;  // bit k: group k was off the grid
   vf sumqx, sumq2;
 };
 
-inline void candidate_lanes(const Iq3Grid& g, const float* xval, const float* waux, const float* weight,
-                            const float* wx, const float* id, const float* this_scale, int nvalid,
-                            CandidateLanes& c) {
-  vf idv;
-  std::memcpy(&idv, id, sizeof idv);
+// g.map[u] per lane.
+inline vi map_lanes(const Iq3Grid& g, vi u) {
+#if PRISM_W == 16 && defined(__AVX512F__)
+  return (vi)_mm512_i32gather_epi32((__m512i)u, g.map.data(), 4);
+#elif PRISM_W == 8 && defined(__AVX2__)
+  return (vi)_mm256_i32gather_epi32(g.map.data(), (__m256i)u, 4);
+#else
+  vi m;
+  for (int j = 0; j < PW; ++j) m[j] = g.map[u[j] & (Iq3Grid::kCodes - 1)];
+  return m;
+#endif
+}
+
+// The levels of lanes [0, nvalid) for the groups in `groups` (bit k: group k; the others' levels
+// are left unspecified).
+inline void lane_levels(const Iq3Grid& g, const float* xval, const float* waux, float max, vf id, vf scale,
+                        int nvalid, uint32_t groups, CandidateLanes& c) {
+  // |0.5f*(id*x - 1)| stays far below 2^22 when |id|*max does (|x| <= max): then one rounding
+  // instruction equals nearest_int (not for an inf or NaN id, from a max or scale near 0)
+  const bool small = all(vabs(id) * splat(max) <= splat(1048576.0f));
   for (int e = 0; e < 32; ++e) {
-    const vi l = clampi(vnearest_int(splat(0.5f) * (idv * splat(xval[e]) - splat(1.0f))), 0, kMaxQ - 1);
-    std::memcpy(c.lev[e], &l, sizeof l);
+    const vf a = splat(0.5f) * (id * splat(xval[e]) - splat(1.0f));
+    c.lev[e] = clampi(small ? vround_small(a) : vnearest_int(a), 0, kMaxQ - 1);
   }
-  for (int j = 0; j < nvalid; ++j) {
-    uint8_t off = 0;
-    for (int k = 0; k < 8; ++k) {
-      const int u = c.lev[4 * k][j] | (c.lev[4 * k + 1][j] << 3) | (c.lev[4 * k + 2][j] << 6) |
-                    (c.lev[4 * k + 3][j] << 9);
-      if (g.map[u] >= 0) continue;
-      off |= (uint8_t)(1 << k);
-      int8_t L[4];
-      best_neighbour(g, u, xval + 4 * k, waux + 4 * k, this_scale[j], L);
-      for (int i = 0; i < 4; ++i) c.lev[4 * k + i][j] = L[i];
+  vf sq[kMaxQ];  // scale * q for q = 2l+1
+  for (int l = 0; l < kMaxQ; ++l) sq[l] = scale * splat((float)(2 * l + 1));
+  c.off_grid = zeroi();
+  const uint32_t valid = nvalid >= 32 ? ~0u : (1u << nvalid) - 1;
+  vi uk[8];
+  uint32_t offk[8];
+  for (int k = 0; k < 8; ++k) {  // all lookups first: they overlap
+    const vi* l = c.lev + 4 * k;
+    uk[k] = l[0] | (l[1] << 3) | (l[2] << 6) | (l[3] << 9);
+    offk[k] = ((groups >> k) & 1) ? movemask(map_lanes(g, uk[k]) < 0) & valid : 0;
+  }
+  for (int k = 0; k < 8; ++k) {
+    uint32_t off = offk[k];
+    if (!off) continue;
+    vi* l = c.lev + 4 * k;
+    const vi u = uk[k];
+    vf t[4][kMaxQ];
+    for (int i = 0; i < 4; ++i)
+      for (int lv = 0; lv < kMaxQ; ++lv) {
+        const vf diff = sq[lv] - splat(xval[4 * k + i]);
+        t[i][lv] = splat(waux[4 * k + i]) * diff * diff;
+      }
+    vi code = u;
+    while (off) {
+      const int u0 = u[__builtin_ctz(off)];
+      const vi same = u == splati(u0);
+      off &= ~movemask(same);
+      const int at = -g.map[u0] - 1;
+      vf best = splat(FLT_MAX);
+      vi bc = splati(g.member_code[at + 1]);  // kept only if no distance is finite (ggml asserts)
+      for (int s = at + 1; s <= at + g.neighbours[at]; ++s) {
+        const uint8_t* ml = &g.level[4 * s];
+        // ggml adds to 0 first: the same up to the sign of a zero d2
+        const vf d2 = ((t[0][ml[0]] + t[1][ml[1]]) + t[2][ml[2]]) + t[3][ml[3]];
+        const vi better = d2 < best;
+        best = sel(better, d2, best);
+        bc = sel(better, splati(g.member_code[s]), bc);
+      }
+      code = sel(same, bc, code);
+      c.off_grid |= same & (1 << k);
     }
-    c.off_grid[j] = off;
+    for (int i = 0; i < 4; ++i) l[i] = (code >> (3 * i)) & 7;
   }
+}
+
+// sum w*x*q and sum w*q*q per lane (q = 2L+1), in ggml's element order.
+inline void lane_sums(const float* weight, const float* wx, CandidateLanes& c) {
   vf sumqx = zerof(), sumq2 = zerof();
   for (int e = 0; e < 32; ++e) {
-    vi l;
-    std::memcpy(&l, c.lev[e], sizeof l);
-    const vf q = tof(l + l + 1);
+    const vf q = tof(c.lev[e] + c.lev[e] + 1);
     sumqx = sumqx + splat(wx[e]) * q;  // C: w*x*q = (w*x)*q
     sumq2 = sumq2 + splat(weight[e]) * q * q;
   }
@@ -166,7 +135,7 @@ inline void level_sums(const float* w, const float* xval, const int8_t* L, float
 // The sub-block search of quantize_row_iq3_*_impl for 32 values xb with importance qw (or null).
 template <class R>
 void search_sub_block(const float* xb, const float* qw, float sigma2, SubBlock& r) {
-  const Iq3Grid& g = R::grid();
+  const Iq3Grid& g = R::search_grid();
   float weight[32], waux[32], xval[32], wx[32];
   for (int i = 0; i < 32; ++i) weight[i] = qw ? qw[i] * sqrtf(sigma2 + xb[i] * xb[i]) : xb[i] * xb[i];
   for (int i = 0; i < 32; ++i) waux[i] = sqrtf(weight[i]);
@@ -211,14 +180,15 @@ void search_sub_block(const float* xb, const float* qw, float sigma2, SubBlock& 
   constexpr int kCand = 2 * R::kNTry + 1;
   CandidateLanes c;
   for (int c0 = 0; c0 < kCand; c0 += W) {
-    alignas(64) float id[PW] = {}, this_scale[PW] = {};
+    vf id = zerof(), this_scale = zerof();
     const int nvalid = kCand - c0 < W ? kCand - c0 : W;
     for (int j = 0; j < nvalid; ++j) {
       const int is = c0 + j - R::kNTry;
       id[j] = (2 * kMaxQ - 1 + is * 0.2f) / max;
       this_scale[j] = 1 / id[j];
     }
-    candidate_lanes(g, xval, waux, weight, wx, id, this_scale, nvalid, c);
+    lane_levels(g, xval, waux, max, id, this_scale, nvalid, 0xff, c);
+    lane_sums(weight, wx, c);
     for (int j = 0; j < nvalid; ++j) {  // in candidate order: `best` feeds the next test
       const float sumqx = c.sumqx[j], sumq2 = c.sumq2[j];
       if (sumq2 > 0 && sumqx * sumqx > best * sumq2) {
@@ -231,15 +201,12 @@ void search_sub_block(const float* xb, const float* qw, float sigma2, SubBlock& 
   }
   bool any_off = false;
   for (bool b : on_grid) any_off |= !b;
-  if (any_off && scale > 0) {  // re-pick the groups at the final scale
-    const float id = 1 / scale;
-    for (int k = 0; k < 8; ++k) {
-      if (!R::kRefineAll && on_grid[k]) continue;
-      int8_t Lg[4];
-      const int u = group_code(xval + 4 * k, id, Lg);
-      if (g.map[u] < 0) best_neighbour(g, u, xval + 4 * k, waux + 4 * k, scale, Lg);
-      std::memcpy(L + 4 * k, Lg, 4);
-    }
+  if (any_off && scale > 0) {  // re-pick the groups at the final scale (lane 0)
+    uint32_t groups = 0;
+    for (int k = 0; k < 8; ++k) groups |= (uint32_t)(R::kRefineAll || !on_grid[k]) << k;
+    lane_levels(g, xval, waux, max, splat(1 / scale), splat(scale), 1, groups, c);
+    for (int e = 0; e < 32; ++e)
+      if ((groups >> (e / 4)) & 1) L[e] = (int8_t)c.lev[e][0];
     float sumqx, sumq2;
     level_sums(weight, xval, L, sumqx, sumq2);
     if (sumq2 > 0) scale = sumqx / sumq2;
@@ -306,21 +273,43 @@ Levels make_levels(const uint32_t (&grid)[N]) {
   return t;
 }
 
-// Dequantizes (and optionally gives the bin widths of) the 32 values of one sub-block: grid index
-// idx[k] for group k, sign bytes sg[j] (bit i: value i negative), scale db.
-template <size_t N>
-inline void sub_block_values(const uint32_t (&grid)[N], const Levels& lv, const int* idx, const uint8_t* sg,
-                             float db, float* y, const float* x, float* step) {
-  for (int k = 0; k < 8; ++k) {
-    const uint32_t p = grid[idx[k]];
-    for (int i = 0; i < 4; ++i) {
-      const int e = 4 * k + i;
-      const uint8_t v = (uint8_t)(p >> (8 * i));
-      const float val = db * (float)v * ((sg[e / 8] & tables::kmask_iq2xs[e % 8]) ? -1.f : 1.f);
-      if (y) y[e] = val;
-      if (step) step[e] = lattice_step(lv.value, lv.level[v], db, val, x[e]);
+// One stored sub-block: its scale db, the grid index of each group of 4, the sign byte of each 8
+// values (bit i: value i negative).
+struct StoredSubBlock {
+  float db;
+  int idx[8];
+  uint8_t sg[4];
+};
+
+// to_float (y) and the bin widths (step, for x) of a block of K, from K::decode of each sub-block:
+// y = db * grid value * (+-1), as dequantize_row_iq3_* computes it.
+template <class K>
+void lattice_values(const uint8_t* b, float* y, const float* x, float* step) {
+  static const Levels lv = make_levels(K::grid());
+  const float d = load_fp16(b);
+  for (int ib = 0; ib < 8; ++ib) {
+    StoredSubBlock s;
+    K::decode(b, ib, d, s);
+    for (int k = 0; k < 8; ++k) {
+      const uint32_t p = K::grid()[s.idx[k]];
+      for (int i = 0; i < 4; ++i) {
+        const int e = 32 * ib + 4 * k + i;
+        const uint8_t v = (uint8_t)(p >> (8 * i));
+        const float val = s.db * (float)v * ((s.sg[e % 32 / 8] & tables::kmask_iq2xs[e % 8]) ? -1.f : 1.f);
+        if (y) y[e] = val;
+        if (step) step[e] = lattice_step(lv.value, lv.level[v], s.db, val, x[e]);
+      }
     }
   }
+}
+
+// quantize_row_iq3_*_impl for one super-block of K: the sub-block searches (K's rules), then K::pack.
+template <class K>
+void lattice_quantize(const float* x, const float* qw, uint8_t* out) {
+  SubBlock sub[8];
+  const float max_scale = search_super_block<K>(x, qw, sub);
+  std::memset(out, 0, K::BYTES);
+  K::pack(sub, max_scale, out);
 }
 
 // block_iq3_xxs: d (fp16) @0, qs[64] @2 (grid index per group of 4), scales_and_signs (u32 x 8) @66:
@@ -328,10 +317,15 @@ inline void sub_block_values(const uint32_t (&grid)[N], const Levels& lv, const 
 // bits 28..31 = the 4-bit sub-block scale s, db = d * (0.5 + s) * 0.5.
 struct IQ3_XXS {
   static constexpr int BS = 256, BYTES = 98;
-  static void quantize(const float* x, const float* qw, uint8_t* out) {
-    SubBlock sub[8];
-    const float max_scale = search_super_block<XxsRules>(x, qw, sub);
-    std::memset(out, 0, BYTES);
+  // search rules of quantize_row_iq3_xxs_impl
+  static constexpr int kNTry = 15;
+  static constexpr bool kEvenSigns = true;   // 7 stored sign bits per 8 values: the 8th makes the parity even
+  static constexpr bool kRefineAll = false;  // the final pass re-picks only groups that were off the grid
+  static bool zero(float max) { return max < 1e-8f; }  // GROUP_MAX_EPS_IQ3_XXS
+  static const Iq3Grid& search_grid() { return iq3xxs_search_grid(); }
+
+  static void quantize_block(const float* x, const float* qw, uint8_t* out) { lattice_quantize<IQ3_XXS>(x, qw, out); }
+  static void pack(const SubBlock* sub, float max_scale, uint8_t* out) {
     if (!max_scale) return;  // d = +0, everything 0
     const float d = max_scale / 31;
     store_fp16(out, d * 1.0125f);
@@ -346,23 +340,16 @@ struct IQ3_XXS {
       std::memcpy(out + 66 + 4 * ib, &ss, 4);
     }
   }
-  static void values(const uint8_t* b, float* y, const float* x, float* step) {
-    static const Levels lv = make_levels(tables::iq3xxs_grid);
-    const float d = load_fp16(b);
-    for (int ib = 0; ib < 8; ++ib) {
-      uint32_t ss;
-      std::memcpy(&ss, b + 66 + 4 * ib, 4);
-      const float db = d * (0.5f + (float)(ss >> 28)) * 0.5f;
-      int idx[8];
-      uint8_t sg[4];
-      for (int k = 0; k < 8; ++k) idx[k] = b[2 + 8 * ib + k];
-      for (int j = 0; j < 4; ++j) sg[j] = tables::ksigns_iq2xs[(ss >> (7 * j)) & 127];
-      sub_block_values(tables::iq3xxs_grid, lv, idx, sg, db, y ? y + 32 * ib : nullptr, x ? x + 32 * ib : nullptr,
-                       step ? step + 32 * ib : nullptr);
-    }
+  static const auto& grid() { return tables::iq3xxs_grid; }
+  static void decode(const uint8_t* b, int ib, float d, StoredSubBlock& s) {
+    uint32_t ss;
+    std::memcpy(&ss, b + 66 + 4 * ib, 4);
+    s.db = d * (0.5f + (float)(ss >> 28)) * 0.5f;
+    for (int k = 0; k < 8; ++k) s.idx[k] = b[2 + 8 * ib + k];
+    for (int j = 0; j < 4; ++j) s.sg[j] = tables::ksigns_iq2xs[(ss >> (7 * j)) & 127];
   }
-  static void dequantize(const uint8_t* b, float* y) { values(b, y, nullptr, nullptr); }
-  static void steps(const uint8_t* b, const float* x, float* step) { values(b, nullptr, x, step); }
+  static void dequantize(const uint8_t* b, float* y) { lattice_values<IQ3_XXS>(b, y, nullptr, nullptr); }
+  static void steps(const uint8_t* b, const float* x, float* step) { lattice_values<IQ3_XXS>(b, nullptr, x, step); }
 };
 
 // block_iq3_s: d (fp16) @0, qs[64] @2 (low 8 bits of the grid index per group of 4), qh[8] @66 (bit k of
@@ -370,10 +357,15 @@ struct IQ3_XXS {
 // (sub-block 2j in the low nibble of byte j, 2j+1 in the high one; db = d * (1 + 2s)).
 struct IQ3_S {
   static constexpr int BS = 256, BYTES = 110;
-  static void quantize(const float* x, const float* qw, uint8_t* out) {
-    SubBlock sub[8];
-    const float max_scale = search_super_block<SRules>(x, qw, sub);
-    std::memset(out, 0, BYTES);
+  // search rules of quantize_row_iq3_s_impl
+  static constexpr int kNTry = 9;
+  static constexpr bool kEvenSigns = false;
+  static constexpr bool kRefineAll = true;
+  static bool zero(float max) { return !max; }
+  static const Iq3Grid& search_grid() { return iq3s_search_grid(); }
+
+  static void quantize_block(const float* x, const float* qw, uint8_t* out) { lattice_quantize<IQ3_S>(x, qw, out); }
+  static void pack(const SubBlock* sub, float max_scale, uint8_t* out) {
     // ggml advances its qs and signs cursors only past non-zero sub-blocks, so the groups of later
     // sub-blocks move down over a zero one (qh and scales are indexed by sub-block).
     int at = 0;
@@ -393,47 +385,21 @@ struct IQ3_S {
     for (int ib = 0; ib < 8; ib += 2)
       out[106 + ib / 2] = (uint8_t)(scale_code(id, sub[ib].scale) | (scale_code(id, sub[ib + 1].scale) << 4));
   }
-  static void values(const uint8_t* b, float* y, const float* x, float* step) {
-    static const Levels lv = make_levels(tables::iq3s_grid);
-    const float d = load_fp16(b);
-    for (int ib = 0; ib < 8; ++ib) {
-      const float db = d * (float)(1 + 2 * ((b[106 + ib / 2] >> (4 * (ib % 2))) & 0xf));
-      int idx[8];
-      for (int k = 0; k < 8; ++k) idx[k] = b[2 + 8 * ib + k] | (((b[66 + ib] >> k) & 1) << 8);
-      sub_block_values(tables::iq3s_grid, lv, idx, b + 74 + 4 * ib, db, y ? y + 32 * ib : nullptr,
-                       x ? x + 32 * ib : nullptr, step ? step + 32 * ib : nullptr);
-    }
+  static const auto& grid() { return tables::iq3s_grid; }
+  static void decode(const uint8_t* b, int ib, float d, StoredSubBlock& s) {
+    s.db = d * (float)(1 + 2 * ((b[106 + ib / 2] >> (4 * (ib % 2))) & 0xf));
+    for (int k = 0; k < 8; ++k) s.idx[k] = b[2 + 8 * ib + k] | (((b[66 + ib] >> k) & 1) << 8);
+    std::memcpy(s.sg, b + 74 + 4 * ib, 4);
   }
-  static void dequantize(const uint8_t* b, float* y) { values(b, y, nullptr, nullptr); }
-  static void steps(const uint8_t* b, const float* x, float* step) { values(b, nullptr, x, step); }
+  static void dequantize(const uint8_t* b, float* y) { lattice_values<IQ3_S>(b, y, nullptr, nullptr); }
+  static void steps(const uint8_t* b, const float* x, float* step) { lattice_values<IQ3_S>(b, nullptr, x, step); }
 };
-
-// ggml_quantize_chunk's row loop: super-blocks in order, the imatrix indexed by column.
-template <class K>
-void quantize_super_blocks(const float* x, uint8_t* dst, int64_t nrows, int64_t n_per_row, const float* imatrix) {
-  const int64_t nb = n_per_row / K::BS;
-  for (int64_t r = 0; r < nrows; ++r)
-    for (int64_t b = 0; b < nb; ++b)
-      K::quantize(x + r * n_per_row + b * K::BS, imatrix ? imatrix + b * K::BS : nullptr,
-                  dst + (r * nb + b) * K::BYTES);
-}
-
-template <QType T, class K>
-KernelOps iq3_ops() {
-  static_assert(K::BS == traits_of(T).block_size && K::BYTES == traits_of(T).type_size,
-                "kernel block layout differs from the type table (types.h)");
-  KernelOps o;
-  o.quantize = &quantize_super_blocks<K>;
-  o.dequantize = &dequantize_blocks<K>;
-  o.error_stats = &error_stats_blocks<K>;
-  return o;
-}
 
 }  // namespace
 
 void register_iq3(KernelTable& t) {
-  t.ops[type_index(QType::IQ3_XXS)] = iq3_ops<QType::IQ3_XXS, IQ3_XXS>();
-  t.ops[type_index(QType::IQ3_S)] = iq3_ops<QType::IQ3_S, IQ3_S>();
+  t.ops[type_index(QType::IQ3_XXS)] = make_ops<QType::IQ3_XXS, IQ3_XXS>();
+  t.ops[type_index(QType::IQ3_S)] = make_ops<QType::IQ3_S, IQ3_S>();
 }
 
 }}  // namespace prism::PRISM_NS

@@ -68,17 +68,14 @@ Iq3Grid build_iq3_grid(const uint32_t* grid, int size, int nwant) {
     }
     g.neighbours[at] = (uint16_t)(g.neighbours.size() - at - 1);
   }
-  constexpr int C = Iq3Grid::kChunk;
-  g.chunk_at.assign(Iq3Grid::kCodes, 0);
+  g.member_code.assign(g.neighbours.size(), 0);
+  g.level.assign(4 * g.neighbours.size(), 0);
   for (int u = 0; u < Iq3Grid::kCodes; ++u) {
     if (g.map[u] >= 0) continue;
-    const uint16_t* list = g.list(u);
-    g.chunk_at[u] = (uint32_t)(g.chunks.size() / (D * C));
-    for (int j0 = 0; j0 < list[0]; j0 += C) {
-      const size_t base = g.chunks.size();
-      g.chunks.resize(base + D * C, 0.0f);
-      for (int j = j0; j < list[0] && j < j0 + C; ++j)
-        for (int i = 0; i < D; ++i) g.chunks[base + i * C + (j - j0)] = (float)pos[list[1 + j] * D + i];
+    const size_t at = (size_t)(-g.map[u] - 1);
+    for (size_t s = at + 1; s <= at + g.neighbours[at]; ++s) {
+      g.member_code[s] = g.code[g.neighbours[s]];
+      for (int i = 0; i < D; ++i) g.level[4 * s + i] = (uint8_t)((g.member_code[s] >> (3 * i)) & 7);
     }
   }
   return g;

@@ -21,15 +21,12 @@ struct Iq3Grid {
   // Neighbour lists of the off-grid codes: the count n, then n grid indices. A code's list holds
   // every grid point at one of the `nwant` smallest squared distances from it.
   std::vector<uint16_t> neighbours;
-  // The members' positions for the vectorised distance loop: each list in chunks of kChunk members,
-  // a chunk = kDim rows of kChunk floats (coordinate i of member j at [i*kChunk + j], 2l+1; 0 past
-  // the list's end). chunk_at[u]: u's first chunk (off-grid codes only).
-  static constexpr int kChunk = 8;
-  std::vector<uint32_t> chunk_at;
-  std::vector<float> chunks;
+  // Per slot s of `neighbours` holding a member (count slots unused): its code, and its 4 levels
+  // at level[4s..4s+3].
+  std::vector<uint16_t> member_code;
+  std::vector<uint8_t> level;
 
   const uint16_t* list(int u) const { return neighbours.data() + (-map[u] - 1); }
-  const float* first_chunk(int u) const { return chunks.data() + (size_t)chunk_at[u] * kDim * kChunk; }
 };
 
 // The lattices, built on first use (thread-safe), iq3xs_init_impl(256) and iq3xs_init_impl(512).

@@ -356,6 +356,23 @@ void quantize_rows(const float* x, uint8_t* dst, int64_t nrows, int64_t n_per_ro
   }
 }
 
+// Kernels that take one block at a time (K::quantize_block(x, qw, out): BS values, their BS importance
+// weights or null, BYTES out), for searches that vectorise inside a block: ggml_quantize_chunk's row
+// loop, the imatrix indexed by column.
+template <class K, class = void>
+struct QuantizesBlocks : std::false_type {};
+template <class K>
+struct QuantizesBlocks<K, std::void_t<decltype(K::quantize_block(nullptr, nullptr, nullptr))>> : std::true_type {};
+
+template <class K>
+void quantize_block_rows(const float* x, uint8_t* dst, int64_t nrows, int64_t n_per_row, const float* imatrix) {
+  const int64_t nb = n_per_row / K::BS;
+  for (int64_t r = 0; r < nrows; ++r)
+    for (int64_t b = 0; b < nb; ++b)
+      K::quantize_block(x + r * n_per_row + b * K::BS, imatrix ? imatrix + b * K::BS : nullptr,
+                        dst + (r * nb + b) * K::BYTES);
+}
+
 template <class K>
 void dequantize_blocks(const uint8_t* src, float* y, int64_t nblocks) {
   for (int64_t b = 0; b < nblocks; ++b) K::dequantize(src + b * K::BYTES, y + b * K::BS);

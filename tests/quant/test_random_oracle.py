@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import prism_native
-from prism_native import _native, qtypes
+from prism_native import qtypes
 from prism_native.quant import dequantize, quantize
 from support.golden import LOW_BIT_TYPES, TYPES
 
