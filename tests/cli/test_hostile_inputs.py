@@ -297,3 +297,14 @@ def test_exponential_patterns_are_refused_not_run(base, capsys, pattern):
     model, _ = base
     line = refused(capsys, "check-recipe", str(model), "--", "--tensor-type", f"{pattern}=q8_0", "Q4_K_M")
     assert pattern in line and "exponential" in line
+
+
+@pytest.mark.parametrize("doc", [{"format": "prism-ablation/1"}, '{"format": "prism-ablation/1", "x": [' + "[" * 50,
+                                 {"format": "prism-ablation/1", "model": {}, "high": "Q8_0", "base": {"kld_err": 0.1},
+                                  "tensors": [{"name": "a", "cls": "c", "n_params": 5, "errors": {"Q4_K": 3}}],
+                                  "records": []}])
+def test_damaged_ablation_files_are_one_line(tmp_path, capsys, doc):
+    f = tmp_path / "ablation.json"
+    f.write_text(doc if isinstance(doc, str) else json.dumps(doc))
+    line = refused(capsys, "fit-weights", str(f))
+    assert str(f) in line

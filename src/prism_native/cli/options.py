@@ -74,8 +74,6 @@ def bpw_list(text: str, option: str = "--bpw") -> list[float]:
         vals = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise UsageError(f"{option} wants numbers separated by commas, e.g. 3.0,3.5,4.0 (got '{text}')") from None
-    if not vals:
-        raise UsageError(f"{option} needs a bits-per-weight figure, e.g. 4.5")
     bad = [v for v in vals if not 0 < v < MAX_BPW]
     if bad:
         raise UsageError(f"{option} {bad[0]:g} is not a bits-per-weight figure (0 < B < {MAX_BPW})")
@@ -109,7 +107,8 @@ def budgets(args: argparse.Namespace) -> list[Budget]:
     if args.bpw is not None:
         vals = bpw_list(args.bpw)
         if len(vals) != 1:
-            raise UsageError(f"--bpw takes one figure (got '{args.bpw}'; --sweep A:B:STEP plans several)")
+            raise UsageError(f"--bpw takes one bits-per-weight figure, e.g. 4.5 (got '{args.bpw}'; "
+                             "--sweep A:B:STEP plans several)")
         return [Budget("bpw", vals[0])]
     if args.size is not None:
         return [Budget("size", parse_size(args.size))]

@@ -160,7 +160,44 @@ def load(path: str | Path) -> dict[str, Any]:
     data = load_json(p, "ablation file", MAX_BYTES, MAX_DEPTH)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise FileFormatError(f"{p}: not an ablation file (format {FORMAT} expected)")
+    bad = _damaged(data)
+    if bad:
+        raise FileFormatError(f"{p}: damaged ablation file ({bad})")
     return data
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _tensor_ok(t: Any) -> bool:
+    return (isinstance(t, dict) and isinstance(t.get("name"), str) and isinstance(t.get("cls"), str)
+            and isinstance(t.get("n_params"), int) and t["n_params"] > 0 and _number(t.get("fan_out", 1.0))
+            and isinstance(t.get("metrics", {}), dict)
+            and all(v is None or _number(v) for v in t.get("metrics", {}).values())
+            and (t.get("shape") is None or isinstance(t["shape"], list) and all(isinstance(x, int) and x > 0
+                                                                                 for x in t["shape"]))
+            and isinstance(t.get("errors"), dict)
+            and all(isinstance(e, dict) and (e.get("rel_error") is None or _number(e["rel_error"]))
+                    for e in t["errors"].values()))
+
+
+def _damaged(data: dict[str, Any]) -> str | None:
+    """The first part of an ablation file that fit-weights could not read, or None."""
+    tensors, records, base = data.get("tensors"), data.get("records"), data.get("base")
+    if not isinstance(data.get("model"), dict) or not isinstance(data.get("high"), str):
+        return "model or high"
+    if not isinstance(base, dict) or not _number(base.get("kld_err")):
+        return "base"
+    if not isinstance(tensors, list) or not all(_tensor_ok(t) for t in tensors):
+        return "tensors"
+    names = {t["name"] for t in tensors}
+    if not isinstance(records, list) or not all(
+            isinstance(r, dict) and isinstance(r.get("unit"), str) and isinstance(r.get("low"), str)
+            and _number(r.get("kld_err")) and _number(r.get("damage")) and isinstance(r.get("tensors"), list)
+            and all(isinstance(n, str) and n in names for n in r["tensors"]) for r in records):
+        return "records"
+    return None
 
 
 def merge(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
