@@ -124,7 +124,7 @@ def measure_errors(x: np.ndarray, bf16: bool, *, where: str, n_mat: int, candida
             return {"type": r, "rel_error": None, "reason": reasons[r]}
         w = written[r]
         if w in overflow:
-            return {"type": w, "rel_error": None,
+            return {"type": w, "rel_error": None, "overflow": True,
                     "reason": f"{w}'s float16 block scales overflow on values up to {max_abs:.3g}; "
                               "llama-quantize rejects the result"}
         s = stats.get(w)   # unquantized fallbacks (F16) count as lossless
