@@ -112,3 +112,19 @@ def synthetic(tmp_path_factory):
             made[name] = p
         return made[name]
     return make
+
+
+@pytest.fixture(scope="module")
+def analysed(synthetic, tmp_path_factory):
+    """(model, scored analysis, its results file) of synth.SMALL_DENSE without an imatrix: the planner tests'."""
+    from prism_native.measure import analyze as an
+    from prism_native.plan.score import Weights, score_analysis
+    from prism_native.read.model import open_model
+    from support import synth
+    path = synthetic("plan-dense", synth.SMALL_DENSE)
+    model = open_model(path)
+    out = tmp_path_factory.mktemp("plan") / "dense.prism.json"
+    a = an.analyze(model, an.Settings(), out=out)
+    score_analysis(a, Weights())
+    a.save(out)
+    return model, a, out

@@ -98,7 +98,7 @@ def test_types_whose_float16_scales_overflow_get_a_reason_not_an_error():
     x[3, 17] = 1e6     # Q4_0's scale is max/8: beyond float16 from 524,032; Q8_0 (max/127) still fits
     m = measure_errors(x, False, where="x", n_mat=1, candidates=("Q8_0", "Q4_0"), weights=None, sample_values=0,
                        seed=0, delta=0.1, threads=1, max_abs=1e6)
-    assert m.errors["Q4_0"] == {"type": "Q4_0", "rel_error": None, "reason": (
+    assert m.errors["Q4_0"] == {"type": "Q4_0", "rel_error": None, "overflow": True, "reason": (
         "Q4_0's float16 block scales overflow on values up to 1e+06; llama-quantize rejects the result")}
     assert m.errors["Q8_0"]["rel_error"] > 0
 

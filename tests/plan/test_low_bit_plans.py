@@ -170,3 +170,13 @@ def test_rows_no_type_or_fallback_fits_are_one_line(synthetic, tmp_path, capsys,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no fallback" in err[0] and "320" in err[0], err
     assert not out.exists()
+
+
+def test_rows_no_type_fits_are_no_overflow_warning(smollm2_path, tmp_path, capsys, monkeypatch):
+    """SmolLM2's 576-wide rows fit neither Q1_0 nor NVFP4: a reason in the results, not the overflow warning;
+    and its plans now go below 3 bpw without an imatrix (Q2_0 fits rows of 576)."""
+    monkeypatch.chdir(tmp_path)   # (the analysis is saved in the working directory)
+    assert main(["plan", str(smollm2_path), "--bpw", "2.6", "--sample-values", "16384", "--json"]) == 0
+    cap = capsys.readouterr()
+    assert "overflow" not in cap.err
+    assert json.loads(cap.out)["size"]["bpw_quantized"] <= 2.6

@@ -198,7 +198,7 @@ VARIANTS: dict[str, Spec] = {
 }
 
 
-# 4 layers of 256/512-wide rows: the planner tests' model (tests/plan/conftest.py analyses it)
+# 4 layers of 256/512-wide rows: the planner tests' model (the `analysed` fixture of tests/conftest.py)
 SMALL_DENSE = Spec(n_layer=4, n_embd=256, n_ff=512, n_vocab=512, seed=5)
 
 

@@ -200,7 +200,10 @@ def smollm2_imatrix(smollm2_path, tmp_path_factory) -> Path:
     ["--allow-requantize", "Q4_K_M"],
     ["--allow-requantize", "--imatrix", "IMAT", "Q4_K_S"],
     ["--allow-requantize", "--imatrix", "IMAT", "--tensor-type", r"ffn_(up|gate)=q5_0", "Q3_K_M"],
-], ids=["Q4_K_M", "imat-Q4_K_S", "imat-Q3_K_M"])
+    ["--allow-requantize", "Q2_0"],
+    ["--allow-requantize", "--imatrix", "IMAT", "--tensor-type", "ffn_down=mxfp4", "--tensor-type",
+     "attn_v=nvfp4", "TQ2_0"],
+], ids=["Q4_K_M", "imat-Q4_K_S", "imat-Q3_K_M", "Q2_0", "imat-TQ2_0-fp4"])
 def test_smollm2_same_bytes(args, llama_quantize_bin, smollm2_path, smollm2_imatrix, tmp_path):
     args = [str(smollm2_imatrix) if a == "IMAT" else a for a in args]
     run_llama(llama_quantize_bin, smollm2_path, tmp_path / "ref.gguf", args)

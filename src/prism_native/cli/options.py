@@ -184,7 +184,7 @@ def run_analysis(model: Model, args: argparse.Namespace, out: Path | None) -> An
     score_analysis(analysis, weights)
     if out is not None:
         analysis.save(out)      # with the sensitivities, for users reading the file
-    unwritable = {r.name: [q for q in r.errors if not r.writable(q)] for r in analysis.tensors.values()}
+    unwritable = {r.name: [q for q in r.errors if r.overflows(q)] for r in analysis.tensors.values()}
     unwritable = {n: qs for n, qs in unwritable.items() if qs}
     if unwritable:
         name, qs = next(iter(unwritable.items()))

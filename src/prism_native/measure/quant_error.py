@@ -144,7 +144,7 @@ class ErrorSums:
                 return {"type": r, "rel_error": None, "reason": self.reasons[r]}
             w = written[r]
             if w in overflow:
-                return {"type": w, "rel_error": None,
+                return {"type": w, "rel_error": None, "overflow": True,
                         "reason": f"{w}'s float16 block scales overflow on values up to {max_abs:.3g}; "
                                   "llama-quantize rejects the result"}
             s = stats.get(w)   # unquantized fallbacks (F16) count as lossless

@@ -61,6 +61,11 @@ class TensorResult:
     def writable(self, requested: str) -> bool:
         return self.errors[requested]["rel_error"] is not None
 
+    def overflows(self, requested: str) -> bool:
+        """The type's float16 block scales overflow on this tensor's values (a property of the values,
+        unlike a type that does not fit the rows or needs an imatrix)."""
+        return bool(self.errors[requested].get("overflow"))
+
 
 _FLOAT_FIELDS = frozenset(f.name for f in fields(TensorResult) if f.type in ("float", float))
 
