@@ -57,7 +57,8 @@ KernelOps make_ops() {
   static_assert(K::BS == traits_of(T).block_size && K::BYTES == traits_of(T).type_size,
                 "kernel block layout differs from the type table (types.h)");
   KernelOps o;
-  o.quantize = &quantize_rows<K>;
+  if constexpr (QuantizesBlockwise<K>::value) o.quantize = &quantize_blocks_rows<K>;
+  else o.quantize = &quantize_rows<K>;
   o.dequantize = &dequantize_blocks<K>;
   o.error_stats = &error_stats_blocks<K>;
   return o;

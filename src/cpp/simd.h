@@ -356,6 +356,19 @@ void quantize_rows(const float* x, uint8_t* dst, int64_t nrows, int64_t n_per_ro
   }
 }
 
+// Runs K::quantize_block (one block of K::BS values, its importance or null, K::BYTES out) over every
+// block of the rows, for kernels that work block by block rather than in lanes (iq1.cpp, iq2.cpp).
+template <class K>
+void quantize_blocks_rows(const float* x, uint8_t* dst, int64_t nrows, int64_t n_per_row, const float* imatrix) {
+  const int64_t nb_row = n_per_row / K::BS;
+  for (int64_t b = 0; b < nrows * nb_row; ++b)
+    K::quantize_block(x + b * K::BS, imatrix ? imatrix + (b % nb_row) * K::BS : nullptr, dst + b * K::BYTES);
+}
+template <class K, class = void>
+struct QuantizesBlockwise : std::false_type {};
+template <class K>
+struct QuantizesBlockwise<K, std::void_t<decltype(&K::quantize_block)>> : std::true_type {};
+
 template <class K>
 void dequantize_blocks(const uint8_t* src, float* y, int64_t nblocks) {
   for (int64_t b = 0; b < nblocks; ++b) K::dequantize(src + b * K::BYTES, y + b * K::BS);

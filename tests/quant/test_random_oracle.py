@@ -103,12 +103,18 @@ def _data(dist: str, shape: tuple[int, int], seed: int) -> tuple[np.ndarray, np.
 @pytest.mark.parametrize("tname", NATIVE)
 def test_matches_ggml(ggml, tname: str, dist: str, shape: tuple[int, int]) -> None:
     x, im = _data(dist, shape, seed=zlib.crc32(f"{tname}/{dist}/{shape}".encode()))
+    _assert_matches_ggml(ggml, tname, x, im, dist)
+
+
+def _assert_matches_ggml(ggml, tname: str, x: np.ndarray, im: np.ndarray, label: str) -> None:
+    """Our bytes are ggml_quantize_chunk's and our floats its to_float's, with and (where ggml accepts
+    it) without the imatrix."""
     for imatrix in _imatrix_cases(tname, im):
         want = ggml.quantize(tname, x, imatrix)
         got = quantize(x, tname, imatrix)
         bpb = qtypes.get(tname).type_size
         bad = np.any(got.reshape(-1, bpb) != want.reshape(-1, bpb), axis=1)
-        assert not bad.any(), f"{tname} {dist} imatrix={imatrix is not None}: {bad.sum()}/{bad.size} blocks differ"
+        assert not bad.any(), f"{tname} {label} imatrix={imatrix is not None}: {bad.sum()}/{bad.size} blocks differ"
         y = dequantize(got, tname, x.shape)
         assert np.array_equal(y.view(np.uint32), ggml.dequantize(tname, want, x.shape[1]).view(np.uint32))
 
@@ -142,14 +148,7 @@ def test_real_tensors_match_ggml(ggml, smollm2_ffn_down, tname: str) -> None:
     x = smollm2_ffn_down
     rng = np.random.default_rng(11)
     im = (np.mean(x * x, axis=0) * rng.lognormal(0.0, 0.5, x.shape[1])).astype(np.float32)  # activation-like
-    for imatrix in _imatrix_cases(tname, im):
-        want = ggml.quantize(tname, x, imatrix)
-        got = quantize(x, tname, imatrix)
-        bpb = qtypes.get(tname).type_size
-        bad = np.any(got.reshape(-1, bpb) != want.reshape(-1, bpb), axis=1)
-        assert not bad.any(), f"{tname} imatrix={imatrix is not None}: {bad.sum()}/{bad.size} blocks differ"
-        y = dequantize(got, tname, x.shape)
-        assert np.array_equal(y.view(np.uint32), ggml.dequantize(tname, want, x.shape[1]).view(np.uint32))
+    _assert_matches_ggml(ggml, tname, x, im, "SmolLM2 ffn_down")
 
 
 @pytest.mark.parametrize("tname", NATIVE)
