@@ -50,10 +50,11 @@ inline Split split_search(const Cand& cand, float max) {
   s.scale = max;
   vi lane;
   for (int l = 0; l < PW; ++l) lane[l] = l;
-  // pass 1: per lane the largest `best` and its first position (batch, lane, k); per batch the maxima
+  // pass 1: per lane the largest `best`, its first position (batch, lane, k), and that maximum before
+  // each batch
   constexpr int kMaxBatches = (N + 1) * (N / W + 2);
   int batch_i1[kMaxBatches], batch_j0[kMaxBatches];
-  vf batch_max[kMaxBatches], batch_qx[kMaxBatches][NK], batch_q2[kMaxBatches][NK];  // sums kept for pass 2
+  vf top_before[kMaxBatches], batch_qx[kMaxBatches][NK], batch_q2[kMaxBatches][NK];  // sums kept for pass 2
   vf top = splat(-FLT_MAX);
   vi top_pos = splati(-1);
   int nb = 0;
@@ -62,16 +63,14 @@ inline Split split_search(const Cand& cand, float max) {
       vf* qx = batch_qx[nb];
       vf* q2 = batch_q2[nb];
       cand.sums(i1, j0, qx, q2);
-      vf m = splat(-FLT_MAX);
+      batch_i1[nb] = i1, batch_j0[nb] = j0, top_before[nb] = top;
       for (int k = 0; k < NK; ++k) {
         const vi live = ((lane + j0) <= N) & (q2[k] > zerof());
         const vf b = sel(live, qx[k] / q2[k] * qx[k], splat(-FLT_MAX));
         const vi take = b > top;
         top = sel(take, b, top);
         top_pos = sel(take, splati(nb * W * NK + k) + lane * NK, top_pos);
-        m = vmax(m, b);
       }
-      batch_i1[nb] = i1, batch_j0[nb] = j0, batch_max[nb] = m;
     }
   float best = -FLT_MAX;
   int start_b = 0, start_l = -1, start_k = NK;  // no start: the chain from the beginning
@@ -81,9 +80,7 @@ inline Split split_search(const Cand& cand, float max) {
     for (int l = 0; l < W; ++l)
       if (top[l] == tmax && top_pos[l] < pos) pos = top_pos[l];
     const int b0 = pos / (W * NK), l0 = pos % (W * NK) / NK, k0 = pos % NK;
-    vf before = splat(-FLT_MAX);  // every `best` before the candidate
-    for (int b = 0; b < b0; ++b) before = vmax(before, batch_max[b]);
-    float pre = hmax(before, -FLT_MAX);
+    float pre = hmax(top_before[b0], -FLT_MAX);  // every `best` before the candidate's batch
     const vf* qx = batch_qx[b0];
     const vf* q2 = batch_q2[b0];
     for (int l = 0; l <= l0; ++l)
@@ -171,7 +168,7 @@ inline bool fit_sub_block(const IqGrid& g, const float* xb, const float* w, floa
   if (max < eps) return false;
   int idx[N];
   sort_index<N>(xb, idx);
-  Cand c{};
+  Cand c;  // fill sets every entry the search reads
   c.fill(xb, w, idx);
   const Split s = split_search<N, NK>(c, max);
   if (s.i1 < 0) return false;
@@ -204,10 +201,13 @@ struct IQ1_S {
     static constexpr int N = IQ1_S::N, NK = 2;
     float sumx[N + 1 + 16], sumw[N + 1 + 16];  // padded: lanes past N read don't-care values
     void fill(const float* xb, const float* w, const int* idx) {
+      float ax = 0, aw = 0;  // running sums in registers (sumx[0] = sumw[0] = 0)
+      sumx[0] = sumw[0] = 0;
       for (int j = 0; j < N; ++j) {
-        sumx[j + 1] = sumx[j] + w[idx[j]] * xb[idx[j]];
-        sumw[j + 1] = sumw[j] + w[idx[j]];
+        sumx[j + 1] = ax = ax + w[idx[j]] * xb[idx[j]];
+        sumw[j + 1] = aw = aw + w[idx[j]];
       }
+      for (int j = N + 1; j < N + 1 + 16; ++j) sumx[j] = sumw[j] = 0;
     }
     static const float* values(int k, int) { return k == 0 ? kXp : kXm; }
     void sums(int i1, int j0, vf* qx, vf* q2) const {
@@ -291,14 +291,20 @@ struct IQ1_M {
     float px[2][N + 1 + 16], pw[2][N + 1 + 16];
     float txs[2], tws[2];
     void fill(const float* xb, const float* w, const int* idx) {
+      float ax[2] = {0, 0}, aw[2] = {0, 0};  // running sums per half, in registers
+      for (int h = 0; h < 2; ++h) px[h][0] = pw[h][0] = 0;
       for (int j = 0; j < N; ++j) {
-        const int i = idx[j], h = i < N / 2 ? 0 : 1;
-        px[h][j + 1] = px[h][j] + w[i] * xb[i];
-        px[1 - h][j + 1] = px[1 - h][j];
-        pw[h][j + 1] = pw[h][j] + w[i];
-        pw[1 - h][j + 1] = pw[1 - h][j];
+        const int i = idx[j];
+        const bool h1 = i >= N / 2;
+        const float sx = (h1 ? ax[1] : ax[0]) + w[i] * xb[i], sw = (h1 ? aw[1] : aw[0]) + w[i];
+        ax[0] = h1 ? ax[0] : sx, ax[1] = h1 ? sx : ax[1];
+        aw[0] = h1 ? aw[0] : sw, aw[1] = h1 ? sw : aw[1];
+        for (int h = 0; h < 2; ++h) px[h][j + 1] = ax[h], pw[h][j + 1] = aw[h];
       }
-      for (int h = 0; h < 2; ++h) txs[h] = px[h][N], tws[h] = pw[h][N];
+      for (int h = 0; h < 2; ++h) {
+        for (int j = N + 1; j < N + 1 + 16; ++j) px[h][j] = pw[h][j] = 0;
+        txs[h] = px[h][N], tws[h] = pw[h][N];
+      }
     }
     // level values of group (half) j with sign pattern k
     static const float* values(int k, int j) { return (j == 0 ? k < 2 : k % 2 == 0) ? kXp : kXm; }
