@@ -50,10 +50,11 @@ inline Split split_search(const Cand& cand, float max) {
   s.scale = max;
   vi lane;
   for (int l = 0; l < PW; ++l) lane[l] = l;
-  // pass 1: per lane the largest `best` and its first position (batch, lane, k); per batch the maxima
+  // pass 1: per lane the largest `best`, its first position (batch, lane, k), and that maximum before
+  // each batch
   constexpr int kMaxBatches = (N + 1) * (N / W + 2);
   int batch_i1[kMaxBatches], batch_j0[kMaxBatches];
-  vf batch_max[kMaxBatches], batch_qx[kMaxBatches][NK], batch_q2[kMaxBatches][NK];  // sums kept for pass 2
+  vf top_before[kMaxBatches], batch_qx[kMaxBatches][NK], batch_q2[kMaxBatches][NK];  // sums kept for pass 2
   vf top = splat(-FLT_MAX);
   vi top_pos = splati(-1);
   int nb = 0;
@@ -62,16 +63,14 @@ inline Split split_search(const Cand& cand, float max) {
       vf* qx = batch_qx[nb];
       vf* q2 = batch_q2[nb];
       cand.sums(i1, j0, qx, q2);
-      vf m = splat(-FLT_MAX);
+      batch_i1[nb] = i1, batch_j0[nb] = j0, top_before[nb] = top;
       for (int k = 0; k < NK; ++k) {
         const vi live = ((lane + j0) <= N) & (q2[k] > zerof());
         const vf b = sel(live, qx[k] / q2[k] * qx[k], splat(-FLT_MAX));
         const vi take = b > top;
         top = sel(take, b, top);
         top_pos = sel(take, splati(nb * W * NK + k) + lane * NK, top_pos);
-        m = vmax(m, b);
       }
-      batch_i1[nb] = i1, batch_j0[nb] = j0, batch_max[nb] = m;
     }
   float best = -FLT_MAX;
   int start_b = 0, start_l = -1, start_k = NK;  // no start: the chain from the beginning
@@ -81,9 +80,7 @@ inline Split split_search(const Cand& cand, float max) {
     for (int l = 0; l < W; ++l)
       if (top[l] == tmax && top_pos[l] < pos) pos = top_pos[l];
     const int b0 = pos / (W * NK), l0 = pos % (W * NK) / NK, k0 = pos % NK;
-    vf before = splat(-FLT_MAX);  // every `best` before the candidate
-    for (int b = 0; b < b0; ++b) before = vmax(before, batch_max[b]);
-    float pre = hmax(before, -FLT_MAX);
+    float pre = hmax(top_before[b0], -FLT_MAX);  // every `best` before the candidate's batch
     const vf* qx = batch_qx[b0];
     const vf* q2 = batch_q2[b0];
     for (int l = 0; l <= l0; ++l)
@@ -158,6 +155,42 @@ inline void group_sums(const IqGrid& g, int gi, const float* xb, const float* w,
   }
 }
 
+// One sub-block of Cand::N values after its weights: the exhaustive split search over the sorted
+// values (Cand: the candidates' sums, NK sign patterns k, the level values of group j), the levels,
+// each group on the grid (or its best neighbour, then a refitted scale). Returns false for a sub-block
+// ggml leaves empty (max |x| < eps, or no candidate accepted); else the groups' grid indices, the
+// scale (>= 0) and the pattern k (the one of the mirrored levels when the fitted scale was < 0).
+template <class Cand>
+inline bool fit_sub_block(const IqGrid& g, const float* xb, const float* w, float eps, int* index, float* scale,
+                          int* k) {
+  constexpr int N = Cand::N, NK = Cand::NK;
+  const float max = abs_max(xb, N);
+  if (max < eps) return false;
+  int idx[N];
+  sort_index<N>(xb, idx);
+  Cand c;  // fill sets every entry the search reads
+  c.fill(xb, w, idx);
+  const Split s = split_search<N, NK>(c, max);
+  if (s.i1 < 0) return false;
+  int8_t L[N];
+  split_levels<N>(idx, s, L);
+  *scale = s.scale, *k = s.k;
+  if (*scale < 0) {
+    for (int j = 0; j < N; ++j) L[j] = (int8_t)(2 - L[j]);
+    *scale = -*scale, *k = NK - 1 - *k;
+  }
+  bool off = false;
+  for (int j = 0; j < N / 8; ++j)
+    index[j] = group_index(g, xb + 8 * j, w + 8 * j, L + 8 * j, *scale, Cand::values(*k, j), &off);
+  if (off) {
+    float sumqx = 0, sumq2 = 0;
+    for (int j = 0; j < N / 8; ++j)
+      group_sums(g, index[j], xb + 8 * j, w + 8 * j, Cand::values(*k, j), 1.0f, sumqx, sumq2);
+    if (sumqx > 0 && sumq2 > 0) *scale = sumqx / sumq2;
+  }
+  return true;
+}
+
 // block_iq1_s: d (fp16) @0, qs[32] @2 (grid index low bytes), qh uint16[8] @34: per 32-value
 // sub-block the index bits 8-10 of its 4 groups (3 bits each), the 3-bit scale << 12 and the sign of
 // delta (bit 15). imatrix required.
@@ -165,7 +198,18 @@ struct IQ1_S {
   static constexpr int BS = 256, BYTES = 50, N = 32;
   // IQ1_S candidates for one i1 and i2 = j0 + lane: k = 0 with x_p, k = 1 with x_m.
   struct Cand {
+    static constexpr int N = IQ1_S::N, NK = 2;
     float sumx[N + 1 + 16], sumw[N + 1 + 16];  // padded: lanes past N read don't-care values
+    void fill(const float* xb, const float* w, const int* idx) {
+      float ax = 0, aw = 0;  // running sums in registers (sumx[0] = sumw[0] = 0)
+      sumx[0] = sumw[0] = 0;
+      for (int j = 0; j < N; ++j) {
+        sumx[j + 1] = ax = ax + w[idx[j]] * xb[idx[j]];
+        sumw[j + 1] = aw = aw + w[idx[j]];
+      }
+      for (int j = N + 1; j < N + 1 + 16; ++j) sumx[j] = sumw[j] = 0;
+    }
+    static const float* values(int k, int) { return k == 0 ? kXp : kXm; }
     void sums(int i1, int j0, vf* qx, vf* q2) const {
       const float ax = sumx[i1] - sumx[0], aw = sumw[i1] - sumw[0];
       vf sx, sw;
@@ -191,35 +235,11 @@ struct IQ1_S {
       const float* xb = x + N * ib;
       float weight[N];
       for (int i = 0; i < N; ++i) weight[i] = qw[N * ib + i] * std::sqrt(sigma2 + xb[i] * xb[i]);
-      const float max = abs_max(xb, N);
       scales[ib] = 0, shifts[ib] = 1;
-      if (max < 1e-12f) continue;  // GROUP_MAX_EPS_IQ1_S
-      int idx[N];
-      sort_index<N>(xb, idx);
-      Cand c{};
-      for (int j = 0; j < N; ++j) {
-        c.sumx[j + 1] = c.sumx[j] + weight[idx[j]] * xb[idx[j]];
-        c.sumw[j + 1] = c.sumw[j] + weight[idx[j]];
-      }
-      const Split s = split_search<N, 2>(c, max);
-      if (s.i1 < 0) continue;
-      int8_t L[N];
-      split_levels<N>(idx, s, L);
-      float scale = s.scale;
-      int shift = s.k == 0 ? 1 : -1;
-      if (scale < 0) {
-        for (int j = 0; j < N; ++j) L[j] = (int8_t)(2 - L[j]);
-        scale = -scale, shift = -shift;
-      }
-      const float* xx = shift == 1 ? kXp : kXm;
-      bool off = false;
-      int index[4];
-      for (int k = 0; k < 4; ++k) index[k] = group_index(g, xb + 8 * k, weight + 8 * k, L + 8 * k, scale, xx, &off);
-      if (off) {
-        float sumqx = 0, sumq2 = 0;
-        for (int k = 0; k < 4; ++k) group_sums(g, index[k], xb + 8 * k, weight + 8 * k, xx, 1.0f, sumqx, sumq2);
-        if (sumqx > 0 && sumq2 > 0) scale = sumqx / sumq2;
-      }
+      int index[4], k;
+      float scale;
+      if (!fit_sub_block<Cand>(g, xb, weight, 1e-12f, index, &scale, &k)) continue;  // GROUP_MAX_EPS_IQ1_S
+      const int shift = k == 0 ? 1 : -1;
       uint16_t h = 0;
       for (int k = 0; k < 4; ++k) {
         out[2 + 4 * ib + k] = (uint8_t)(index[k] & 255);
@@ -267,8 +287,27 @@ struct IQ1_M {
   // Prefix sums per half of the sub-block (in sorted order) and the candidates of ggml's split
   // search with them: sumqx = T*v[2] - px[i1] - px[i2] per half, and the matching sumq2.
   struct Cand {
+    static constexpr int N = IQ1_M::N, NK = 4;
     float px[2][N + 1 + 16], pw[2][N + 1 + 16];
     float txs[2], tws[2];
+    void fill(const float* xb, const float* w, const int* idx) {
+      float ax[2] = {0, 0}, aw[2] = {0, 0};  // running sums per half, in registers
+      for (int h = 0; h < 2; ++h) px[h][0] = pw[h][0] = 0;
+      for (int j = 0; j < N; ++j) {
+        const int i = idx[j];
+        const bool h1 = i >= N / 2;
+        const float sx = (h1 ? ax[1] : ax[0]) + w[i] * xb[i], sw = (h1 ? aw[1] : aw[0]) + w[i];
+        ax[0] = h1 ? ax[0] : sx, ax[1] = h1 ? sx : ax[1];
+        aw[0] = h1 ? aw[0] : sw, aw[1] = h1 ? sw : aw[1];
+        for (int h = 0; h < 2; ++h) px[h][j + 1] = ax[h], pw[h][j + 1] = aw[h];
+      }
+      for (int h = 0; h < 2; ++h) {
+        for (int j = N + 1; j < N + 1 + 16; ++j) px[h][j] = pw[h][j] = 0;
+        txs[h] = px[h][N], tws[h] = pw[h][N];
+      }
+    }
+    // level values of group (half) j with sign pattern k
+    static const float* values(int k, int j) { return (j == 0 ? k < 2 : k % 2 == 0) ? kXp : kXm; }
     void sums(int i1, int j0, vf* qx, vf* q2) const {
       vf qx_p[2], qx_m[2], q2_p[2], q2_m[2];
       for (int h = 0; h < 2; ++h) {
@@ -287,10 +326,6 @@ struct IQ1_M {
       qx[3] = qx_m[0] + qx_m[1], q2[3] = q2_m[0] + q2_m[1];
     }
   };
-  // Level values of group k (half) of a sub-block with sign pattern `shift`.
-  static const float* half_values(int shift, int k) {
-    return (k == 0 ? shift < 2 : shift % 2 == 0) ? kXp : kXm;
-  }
   static void quantize_block(const float* x, const float* qw, uint8_t* out) {
     const IqGrid& g = iq_grid(IqLattice::IQ1);
     std::memset(out, 0, BYTES);
@@ -302,40 +337,10 @@ struct IQ1_M {
       const float* xb = x + N * ib;
       float* w = weight + N * ib;
       for (int i = 0; i < N; ++i) w[i] = qw ? qw[N * ib + i] * std::sqrt(sigma2 + xb[i] * xb[i]) : xb[i] * xb[i];
-      const float max = abs_max(xb, N);
       scales[ib] = 0, shifts[ib] = 0;
-      if (max < 1e-7f) continue;  // GROUP_MAX_EPS_IQ1_M
-      int idx[N];
-      sort_index<N>(xb, idx);
-      Cand c{};
-      for (int j = 0; j < N; ++j) {
-        const int i = idx[j], h = i < N / 2 ? 0 : 1;
-        c.px[h][j + 1] = c.px[h][j] + w[i] * xb[i];
-        c.px[1 - h][j + 1] = c.px[1 - h][j];
-        c.pw[h][j + 1] = c.pw[h][j] + w[i];
-        c.pw[1 - h][j + 1] = c.pw[1 - h][j];
-      }
-      for (int h = 0; h < 2; ++h) c.txs[h] = c.px[h][N], c.tws[h] = c.pw[h][N];
-      const Split s = split_search<N, 4>(c, max);
-      if (s.i1 < 0) continue;
-      int8_t L[N];
-      split_levels<N>(idx, s, L);
-      float scale = s.scale;
-      int shift = s.k;
-      if (scale < 0) {
-        for (int j = 0; j < N; ++j) L[j] = (int8_t)(2 - L[j]);
-        scale = -scale, shift = 3 - shift;
-      }
-      bool off = false;
-      int index[2];
-      for (int k = 0; k < 2; ++k)
-        index[k] = group_index(g, xb + 8 * k, w + 8 * k, L + 8 * k, scale, half_values(shift, k), &off);
-      if (off) {
-        float sumqx = 0, sumq2 = 0;
-        for (int k = 0; k < 2; ++k)
-          group_sums(g, index[k], xb + 8 * k, w + 8 * k, half_values(shift, k), 1.0f, sumqx, sumq2);
-        if (sumqx > 0 && sumq2 > 0) scale = sumqx / sumq2;
-      }
+      int index[2], shift;
+      float scale;
+      if (!fit_sub_block<Cand>(g, xb, w, 1e-7f, index, &scale, &shift)) continue;  // GROUP_MAX_EPS_IQ1_M
       out[2 * ib] = (uint8_t)(index[0] & 255);
       out[2 * ib + 1] = (uint8_t)(index[1] & 255);
       out[32 + ib] = (uint8_t)((index[0] >> 8) | ((index[1] >> 8) << 4));
@@ -356,7 +361,7 @@ struct IQ1_M {
       // the super-block scale refit over the stored grid points, with the sub-block scales 2l+1
       for (int k = 0; k < 2; ++k) {
         const int gi = out[2 * ib + k] + ((out[32 + ib] << (8 - 4 * k)) & 0x700);
-        group_sums(g, gi, x + N * ib + 8 * k, weight + N * ib + 8 * k, half_values(shifts[ib], k),
+        group_sums(g, gi, x + N * ib + 8 * k, weight + N * ib + 8 * k, Cand::values(shifts[ib], k),
                    (float)(2 * l + 1), sumqx, sumq2);
       }
     }
@@ -390,8 +395,8 @@ struct IQ1_M {
 }  // namespace
 
 void register_iq1(KernelTable& t) {
-  t.ops[type_index(QType::IQ1_S)] = make_block_ops<QType::IQ1_S, IQ1_S>();
-  t.ops[type_index(QType::IQ1_M)] = make_block_ops<QType::IQ1_M, IQ1_M>();
+  t.ops[type_index(QType::IQ1_S)] = make_ops<QType::IQ1_S, IQ1_S>();
+  t.ops[type_index(QType::IQ1_M)] = make_ops<QType::IQ1_M, IQ1_M>();
 }
 
 }}  // namespace prism::PRISM_NS

@@ -331,9 +331,9 @@ struct IQ2_16 {
 }  // namespace
 
 void register_iq2(KernelTable& t) {
-  t.ops[type_index(QType::IQ2_XXS)] = make_block_ops<QType::IQ2_XXS, IQ2_XXS>();
-  t.ops[type_index(QType::IQ2_XS)] = make_block_ops<QType::IQ2_XS, IQ2_16<false>>();
-  t.ops[type_index(QType::IQ2_S)] = make_block_ops<QType::IQ2_S, IQ2_16<true>>();
+  t.ops[type_index(QType::IQ2_XXS)] = make_ops<QType::IQ2_XXS, IQ2_XXS>();
+  t.ops[type_index(QType::IQ2_XS)] = make_ops<QType::IQ2_XS, IQ2_16<false>>();
+  t.ops[type_index(QType::IQ2_S)] = make_ops<QType::IQ2_S, IQ2_16<true>>();
 }
 
 }}  // namespace prism::PRISM_NS

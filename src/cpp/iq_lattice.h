@@ -149,27 +149,7 @@ inline void sort_index(const float* x, int* idx) {
   }
 }
 
-// Runs K::quantize_block (one super-block of K::BS values, its importance or null, K::BYTES out) over
-// every block of the rows: these kernels work block by block, not in lanes.
-template <class K>
-void quantize_blocks_rows(const float* x, uint8_t* dst, int64_t nrows, int64_t n_per_row, const float* imatrix) {
-  const int64_t nb_row = n_per_row / K::BS;
-  for (int64_t b = 0; b < nrows * nb_row; ++b)
-    K::quantize_block(x + b * K::BS, imatrix ? imatrix + (b % nb_row) * K::BS : nullptr, dst + b * K::BYTES);
-}
-
 // The lattice types have no bins of one width around a value: no boundary statistics (step 0).
 inline void no_steps(float* step, int n) { for (int j = 0; j < n; ++j) step[j] = 0.0f; }
-
-template <QType T, class K>
-KernelOps make_block_ops() {
-  static_assert(K::BS == traits_of(T).block_size && K::BYTES == traits_of(T).type_size,
-                "kernel block layout differs from the type table (types.h)");
-  KernelOps o;
-  o.quantize = &quantize_blocks_rows<K>;
-  o.dequantize = &dequantize_blocks<K>;
-  o.error_stats = &error_stats_blocks<K>;
-  return o;
-}
 
 }}  // namespace prism::PRISM_NS
