@@ -52,6 +52,10 @@ CASES: dict[str, tuple[synth.Spec, list[str]]] = {
     "dense-prune-Q4_K_M": (V["dense"], ["--prune-layers", "3,5,15,5", "Q4_K_M"]),
     "moe-imat-prune-Q4_K_M": (V["moe"], ["--imatrix", "IMAT", "--prune-layers", "0,2", "Q4_K_M"]),
     "nul-string-Q4_0": (replace(V["dense"], n_layer=2, kv={"test.nul": "before\0after"}), ["Q4_0"]),
+    "dense-IQ3_S": (V["dense"], ["IQ3_S"]),
+    "moe-IQ3_S": (V["moe"], ["IQ3_S"]),
+    "hybrid-imat-IQ3_M": (V["hybrid"], ["--imatrix", "IMAT", "IQ3_M"]),
+    "tied-imat-IQ3_XS": (V["tied"], ["--imatrix", "IMAT", "IQ3_XS"]),
 }
 
 
