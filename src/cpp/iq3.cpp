@@ -3,8 +3,9 @@
 // iq3_find_best_neighbour, dequantize_row_iq3_xxs / dequantize_row_iq3_s. The lattices' search
 // structures (iq3xs_init_impl) come from iq3_grid.h.
 //
-// One super-block at a time in scalar code (the grid search is branchy and table-driven); every float
-// operation keeps ggml's order, and the same source is compiled per ISA.
+// One super-block at a time (K::quantize_block); inside a sub-block, the candidate scales run in SIMD
+// lanes (lane_levels, lane_sums). Every float operation keeps ggml's order, and the same source is
+// compiled per ISA.
 #include <cfloat>
 
 #include "iq3_grid.h"
@@ -28,9 +29,10 @@ struct SubBlock {
   uint8_t signs[4] = {};
 };
 
-// W candidate scales of one sub-block at once, one per lane (inverse scale id, scale 1/id): the
-// levels of every element, with each off-grid group moved to its best neighbour, and the sums
-// sum w*x*q, sum w*q*q (q = 2L+1) in ggml's element order. Lanes that share an off-grid code
+// W candidate scales of one sub-block at once, one per lane (inverse scale id, scale 1/id; the
+// candidate loop of quantize_row_iq3_*_impl): the levels of every element, with each off-grid group
+// moved to its best neighbour (iq3_find_best_neighbour), and the sums sum w*x*q, sum w*q*q
+// (q = 2L+1) in ggml's element order. Lanes that share an off-grid code
 // (neighbouring candidates usually do) scan its neighbour list together, each with its own scale.
 // A member's distance is the sum of 4 per-coordinate terms waux*diff*diff, which depend only on
 // the coordinate's level: they are tabulated once per group (t[i][l]) and summed in ggml's order.
@@ -189,14 +191,18 @@ void search_sub_block(const float* xb, const float* qw, float sigma2, SubBlock& 
     }
     lane_levels(g, xval, waux, max, id, this_scale, nvalid, 0xff, c);
     lane_sums(weight, wx, c);
-    for (int j = 0; j < nvalid; ++j) {  // in candidate order: `best` feeds the next test
+    int taken = -1;  // the last lane accepted, in candidate order: `best` feeds the next test
+    for (int j = 0; j < nvalid; ++j) {
       const float sumqx = c.sumqx[j], sumq2 = c.sumq2[j];
       if (sumq2 > 0 && sumqx * sumqx > best * sumq2) {
         scale = sumqx / sumq2;
         best = scale * sumqx;
-        for (int e = 0; e < 32; ++e) L[e] = (int8_t)c.lev[e][j];
-        for (int k = 0; k < 8; ++k) on_grid[k] = !((c.off_grid[j] >> k) & 1);
+        taken = j;
       }
+    }
+    if (taken >= 0) {
+      for (int e = 0; e < 32; ++e) L[e] = (int8_t)c.lev[e][taken];
+      for (int k = 0; k < 8; ++k) on_grid[k] = !((c.off_grid[taken] >> k) & 1);
     }
   }
   bool any_off = false;

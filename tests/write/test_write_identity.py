@@ -67,6 +67,10 @@ CASES: dict[str, tuple[synth.Spec, list[str]]] = {
                                          "Q3_K_M"]),
     "moe-imat-low-bit-types": (V["moe"], ["--imatrix", "IMAT", "--tensor-type", "exps=nvfp4",
                                           "--tensor-type", "attn_v=q2_0", "Q2_K"]),
+    "dense-IQ3_S": (V["dense"], ["IQ3_S"]),
+    "moe-IQ3_S": (V["moe"], ["IQ3_S"]),
+    "hybrid-imat-IQ3_M": (V["hybrid"], ["--imatrix", "IMAT", "IQ3_M"]),
+    "tied-imat-IQ3_XS": (V["tied"], ["--imatrix", "IMAT", "IQ3_XS"]),
 }
 
 
