@@ -15,14 +15,15 @@
 #   scripts/test_wheels.sh [--smoke] [WHEEL...]   (default dist/*.whl; --smoke: the x86-64 job only)
 #   TINY_MODEL, EXPECT   see below; FULL_SUITE   see above
 set -euo pipefail
-cd "$(dirname "$0")/.."
-ROOT=$PWD
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
 die() { echo "test_wheels: $*" >&2; exit 2; }
 need() { command -v "$1" >/dev/null 2>&1 || die "'$1' not found (apt-get install $2)"; }
 SMOKE=0
 [ "${1:-}" = --smoke ] && { SMOKE=1; shift; }
-WHEELS=("$@")
-[ ${#WHEELS[@]} -gt 0 ] || mapfile -t WHEELS < <(ls dist/*.whl 2>/dev/null)
+WHEELS=()
+for w in "$@"; do [ -f "$w" ] || die "$w: no such wheel"; WHEELS+=("$(realpath "$w")"); done
+cd "$(dirname "$0")/.."
+[ ${#WHEELS[@]} -gt 0 ] || mapfile -t WHEELS < <(ls "$PWD"/dist/*.whl 2>/dev/null)
 [ ${#WHEELS[@]} -gt 0 ] || die "no wheels given and none in dist/ (bash scripts/build_wheels.sh)"
 CACHE=${PRISM_CACHE:-$HOME/.cache/prism-native}
 FULL_SUITE=${FULL_SUITE:-cp312-abi3}
