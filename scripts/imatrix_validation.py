@@ -82,7 +82,8 @@ def eval_kld(args: argparse.Namespace, gguf: Path, work: Path, tag: str, mixes: 
     if not dest.exists():
         cmd = [sys.executable, "-m", "prism_native", "eval", str(gguf), "--text", args.text, "--baselines",
                ",".join(mixes), "--llama-cpp", args.llama_cpp, "--ctx", str(args.ctx), "--chunks", str(args.chunks),
-               "-t", str(args.threads), "-o", str(work / "eval"), "--quiet"]
+               "-t", str(args.threads), "-o", str(work / "eval"), "--quiet", "--keep"]   # --keep: the reference
+        # logits are made once per model, not once per imatrix
         if imatrix is not None:
             cmd += ["--imatrix", str(imatrix)]
         run(cmd)
