@@ -78,11 +78,12 @@ def spearman(model_path: Path, real: Path) -> dict[str, dict[str, float]]:
 
 def eval_kld(args: argparse.Namespace, gguf: Path, work: Path, tag: str, mixes: tuple[str, ...],
              imatrix: Path | None) -> dict[str, float]:
-    dest = work / f"eval-{tag}.csv"
+    dest = work / f"eval-{tag}-{'-'.join(mixes)}.csv"
     if not dest.exists():
         cmd = [sys.executable, "-m", "prism_native", "eval", str(gguf), "--text", args.text, "--baselines",
                ",".join(mixes), "--llama-cpp", args.llama_cpp, "--ctx", str(args.ctx), "--chunks", str(args.chunks),
-               "-t", str(args.threads), "-o", str(work / "eval"), "--quiet"]
+               "-t", str(args.threads), "-o", str(work / "eval"), "--quiet", "--keep"]   # --keep: the reference
+        # logits are made once per model, not once per imatrix
         if imatrix is not None:
             cmd += ["--imatrix", str(imatrix)]
         run(cmd)
@@ -104,9 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--imatrix-chunks", type=int, default=0, help="0: the whole --imatrix-text")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-eval", action="store_true")
+    p.add_argument("--mixes", default=",".join(MIXES), help="built-in mixes to evaluate (default %(default)s)")
     args = p.parse_args(argv)
     out = Path(args.out)
-    summary = {}
+    summary = json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else {}
     for name in [s.strip() for s in args.only.split(",") if s.strip()]:
         gguf = find_gguf(Path(args.models) / name)
         work = out / name
@@ -124,12 +126,18 @@ def main(argv: list[str] | None = None) -> int:
             uniform_imatrix(real, uniform)
         row: dict = {"model": str(gguf), "spearman": spearman(gguf, real)}
         log(f"{name}: spearman {json.dumps(row['spearman']['default'])}")
+        mixes = tuple(m.strip() for m in args.mixes.split(",") if m.strip())
         if not args.no_eval:
-            plain = tuple(m for m in MIXES if m not in NEED_IMATRIX)
-            row["kld"] = {"none": eval_kld(args, gguf, work, "none", plain, None),
-                          "uniform": eval_kld(args, gguf, work, "uniform", NEED_IMATRIX, uniform),
-                          "data-free": eval_kld(args, gguf, work, "data-free", MIXES, est),
-                          "real": eval_kld(args, gguf, work, "real", MIXES, real)}
+            plain = tuple(m for m in mixes if m not in NEED_IMATRIX)
+            need = tuple(m for m in mixes if m in NEED_IMATRIX)
+            row["kld"] = {"none": eval_kld(args, gguf, work, "none", plain, None) if plain else {},
+                          "uniform": eval_kld(args, gguf, work, "uniform", need, uniform) if need else {},
+                          "data-free": eval_kld(args, gguf, work, "data-free", mixes, est),
+                          "real": eval_kld(args, gguf, work, "real", mixes, real)}
+        old = summary.get(name, {}).get("kld", {})
+        for tag, kl in old.items():         # a run over other mixes keeps the earlier ones
+            row.setdefault("kld", {}).setdefault(tag, {})
+            row["kld"][tag] = {**kl, **row["kld"][tag]}
         summary[name] = row
         (out / "summary.json").write_text(json.dumps(summary, indent=1))
     (out / "summary.md").write_text(markdown(summary))
@@ -148,8 +156,8 @@ def markdown(summary: dict) -> str:
         if not k:
             continue
         for mix in MIXES:
-            none = k["none"].get(mix, k["uniform"].get(mix))
-            df, real = k["data-free"].get(mix), k["real"].get(mix)
+            none = k.get("none", {}).get(mix, k.get("uniform", {}).get(mix))
+            df, real = k.get("data-free", {}).get(mix), k.get("real", {}).get(mix)
             if None in (none, df, real):
                 continue
             g = gap_closed(none, df, real)
