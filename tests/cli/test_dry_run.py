@@ -9,12 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import synth
+from support.moe_shapes import DEEPSEEK_V3, KIMI_K2
 
 from prism_native.cli.main import main
 from prism_native.read.model import Model
 from prism_native.write import output
-from support import synth
-from support.moe_shapes import DEEPSEEK_V3, KIMI_K2
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import synth
 
 from prism_native.measure import analyze as A
 from prism_native.measure.eigen import gram_operator
 from prism_native.measure.spectral import LineSample, SpectralConfig, sample_lines, spectral_metrics
 from prism_native.measure.structure import line_norms
 from prism_native.read.model import Model
-from support import synth
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import synth
+from support.moe_shapes import DEEPSEEK_V3
 
 from prism_native.llama.decide import TensorSpec
 from prism_native.llama.quantizable import quantizable_tensors
 from prism_native.plan.recipe import build_recipe
 from prism_native.read.model import Model
 from prism_native.read.taxonomy import classify
-from support import synth
-from support.moe_shapes import DEEPSEEK_V3
 
 # DeepSeek-V3's layout at toy size: 1 dense block, then 2 MoE blocks of 8 experts and a shared expert
 TOY = dataclasses.replace(DEEPSEEK_V3, name="toy-deepseek", n_layer=3, n_dense=1, n_embd=256, n_ff=512, n_ff_exp=256,

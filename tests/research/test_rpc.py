@@ -10,11 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
+from support import synth
 
 from prism_native.cli import main
 from prism_native.llama.perplexity import Perplexity
 from prism_native.llama.tools import locate_tool
-from support import synth
 
 TINY = synth.Spec(n_embd=256, n_ff=512, n_layer=2, n_head=4, n_head_kv=1, n_vocab=320, byte_tokenizer=True)
 
@@ -44,9 +44,9 @@ def rpc_servers(tmp_path):
     try:
         for i in range(2):
             port = _free_port()
-            log = open(tmp_path / f"rpc{i}.log", "w")
-            procs.append(subprocess.Popen([str(binary), "-H", "127.0.0.1", "-p", str(port), "-t", "1"],
-                                          stdout=log, stderr=subprocess.STDOUT))
+            with open(tmp_path / f"rpc{i}.log", "w") as log:     # the child keeps its own descriptor
+                procs.append(subprocess.Popen([str(binary), "-H", "127.0.0.1", "-p", str(port), "-t", "1"],
+                                              stdout=log, stderr=subprocess.STDOUT))
             addrs.append(f"127.0.0.1:{port}")
             assert _listening(port, time.monotonic() + 20), f"ggml-rpc-server on {port} did not start"
         yield addrs, [tmp_path / f"rpc{i}.log" for i in range(2)]

@@ -113,11 +113,11 @@ def dry_run(model: Model, types: Sequence[str], budget: Budget | None = None, ou
     for cls, ts in by_cls.items():
         tax = classify(ts[0].name)
         layers = [classify(t.name).layer for t in ts]
-        written = {n: qtypes.effective(qtypes.get(q), ts[0].n_per_row).name for n, q in (("lo", lo[ts[0].name]),
-                                                                                            ("hi", hi[ts[0].name]))}
+        first = ts[0]
+        written = [qtypes.effective(qtypes.get(q[first.name]), first.n_per_row).name for q in (lo, hi)]
         classes.append(ClassSummary(cls, tax.role, len(ts), layer_ranges(x for x in layers if x is not None),
                                     sum(t.n_elements for t in ts), sum(t.n_bytes for t in ts),
-                                    ts[0].shape[2] if len(ts[0].shape) >= 3 else 0, written["lo"], written["hi"]))
+                                    first.shape[2] if len(first.shape) >= 3 else 0, *written))
     classes.sort(key=lambda c: -c.n_params)
     quantized = set(names)
     kept = sorted({classify(t.name).cls for t in model.tensors if t.name not in quantized and t.n_dims >= 2})
@@ -134,13 +134,13 @@ def format_text(d: DryRun) -> str:
     gib = 2 ** 30
     lines = [
         f"# dry run of {d.model} ({d.arch}, {d.parts} part(s), {d.file_bytes / gib:,.2f} GiB): header only, no tensor read",
-        f"parameters      {d.n_params:,}; {d.quantized_params:,} in tensors llama-quantize quantizes "
-        f"({d.quantized_source_bytes / gib:,.2f} GiB to read for analyze and again for quantize)",
-        f"largest tensor  {d.largest_tensor[0]} ({d.largest_tensor[1] / gib:,.2f} GiB); analyze holds one slab of "
-        f"{d.slab_bytes / 2**20:,.0f} MiB per worker, never a whole tensor",
+        (f"parameters      {d.n_params:,}; {d.quantized_params:,} in tensors llama-quantize quantizes "
+         f"({d.quantized_source_bytes / gib:,.2f} GiB to read for analyze and again for quantize)"),
+        (f"largest tensor  {d.largest_tensor[0]} ({d.largest_tensor[1] / gib:,.2f} GiB); analyze holds one slab "
+         f"of {d.slab_bytes / 2**20:,.0f} MiB per worker, never a whole tensor"),
         f"candidate types {', '.join(d.types)}",
-        f"output range    {d.min_size.file_bytes / gib:,.2f} GiB ({d.min_size.bpw_quantized:.3f} bpw) to "
-        f"{d.max_size.file_bytes / gib:,.2f} GiB ({d.max_size.bpw_quantized:.3f} bpw) over the quantized tensors",
+        (f"output range    {d.min_size.file_bytes / gib:,.2f} GiB ({d.min_size.bpw_quantized:.3f} bpw) to "
+         f"{d.max_size.file_bytes / gib:,.2f} GiB ({d.max_size.bpw_quantized:.3f} bpw) over the quantized tensors"),
         "imatrix         " + (f"required by {', '.join(d.need_imatrix)} (llama-quantize aborts without one)"
                               if d.need_imatrix else "not required by any candidate type"),
         "requantize      " + ("yes: quantized inputs are dequantized (--allow-requantize)" if d.requantize else "no"),
@@ -151,9 +151,9 @@ def format_text(d: DryRun) -> str:
     if d.disk_free is not None:
         lines.append(f"disk free       {d.disk_free / gib:,.2f} GiB at the output folder"
                      + (" (less than the largest output)" if d.disk_free < d.max_size.file_bytes else ""))
-    lines += ["", "granularity: one type per tensor; an expert stack (ffn_*_exps) is one tensor, all its experts "
-              "share it", f"{'class':<24} {'role':<14} {'n':>4} {'layers':<10} {'experts':>7} {'params':>16} "
-              f"{'GiB':>9}  range"]
+    lines += ["", "granularity: one type per tensor; an expert stack (ffn_*_exps) is one tensor, all its experts share it",
+              (f"{'class':<24} {'role':<14} {'n':>4} {'layers':<10} {'experts':>7} {'params':>16} "
+               f"{'GiB':>9}  range")]
     for c in d.classes:
         lines.append(f"{c.cls:<24} {c.role:<14} {c.n_tensors:>4} {c.layers:<10} {c.experts or '':>7} "
                      f"{c.n_params:>16,} {c.source_bytes / gib:>9,.2f}  {c.smallest}..{c.largest}")
