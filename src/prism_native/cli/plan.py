@@ -114,7 +114,8 @@ def _dry_run(args: argparse.Namespace) -> int:
     model = resolve_model(args)
     given = args.bpw is not None or args.size is not None or args.sweep
     budget = budgets(args)[0] if given else None
-    d = dry_run(model, plan_types(args), budget, Path(args.out) if args.out else None)
+    d = dry_run(model, plan_types(args), budget, Path(args.out) if args.out else None,
+                imatrix=bool(args.imatrix))
     if args.json:
         json.dump(d.to_json(), sys.stdout, indent=1)
         print()

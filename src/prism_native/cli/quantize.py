@@ -164,7 +164,7 @@ def _from_budget(args: argparse.Namespace) -> Source:
     # refuse a bad destination, or a disk too small for the budget's output, before the analysis
     probe = _model(args, None)
     first = check_destination(args.output or _default_output(probe, tag), [*probe.parts, *_analysis_files(args, probe)])
-    check_space(first, budget_file_bytes(smallest_output(probe, types), budget))
+    check_space(first, budget_file_bytes(smallest_output(probe, types, bool(args.imatrix)), budget))
     model, analysis = load_analysis(args)
     out = args.output if args.output is not None else _default_output(model, tag)
     im_path = analysis.imatrix["path"] if analysis.imatrix else None

@@ -57,7 +57,7 @@ def is_70b(hp: Hparams) -> bool:
 
 _IQ_LOW_OUTPUT = ("IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ2_S", "IQ2_M", "IQ1_M")
 _IQ_LOW = ("IQ2_XXS", "IQ2_XS", "IQ1_S", "IQ2_S", "IQ2_M", "IQ1_M")
-_IMATRIX_TYPES = ("IQ3_XXS", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ1_M", "IQ1_S")
+IMATRIX_TYPES = ("IQ3_XXS", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ1_M", "IQ1_S")   # tensor_requires_imatrix
 _ATTN_OUT_MOE_Q5K = ("Q2_K", "IQ3_XS", "IQ3_XXS", "Q3_K_S", "Q3_K_M", "IQ4_NL", "Q4_K_S", "Q4_K_M", "IQ3_S",
                      "IQ3_M", "IQ4_XS")
 
@@ -257,7 +257,7 @@ def requires_imatrix(name: str, target: QType, ftype: str) -> bool:
     """tensor_requires_imatrix."""
     if category(name) in (TOKEN_EMBD, OUTPUT):
         return False
-    if target.name in _IMATRIX_TYPES:
+    if target.name in IMATRIX_TYPES:
         return True
     return target.name == "Q2_K" and ftype == "Q2_K_S"
 

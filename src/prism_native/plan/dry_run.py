@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .. import qtypes
+from ..llama.mix import IMATRIX_TYPES, planned_requires_imatrix
 from ..llama.quantizable import quantizable_tensors
 from ..llama.sizes import SizeEstimate, estimate, tensor_nbytes
 from ..measure.analyze import SLAB_VALUES
@@ -22,9 +23,6 @@ from ..read.model import Model
 from ..read.taxonomy import classify, layer_ranges
 from .budget import Budget
 
-# llama-quant.cpp tensor_requires_imatrix: these targets abort without an imatrix (token_embd and
-# output excepted; Q2_K only inside a Q2_K_S file, which a plan never asks for)
-NEEDS_IMATRIX = frozenset({"IQ3_XXS", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ1_M", "IQ1_S"})
 
 
 @dataclass(frozen=True)
@@ -61,6 +59,7 @@ class DryRun:
     budget: Budget | None = None
     budget_bytes: int | None = None   # the budget as output file bytes, when known from the header
     disk_free: int | None = None      # at the output's folder
+    imatrix: bool = False             # an imatrix will be given (else need_imatrix's types are left out)
 
     @property
     def feasible(self) -> bool | None:
@@ -76,12 +75,26 @@ class DryRun:
         return d
 
 
-def _extreme(model: Model, names: Sequence[str], types: Sequence[str], largest: bool) -> dict[str, str]:
+def needs_imatrix(types: Sequence[str]) -> tuple[str, ...]:
+    """The candidate types llama-quantize (tensor_requires_imatrix) or ggml refuse to write without one."""
+    return tuple(t for t in types if t in IMATRIX_TYPES or qtypes.get(t).needs_imatrix)
+
+
+def _allowed(name: str, types: Sequence[str], imatrix: bool) -> list[str]:
+    """The candidates a plan may give tensor `name` (without an imatrix, none that needs one)."""
+    if imatrix:
+        return list(types)
+    return [q for q in types if planned_requires_imatrix(name, q) is None and not qtypes.get(q).needs_imatrix]
+
+
+def _extreme(model: Model, names: Sequence[str], types: Sequence[str], largest: bool,
+             imatrix: bool) -> dict[str, str]:
     """Each tensor's cheapest (or dearest) candidate, by the bytes of the type llama-quantize writes."""
     out = {}
     for n in names:
         t = model.tensor(n)
-        sized = [(tensor_nbytes(t.shape, qtypes.effective(qtypes.get(q), t.n_per_row)), q) for q in types]
+        sized = [(tensor_nbytes(t.shape, qtypes.effective(qtypes.get(q), t.n_per_row)), q)
+                 for q in _allowed(n, types, imatrix)]
         out[n] = (max if largest else min)(sized)[1]
     return out
 
@@ -94,16 +107,18 @@ def budget_file_bytes(smallest: SizeEstimate, budget: Budget) -> int:
     return smallest.file_bytes - smallest.quantized_bytes + int(budget.value * smallest.quantized_params / 8)
 
 
-def smallest_output(model: Model, types: Sequence[str]) -> SizeEstimate:
+def smallest_output(model: Model, types: Sequence[str], imatrix: bool = False) -> SizeEstimate:
     names = [t.name for t in quantizable_tensors(model)]
-    return estimate(model, _extreme(model, names, types, False), quantized=names)
+    return estimate(model, _extreme(model, names, types, False, imatrix), quantized=names)
 
 
-def dry_run(model: Model, types: Sequence[str], budget: Budget | None = None, out: Path | None = None) -> DryRun:
+def dry_run(model: Model, types: Sequence[str], budget: Budget | None = None, out: Path | None = None,
+            imatrix: bool = False) -> DryRun:
+    """`imatrix`: one will be given; without, the range leaves out the types that need one."""
     tensors = quantizable_tensors(model)
     names = [t.name for t in tensors]
-    lo, hi = _extreme(model, names, types, False), _extreme(model, names, types, True)
-    min_size = smallest_output(model, types)
+    lo, hi = _extreme(model, names, types, False, imatrix), _extreme(model, names, types, True, imatrix)
+    min_size = smallest_output(model, types, imatrix)
     max_size = estimate(model, hi, quantized=names)
     q_params = sum(t.n_elements for t in tensors)
     by_cls: dict[str, list[Any]] = {}
@@ -126,8 +141,8 @@ def dry_run(model: Model, types: Sequence[str], budget: Budget | None = None, ou
     free = shutil.disk_usage(out.parent if out is not None else Path.cwd()).free
     return DryRun(model.name, model.arch, len(model.parts), model.file_bytes, model.n_params, q_params,
                   sum(t.n_bytes for t in tensors), (big.name, big.n_bytes), 4 * SLAB_VALUES, min_size, max_size,
-                  tuple(types), tuple(t for t in types if t in NEEDS_IMATRIX), any(t.requantized for t in tensors),
-                  classes, kept, budget, budget_bytes, free)
+                  tuple(types), needs_imatrix(types), any(t.requantized for t in tensors),
+                  classes, kept, budget, budget_bytes, free, imatrix)
 
 
 def format_text(d: DryRun) -> str:
@@ -141,8 +156,10 @@ def format_text(d: DryRun) -> str:
         f"candidate types {', '.join(d.types)}",
         (f"output range    {d.min_size.file_bytes / gib:,.2f} GiB ({d.min_size.bpw_quantized:.3f} bpw) to "
          f"{d.max_size.file_bytes / gib:,.2f} GiB ({d.max_size.bpw_quantized:.3f} bpw) over the quantized tensors"),
-        "imatrix         " + (f"required by {', '.join(d.need_imatrix)} (llama-quantize aborts without one)"
-                              if d.need_imatrix else "not required by any candidate type"),
+        "imatrix         " + ("not required by any candidate type" if not d.need_imatrix else
+                              f"required by {', '.join(d.need_imatrix)}" + (
+                                  "" if d.imatrix else " (llama-quantize aborts without one): left out of the "
+                                  "range but on token_embd/output; give --imatrix FILE or --imatrix auto")),
         "requantize      " + ("yes: quantized inputs are dequantized (--allow-requantize)" if d.requantize else "no"),
     ]
     if d.budget is not None and d.budget_bytes is not None:
