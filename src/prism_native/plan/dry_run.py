@@ -19,7 +19,7 @@ from ..llama.mix import IMATRIX_TYPES, planned_requires_imatrix
 from ..llama.quantizable import quantizable_tensors
 from ..llama.sizes import SizeEstimate, estimate, tensor_nbytes
 from ..measure.analyze import SLAB_VALUES
-from ..read.model import Model
+from ..read.model import Model, TensorInfo
 from ..read.taxonomy import classify, layer_ranges
 from .budget import Budget
 
@@ -80,11 +80,14 @@ def needs_imatrix(types: Sequence[str]) -> tuple[str, ...]:
     return tuple(t for t in types if t in IMATRIX_TYPES or qtypes.get(t).needs_imatrix)
 
 
-def _allowed(name: str, types: Sequence[str], imatrix: bool) -> list[str]:
-    """The candidates a plan may give tensor `name` (without an imatrix, none that needs one)."""
-    if imatrix:
-        return list(types)
-    return [q for q in types if planned_requires_imatrix(name, q) is None and not qtypes.get(q).needs_imatrix]
+def _allowed(t: TensorInfo, types: Sequence[str], imatrix: bool) -> list[str]:
+    """The candidates a plan may give tensor t: llama-quantize can write them for its rows (the type or
+    its fallback fits) and, without an imatrix, none that needs one."""
+    def writable(q: str) -> bool:
+        qt = qtypes.get(q)
+        fits = qt.fits(t.n_per_row) or qt.fallback is not None    # else llama-quantize throws
+        return fits and (imatrix or (planned_requires_imatrix(t.name, q) is None and not qt.needs_imatrix))
+    return [q for q in types if writable(q)] or ["F16"]
 
 
 def _extreme(model: Model, names: Sequence[str], types: Sequence[str], largest: bool,
@@ -94,7 +97,7 @@ def _extreme(model: Model, names: Sequence[str], types: Sequence[str], largest: 
     for n in names:
         t = model.tensor(n)
         sized = [(tensor_nbytes(t.shape, qtypes.effective(qtypes.get(q), t.n_per_row)), q)
-                 for q in _allowed(n, types, imatrix)]
+                 for q in _allowed(t, types, imatrix)]
         out[n] = (max if largest else min)(sized)[1]
     return out
 
