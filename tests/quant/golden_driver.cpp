@@ -5,7 +5,8 @@
 //
 // X.bin: float32 NROWS x N_PER_ROW, IMATRIX.bin: float32 N_PER_ROW (raw, little endian). For every TYPE
 // (ggml spelling, e.g. Q4_K) it writes OUTDIR/q__TYPE__{none,imat}.bin (ggml bytes) and
-// OUTDIR/y__TYPE__{none,imat}.bin (their dequantization), and prints "ok TYPE", or "skip TYPE" when
+// OUTDIR/y__TYPE__{none,imat}.bin (their dequantization; no `none` case for the types ggml quantizes
+// only with importance weights), and prints "ok TYPE", or "skip TYPE" when
 // this build has no kernel for it. Exit status 2 on a usage or I/O error.
 #include <cstdio>
 #include <cstring>
@@ -63,6 +64,7 @@ int main(int argc, char** argv) {
     std::vector<float> y(x.size());
     for (const char* kase : {"none", "imat"}) {
       const bool with_im = std::strcmp(kase, "imat") == 0;
+      if (!with_im && tr->requires_imatrix) continue;  // ggml_quantize_chunk refuses it: no case to compare
       ops.quantize(x.data(), q.data(), nrows, n_per_row, with_im ? im.data() : nullptr);
       ops.dequantize(q.data(), y.data(), nblocks);
       const std::string stem = std::string("__") + tr->name + "__" + kase + ".bin";
