@@ -67,6 +67,8 @@ inline vf term_of(vf t, vi c) {
 // results reduce to the first minimum of the list. Returns the grid index of the winner (the first
 // neighbour if no d2 < FLT_MAX, where ggml aborts).
 inline int best_neighbour(const uint16_t* list, const float* x, const float* w, float scale, const float* q) {
+  const int n = IqGrid::list_len(list);
+  if (n == 1) return IqGrid::list_index(list)[0];  // the only candidate wins (ggml scores it anyway)
   typedef float f8 __attribute__((vector_size(32)));
   f8 xv, wv, t[3];
   std::memcpy(&xv, x, 32);
@@ -94,7 +96,6 @@ inline int best_neighbour(const uint16_t* list, const float* x, const float* w, 
   for (int i = 0; i < 8; ++i)
     for (int l = 0; l < PW; ++l) tab[i][l] = t[(l & 3) < 3 ? (l & 3) : 2][i];
 #endif
-  const int n = IqGrid::list_len(list);
   const uint16_t* codes = IqGrid::list_codes(list);
   vi lane;
   for (int l = 0; l < PW; ++l) lane[l] = l;
@@ -112,10 +113,12 @@ inline int best_neighbour(const uint16_t* list, const float* x, const float* w, 
     best = sel(take, d2, best);
     bpos = sel(take, pos, bpos);
   }
-  // first minimum: the smallest position among the lanes holding the smallest d2
+  // first minimum: the smallest position among the lanes holding the smallest d2 (lane order is
+  // position order when the list took one pass)
   uint32_t eq = movemask(best == splat(hmin(best)));
   int p = bpos[__builtin_ctz(eq)];
-  for (eq &= eq - 1; eq; eq &= eq - 1) p = bpos[__builtin_ctz(eq)] < p ? bpos[__builtin_ctz(eq)] : p;
+  if (n > W)
+    for (eq &= eq - 1; eq; eq &= eq - 1) p = bpos[__builtin_ctz(eq)] < p ? bpos[__builtin_ctz(eq)] : p;
   return IqGrid::list_index(list)[p];
 }
 
