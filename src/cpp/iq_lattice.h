@@ -1,8 +1,9 @@
 // Shared pieces of the 8-dimensional lattice quantizers (iq2.cpp: IQ2_XXS/IQ2_XS/IQ2_S, iq1.cpp:
 // IQ1_S/IQ1_M), compiled per ISA. These quantizers are searches with data-dependent branches per
 // 8-value group, so the kernels run one super-block at a time in ggml's order and vectorise only
-// where lanes are independent: the scoring of a neighbour list (one neighbour per lane) and, in
-// iq1.cpp, the split candidates. Every float operation of a candidate is ggml's, in ggml's order.
+// where lanes are independent: the scoring of a neighbour list (one neighbour per lane), the scale
+// candidates (iq2.cpp) and the split candidates (iq1.cpp). Every float operation of a candidate is
+// ggml's, in ggml's order; only the accept chains between candidates run in order.
 #pragma once
 #include <cfloat>
 
