@@ -1,8 +1,9 @@
 // Shared pieces of the 8-dimensional lattice quantizers (iq2.cpp: IQ2_XXS/IQ2_XS/IQ2_S, iq1.cpp:
 // IQ1_S/IQ1_M), compiled per ISA. These quantizers are searches with data-dependent branches per
 // 8-value group, so the kernels run one super-block at a time in ggml's order and vectorise only
-// where lanes are independent: the scoring of a neighbour list (one neighbour per lane) and, in
-// iq1.cpp, the split candidates. Every float operation of a candidate is ggml's, in ggml's order.
+// where lanes are independent: the scoring of a neighbour list (one neighbour per lane), the scale
+// candidates (iq2.cpp) and the split candidates (iq1.cpp). Every float operation of a candidate is
+// ggml's, in ggml's order; only the accept chains between candidates run in order.
 #pragma once
 #include <cfloat>
 
@@ -67,6 +68,8 @@ inline vf term_of(vf t, vi c) {
 // results reduce to the first minimum of the list. Returns the grid index of the winner (the first
 // neighbour if no d2 < FLT_MAX, where ggml aborts).
 inline int best_neighbour(const uint16_t* list, const float* x, const float* w, float scale, const float* q) {
+  const int n = IqGrid::list_len(list);
+  if (n == 1) return IqGrid::list_index(list)[0];  // the only candidate wins (ggml scores it anyway)
   typedef float f8 __attribute__((vector_size(32)));
   f8 xv, wv, t[3];
   std::memcpy(&xv, x, 32);
@@ -94,7 +97,6 @@ inline int best_neighbour(const uint16_t* list, const float* x, const float* w, 
   for (int i = 0; i < 8; ++i)
     for (int l = 0; l < PW; ++l) tab[i][l] = t[(l & 3) < 3 ? (l & 3) : 2][i];
 #endif
-  const int n = IqGrid::list_len(list);
   const uint16_t* codes = IqGrid::list_codes(list);
   vi lane;
   for (int l = 0; l < PW; ++l) lane[l] = l;
@@ -112,10 +114,12 @@ inline int best_neighbour(const uint16_t* list, const float* x, const float* w, 
     best = sel(take, d2, best);
     bpos = sel(take, pos, bpos);
   }
-  // first minimum: the smallest position among the lanes holding the smallest d2
+  // first minimum: the smallest position among the lanes holding the smallest d2 (lane order is
+  // position order when the list took one pass)
   uint32_t eq = movemask(best == splat(hmin(best)));
   int p = bpos[__builtin_ctz(eq)];
-  for (eq &= eq - 1; eq; eq &= eq - 1) p = bpos[__builtin_ctz(eq)] < p ? bpos[__builtin_ctz(eq)] : p;
+  if (n > W)
+    for (eq &= eq - 1; eq; eq &= eq - 1) p = bpos[__builtin_ctz(eq)] < p ? bpos[__builtin_ctz(eq)] : p;
   return IqGrid::list_index(list)[p];
 }
 
