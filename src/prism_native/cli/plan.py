@@ -11,8 +11,8 @@ from ..measure.results import Analysis
 from ..plan.budget import Budget, fmt_bytes
 from ..plan.planner import Plan, imatrix_extra_kv, make_plan, needs_requantize
 from ..read.model import Model
-from .options import (AUTO_IMATRIX, add_analysis_arguments, add_budget_arguments, add_model_argument, add_plan_arguments, budgets,
-                      load_analysis, plan_types)
+from .options import (AUTO_IMATRIX, add_analysis_arguments, add_budget_arguments, add_model_argument,
+                      add_plan_arguments, budgets, load_analysis, plan_types)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
