@@ -30,6 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="variance of the value vectors kept by attention's average (default %(default)s)")
     p.add_argument("--zipf", type=float, default=EstimateOptions.zipf_exponent, metavar="S",
                    help="token prior p(id) ~ 1/(id+10)^S over the embedding's rows (default %(default)s)")
+    p.add_argument("--temper", type=float, default=EstimateOptions.temper, metavar="B",
+                   help="write importance^B: shrinks the estimate toward uniform (1: as estimated, 0: uniform; "
+                        "default %(default)s, see docs/metrics.md)")
     p.add_argument("--quiet", "-q", action="store_true", help="no summary")
 
 
@@ -38,8 +41,10 @@ def options(args: argparse.Namespace) -> EstimateOptions:
         raise UsageError("--attn-mix must be in [0, 1]")
     if not 0.0 <= args.zipf <= 4.0:
         raise UsageError("--zipf must be in [0, 4]")
+    if not 0.0 <= args.temper <= 1.0:
+        raise UsageError("--temper must be in [0, 1]")
     return EstimateOptions(zipf_exponent=args.zipf, attn_mix=args.attn_mix, means=args.means,
-                           output=args.output_tensor)
+                           output=args.output_tensor, temper=args.temper)
 
 
 def print_warnings(warnings: list[str]) -> None:

@@ -66,6 +66,8 @@ class EstimateOptions:
     seed: int = 0
     output: bool = False           # also estimate output.weight (llama-imatrix leaves it out by default)
     threads: int = 0               # 0: every core
+    temper: float = 0.27           # importance^temper: log-importance shrunk toward each matrix's mean by the
+                                   # slope of real on estimated log-importance (SmolLM2-135M, pooled); 1: raw
     sample_vocab: int = 8192       # the embedding's first ids are read whole, the rest on a stride to this many
 
 
@@ -565,6 +567,8 @@ def estimate_importance(model: Model, options: EstimateOptions | None = None) ->
         sq = np.broadcast_to(sq, (n_mat, ne0))
         counts = np.rint(np.broadcast_to(share, (n_mat,)) * NOTIONAL_TOKENS)
         sq = np.maximum(sq, 1e-30 * max(float(sq.max()), 1e-30))    # no zero weight: quantizers divide by sums
+        sq = sq / sq.max(axis=1, keepdims=True)
+        sq = sq ** o.temper
         entries[t.name] = TensorImportance(t.name, (sq * counts[:, None]).astype(np.float32),
                                            counts.astype(np.float32))
     if uniform:
