@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,7 +24,8 @@ from conftest import AARCH64_CXX as CXX  # noqa: E402
 from conftest import QEMU_AARCH64 as QEMU
 
 OBJDUMP = re.sub(r"g\+\+$", "objdump", CXX)
-KERNEL_SRCS = ["src/cpp/q_k.cpp", "src/cpp/iq4.cpp", "src/cpp/q_legacy.cpp", "src/cpp/isa_table.cpp"]
+KERNEL_SRCS = ["src/cpp/q_k.cpp", "src/cpp/iq4.cpp", "src/cpp/q_legacy.cpp", "src/cpp/isa_table.cpp",
+               "src/cpp/iq2.cpp", "src/cpp/iq1.cpp", "src/cpp/iq_grid.cpp"]
 # the flags of the NEON build in CMakeLists.txt (-O2 here to keep the cross build short); never fuse
 FLAGS = ["-std=c++17", "-O2", "-ffp-contract=off", "-fno-math-errno", "-DPRISM_W=4", "-DPRISM_NS=neon",
          f"-I{ROOT / 'src/cpp'}"]
@@ -33,7 +35,9 @@ pytestmark = pytest.mark.needs_qemu
 
 
 def _compile(src: Path, obj: Path) -> None:
-    subprocess.run([CXX, *FLAGS, "-c", str(src), "-o", str(obj)], check=True, capture_output=True, text=True)
+    # quant_tables.h is generated next to the objects (the build's step, gen_tables.py)
+    subprocess.run([CXX, *FLAGS, f"-I{obj.parent}", "-c", str(src), "-o", str(obj)], check=True,
+                   capture_output=True, text=True)
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +45,8 @@ def driver(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("arm64")
     srcs = [ROOT / s for s in KERNEL_SRCS] + [ROOT / "tests/quant/golden_driver.cpp"]
     objs = [d / (s.stem + ".o") for s in srcs]
+    subprocess.run([sys.executable, str(ROOT / "src/cpp/gen_tables.py"), str(ROOT / "src/cpp/data/quant_tables.txt"),
+                    str(d / "quant_tables.h")], check=True)
     with ThreadPoolExecutor(max_workers=2) as pool:
         list(pool.map(_compile, srcs, objs))
     exe = d / "golden_driver"

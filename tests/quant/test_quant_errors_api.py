@@ -49,6 +49,8 @@ def test_bad_imatrix_and_sizes():
     with pytest.raises(ValueError, match="bytes"):
         dequantize(np.zeros(10, np.uint8), "Q4_K", (8, 512))
     with pytest.raises(ValueError, match="no quantizer|unknown"):
+        quantize(X, "Q8_1")
+    with pytest.raises(ValueError, match="importance"):  # ggml_quantize_requires_imatrix
         quantize(X, "IQ2_XXS")
     with pytest.raises(ValueError, match="out of range"):
         quant_errors(X, ["Q4_K"], rows=np.array([0, 99]))
