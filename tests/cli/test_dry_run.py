@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 from support import synth
+from support.child import child_env
 from support.moe_shapes import DEEPSEEK_V3, KIMI_K2
 
 from prism_native.cli.main import main
 from prism_native.read.model import Model
 from prism_native.write import output
 
-SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 def _header_only(folder: Path, shape=DEEPSEEK_V3, layers: range | None = None, split: int = 200) -> Path:
@@ -114,6 +114,6 @@ def test_file_larger_than_the_address_space(tmp_path):
     code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30)); "
             "from prism_native.cli.main import main; sys.exit(main(['plan', '--dry-run', sys.argv[1]]))")
     r = subprocess.run([sys.executable, "-c", code, str(first)], capture_output=True, text=True, timeout=120,
-                       check=False, env={"PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"})
+                       check=False, env=child_env({}, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1"))
     assert r.returncode == 2, r.stderr
     assert "address space" in _one_line(r.stderr)

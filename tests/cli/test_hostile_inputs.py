@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from support import synth
+from support.child import child_env
 
 from prism_native.cli.main import main
 from prism_native.errors import OutputError
@@ -186,8 +187,7 @@ def test_results_file_on_a_full_disk_is_one_line(base, tmp_path):
     def small_files() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[2] / "src"),
-                                                       os.environ.get("PYTHONPATH", "")]))
+    env = child_env()
     p = subprocess.run([sys.executable, "-m", "prism_native", "analyze", str(model), "-o", "res.json", "-q", "-t", "1"],
                        cwd=tmp_path, env=env, preexec_fn=small_files, capture_output=True, text=True, timeout=300,
                        check=False)
@@ -277,8 +277,7 @@ def test_concurrent_plans_on_one_model_in_one_folder(tmp_path):
     and the file left is one complete analysis, no temporary file beside it."""
     model = tmp_path / "model.gguf"
     synth.write(model, SPEC)
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[2] / "src"), os.environ.get("PYTHONPATH", "")]))
+    env = child_env(OPENBLAS_NUM_THREADS="1")
     argv = [sys.executable, "-m", "prism_native", "plan", str(model), "--bpw", "4.5", "-q", "-t", "1"]
     procs = [subprocess.Popen(argv,
                               cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

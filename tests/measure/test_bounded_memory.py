@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from support import synth
+from support.child import child_env
 
 from prism_native.measure import analyze as A
 from prism_native.measure.eigen import gram_operator
@@ -22,7 +23,6 @@ from prism_native.measure.spectral import LineSample, SpectralConfig, sample_lin
 from prism_native.measure.structure import line_norms
 from prism_native.read.model import Model
 
-SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 def _run(path: Path, slab: int, monkeypatch: pytest.MonkeyPatch, mode: str = "default") -> dict:
@@ -96,8 +96,7 @@ def test_peak_rss_independent_of_the_largest_tensor(tmp_path: Path) -> None:
     synth.write(path, synth.Spec(n_expert=32, n_layer=1, n_embd=1024, n_ff=1024, n_vocab=512, layer_names=("attn_q",)))
     largest = max(t.n_elements for t in Model(path).tensors) * 4
     out = subprocess.run([sys.executable, "-c", _PEAK, str(path), str(1 << 20)], capture_output=True, text=True, check=False,
-                         timeout=300, env={"PYTHONPATH": f"{SRC}:{Path(__file__).resolve().parents[1]}",
-                                           "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+                         timeout=300, env=child_env({}, OMP_NUM_THREADS="1", PATH="/usr/bin:/bin"))
     assert out.returncode == 0, out.stderr
     r = json.loads(out.stdout)
     grown = (r["after"] - r["before"]) * 1024
