@@ -71,6 +71,14 @@ CASES: dict[str, tuple[synth.Spec, list[str]]] = {
     "moe-IQ3_S": (V["moe"], ["IQ3_S"]),
     "hybrid-imat-IQ3_M": (V["hybrid"], ["--imatrix", "IMAT", "IQ3_M"]),
     "tied-imat-IQ3_XS": (V["tied"], ["--imatrix", "IMAT", "IQ3_XS"]),
+    # the mixes llama-quantize writes only with an imatrix (the IQ1/IQ2 lattices)
+    "dense-imat-IQ2_XXS": (V["dense"], ["--imatrix", "IMAT", "IQ2_XXS"]),
+    "tied-imat-IQ2_XS": (V["tied"], ["--imatrix", "IMAT", "IQ2_XS"]),
+    "moe-imat-IQ2_S": (V["moe"], ["--imatrix", "IMAT", "IQ2_S"]),
+    "hybrid-imat-IQ2_M": (V["hybrid"], ["--imatrix", "IMAT", "IQ2_M"]),
+    "dense-imat-IQ1_S": (V["dense"], ["--imatrix", "IMAT", "IQ1_S"]),
+    "moe-imat-IQ1_M": (V["moe"], ["--imatrix", "IMAT", "IQ1_M"]),
+    "tied-imat-IQ3_XXS": (V["tied"], ["--imatrix", "IMAT", "IQ3_XXS"]),
 }
 
 
