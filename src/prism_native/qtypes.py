@@ -29,9 +29,6 @@ FALLBACK = {
     "Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0",
 }
 _UNQUANTIZED = frozenset({"F32", "F16", "BF16", "F64", "I8", "I16", "I32", "I64"})
-# ggml_quantize_requires_imatrix (ggml.c): ggml_quantize_chunk asserts importance weights for these
-# (llama-quantize's own, wider rule is llama.mix.requires_imatrix)
-NEEDS_IMATRIX = frozenset({"IQ2_XXS", "IQ2_XS", "IQ1_S"})
 
 
 @dataclass(frozen=True)
@@ -49,8 +46,9 @@ class QType:
 
     @property
     def needs_imatrix(self) -> bool:
-        """ggml quantizes this type only with importance weights."""
-        return self.name in NEEDS_IMATRIX
+        """ggml quantizes this type only with importance weights (ggml_quantize_requires_imatrix, the
+        native type table's column; llama-quantize's own, wider rule is llama.mix.requires_imatrix)."""
+        return self.name in _needs_imatrix()
 
     @property
     def quantized(self) -> bool:
@@ -64,6 +62,11 @@ class QType:
 
     def fits(self, n_per_row: int) -> bool:
         return n_per_row % self.block_size == 0
+
+
+@lru_cache(maxsize=1)
+def _needs_imatrix() -> frozenset[str]:
+    return frozenset(d["name"] for d in _native.type_traits() if d.get("requires_imatrix"))
 
 
 @lru_cache(maxsize=1)
