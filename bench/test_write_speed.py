@@ -89,7 +89,7 @@ def test_quantize_plan_vs_llama_quantize(benchmark, model_8b, plans_8b, timings,
     from prism_native.read.model import Model
     from prism_native.write.job import build_job, params_from_recipe
     from prism_native.write.quantize import write_job
-    from prism_native.write.saved_plan import load_saved_plan
+    from prism_native.plan.saved_plan import load_saved_plan
 
     plan, d = plans_8b(types)
     t_llama = _llama_quantize(plan, d / "llama.gguf", timings, types)

@@ -338,7 +338,7 @@ def test_tensor_type_file_alternative(tmp_path):
     cmd = r.command("in.gguf", "out.gguf", tensor_type_file=str(f)).shell(multiline=False)
     assert "--tensor-type " not in cmd and "--tensor-type-file" in cmd
     assert QuantizeCommand.parse(shlex.split(cmd)).overrides() == list(r.overrides)
-    d = r.to_dict()
+    d = r.to_json()
     assert d["base_type"] == r.base_type and len(d["tensor_types"]) == len(r.overrides)
 
 

@@ -34,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
     high = type_list(args.high, "--high", native=False)[0]
     only = [o.strip() for o in args.only.split(",") if o.strip()]
     tools = measure_tools(args)
-    model, analysis = load_analysis(args)
+    scored = load_analysis(args)
+    model, analysis = scored.model, scored.analysis
     unit_list = ablate.units(analysis, args.by, only)
     setup = measure_setup(args, model, imatrix_for(args, analysis), tools)
     out = Path(args.json_out) if args.json_out else Path(args.output) / f"ablation-{args.by}.json"

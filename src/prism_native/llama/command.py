@@ -123,6 +123,18 @@ class QuantizeCommand:
 
     # -- parsing -----------------------------------------------------------------------------------
     @classmethod
+    def parse_shell(cls, text: str, source: str, *, input_optional: bool = False) -> "QuantizeCommand":
+        """A command as shell text (a model card's recipe, `source` names it in errors): '#' comments and
+        line continuations allowed, then parsed as `parse` does."""
+        try:
+            argv = shlex.split(text.replace("\\\n", " "), comments=True)
+        except ValueError as e:
+            raise RecipeError(f"{source} is not a shell command line: {e}") from None
+        if not argv:
+            raise RecipeError(f"{source} holds no command")
+        return cls.parse(argv, input_optional=input_optional)
+
+    @classmethod
     def parse(cls, argv: Sequence[str], *, input_optional: bool = False) -> "QuantizeCommand":
         """Parse llama-quantize arguments (with or without the program name) the way quantize.cpp does.
 

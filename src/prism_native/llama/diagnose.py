@@ -196,7 +196,7 @@ def _set_by(r: Decision, sim: Simulation, cmd: QuantizeCommand) -> str:
 def _size(model: Model, sim: Simulation) -> dict[str, Any]:
     est = estimate(model, {r.name: r.written or "" for r in sim.tensors},
                    quantized=[r.name for r in sim.tensors if r.quantized])
-    d = est.as_dict()
+    d = est.to_json()
     d["quant_mib"] = est.tensor_bytes / 2**20
     d["source_file_bytes"] = model.file_bytes
     return d

@@ -107,7 +107,7 @@ class SizeEstimate:
         """8 x bytes / parameters over the quantized tensors only."""
         return 8.0 * self.quantized_bytes / self.quantized_params if self.quantized_params else 0.0
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {"tensor_bytes": self.tensor_bytes, "file_bytes": self.file_bytes,
                 "meta_bytes": self.meta_bytes, "n_params": self.n_params,
                 "quantized_params": self.quantized_params, "quantized_bytes": self.quantized_bytes,

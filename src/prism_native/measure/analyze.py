@@ -31,7 +31,7 @@ from ..read.taxonomy import classify
 from .eigen import gram_operator
 from .position import spectral_position
 from .quant_error import CANDIDATES, ErrorSums, add_checked, stable_seed
-from .results import Analysis, TensorResult, model_identity
+from .results import Analysis, ModelIdentity, TensorResult
 from .spectral import LineSample, SpectralMetrics, sample_lines, scaled_copy, spectral_metrics
 from .values import Screen
 
@@ -261,7 +261,7 @@ def fill_position(analysis: Analysis) -> None:
 def analyze(model: Model, settings: Settings, *, imatrix: Imatrix | None = None, out: Path | None = None,
             resume: bool = True, progress: Callable[[int, str], None] | None = None) -> Analysis:
     """Measure every quantizable tensor (resuming from `out` when it holds a matching partial run)."""
-    ident = model_identity(model)
+    ident = ModelIdentity.of(model)
     im_ident = imatrix.identity() if imatrix is not None else None
     analysis = Analysis(ident, settings.key(), im_ident)
     if resume and out is not None and out.exists():

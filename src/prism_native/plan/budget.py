@@ -54,7 +54,7 @@ def _fixed_bytes(model: Model, analysis: Analysis, extra_kv: Sequence[Any]) -> i
 
 def byte_budget(model: Model, analysis: Analysis, budget: Budget, extra_kv: Sequence[Any]) -> tuple[int, Callable[[int], str]]:
     """(bytes available to the quantized tensors, formatter of such bytes in the user's units)."""
-    q_params = sum(r.n_params for r in analysis.tensors.values())
+    q_params = analysis.n_params
     if budget.kind == "bpw":
         return int(math.floor(budget.value * q_params / 8)), (lambda b: f"{8 * b / q_params:.4f} bpw")
     fixed = _fixed_bytes(model, analysis, extra_kv)

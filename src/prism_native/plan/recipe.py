@@ -79,7 +79,7 @@ class Recipe:
         """Contents for --tensor-type-file: one NAME=TYPE token per line, no comments."""
         return "".join(o.arg + "\n" for o in self.overrides)
 
-    def to_dict(self) -> dict[str, object]:
+    def to_json(self) -> dict[str, object]:
         return {
             "base_type": self.base_type,
             "tensor_types": [{"pattern": o.written, "type": o.type} for o in self.overrides],

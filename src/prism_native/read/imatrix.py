@@ -28,6 +28,32 @@ MAX_DAT_BYTES = 4096 * MiB     # a legacy .dat is read whole
 MAX_COUNT = 2.0 ** 62          # a count of calls; float32 counts beyond this are damage
 
 
+@dataclass(frozen=True)
+class ImatrixIdentity:
+    """What an analysis records of its imatrix (results files store it as JSON): a results file is
+    reused only with the same imatrix, and a plan names it in its command and its metadata keys."""
+
+    path: str                     # as given ('auto': the data-free estimate, measure/importance.py)
+    format: str                   # "gguf" or "dat"
+    entries: int
+    datasets: tuple[str, ...] = ()
+    chunk_count: int = 0
+    chunk_size: int = 0
+
+    def to_json(self) -> dict[str, object]:
+        return {"path": self.path, "format": self.format, "entries": self.entries, "datasets": list(self.datasets),
+                "chunk_count": self.chunk_count, "chunk_size": self.chunk_size}
+
+    @classmethod
+    def from_json(cls, d: dict[str, object]) -> "ImatrixIdentity":
+        """A results file's "imatrix" object (its path checked by the caller); odd values compare unequal
+        to every imatrix, so such a file is never reused with one."""
+        ds = d.get("datasets")
+        return cls(str(d["path"]), d.get("format"), d.get("entries"),  # type: ignore[arg-type]
+                   tuple(ds) if isinstance(ds, list) else ds, d.get("chunk_count"),  # type: ignore[arg-type]
+                   d.get("chunk_size"))  # type: ignore[arg-type]
+
+
 @dataclass
 class Imatrix:
     path: Path
@@ -57,9 +83,9 @@ class Imatrix:
         """Tensors llama-quantize will quantize without importance weights."""
         return [n for n in tensor_names if n not in self.entries]
 
-    def identity(self) -> dict[str, object]:
-        return {"path": str(self.path), "format": self.format, "entries": len(self.entries),
-                "datasets": self.datasets, "chunk_count": self.chunk_count, "chunk_size": self.chunk_size}
+    def identity(self) -> ImatrixIdentity:
+        return ImatrixIdentity(str(self.path), self.format, len(self.entries), tuple(self.datasets),
+                               self.chunk_count, self.chunk_size)
 
 
 def load_imatrix(path: str | Path) -> Imatrix:

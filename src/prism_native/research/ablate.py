@@ -142,7 +142,7 @@ def run(setup: Setup, analysis: Analysis, unit_list: Sequence[Unit], low: Sequen
                 on_row(rec)
     finally:
         ev.finish()
-    return {"format": FORMAT, "model": {k: v for k, v in analysis.model.items() if k != "path"},
+    return {"format": FORMAT, "model": {k: v for k, v in analysis.model.to_json().items() if k != "path"},
             "model_name": model.name, "text": str(setup.ppl.text), "n_ctx": setup.ppl.n_ctx,
             "chunks": base.m.chunks, "imatrix": setup.imatrix is not None, "by": by, "high": high,
             "low": list(low), "reference_ppl": ref.m.ppl,

@@ -318,7 +318,7 @@ def rebuild(source: str | Path | Model, dithered: str | Path | Model, out: str |
             threads: int = 0) -> list[Rebuild]:
     """Quantize `dithered` back to the source's type of every tensor stored quantized (prism_native's
     quantize_model, llama-quantize's bytes) into `out`, and compare each with the source."""
-    from ..write.quantize import quantize_model
+    from ..pipeline import quantize_model
 
     src = source if isinstance(source, Model) else Model(source)
     dit = dithered if isinstance(dithered, Model) else Model(dithered)
