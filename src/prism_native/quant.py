@@ -106,6 +106,46 @@ def to_float32(x: np.ndarray, bf16: bool = False, *, nthreads: int = 0, out: np.
     return y if out is None else out[:x.size].reshape(x.shape)
 
 
+# offsets of the fp16 scales ggml_validate_row_data checks in each block (ggml-common.h block layouts)
+_F16_SCALES: dict[str, tuple[int, ...]] = {
+    "Q4_0": (0,), "Q4_1": (0, 2), "Q5_0": (0,), "Q5_1": (0, 2), "Q8_0": (0,), "Q2_K": (80, 82),
+    "Q3_K": (108,), "Q4_K": (0, 2), "Q5_K": (0, 2), "Q6_K": (208,), "IQ4_NL": (0,), "IQ4_XS": (0,),
+}
+
+
+def invalid_data(raw: np.ndarray, qt: QType) -> bool:
+    """ggml_validate_row_data: an Inf or NaN value (float types) or block scale (quantized types).
+    Types whose blocks it checks differently (MXFP4, the IQ1-3 and TQ families) are not checked here."""
+    if qt.name == "F32":
+        return bool(((raw.view("<u4") & 0x7F800000) == 0x7F800000).any())
+    if qt.name == "F16":
+        return bool(((raw.view("<u2") & 0x7C00) == 0x7C00).any())
+    if qt.name == "BF16":
+        return bool(((raw.view("<u2") & 0x7F80) == 0x7F80).any())
+    offsets = _F16_SCALES.get(qt.name)
+    if offsets is None:
+        return False
+    blocks = raw.reshape(-1, qt.type_size)
+    return any(bool(((blocks[:, o:o + 2].copy().view("<u2") & 0x7C00) == 0x7C00).any()) for o in offsets)
+
+
+def fp32_to_fp16(x: np.ndarray) -> np.ndarray:
+    """ggml_fp32_to_fp16_row: round to nearest even, overflow to Inf (inputs are finite: validated)."""
+    with np.errstate(over="ignore"):
+        return x.astype("<f2")
+
+
+def fp32_to_bf16(x: np.ndarray) -> np.ndarray:
+    """ggml_fp32_to_bf16_row_ref (ggml_compute_fp32_to_bf16): round to nearest even on the top 16 bits;
+    NaN made quiet."""
+    u = np.ascontiguousarray(x, dtype="<f4").view("<u4")
+    out = ((u + (0x7FFF + ((u >> 16) & 1))) >> 16).astype("<u2")
+    nan = (u & 0x7FFFFFFF) > 0x7F800000
+    if nan.any():
+        out[nan] = ((u[nan] >> 16) | 64).astype("<u2")
+    return out
+
+
 class Scratch:
     """One growing float32 buffer per thread, for tensor-sized temporaries that would otherwise be
     allocated per tensor: a fresh 100-500 MB buffer cost 0.1-0.7 s of page faults (and huge-page

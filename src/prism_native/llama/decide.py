@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from typing import Iterable, Protocol, Sequence
 
 from .. import qtypes
+from ..gguf.constants import ggml_n_dims
 from ..qtypes import QType
-from ..read.model import Hparams, TensorInfo, ggml_n_dims
+from ..read.model import Hparams, TensorInfo
 from .ftypes import get_ftype
 from .mix import OUTPUT, TOKEN_EMBD, Mix, category, requires_imatrix
 from .patterns import TensorTypeRule

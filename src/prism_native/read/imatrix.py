@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FileFormatError
+from ..gguf.constants import GGUF_MAGIC
 from .bounded import MiB, read_bytes
 
-GGUF_MAGIC = b"GGUF"
 KV_DATASETS = "imatrix.datasets"
 KV_CHUNK_COUNT = "imatrix.chunk_count"
 KV_CHUNK_SIZE = "imatrix.chunk_size"
@@ -129,7 +129,7 @@ def _load_gguf(p: Path) -> Imatrix:
     """llama-imatrix's GGUF output, through the validating reader (layout.read_layout)."""
     import gguf
 
-    from .layout import field_type, read_layout
+    from ..gguf.layout import field_type, read_layout
 
     data = np.memmap(p, mode="r")
     lay = read_layout(p, data)

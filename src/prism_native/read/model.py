@@ -21,22 +21,15 @@ import gguf
 import numpy as np
 
 from .. import qtypes
-from ..errors import FileFormatError, PrismError
+from ..errors import FileFormatError, PrismError, quoted
+from ..gguf.constants import ggml_n_dims
+from ..gguf.layout import ReadLayout, read_layout
 from ..qtypes import QType
 from .keys import check_keys
-from .layout import Layout, quoted, read_layout
 
 DIRECT_TYPES = frozenset({"F32", "F16", "BF16"})  # read without dequantizing
 _SPLIT_NAME = re.compile(r"^(?P<prefix>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
 _DEQUANT_CHUNK_VALUES = 1 << 22  # rows are dequantized in slabs of ~16 MiB of float32
-
-
-def ggml_n_dims(shape: Sequence[int]) -> int:
-    """ggml_n_dims: trailing dimensions of size 1 do not count (a [576, 1] tensor is 1-D)."""
-    for i in range(len(shape) - 1, 0, -1):
-        if shape[i] > 1:
-            return i + 1
-    return 1
 
 
 def trimmed_shape(shape: Sequence[int]) -> list[int]:
@@ -113,7 +106,7 @@ class Hparams:
 class _Part:
     """One opened file of the model: its checked structure and its read-only memory map."""
 
-    layout: Layout
+    layout: ReadLayout
     data: np.ndarray
 
 

@@ -22,13 +22,15 @@ import gguf
 import numpy as np
 
 from .. import qtypes
-from ..errors import FileFormatError, UsageError
+from ..errors import FileFormatError, UsageError, quoted
+from ..gguf.constants import pad
+from ..gguf.writer import WriteLayout, WriteTensor
+from ..llama.sizes import output_kvs
 from ..qtypes import QType
 from ..quant import dequantize, to_float32
-from ..read.layout import quoted
+from ..quant import fp32_to_fp16, invalid_data
 from ..read.model import Model, TensorInfo
-from ..write.encode import fp32_to_fp16, invalid_data, slabs
-from ..write.gguf_writer import Layout, TensorEntry, output_kvs, pad
+from ..write.encode import slabs
 from ..write.output import AtomicOutput, check_destination, check_space
 from ..write.source import TensorSource
 
@@ -218,15 +220,15 @@ class _Dither:
         return TensorDither(self.t.name, self.t.type_name, "F16", n, self.sq_err / n, self.sq_step / n, self.excess)
 
 
-def dithered_layout(src: Model) -> Layout:
+def dithered_layout(src: Model) -> WriteLayout:
     """The output's metadata and tensors: the source's key/values (tokenizer and all) with
     general.file_type set to F16; quantized tensors become F16, the others keep their type; file order."""
     kvs = output_kvs(src.fields.values(), LLAMA_FTYPE_MOSTLY_F16)
     entries = []
     for t in src.tensors:
         qt = F16 if t.qtype.quantized else t.qtype
-        entries.append(TensorEntry(t.name, t.shape, qt.ggml_type, t.n_elements // qt.block_size * qt.type_size))
-    return Layout(tuple(kvs), tuple(entries))
+        entries.append(WriteTensor(t.name, t.shape, qt.ggml_type, t.n_elements // qt.block_size * qt.type_size))
+    return WriteLayout(tuple(kvs), tuple(entries))
 
 
 def _tensor_bytes(values: Model | None, t: TensorInfo, seed: int, noise: bool, sources: TensorSource,

@@ -13,9 +13,10 @@ from pathlib import Path
 import gguf
 import numpy as np
 
+from ..gguf.constants import VT, pad
+from ..gguf.writer import KV, WriteLayout, WriteTensor
 from ..measure.importance import ImportanceEstimate
 from ..read.imatrix import KV_CHUNK_COUNT, KV_CHUNK_SIZE, KV_DATASETS
-from .gguf_writer import KV, VT, Layout, TensorEntry, pad
 from .output import AtomicOutput, check_destination, check_space
 
 F32 = int(gguf.GGMLQuantizationType.F32)
@@ -27,7 +28,7 @@ def _string_array(key: str, values: list[str]) -> KV:
     return KV.make(key, struct.pack("<iiQ", int(VT.ARRAY), int(VT.STRING), len(values)) + body)
 
 
-def imatrix_layout(est: ImportanceEstimate) -> tuple[Layout, list[np.ndarray]]:
+def imatrix_layout(est: ImportanceEstimate) -> tuple[WriteLayout, list[np.ndarray]]:
     """The file's layout and each tensor's float32 data, in file order."""
     kvs = (KV.string("general.type", "imatrix"), _string_array(KV_DATASETS, [est.method]),
            KV.u32(KV_CHUNK_COUNT, est.chunk_count), KV.u32(KV_CHUNK_SIZE, est.chunk_size))
@@ -37,9 +38,9 @@ def imatrix_layout(est: ImportanceEstimate) -> tuple[Layout, list[np.ndarray]]:
         n_mat, ne0 = e.in_sum2.shape
         for suffix, arr, shape in ((".in_sum2", e.in_sum2, (ne0, n_mat)), (".counts", e.counts, (1, n_mat))):
             a = np.ascontiguousarray(arr, dtype="<f4").reshape(-1)
-            tensors.append(TensorEntry(name + suffix, shape, F32, a.nbytes))
+            tensors.append(WriteTensor(name + suffix, shape, F32, a.nbytes))
             data.append(a)
-    return Layout(kvs, tuple(tensors)), data
+    return WriteLayout(kvs, tuple(tensors)), data
 
 
 def write_imatrix(est: ImportanceEstimate, path: str | Path, inputs: tuple[Path, ...] = ()) -> Path:
