@@ -11,11 +11,11 @@ import pytest
 from support import synth
 
 from prism_native.errors import FileFormatError
+from prism_native.gguf import writer as gw
 from prism_native.llama import sizes
 from prism_native.progress import Progress
-from prism_native.read.model import Model
-from prism_native.gguf import writer as gw
 from prism_native.quant import fp32_to_bf16, fp32_to_fp16
+from prism_native.read.model import Model
 from prism_native.write.kv_override import atof, atol, parse_kv_override
 
 

@@ -10,10 +10,11 @@ from prism_native.errors import PrismError
 from prism_native.gguf.constants import pad
 from prism_native.llama import sizes
 from prism_native.llama.command import QuantizeCommand
-from prism_native.llama.decide import QuantizeOptions, decide
-from prism_native.llama.quantize_log import dry_run
-from prism_native.llama.tools import run
+from prism_native.llama.decide import decide
+from prism_native.llama.options import QuantizeOptions
 from prism_native.read.model import Model
+from prism_native.tools.binaries import run
+from prism_native.tools.quantize_log import dry_run
 from support import synth
 
 

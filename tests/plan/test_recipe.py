@@ -10,13 +10,14 @@ import pytest
 from prism_native import qtypes
 from prism_native.errors import PrismError
 from prism_native.llama.command import QuantizeCommand
-from prism_native.llama.decide import QuantizeOptions, TensorSpec
+from prism_native.llama.decide import TensorSpec
 from prism_native.llama.ftypes import parse_ftype
+from prism_native.llama.options import QuantizeOptions
 from prism_native.llama.patterns import TensorTypeRule, class_key, class_pattern, escape, parse_tensor_type_file
-from prism_native.llama.quantize_log import dry_run
 from prism_native.llama.simulate import simulate
 from prism_native.plan.recipe import build_recipe
 from prism_native.read.model import Hparams
+from prism_native.tools.quantize_log import dry_run
 
 
 def _sim(ts, rules, *, hparams=None, ftype="Q8_0", **flags):

@@ -16,8 +16,9 @@ from typing import Iterable, Mapping, Sequence
 from .. import qtypes
 from ..errors import RecipeError
 from ..llama.command import QuantizeCommand
-from ..llama.decide import QuantizeOptions, TensorSpec
+from ..llama.decide import TensorSpec
 from ..llama.ftypes import FTYPE_ALIASES, FTYPES
+from ..llama.options import QuantizeOptions
 from ..llama.patterns import TensorTypeRule, anchored_patterns, class_key, class_pattern
 from ..llama.simulate import Simulation, simulate
 from ..read.model import Hparams

@@ -20,8 +20,9 @@ from ..errors import RecipeError, UsageError
 from ..gguf.constants import KEY_FILE_TYPE
 from ..gguf.writer import KV, WriteLayout
 from ..llama.command import QuantizeCommand
-from ..llama.decide import Decision, QuantizeOptions, TensorSpec, decide
+from ..llama.decide import Decision, TensorSpec, decide
 from ..llama.ftypes import FTYPES, get_ftype, parse_ftype
+from ..llama.options import QuantizeOptions
 from ..llama.quantizable import llama_order
 from ..llama.sizes import imatrix_kv, output_layout
 from ..plan.recipe import Recipe, build_recipe

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Union
 from ..errors import RecipeError, UsageError
 from ..gguf.constants import pad
 from ..llama.command import QuantizeCommand
-from ..llama.decide import QuantizeOptions
+from ..llama.options import QuantizeOptions
 from ..plan.recipe import Recipe
 from ..progress import Progress
 from ..qtypes import QType
