@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .. import qtypes
 from ..errors import FileFormatError, UsageError
+from ..files import check_destination
 from ..llama.quantizable import quantizable_tensors
 from ..measure.analyze import Settings, analyze
 from ..measure.quant_error import CANDIDATES
@@ -24,7 +25,6 @@ from ..read.model import Model, open_model
 from ..research.evaluate import Setup
 from ..tools.binaries import find_tool
 from ..tools.perplexity import Perplexity
-from ..write.output import check_destination
 
 # -- the model ----------------------------------------------------------------------------------------
 

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..gguf.imatrix import write_imatrix
 from ..llama.quantizable import quantizable_tensors
 from ..read.model import Model, TensorInfo
 
@@ -107,9 +108,9 @@ class ImportanceEstimate:
         return [n for n, e in self.entries.items() if e.uniform]
 
     def save(self, path: str | Path, inputs: tuple[Path, ...] = ()) -> Path:
-        """Write llama-imatrix's GGUF format (write.imatrix_file); never over one of `inputs`."""
-        from ..write.imatrix_file import write_imatrix
-        return write_imatrix(self, path, inputs)
+        """Write llama-imatrix's GGUF format (gguf/imatrix.py); never over one of `inputs`."""
+        entries = {n: (e.in_sum2, e.counts) for n, e in self.entries.items()}
+        return write_imatrix(path, entries, [self.method], self.chunk_count, self.chunk_size, inputs)
 
     def to_imatrix(self, path: str = "auto"):  # -> read.imatrix.Imatrix
         """The estimate as a loaded importance matrix (what load_imatrix returns for its file)."""

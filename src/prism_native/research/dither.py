@@ -23,6 +23,7 @@ import numpy as np
 
 from .. import qtypes
 from ..errors import FileFormatError, UsageError, quoted
+from ..files import AtomicOutput, check_destination, check_space
 from ..gguf.constants import pad
 from ..gguf.writer import WriteLayout, WriteTensor
 from ..llama.sizes import output_kvs
@@ -31,7 +32,6 @@ from ..quant import dequantize, to_float32
 from ..quant import fp32_to_fp16, invalid_data
 from ..read.model import Model, TensorInfo
 from ..write.encode import slabs
-from ..write.output import AtomicOutput, check_destination, check_space
 from ..write.source import TensorSource
 
 F16 = qtypes.get("F16")

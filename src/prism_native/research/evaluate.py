@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence, TextIO
 
 from ..errors import FileFormatError, PrismError, UsageError
+from ..files import write_file
 from ..llama.command import PROGRAM, QuantizeCommand
 from ..llama.decide import TensorSpec
 from ..llama.diagnose import imatrix_needed
@@ -33,7 +34,6 @@ from ..read.model import Model
 from ..tools.binaries import run as run_tool
 from ..tools.perplexity import Measurement, Perplexity
 from ..tools.quantize_log import parse_quantize_log
-from ..write.output import write_file
 
 CACHE_BYTES = 64 * MiB      # measurements.json: one small record per measured file
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
 from ..errors import RecipeError, UsageError
+from ..files import AtomicOutput, check_destination, check_space
 from ..gguf.constants import pad
 from ..llama.command import QuantizeCommand
 from ..llama.options import QuantizeOptions
@@ -29,7 +30,6 @@ from ..read.imatrix import Imatrix, load_imatrix
 from ..read.model import Model
 from .encode import TensorEncoder, slabs
 from .job import Job, QuantizeParams, TensorJob, build_job, params_from_command, params_from_recipe, params_from_types
-from .output import AtomicOutput, check_destination, check_space
 from .source import TensorSource
 
 if TYPE_CHECKING:
