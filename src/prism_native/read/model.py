@@ -287,13 +287,10 @@ class Model:
     def read_rows(self, t: TensorInfo, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
         """Rows [start, stop) as a float32 (rows x ne0) matrix (a view of the map for F32; else into `out`
         when given): a slab of a tensor too large to convert whole."""
-        name = t.type_name
+        from ..quant import FLOAT_TYPES, float32_rows
         raw = self.raw_rows(t, start, stop)
-        if name == "F32":
-            return raw.view("<f4")
-        if name in ("F16", "BF16"):  # native exact conversion: numpy's float16 cast is ~10x slower
-            from ..quant import to_float32
-            return to_float32(raw.view("<f2" if name == "F16" else "<u2"), name == "BF16", nthreads=1, out=out)
+        if t.type_name in FLOAT_TYPES:
+            return float32_rows(raw, t.type_name, nthreads=1, out=out)
         return self._dequantize(t, raw, out)
 
     def release(self, t: TensorInfo, start: int = 0, stop: int | None = None) -> None:

@@ -22,12 +22,12 @@ import numpy as np
 from .. import qtypes
 from ..errors import RecipeError
 from ..qtypes import QType
-from ..quant import Scratch, dequantize, fp32_to_bf16, fp32_to_fp16, invalid_data, quantize, to_float32
+from ..quant import (FLOAT_TYPES, Scratch, dequantize, float_view, fp32_to_bf16, fp32_to_fp16, invalid_data, quantize,
+                     to_float32)
 from ..read.model import TensorInfo
 from .source import TensorSource
 
 SLAB_VALUES = 1 << 24   # values per slab: a 64 MiB float32 scratch at most, whatever the tensor size
-FLOAT_TYPES = ("F32", "F16", "BF16")
 
 @dataclass(frozen=True)
 class Slab:
@@ -67,10 +67,8 @@ class TensorEncoder:
         row_bytes = src.row_bytes(t.n_per_row)
         n = s.row1 - s.row0
         raw = self.source.read(t, s.row0 * row_bytes, n * row_bytes)
-        if src.name == "F32":
-            return raw.view("<f4").reshape(n, t.n_per_row), False
-        if src.name in ("F16", "BF16"):
-            return raw.view("<f2" if src.name == "F16" else "<u2").reshape(n, t.n_per_row), src.name == "BF16"
+        if src.name in FLOAT_TYPES:
+            return float_view(raw.reshape(n, -1), src.name)
         out = self.scratch.get(n * t.n_per_row)
         return dequantize(raw, src, (n, t.n_per_row), nthreads=self.nthreads, out=out), False
 

@@ -27,9 +27,9 @@ from ..llama.quantizable import llama_order
 from ..llama.sizes import imatrix_kv, output_layout
 from ..plan.recipe import Recipe, build_recipe
 from ..qtypes import QType
+from ..quant import FLOAT_TYPES
 from ..read.imatrix import Imatrix, load_imatrix
 from ..read.model import Model, TensorInfo
-from .encode import FLOAT_TYPES
 from .kv_override import parse_kv_override
 from .prune import Pruning, parse_prune_layers
 
