@@ -37,7 +37,7 @@ def test_fields_serialise_to_their_input_bytes(tmp_path, smollm2_path):
             if k.startswith("GGUF."):
                 continue
             assert gw.kv_from_field(f).data == _raw_field(path, f), k
-            assert sizes.kv_nbytes(f) == len(_raw_field(path, f))
+            assert gw.kv_from_field(f).nbytes == len(_raw_field(path, f))
 
 
 def test_nul_and_bool_as_ggml_copies_them(tmp_path):

@@ -8,6 +8,7 @@ import pytest
 from prism_native import qtypes
 from prism_native.errors import PrismError
 from prism_native.gguf.constants import pad
+from prism_native.gguf.writer import tensor_info
 from prism_native.llama import sizes
 from prism_native.llama.command import QuantizeCommand
 from prism_native.llama.decide import decide
@@ -22,7 +23,7 @@ def test_tensor_nbytes_and_padding():
     assert sizes.tensor_nbytes((576, 192), "Q8_0") == 192 * 18 * 34
     assert sizes.tensor_nbytes((256, 64, 8), "Q4_K") == 64 * 8 * 144
     assert pad(33) == 64 and pad(64) == 64
-    assert sizes.tensor_info_nbytes("a.weight", (576, 1)) == 8 + 8 + 4 + 8 + 4 + 8  # [576, 1] is 1-D
+    assert len(tensor_info("a.weight", (576, 1), 0, 0)) == 8 + 8 + 4 + 8 + 4 + 8  # [576, 1] is 1-D
 
 
 def test_unchanged_model_size_is_its_own_layout(tmp_path):

@@ -15,7 +15,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from .. import qtypes
 from ..errors import RecipeError
 from ..gguf.constants import GGML_QNT_VERSION, KEY_FILE_TYPE, KEY_QUANTIZATION_VERSION, SPLIT_KEYS
-from ..gguf.writer import KV, WriteLayout, WriteTensor, check_reserved, kv_from_field, remove_kv, set_kv, tensor_info
+from ..gguf.writer import KV, WriteLayout, WriteTensor, check_reserved, kv_from_field, remove_kv, set_kv
 from ..qtypes import QType
 from ..read.model import Model
 from .decide import Decision
@@ -31,11 +31,6 @@ def tensor_nbytes(shape: tuple[int, ...], qtype: QType | str | int) -> int:
     return n_rows * qt.row_bytes(shape[0])
 
 
-def kv_nbytes(field: Any) -> int:
-    """Bytes of one key/value as ggml writes it after gguf_set_kv copied it from a reader field."""
-    return kv_from_field(field).nbytes
-
-
 def imatrix_kv(file: str, dataset: str | None, has_chunks: bool, *, entries: int = 0,
                chunks: int = 0) -> tuple[KV, ...]:
     """The keys quantize.cpp adds with --imatrix, in its order (strings are strncpy'd into 128-byte
@@ -47,11 +42,6 @@ def imatrix_kv(file: str, dataset: str | None, has_chunks: bool, *, entries: int
     if has_chunks:
         out.append(KV.u32("quantize.imatrix.chunks_count", chunks))
     return tuple(out)
-
-
-def tensor_info_nbytes(name: str, shape: tuple[int, ...]) -> int:
-    """gguf write_tensor_meta: name, n_dims (ggml_n_dims), ne[0..n_dims), type, offset."""
-    return len(tensor_info(name, shape, 0, 0))
 
 
 def output_kvs(fields: Iterable[Any], file_type: int, overrides: Sequence[KV] = ()) -> list[KV]:
