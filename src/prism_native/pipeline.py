@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Union
 
 from .errors import BudgetError, FileFormatError, UsageError
+from .files import check_destination, check_space, same_file
 from .llama.command import QuantizeCommand
 from .llama.decide import QuantizeOptions
 from .llama.quantizable import quantizable_tensors
@@ -36,7 +37,6 @@ from .read.example import example_model
 from .read.imatrix import Imatrix, load_imatrix
 from .read.model import Model
 from .write.job import Job, QuantizeParams, build_job, params_from_command, params_from_recipe, params_from_types
-from .write.output import check_destination, check_space
 from .write.quantize import QuantizeResult, write_job
 
 AUTO_IMATRIX = "auto"     # --imatrix auto: the data-free estimate (measure/importance.py)
@@ -240,13 +240,6 @@ class Target:
     plan: Plan | None = None            # the plan of a budget
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.samefile(b)
-    except OSError:
-        return False
-
-
 def default_output(model: Model, tag: str) -> str:
     """NAME-prism-TAG.gguf in the working directory."""
     return f"{model.path.name.removesuffix('.gguf')}-prism-{tag}.gguf"
@@ -261,9 +254,9 @@ def job_for_command(cmd: QuantizeCommand, model: str | Path | None = None, examp
     if imatrix and not cmd.imatrix:
         cmd = replace(cmd, imatrix=imatrix)
     m = Model(model_path(model, example, default=cmd.model_in))
-    if cmd.model_in and not _same_file(Path(cmd.model_in), m.path):
+    if cmd.model_in and not same_file(cmd.model_in, m.path):
         raise UsageError(f"the command's input {cmd.model_in} is not {m.path}; give one model")
-    if output is not None and cmd.model_out and Path(output).resolve() != Path(cmd.model_out).resolve():
+    if output is not None and cmd.model_out and not same_file(output, cmd.model_out):
         raise UsageError(f"-o {output} and the command's output {cmd.model_out} differ; give one")
     out = output if output is not None else cmd.model_out   # -o '' is refused as empty
     if out is None:   # llama-quantize's own default: ggml-model-FTYPE.gguf beside the input

@@ -6,10 +6,10 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+from ..files import check_destination
 from ..measure.results import Analysis
 from ..pipeline import default_results, measure
 from ..plan.score import class_table
-from ..write.output import check_destination
 from .options import add_analysis_arguments, add_model_argument, analysis_request, resolve_model, say
 
 

@@ -11,8 +11,7 @@ from pathlib import Path
 
 from .. import qtypes
 from ..errors import UsageError
-from ..llama.perplexity import Perplexity
-from ..llama.tools import find_tool
+from ..files import same_file
 from ..measure.analyze import Settings
 from ..measure.quant_error import CANDIDATES
 from ..measure.results import Analysis
@@ -22,6 +21,8 @@ from ..plan.planner import DEFAULT_DISTORTION, DEFAULT_TYPES, Plan
 from ..plan.score import Weights
 from ..read.model import Model
 from ..research.evaluate import Setup
+from ..tools.binaries import find_tool
+from ..tools.perplexity import Perplexity
 
 # -- the model ----------------------------------------------------------------------------------------
 
@@ -214,7 +215,7 @@ def rpc_servers(text: str) -> tuple[str, ...]:
 def imatrix_for(args: argparse.Namespace, analysis: Analysis | None) -> str | None:
     """One imatrix for baselines and plans alike, so that they are compared on equal terms."""
     planned = analysis.imatrix.path if analysis is not None and analysis.imatrix is not None else None
-    if planned and args.imatrix and Path(planned).resolve() != Path(args.imatrix).resolve():
+    if planned and args.imatrix and not same_file(planned, args.imatrix):
         raise UsageError(f"the analysis used the imatrix {planned}, not {args.imatrix}")
     if analysis is not None and args.imatrix and not planned:
         raise UsageError(f"{args.results}: analysed without an imatrix; analyze again with --imatrix {args.imatrix}")

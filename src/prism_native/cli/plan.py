@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..files import check_destination, write_file
 from ..llama.command import QuantizeCommand
 from ..measure.results import Analysis
 from ..pipeline import AUTO_IMATRIX, plans_for
@@ -15,7 +16,6 @@ from ..plan.planner import Plan, needs_requantize
 from ..plan.plot import allocation_grid, check_plot_path, draw_allocation
 from ..plan.saved_plan import plan_json
 from ..read.model import Model
-from ..write.output import check_destination, write_file
 from .options import (
     add_analysis_arguments,
     add_budget_arguments,

@@ -13,13 +13,14 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from .. import qtypes
-from ..errors import FileFormatError, UsageError
+from ..errors import FileFormatError, UsageError, quoted
+from ..gguf.constants import pad
+from ..gguf.writer import KV
 from ..llama.decide import TensorSpec
 from ..llama.mix import planned_requires_imatrix
-from ..llama.sizes import SizeEstimate, estimate, imatrix_kv, pad, tensor_nbytes
+from ..llama.sizes import SizeEstimate, estimate, imatrix_kv, tensor_nbytes
 from ..measure.quant_error import CANDIDATES
 from ..measure.results import Analysis, TensorResult
-from ..read.layout import quoted
 from ..read.model import Model
 from .allocate import Allocation, Group, TensorCost, allocate, cost_range
 from .budget import Budget, byte_budget
@@ -159,7 +160,7 @@ def class_rows(analysis: Analysis, alloc: Allocation, model: Model) -> list[Clas
     return out
 
 
-def imatrix_extra_kv(analysis: Analysis) -> tuple[Any, ...]:
+def imatrix_extra_kv(analysis: Analysis) -> tuple[KV, ...]:
     """The metadata keys llama-quantize adds with --imatrix (they count in the output file's size)."""
     im = analysis.imatrix
     if im is None:

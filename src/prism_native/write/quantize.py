@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import RecipeError, UsageError
+from ..files import AtomicOutput, check_destination, check_space
+from ..gguf.constants import pad
 from ..progress import Progress
 from ..quant import Scratch
-from .encode import TensorEncoder, invalid_data, slabs
-from .gguf_writer import pad
+from ..quant import invalid_data
+from .encode import TensorEncoder, slabs
 from .job import Job, TensorJob
-from .output import AtomicOutput, check_destination, check_space
 from .source import TensorSource
 
 
