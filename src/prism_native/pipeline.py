@@ -86,6 +86,27 @@ def imatrix_file(value: str | Path | None) -> list[str | Path]:
     return [value] if value and str(value) != AUTO_IMATRIX else []
 
 
+def tools_imatrix(given: str | None, analysis: Analysis | None, results: str | Path | None = None) -> str | None:
+    """The imatrix llama.cpp's tools get in eval and ablate: one for baselines and plans alike, so that they
+    are compared on equal terms (the analysis's, which `given` must then be)."""
+    planned = analysis.imatrix.path if analysis is not None and analysis.imatrix is not None else None
+    if planned and given and not same_file(planned, given):
+        raise UsageError(f"the analysis used the imatrix {planned}, not {given}")
+    if analysis is not None and given and not planned:
+        raise UsageError(f"{results}: analysed without an imatrix; analyze again with --imatrix {given}")
+    return planned or given
+
+
+def imatrix_on_disk(value: str | None, model: Model, folder: Path) -> str | None:
+    """An imatrix llama-quantize can read: a file as it is; 'auto', the estimate saved in `folder` (kept
+    with the results)."""
+    if value != AUTO_IMATRIX:
+        return value
+    from .measure.importance import estimate_importance
+    folder.mkdir(parents=True, exist_ok=True)
+    return str(estimate_importance(model).save(folder / "auto.imatrix.gguf", model.parts))
+
+
 # -- the analysis ----------------------------------------------------------------------------------------
 
 
@@ -177,7 +198,8 @@ def reuse_analysis(results: str | Path, model: str | Path | Model | None = None,
     """A saved analysis (`analyze`'s results file) and its model (MODEL, else the one it names), checked
     to be that model's complete analysis, scored with `weights` (they may be newer than the file)."""
     analysis = Analysis.load(results)
-    if not (model or example) and not Path(analysis.model.path).exists():
+    named = isinstance(model, Model) or bool(model) or example
+    if not named and not Path(analysis.model.path).exists():
         raise FileFormatError(f"{results}: its model {analysis.model.path} is gone; pass MODEL")
     m = model if isinstance(model, Model) else Model(model_path(model, example, default=analysis.model.path))
     if ModelIdentity.of(m) != analysis.model:
@@ -367,6 +389,8 @@ def quantize_model(src: str | Path | Model, dst: str | Path, plan_or_types: Choi
     if imatrix is not None and not isinstance(imatrix, (str, Path, Imatrix)):
         raise UsageError(f"imatrix must be a path or a read.imatrix.Imatrix, not {type(imatrix).__name__}")
     name = str(imatrix) if isinstance(imatrix, (str, Path)) else None
+    if isinstance(imatrix, Imatrix) and isinstance(plan_or_types, (Budget, SavedPlan)):
+        raise UsageError("with a budget or a saved plan, give the imatrix as a path (the plan names its file)")
     inputs = imatrix_file(name)
     check_destination(dst, [*model.parts, *inputs])
     if isinstance(plan_or_types, Budget):

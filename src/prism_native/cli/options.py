@@ -11,11 +11,10 @@ from pathlib import Path
 
 from .. import qtypes
 from ..errors import UsageError
-from ..files import same_file
 from ..measure.analyze import Settings
 from ..measure.quant_error import CANDIDATES
 from ..measure.results import Analysis
-from ..pipeline import AUTO_IMATRIX, AnalysisRequest, Scored, analysis_for, model_path
+from ..pipeline import AnalysisRequest, Scored, analysis_for, imatrix_on_disk, model_path, tools_imatrix
 from ..plan.budget import Budget, parse_size
 from ..plan.planner import DEFAULT_DISTORTION, DEFAULT_TYPES, Plan
 from ..plan.score import Weights
@@ -213,13 +212,8 @@ def rpc_servers(text: str) -> tuple[str, ...]:
 
 
 def imatrix_for(args: argparse.Namespace, analysis: Analysis | None) -> str | None:
-    """One imatrix for baselines and plans alike, so that they are compared on equal terms."""
-    planned = analysis.imatrix.path if analysis is not None and analysis.imatrix is not None else None
-    if planned and args.imatrix and not same_file(planned, args.imatrix):
-        raise UsageError(f"the analysis used the imatrix {planned}, not {args.imatrix}")
-    if analysis is not None and args.imatrix and not planned:
-        raise UsageError(f"{args.results}: analysed without an imatrix; analyze again with --imatrix {args.imatrix}")
-    return planned or args.imatrix
+    """--imatrix, checked against the analysis's (pipeline.tools_imatrix)."""
+    return tools_imatrix(args.imatrix, analysis, args.results)
 
 
 def measure_tools(args: argparse.Namespace) -> tuple[Path, Path]:
@@ -233,10 +227,7 @@ def measure_setup(args: argparse.Namespace, model: Model, imatrix: str | None, t
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"-o {out_dir}: not a directory")
     quantize, perplexity = tools
-    if imatrix == AUTO_IMATRIX:     # llama-quantize needs a file: the estimate, kept with the results
-        from ..measure.importance import estimate_importance
-        out_dir.mkdir(parents=True, exist_ok=True)
-        imatrix = str(estimate_importance(model).save(out_dir / "auto.imatrix.gguf", model.parts))
+    imatrix = imatrix_on_disk(imatrix, model, out_dir)
     threads = args.threads or os.cpu_count() or 1
     ppl = Perplexity(perplexity, Path(args.text), args.ctx, args.chunks, threads, rpc_servers(args.rpc))
     return Setup(model, quantize, ppl, out_dir, imatrix, args.keep, args.quiet)

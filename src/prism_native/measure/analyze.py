@@ -50,8 +50,8 @@ class Settings:
     seed: int = 0
     candidates: tuple[str, ...] = CANDIDATES
 
-    def key(self) -> dict[str, Any]:
-        """What must match for a results file to be resumed or reused."""
+    def to_json(self) -> dict[str, Any]:
+        """What the results file records: what must match for it to be resumed or reused."""
         d = asdict(self)
         d.pop("threads")                # results do not depend on the thread count
         d["candidates"] = list(self.candidates)
@@ -262,10 +262,10 @@ def analyze(model: Model, settings: Settings, *, imatrix: Imatrix | None = None,
     """Measure every quantizable tensor (resuming from `out` when it holds a matching partial run)."""
     ident = ModelIdentity.of(model)
     im_ident = imatrix.identity() if imatrix is not None else None
-    analysis = Analysis(ident, settings.key(), im_ident)
+    analysis = Analysis(ident, settings.to_json(), im_ident)
     if resume and out is not None and out.exists():
         prev = Analysis.load(out)
-        if prev.model == ident and prev.settings == settings.key() and prev.imatrix == im_ident:
+        if prev.model == ident and prev.settings == settings.to_json() and prev.imatrix == im_ident:
             prev.check_model(model, {t.name for t in quantizable_tensors(model)}, str(out))
             analysis.tensors = prev.tensors
     tensors = quantizable_tensors(model)

@@ -109,7 +109,7 @@ class ModelIdentity:
 @dataclass
 class Analysis:
     model: ModelIdentity
-    settings: dict[str, Any]          # measure.analyze.Settings.key(): compared, never read field by field
+    settings: dict[str, Any]          # measure.analyze.Settings.to_json(): compared, only its candidates read
     imatrix: ImatrixIdentity | None
     weights: dict[str, float] = field(default_factory=dict)   # of the sensitivities, once scored
     tensors: dict[str, TensorResult] = field(default_factory=dict)
