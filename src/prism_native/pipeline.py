@@ -6,9 +6,9 @@ to write, used by the command line and by `quantize_model` alike.
     job_for_saved_plan(path, model, ...)    plan.saved_plan.load_saved_plan -> build_job -> check_against
     job_for_command(cmd, model, ...)        a llama-quantize command (llama.command.QuantizeCommand) -> build_job
 
-Each opens the model once (MODEL or the example, model_path), loads the imatrix once (open_imatrix: a file
-or 'auto', the data-free estimate) and returns a Target: the job, where it goes and the files it reads.
-write.quantize.write_job writes it. Messages for the user go to `say` as whole lines (the command line
+Each opens the model once (MODEL, an open Model or the example: source_model), loads the imatrix once
+(open_imatrix: a file or 'auto', the data-free estimate) and returns a Target: the job, where it goes and
+the files it reads. write.quantize.write_job writes it. Messages for the user go to `say` as whole lines (the command line
 prints them on stderr; the library's default drops them).
 """
 from __future__ import annotations
@@ -62,6 +62,15 @@ def model_path(model: str | Path | None, example: bool = False, default: str | P
     if not model and default is None:
         raise UsageError("no model given (MODEL.gguf or --example)")
     return Path(model or default)      # type: ignore[arg-type]
+
+
+def source_model(model: str | Path | Model | None, example: bool = False, default: str | Path | None = None) -> Model:
+    """The model to read, opened once: MODEL (a path, or a Model already open), the example, or `default`."""
+    if isinstance(model, Model):
+        if example:
+            raise UsageError("give either MODEL or --example, not both")
+        return model
+    return Model(model_path(model, example, default))
 
 
 def open_imatrix(value: str | Path | Imatrix | None, model: Model, say: Say = _silent) -> Imatrix | None:
@@ -201,7 +210,7 @@ def reuse_analysis(results: str | Path, model: str | Path | Model | None = None,
     named = isinstance(model, Model) or bool(model) or example
     if not named and not Path(analysis.model.path).exists():
         raise FileFormatError(f"{results}: its model {analysis.model.path} is gone; pass MODEL")
-    m = model if isinstance(model, Model) else Model(model_path(model, example, default=analysis.model.path))
+    m = source_model(model, example, default=analysis.model.path)
     if ModelIdentity.of(m) != analysis.model:
         raise FileFormatError(f"{results} was measured on another file than {m.path}")
     if not analysis.complete:
@@ -221,7 +230,7 @@ def analysis_for(model: str | Path | Model | None, request: AnalysisRequest, exa
     made and saved)."""
     if request.results:
         return reuse_analysis(request.results, model, example, request.weights)
-    m = model if isinstance(model, Model) else Model(model_path(model, example))
+    m = source_model(model, example)
     out = default_results(m)
     check_destination(out, [*m.parts, *([request.imatrix] if request.imatrix else [])])
     scored = measure(m, request, out, say)
@@ -267,7 +276,7 @@ def default_output(model: Model, tag: str) -> str:
     return f"{model.path.name.removesuffix('.gguf')}-prism-{tag}.gguf"
 
 
-def job_for_command(cmd: QuantizeCommand, model: str | Path | None = None, example: bool = False, *,
+def job_for_command(cmd: QuantizeCommand, model: str | Path | Model | None = None, example: bool = False, *,
                     imatrix: str | None = None, output: str | None = None, say: Say = _silent) -> Target:
     """A llama-quantize command: its input unless MODEL is given (then they must be one file), its output
     unless `output` is given (likewise; else llama-quantize's ggml-model-FTYPE.gguf beside the input)."""
@@ -275,7 +284,7 @@ def job_for_command(cmd: QuantizeCommand, model: str | Path | None = None, examp
         raise UsageError(f"--imatrix {imatrix} and the command's --imatrix {cmd.imatrix} differ; give one")
     if imatrix and not cmd.imatrix:
         cmd = replace(cmd, imatrix=imatrix)
-    m = Model(model_path(model, example, default=cmd.model_in))
+    m = source_model(model, example, default=cmd.model_in)
     if cmd.model_in and not same_file(cmd.model_in, m.path):
         raise UsageError(f"the command's input {cmd.model_in} is not {m.path}; give one model")
     if output is not None and cmd.model_out and not same_file(output, cmd.model_out):
@@ -289,7 +298,7 @@ def job_for_command(cmd: QuantizeCommand, model: str | Path | None = None, examp
     return Target(build_job(m, params), out, inputs, cmd.dry_run)
 
 
-def job_for_saved_plan(saved: str | Path | SavedPlan, model: str | Path | None = None, example: bool = False, *,
+def job_for_saved_plan(saved: str | Path | SavedPlan, model: str | Path | Model | None = None, example: bool = False, *,
                        imatrix: str | None = None, output: str | None = None, say: Say = _silent) -> Target:
     """A saved plan (`plan --json`): on MODEL, else the model its command names; the types must come out as
     the plan says (check_against)."""
@@ -297,7 +306,7 @@ def job_for_saved_plan(saved: str | Path | SavedPlan, model: str | Path | None =
     cmd = plan.command
     if not (model or example) and (cmd is None or not cmd.model_in):
         raise UsageError(f"{plan.path} names no input model; give MODEL")
-    m = Model(model_path(model, example, default=cmd.model_in if cmd is not None else None))
+    m = source_model(model, example, default=cmd.model_in if cmd is not None else None)
     out = output if output is not None else default_output(m, "recipe")
     im_path = imatrix or (cmd.imatrix if cmd is not None else None)
     inputs = [*m.parts, plan.path, *imatrix_file(im_path)]
@@ -311,13 +320,13 @@ def budget_tag(budget: Budget) -> str:
     return f"{budget.value:g}bpw" if budget.kind == "bpw" else "size"
 
 
-def job_for_budget(budget: Budget, model: str | Path | None = None, example: bool = False, *,
+def job_for_budget(budget: Budget, model: str | Path | Model | None = None, example: bool = False, *,
                    request: AnalysisRequest = AnalysisRequest(), types: tuple[str, ...] = DEFAULT_TYPES,
                    max_overrides: int = 64, distortion: str = DEFAULT_DISTORTION, output: str | None = None,
                    say: Say = _silent) -> Target:
     """Plan under `budget` and build the plan's job. A bad destination, or a disk too small for the
     budget's smallest output, is refused before the analysis."""
-    probe = Model(model_path(model, example))
+    probe = source_model(model, example)
     first = check_destination(output or default_output(probe, budget_tag(budget)), [*probe.parts, *request.files(probe)])
     check_space(first, budget_file_bytes(smallest_output(probe, types, bool(request.imatrix)), budget))
     scored = analysis_for(probe, request, say=say)
@@ -394,11 +403,11 @@ def quantize_model(src: str | Path | Model, dst: str | Path, plan_or_types: Choi
     inputs = imatrix_file(name)
     check_destination(dst, [*model.parts, *inputs])
     if isinstance(plan_or_types, Budget):
-        target = job_for_budget(plan_or_types, model.path, request=AnalysisRequest(
+        target = job_for_budget(plan_or_types, model, request=AnalysisRequest(
             imatrix=name, progress=progress), output=str(dst))
         job, inputs = target.job, target.inputs
     elif isinstance(plan_or_types, SavedPlan):
-        target = job_for_saved_plan(plan_or_types, model.path, imatrix=name, output=str(dst))
+        target = job_for_saved_plan(plan_or_types, model, imatrix=name, output=str(dst))
         job, inputs = target.job, target.inputs
     elif isinstance(plan_or_types, QuantizeCommand):
         loaded = open_imatrix(imatrix if imatrix is not None else plan_or_types.imatrix, model)

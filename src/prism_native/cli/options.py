@@ -14,7 +14,7 @@ from ..errors import UsageError
 from ..measure.analyze import Settings
 from ..measure.quant_error import CANDIDATES
 from ..measure.results import Analysis
-from ..pipeline import AnalysisRequest, Scored, analysis_for, imatrix_on_disk, model_path, tools_imatrix
+from ..pipeline import AnalysisRequest, Scored, analysis_for, imatrix_on_disk, source_model, tools_imatrix
 from ..plan.budget import Budget, parse_size
 from ..plan.planner import DEFAULT_DISTORTION, DEFAULT_TYPES, Plan
 from ..plan.score import Weights
@@ -34,8 +34,8 @@ def add_model_argument(p: argparse.ArgumentParser,
 
 
 def resolve_model(args: argparse.Namespace) -> Model:
-    """MODEL or --example (pipeline.model_path)."""
-    return Model(model_path(args.model, args.example))
+    """MODEL or --example (pipeline.source_model)."""
+    return source_model(args.model, args.example)
 
 
 def say(line: str) -> None:
