@@ -298,7 +298,8 @@ def job_for_command(cmd: QuantizeCommand, model: str | Path | Model | None = Non
     return Target(build_job(m, params), out, inputs, cmd.dry_run)
 
 
-def job_for_saved_plan(saved: str | Path | SavedPlan, model: str | Path | Model | None = None, example: bool = False, *,
+def job_for_saved_plan(saved: str | Path | SavedPlan, model: str | Path | Model | None = None,
+                       example: bool = False, *,
                        imatrix: str | None = None, output: str | None = None, say: Say = _silent) -> Target:
     """A saved plan (`plan --json`): on MODEL, else the model its command names; the types must come out as
     the plan says (check_against)."""
@@ -327,7 +328,8 @@ def job_for_budget(budget: Budget, model: str | Path | Model | None = None, exam
     """Plan under `budget` and build the plan's job. A bad destination, or a disk too small for the
     budget's smallest output, is refused before the analysis."""
     probe = source_model(model, example)
-    first = check_destination(output or default_output(probe, budget_tag(budget)), [*probe.parts, *request.files(probe)])
+    first = check_destination(output or default_output(probe, budget_tag(budget)),
+                              [*probe.parts, *request.files(probe)])
     check_space(first, budget_file_bytes(smallest_output(probe, types, bool(request.imatrix)), budget))
     scored = analysis_for(probe, request, say=say)
     m = scored.model

