@@ -39,7 +39,7 @@ class ImatrixIdentity:
     chunk_size: int = 0
 
     def to_json(self) -> dict[str, object]:
-        return {"path": self.path, "format": self.format, "entries": self.entries, "datasets": list(self.datasets),
+        return {"path": self.path, "format": self.format, "entries": self.entries, "datasets": list(self.datasets) if isinstance(self.datasets, tuple) else self.datasets,
                 "chunk_count": self.chunk_count, "chunk_size": self.chunk_size}
 
     @classmethod
