@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     data = ablate.run(setup, analysis, unit_list, low, high, args.by)
     ablate.save(data, out)
     print(f"{'unit':<24} {'low':<7} {'KLD':>9} {'damage':>9} {'MiB':>8}")
-    for r in data["records"]:
-        print(f"{r['unit']:<24} {r['low']:<7} {r['kld']:>9.5f} {r['damage']:>9.5f} {r['file_bytes'] / 2**20:>8.2f}")
-    print(f"all {data['high']}: KLD {data['base']['kld']:.5f}; written: {out}")
+    for r in data.records:
+        print(f"{r.unit:<24} {r.low:<7} {r.kld:>9.5f} {r.damage:>9.5f} {r.file_bytes / 2**20:>8.2f}")
+    print(f"all {data.high}: KLD {data.base_kld:.5f}; written: {out}")
     return 0
