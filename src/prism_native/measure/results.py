@@ -37,7 +37,8 @@ class TensorResult:
     n_params: int
     source_type: str
     errors: dict[str, dict[str, Any]]  # requested type -> {"type": written type, "rel_error": float}, or
-                                       # rel_error None and "reason": llama-quantize cannot write it
+                                       # rel_error None and "reason": llama-quantize cannot write it (the
+                                       # file's entries; read through the methods below)
     osqe: dict[str, float]            # "2","3","4","6" -> relative error
     fragility: float
     boundary: float
@@ -61,6 +62,10 @@ class TensorResult:
 
     def writable(self, requested: str) -> bool:
         return self.errors[requested]["rel_error"] is not None
+
+    def reason(self, requested: str) -> str:
+        """Why llama-quantize cannot write this tensor in a type without a measured error."""
+        return str(self.errors[requested].get("reason", f"{requested} has no measured error"))
 
     def overflows(self, requested: str) -> bool:
         """The type's float16 block scales overflow on this tensor's values (a property of the values,

@@ -101,7 +101,7 @@ def _refusal(r: TensorResult, req: str, has_imatrix: bool) -> str | None:
     """Why tensor r cannot get type req, or None: no measured error (llama-quantize cannot write it),
     or llama-quantize's imatrix rule (tensor_requires_imatrix) without an imatrix."""
     if not r.writable(req):
-        return r.errors[req].get("reason", f"{req} has no measured error")
+        return r.reason(req)
     return None if has_imatrix else planned_requires_imatrix(r.name, req)
 
 
