@@ -57,7 +57,7 @@ def plans_8b(model_8b, tmp_path_factory):
 
 
 def _llama_quantize(plan: dict, out: Path, timings: Timings, types: str) -> float:
-    from prism_native.llama.tools import locate_tool
+    from prism_native.tools.binaries import locate_tool
 
     binary = locate_tool("llama-quantize")
     if binary is None:
@@ -89,7 +89,7 @@ def test_quantize_plan_vs_llama_quantize(benchmark, model_8b, plans_8b, timings,
     from prism_native.read.model import Model
     from prism_native.write.job import build_job, params_from_recipe
     from prism_native.write.quantize import write_job
-    from prism_native.write.saved_plan import load_saved_plan
+    from prism_native.plan.saved_plan import load_saved_plan
 
     plan, d = plans_8b(types)
     t_llama = _llama_quantize(plan, d / "llama.gguf", timings, types)

@@ -35,7 +35,7 @@ from prism_native.cli.fit import LAMBDA_GRID  # noqa: E402
 from prism_native.plan.score import Weights  # noqa: E402
 
 LOW, HIGH, SIZES_OF = "Q3_K,Q4_K", "Q8_0", "Q3_K_M,Q4_K_M"
-METRICS = tuple(Weights().as_dict())
+METRICS = tuple(Weights().to_json())
 
 
 def log(msg: str) -> None:

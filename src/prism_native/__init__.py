@@ -6,7 +6,8 @@ Public API (imported on first use, so that `import prism_native` stays cheap):
     quantize(x, "Q4_K", imatrix=None)            ggml bytes of a matrix, bit-exact (ggml_quantize_chunk)
     dequantize(data, "Q4_K", shape)              float32 values of ggml bytes (the type's to_float)
     quantize_model(src, dst, plan_or_types, imatrix=None, threads=0, progress=True)
-                                                 the quantized GGUF, byte for byte llama-quantize's
+                                                 the quantized GGUF, byte for byte llama-quantize's, of a
+                                                 budget, saved plan, plan, command or types (pipeline.py)
     estimate_imatrix(src)                        a data-free importance matrix (.save(path): llama-imatrix's GGUF;
                                                  .to_imatrix(): for quantize_model's imatrix=)
 """
@@ -15,18 +16,18 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
-
 from ._native import cpu_features  # noqa: F401  (re-exported: which SIMD kernels are active)
+from ._version import __version__
 
 _LAZY = {"quantize": "prism_native.quant", "dequantize": "prism_native.quant",
-         "quantize_model": "prism_native.write.quantize", "QuantizeResult": "prism_native.write.quantize",
+         "quantize_model": "prism_native.pipeline", "QuantizeResult": "prism_native.write.quantize",
          "estimate_imatrix": "prism_native.measure.importance"}
 
 if TYPE_CHECKING:
     from .quant import dequantize, quantize
     from .measure.importance import estimate_imatrix
-    from .write.quantize import QuantizeResult, quantize_model
+    from .pipeline import quantize_model
+    from .write.quantize import QuantizeResult
 
 __all__ = ["cpu_features", "dequantize", "estimate_imatrix", "quantize", "quantize_model", "QuantizeResult",
            "__version__"]

@@ -8,10 +8,11 @@ import pytest
 
 from prism_native.cli import main
 from prism_native.llama.command import QuantizeCommand
-from prism_native.llama.decide import QuantizeOptions, decide
-from prism_native.llama.quantize_log import dry_run
+from prism_native.llama.decide import decide
+from prism_native.llama.options import QuantizeOptions
 from prism_native.llama.sizes import estimate_decisions
 from prism_native.read.model import Model
+from prism_native.tools.quantize_log import dry_run
 from support import synth
 
 # attn_q next to attn_qkv, attn_output next to output, 12 layers (blk.1 is a prefix of blk.10/11)
@@ -187,3 +188,15 @@ def test_matches_llama_quantize_dry_run(llama_quantize_bin, synthetic, request, 
     assert dry.types == {t["name"]: t["type"] for t in rep["tensors"]}
     assert f"{rep['size']['quant_mib']:.2f}" == f"{dry.quant_mib:.2f}"
     assert f"{rep['size']['bpw']:.2f}" == f"{dry.bpw:.2f}"
+
+
+def test_a_command_as_shell_text():
+    """A model card's recipe: comments and line continuations, then parsed as llama-quantize's argv."""
+    from prism_native.errors import PrismError
+    cmd = QuantizeCommand.parse_shell("# card\n./llama-quantize --tensor-type attn_v=q8_0 \\\n  in.gguf out.gguf Q4_K_M 8\n",
+                                      "card.sh")
+    assert (cmd.model_in, cmd.model_out, cmd.ftype, cmd.nthreads) == ("in.gguf", "out.gguf", "Q4_K_M", 8)
+    assert QuantizeCommand.parse_shell("Q4_K_M", "t", input_optional=True).model_in == ""
+    for text, msg in (("# nothing\n", "card.sh holds no command"), ("'open", "card.sh is not a shell command line")):
+        with pytest.raises(PrismError, match=msg):
+            QuantizeCommand.parse_shell(text, "card.sh")

@@ -11,7 +11,7 @@ import pytest
 from prism_native.errors import FileFormatError
 from prism_native.measure import eigen, spectral
 from prism_native.measure.quant_error import measure_errors
-from prism_native.measure.results import Analysis, TensorResult
+from prism_native.measure.results import Analysis, ModelIdentity, TensorResult
 from prism_native.measure.spectral import gram_scale, spectral_metrics
 from prism_native.measure.values import F16_MAX, screen
 
@@ -109,7 +109,7 @@ def test_results_file_is_valid_json_with_reasons(tmp_path):
                       "Q8_0": {"type": "Q8_0", "rel_error": math.inf}},
                      {"2": math.nan, "4": 1e-3}, math.nan, math.nan, math.nan, math.nan, 0.0, math.nan, "exact", 256,
                      False, 0.1, undefined={"alpha": "zero matrix"})
-    a = Analysis({"path": "m"}, {}, None, tensors={r.name: r}, complete=True)
+    a = Analysis(ModelIdentity.from_json({"path": "m"}), {}, None, tensors={r.name: r}, complete=True)
     p = tmp_path / "r.json"
     a.save(p)
     d = json.loads(p.read_text())["tensors"][r.name]

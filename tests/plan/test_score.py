@@ -24,7 +24,7 @@ def test_tied_embedding_is_head_embedding_and_tied():
 
 
 def test_every_structural_term_has_a_weight():
-    assert set(STRUCTURAL) <= set(Weights().as_dict())
+    assert set(STRUCTURAL) <= set(Weights().to_json())
 
 
 def _fan_outs(synthetic, name: str, spec, cases):

@@ -57,7 +57,7 @@ def test_unknown_unit_and_type(small):
 def _planted(seed: int, w: np.ndarray, beta: float, n_units: int = 14) -> dict:
     """An ablation file whose damage follows the model exactly (times a model-specific scale)."""
     rng = np.random.default_rng(seed)
-    names = list(Weights().as_dict())
+    names = list(Weights().to_json())
     tensors, records = [], []
     for i in range(3 * n_units):
         tensors.append({"name": f"t{i}", "cls": f"c{i % n_units}", "layer": i // n_units,
@@ -196,6 +196,6 @@ def test_shipped_default_weights_are_the_documented_fit():
     lam, cv = fit.choose_lambda(data, [float(v) for v in LAMBDA_GRID.split(",")], None, fixed)
     assert lam == 0.001 and min(cv.values()) == cv[0.001]
     got = fit.fit(data, lam=lam, beta=None, fixed=fixed)
-    for k, v in Weights().as_dict().items():
+    for k, v in Weights().to_json().items():
         assert getattr(got.weights, k) == pytest.approx(v, abs=2e-3), k
     assert got.beta == pytest.approx(FITTED_BETA, abs=2e-3)

@@ -13,7 +13,7 @@ import pytest
 from prism_native.errors import FileFormatError, OutputError, UsageError
 from prism_native.read.model import Model
 from prism_native.research.dither import _dequantize, dither_model, level_spacing, rebuild, value_steps
-from prism_native.write.quantize import quantize_model
+from prism_native.pipeline import quantize_model
 from support import synth
 
 # two layers, one type per tensor: every native type, the 256-block ones on rows of 256

@@ -34,14 +34,15 @@ def run(args: argparse.Namespace) -> int:
     high = type_list(args.high, "--high", native=False)[0]
     only = [o.strip() for o in args.only.split(",") if o.strip()]
     tools = measure_tools(args)
-    model, analysis = load_analysis(args)
+    scored = load_analysis(args)
+    model, analysis = scored.model, scored.analysis
     unit_list = ablate.units(analysis, args.by, only)
     setup = measure_setup(args, model, imatrix_for(args, analysis), tools)
     out = Path(args.json_out) if args.json_out else Path(args.output) / f"ablation-{args.by}.json"
     data = ablate.run(setup, analysis, unit_list, low, high, args.by)
     ablate.save(data, out)
     print(f"{'unit':<24} {'low':<7} {'KLD':>9} {'damage':>9} {'MiB':>8}")
-    for r in data["records"]:
-        print(f"{r['unit']:<24} {r['low']:<7} {r['kld']:>9.5f} {r['damage']:>9.5f} {r['file_bytes'] / 2**20:>8.2f}")
-    print(f"all {data['high']}: KLD {data['base']['kld']:.5f}; written: {out}")
+    for r in data.records:
+        print(f"{r.unit:<24} {r.low:<7} {r.kld:>9.5f} {r.damage:>9.5f} {r.file_bytes / 2**20:>8.2f}")
+    print(f"all {data.high}: KLD {data.base_kld:.5f}; written: {out}")
     return 0

@@ -6,10 +6,11 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+from ..files import check_destination
 from ..measure.results import Analysis
+from ..pipeline import default_results, measure
 from ..plan.score import class_table
-from ..write.output import check_destination
-from .options import add_analysis_arguments, add_model_argument, default_output, resolve_model, run_analysis
+from .options import add_analysis_arguments, add_model_argument, analysis_request, resolve_model, say
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -26,17 +27,17 @@ def print_class_table(analysis: Analysis, file: TextIO | None = None) -> None:
     print(hdr, file=file)
     print("-" * len(hdr), file=file)
     for r in class_table(analysis):
-        print(f"{r['class']:<22} {r['tensors']:>4} {r['share']*100:>5.1f}% {r['alpha']:>6.2f} {r['dominance']:>6.3f} "
-              f"{r['imbalance']:>6.3f} {r['osqe4']:>8.2e} {r['fragility']:>5.2f} {r['boundary']:>6.3f} "
-              f"{r['sensitivity']:>6.2f}", file=file)
+        print(f"{r.cls:<22} {r.tensors:>4} {r.share*100:>5.1f}% {r.alpha:>6.2f} {r.dominance:>6.3f} "
+              f"{r.imbalance:>6.3f} {r.osqe4:>8.2e} {r.fragility:>5.2f} {r.boundary:>6.3f} "
+              f"{r.sensitivity:>6.2f}", file=file)
 
 
 def run(args: argparse.Namespace) -> int:
     model = resolve_model(args)
-    out = Path(args.output) if args.output is not None else default_output(model)
+    out = Path(args.output) if args.output is not None else default_results(model)
     check_destination(args.output if args.output is not None else out,     # -o '' is refused as empty
                       [*model.parts, *([args.imatrix] if args.imatrix else [])])
-    analysis = run_analysis(model, args, out)
+    analysis = measure(model, analysis_request(args), out, say).analysis
     print(f"{model.name}: {len(analysis.tensors)} tensors measured "
           f"({'exact' if args.exact else 'default'} mode{', imatrix' if args.imatrix else ''}); results: {out}")
     print_class_table(analysis)

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
+from ..files import same_file
 from ..llama.command import QuantizeCommand
 from ..llama.diagnose import recipe_report
-from ..read.example import example_model
+from ..pipeline import model_path
 from ..read.model import open_model
 from ..write.kv_override import parse_kv_override
 from .text import count, layer_ranges, table
@@ -80,18 +81,11 @@ def _request(args: argparse.Namespace) -> _Request:
         raise UsageError("--prune-layers renumbers the layers; check-recipe cannot follow it (check the command "
                          "without it on the pruned model)")
     example = args.example or head.example
-    if example and head.model:
-        raise UsageError("give MODEL or --example, not both")
-    notes = []
-    if example:
-        path = example_model()
-    elif head.model:
-        path = Path(head.model)
-    elif cmd.model_in:
-        path = Path(cmd.model_in)
-    else:
+    if not (example or head.model or cmd.model_in):
         raise UsageError("no model: give MODEL.gguf, --example, or the input model in the llama-quantize arguments")
-    if cmd.model_in and Path(cmd.model_in).resolve() != path.resolve():
+    path = model_path(head.model, example, default=cmd.model_in or None)
+    notes = []
+    if cmd.model_in and not same_file(cmd.model_in, path):
         notes.append(f"the command's input model is {cmd.model_in}; checked against {path}")
     if cmd.keep_split:
         notes.append("--keep-split: llama-quantize writes one file per input part; the size is their sum")

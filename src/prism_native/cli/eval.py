@@ -3,7 +3,6 @@ divergence against the full-precision model; writes results.csv/.json/.md and pa
 from __future__ import annotations
 
 import argparse
-import shlex
 from pathlib import Path
 
 from ..errors import PrismError, UsageError
@@ -48,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     tools = measure_tools(args)
     if bpws or sizes_of:
         types = plan_types(args)
-        model, analysis = load_analysis(args)
+        scored = load_analysis(args)
+        model, analysis = scored.model, scored.analysis
         planner = prism_planner(model, analysis, types=types, max_overrides=args.max_overrides,
                                 distortion=args.distortion)
     else:
@@ -73,13 +73,7 @@ def _recipes(items: list[str]) -> list[tuple[str, QuantizeCommand]]:
         except (OSError, UnicodeDecodeError) as e:
             raise UsageError(f"--recipe {name}: cannot read {file}: {getattr(e, 'strerror', None) or e}") from None
         try:
-            argv = shlex.split(text.replace("\\\n", " "), comments=True)
-        except ValueError as e:
-            raise UsageError(f"--recipe {name}: {file} is not a shell command line: {e}") from None
-        if not argv:
-            raise UsageError(f"--recipe {name}: {file} holds no command")
-        try:
-            out.append((name.strip(), QuantizeCommand.parse(argv, input_optional=True)))
+            out.append((name.strip(), QuantizeCommand.parse_shell(text, file, input_optional=True)))
         except PrismError as e:
             raise UsageError(f"--recipe {name}: {e}") from None
     return out

@@ -1,16 +1,14 @@
 """`fit-weights`: fit the composite's weights to ablation files and show how well they predict damage
-on models they were not fitted on (leave one model out)."""
+on models they were not fitted on (leave one model out; research.fit.fit_report)."""
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
-from typing import Any
 
 from ..errors import UsageError
 from ..plan.score import Weights
-from ..research.fit import (ERRORS_ONLY, LITERATURE_PRIORS, Fit, ModelData, Score, choose_lambda, fit,
-                            models_from_files, score)
+from ..research.fit import Fit, fit_report
 
 
 # candidates of --lambda: the shipped weights' fit chose 0.001 among them (docs/metrics.md)
@@ -59,62 +57,36 @@ def _beta(text: str) -> float | None:
 
 
 def _fixed(text: str) -> dict[str, float]:
-    parsed = Weights.parse(text).as_dict()            # validates names and numbers
+    parsed = Weights.parse(text).to_json()            # validates names and numbers
     return {k: parsed[k] for k in (i.partition("=")[0].strip() for i in text.split(",") if i.strip())}
 
 
-def _print_score(rows: list[dict[str, Any]], scheme: str, d: ModelData, w: Weights, b: float) -> None:
-    s: Score = score(d, w, b)
-    rows.append({"scheme": scheme, "model": d.name, **s.as_dict(), "weights": w.as_dict(), "beta": b})
-    print(f"{scheme:<44} {d.name[:24]:<24} {s.spearman:>8.3f} {s.pairs:>6.3f} {s.rms_log:>8.3f}")
-
-
 def _weights_line(label: str, f: Fit) -> str:
-    return f"{label}: beta {f.beta:g}, weights " + ",".join(f"{k}={v:g}" for k, v in f.weights.as_dict().items())
+    return f"{label}: beta {f.beta:g}, weights " + ",".join(f"{k}={v:g}" for k, v in f.weights.to_json().items())
 
 
 def run(args: argparse.Namespace) -> int:
     beta = _beta(args.beta)
     fixed = _fixed(args.fix)
-    data = models_from_files(args.ablations, args.min_snr)
-    for d in data:
+    grid = _lambdas(args.lam)
+    rep = fit_report(args.ablations, grid, beta, fixed, args.min_snr, args.check)
+    for d in rep.data:
         print(f"{d.name}: {len(d.damage)} usable records, {len(d.dropped)} left out")
         for why in d.dropped:
             print(f"  left out: {why}")
-    grid = _lambdas(args.lam)
-    lam, cv = choose_lambda(data, grid, beta, fixed)
-    if cv:
+    if rep.cv:
         print("\nlambda (leave one model out, mean rms log): " +
-              ", ".join(f"{k:g}: {v:.3f}" for k, v in cv.items()) + f" -> {lam:g}")
-    overall = fit(data, lam, beta, fixed)
-    schemes: dict[str, tuple[Weights, float]] = {
-        "literature priors, params": (LITERATURE_PRIORS, 1.0),
-        "current defaults, params": (Weights(), 1.0),
-        "errors only, params (w = 0, beta = 1)": (ERRORS_ONLY, 1.0),
-        "errors only, relative (w = 0, beta = 0)": (ERRORS_ONLY, 0.0),
-        "fitted on all models (in-sample)": (overall.weights, overall.beta),
-    }
-    held = {d.name: fit(others, choose_lambda(others, grid, beta, fixed)[0], beta, fixed)
-            for d in data for others in [[o for o in data if o is not d]]
-            if sum(len(o.damage) for o in others) >= 2}
-    rows: list[dict[str, Any]] = []
+              ", ".join(f"{k:g}: {v:.3f}" for k, v in rep.cv.items()) + f" -> {rep.lam:g}")
     print(f"\n{'scheme':<44} {'model':<24} {'spearman':>8} {'pairs':>6} {'rms log':>8}")
-    for name, (w, b) in schemes.items():
-        for d in data:
-            _print_score(rows, name, d, w, b)
-    for d in data:
-        if d.name in held:
-            _print_score(rows, "fitted on the other models (held out)", d, held[d.name].weights, held[d.name].beta)
-    for d in models_from_files(args.check, args.min_snr) if args.check else []:
-        _print_score(rows, "check, not fitted: fitted on all models", d, overall.weights, overall.beta)
-        _print_score(rows, "check, not fitted: errors only", d, ERRORS_ONLY, overall.beta)
-    print("\n" + _weights_line("fitted on all models", overall))
-    for name, f in held.items():
+    for r in rep.rows:
+        s = r.score
+        print(f"{r.scheme:<44} {r.model[:24]:<24} {s.spearman:>8.3f} {s.pairs:>6.3f} {s.rms_log:>8.3f}")
+    print("\n" + _weights_line("fitted on all models", rep.overall))
+    for name, f in rep.held.items():
         print(_weights_line(f"fitted without {name}", f) + f" (lambda {f.lam:g})")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(
-            {"fit": overall.as_dict(), "held_out_fits": {k: v.as_dict() for k, v in held.items()},
-             "scores": rows, "files": args.ablations, "lambda": lam,
-             "lambda_cv": {f"{k:g}": v for k, v in cv.items()}, "min_snr": args.min_snr,
-             "fixed": fixed, "left_out": {d.name: d.dropped for d in data}}, indent=1))
+            {**rep.to_json(), "files": args.ablations, "lambda": rep.lam,
+             "lambda_cv": {f"{k:g}": v for k, v in rep.cv.items()}, "min_snr": args.min_snr,
+             "fixed": fixed, "left_out": {d.name: d.dropped for d in rep.data}}, indent=1))
     return 0

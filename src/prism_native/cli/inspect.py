@@ -6,8 +6,7 @@ import json
 from typing import Any
 
 from ..llama.model_report import model_report
-from ..read.model import open_model
-from .options import add_model_argument, model_path
+from .options import add_model_argument, resolve_model
 from .text import count, layer_ranges, table
 
 
@@ -18,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    report = model_report(open_model(model_path(args.model, args.example)))
+    report = model_report(resolve_model(args))
     if args.json:
         print(json.dumps(report, indent=1))
     else:

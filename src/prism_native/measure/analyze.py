@@ -19,19 +19,18 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from ..errors import FileFormatError
+from ..errors import FileFormatError, quoted
 from ..llama.mix import planned_requires_imatrix
 from ..llama.quantizable import quantizable_tensors
 from ..quant import Scratch
+from ..quant import invalid_data
 from ..read.imatrix import Imatrix
-from ..read.layout import quoted
-from ..write.encode import invalid_data
 from ..read.model import Model, TensorInfo
 from ..read.taxonomy import classify
 from .eigen import gram_operator
 from .position import spectral_position
 from .quant_error import CANDIDATES, ErrorSums, add_checked, stable_seed
-from .results import Analysis, TensorResult, model_identity
+from .results import Analysis, ModelIdentity, TensorResult
 from .spectral import LineSample, SpectralMetrics, sample_lines, scaled_copy, spectral_metrics
 from .values import Screen
 
@@ -51,8 +50,8 @@ class Settings:
     seed: int = 0
     candidates: tuple[str, ...] = CANDIDATES
 
-    def key(self) -> dict[str, Any]:
-        """What must match for a results file to be resumed or reused."""
+    def to_json(self) -> dict[str, Any]:
+        """What the results file records: what must match for it to be resumed or reused."""
         d = asdict(self)
         d.pop("threads")                # results do not depend on the thread count
         d["candidates"] = list(self.candidates)
@@ -261,12 +260,12 @@ def fill_position(analysis: Analysis) -> None:
 def analyze(model: Model, settings: Settings, *, imatrix: Imatrix | None = None, out: Path | None = None,
             resume: bool = True, progress: Callable[[int, str], None] | None = None) -> Analysis:
     """Measure every quantizable tensor (resuming from `out` when it holds a matching partial run)."""
-    ident = model_identity(model)
+    ident = ModelIdentity.of(model)
     im_ident = imatrix.identity() if imatrix is not None else None
-    analysis = Analysis(ident, settings.key(), im_ident)
+    analysis = Analysis(ident, settings.to_json(), im_ident)
     if resume and out is not None and out.exists():
         prev = Analysis.load(out)
-        if prev.model == ident and prev.settings == settings.key() and prev.imatrix == im_ident:
+        if prev.model == ident and prev.settings == settings.to_json() and prev.imatrix == im_ident:
             prev.check_model(model, {t.name for t in quantizable_tensors(model)}, str(out))
             analysis.tensors = prev.tensors
     tensors = quantizable_tensors(model)

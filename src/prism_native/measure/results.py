@@ -15,11 +15,12 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
+from .._version import __version__
 from ..errors import FileFormatError
+from ..files import write_file
 from ..read.bounded import MiB, load_json
+from ..read.imatrix import ImatrixIdentity
 from ..read.model import Model
-from ..write.output import write_file
 
 FORMAT = "prism-analysis/1"
 MAX_BYTES = 64 * MiB          # ~2 KB per tensor: room for 30,000 tensors
@@ -36,7 +37,8 @@ class TensorResult:
     n_params: int
     source_type: str
     errors: dict[str, dict[str, Any]]  # requested type -> {"type": written type, "rel_error": float}, or
-                                       # rel_error None and "reason": llama-quantize cannot write it
+                                       # rel_error None and "reason": llama-quantize cannot write it (the
+                                       # file's entries; read through the methods below)
     osqe: dict[str, float]            # "2","3","4","6" -> relative error
     fragility: float
     boundary: float
@@ -61,6 +63,10 @@ class TensorResult:
     def writable(self, requested: str) -> bool:
         return self.errors[requested]["rel_error"] is not None
 
+    def reason(self, requested: str) -> str:
+        """Why llama-quantize cannot write this tensor in a type without a measured error."""
+        return str(self.errors[requested].get("reason", f"{requested} has no measured error"))
+
     def overflows(self, requested: str) -> bool:
         """The type's float16 block scales overflow on this tensor's values (a property of the values,
         unlike a type that does not fit the rows or needs an imatrix)."""
@@ -70,19 +76,55 @@ class TensorResult:
 _FLOAT_FIELDS = frozenset(f.name for f in fields(TensorResult) if f.type in ("float", float))
 
 
+@dataclass(frozen=True)
+class ModelIdentity:
+    """Which model file an analysis measured: file size, tensor names and a hash of the header
+    (metadata + tensor infos). A results file is reused only for a model of the same identity."""
+
+    path: str
+    name: str
+    arch: str
+    file_bytes: int
+    parts: int
+    n_tensors: int
+    n_params: int
+    header_sha256: str
+    tensor_names_sha256: str
+
+    @classmethod
+    def of(cls, model: Model) -> "ModelIdentity":
+        data_start = min((t.offset for t in model.tensors if t.part == 0), default=0)
+        h = hashlib.sha256()
+        with open(model.path, "rb") as f:
+            h.update(f.read(data_start))
+        names = [t.name for t in model.tensors]
+        return cls(str(model.path), model.name, model.arch, model.file_bytes, len(model.parts), len(names),
+                   model.n_params, h.hexdigest(), hashlib.sha256("\n".join(names).encode()).hexdigest())
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "ModelIdentity":
+        """A results file's "model" object (its path checked by the caller); a value missing or odd makes
+        an identity no model has, so the file is refused as measured on another file."""
+        return cls(**{f.name: d.get(f.name) for f in fields(cls)})
+
+
 @dataclass
 class Analysis:
-    model: dict[str, Any]
-    settings: dict[str, Any]
-    imatrix: dict[str, Any] | None
+    model: ModelIdentity
+    settings: dict[str, Any]          # measure.analyze.Settings.to_json(): compared, only its candidates read
+    imatrix: ImatrixIdentity | None
     weights: dict[str, float] = field(default_factory=dict)   # of the sensitivities, once scored
     tensors: dict[str, TensorResult] = field(default_factory=dict)
     complete: bool = False
     tool: str = f"prism_native {__version__}"
 
     def to_json(self) -> dict[str, Any]:
-        return _to_json({"format": FORMAT, "tool": self.tool, "complete": self.complete, "model": self.model,
-                         "settings": self.settings, "imatrix": self.imatrix, "weights": self.weights,
+        return _to_json({"format": FORMAT, "tool": self.tool, "complete": self.complete, "model": self.model.to_json(),
+                         "settings": self.settings,
+                         "imatrix": None if self.imatrix is None else self.imatrix.to_json(), "weights": self.weights,
                          "tensors": {n: asdict(t) for n, t in self.tensors.items()}})
 
     @classmethod
@@ -100,9 +142,22 @@ class Analysis:
         for k, v in (weights or {}).items():
             if not _number(v):
                 raise FileFormatError(f"{source}: damaged results file (weight {k} = {v!r})")
-        return cls(model, settings, imatrix, dict(weights or {}),
+        return cls(ModelIdentity.from_json(model), settings,
+                   None if imatrix is None else ImatrixIdentity.from_json(imatrix), dict(weights or {}),
                    {n: _tensor(source, n, t) for n, t in (tensors or {}).items()},
                    d.get("complete") is True, str(d.get("tool", "?")))
+
+    def by_class(self) -> dict[str, list[TensorResult]]:
+        """The tensor records of each class, in the file's order."""
+        out: dict[str, list[TensorResult]] = {}
+        for r in self.tensors.values():
+            out.setdefault(r.cls, []).append(r)
+        return out
+
+    @property
+    def n_params(self) -> int:
+        """Parameters of the measured (quantizable) tensors."""
+        return sum(r.n_params for r in self.tensors.values())
 
     def save(self, path: Path) -> None:
         """Atomically, under a unique temporary name: concurrent runs on one model never mix files."""
@@ -180,16 +235,3 @@ def _from_json(d: dict[str, Any]) -> dict[str, Any]:
     out = {k: (math.nan if v is None and k in _FLOAT_FIELDS else v) for k, v in d.items()}
     out["osqe"] = {b: math.nan if v is None else v for b, v in out.get("osqe", {}).items()}
     return out
-
-
-def model_identity(model: Model) -> dict[str, Any]:
-    """File size, tensor names and a hash of the header (metadata + tensor infos), per part."""
-    data_start = min((t.offset for t in model.tensors if t.part == 0), default=0)
-    h = hashlib.sha256()
-    with open(model.path, "rb") as f:
-        h.update(f.read(data_start))
-    names = [t.name for t in model.tensors]
-    return {"path": str(model.path), "name": model.name, "arch": model.arch, "file_bytes": model.file_bytes,
-            "parts": len(model.parts), "n_tensors": len(names), "n_params": model.n_params,
-            "header_sha256": h.hexdigest(),
-            "tensor_names_sha256": hashlib.sha256("\n".join(names).encode()).hexdigest()}

@@ -5,10 +5,12 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 from ..errors import UsageError
-from ..llama.sizes import estimate, pad, tensor_nbytes
+from ..gguf.constants import pad
+from ..gguf.writer import KV
+from ..llama.sizes import estimate, tensor_nbytes
 from ..measure.results import Analysis
 from ..read.model import Model
 
@@ -45,16 +47,16 @@ class Budget:
             f"file size {fmt_bytes(self.value)}"
 
 
-def _fixed_bytes(model: Model, analysis: Analysis, extra_kv: Sequence[Any]) -> int:
+def _fixed_bytes(model: Model, analysis: Analysis, extra_kv: Sequence[KV]) -> int:
     """File bytes that do not depend on the plan: metadata and the tensors llama-quantize keeps."""
     base = estimate(model, {}, extra_kv=extra_kv)
     kept = sum(pad(tensor_nbytes(t.shape, t.qtype)) for t in model.tensors if t.name not in analysis.tensors)
     return base.meta_bytes + kept
 
 
-def byte_budget(model: Model, analysis: Analysis, budget: Budget, extra_kv: Sequence[Any]) -> tuple[int, Callable[[int], str]]:
+def byte_budget(model: Model, analysis: Analysis, budget: Budget, extra_kv: Sequence[KV]) -> tuple[int, Callable[[int], str]]:
     """(bytes available to the quantized tensors, formatter of such bytes in the user's units)."""
-    q_params = sum(r.n_params for r in analysis.tensors.values())
+    q_params = analysis.n_params
     if budget.kind == "bpw":
         return int(math.floor(budget.value * q_params / 8)), (lambda b: f"{8 * b / q_params:.4f} bpw")
     fixed = _fixed_bytes(model, analysis, extra_kv)

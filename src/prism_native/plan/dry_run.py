@@ -69,7 +69,7 @@ class DryRun:
 
     def to_json(self) -> dict[str, Any]:
         d = {k: v for k, v in self.__dict__.items() if k not in ("min_size", "max_size", "classes", "budget")}
-        d.update(min_size=self.min_size.as_dict(), max_size=self.max_size.as_dict(),
+        d.update(min_size=self.min_size.to_json(), max_size=self.max_size.to_json(),
                  classes=[c.__dict__ for c in self.classes], feasible=self.feasible,
                  budget=None if self.budget is None else {"kind": self.budget.kind, "value": self.budget.value})
         return d

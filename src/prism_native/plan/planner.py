@@ -13,20 +13,42 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from .. import qtypes
-from ..errors import FileFormatError, UsageError
+from ..errors import FileFormatError, UsageError, quoted
+from ..gguf.constants import pad
+from ..gguf.writer import KV
 from ..llama.decide import TensorSpec
 from ..llama.mix import planned_requires_imatrix
-from ..llama.sizes import SizeEstimate, estimate, imatrix_kv, pad, tensor_nbytes
+from ..llama.sizes import SizeEstimate, estimate, imatrix_kv, tensor_nbytes
 from ..measure.quant_error import CANDIDATES
 from ..measure.results import Analysis, TensorResult
-from ..read.layout import quoted
 from ..read.model import Model
 from .allocate import Allocation, Group, TensorCost, allocate, cost_range
 from .budget import Budget, byte_budget
 from .recipe import Recipe, build_recipe
-from .score import FITTED_BETA, effective_params, fan_out
+from .score import FITTED_BETA, Weights, effective_params, fan_out, score_analysis
 
 DEFAULT_TYPES = CANDIDATES     # a plan may pick any type the analysis measures by default
+
+
+@dataclass
+class ClassRow:
+    """One class of a plan: the type asked for, what llama-quantize writes, and its measured figures."""
+
+    cls: str
+    type: str                       # requested for the class (single tensors may be overridden)
+    written: dict[str, int]         # written type -> tensors of the class that get it
+    bytes: int
+    overrides: int                  # tensors of the class with a type of their own
+    share: float                    # of the quantized parameters
+    params: int
+    rel_error: float                # parameter-weighted means
+    sensitivity: float
+    bpw: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"class": self.cls, "type": self.type, "written": self.written, "bytes": self.bytes,
+                "overrides": self.overrides, "share": self.share, "params": self.params,
+                "rel_error": self.rel_error, "sensitivity": self.sensitivity, "bpw": self.bpw}
 
 
 @dataclass
@@ -35,7 +57,7 @@ class Plan:
     allocation: Allocation
     recipe: Recipe
     size: SizeEstimate
-    classes: list[dict[str, Any]] = field(default_factory=list)
+    classes: list[ClassRow] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)     # said to the user, not errors
 
     def to_json(self) -> dict[str, Any]:
@@ -43,8 +65,8 @@ class Plan:
         return {"budget": {"kind": self.budget.kind, "value": self.budget.value},
                 "class_types": a.group_types, "overrides": a.overrides, "tensor_types": a.tensor_types,
                 "total_distortion": a.total_distortion, "class_distortion": a.class_distortion,
-                "size": self.size.as_dict(), "classes": self.classes, "recipe": self.recipe.to_dict(),
-                "notes": self.notes}
+                "size": self.size.to_json(), "classes": [c.to_json() for c in self.classes],
+                "recipe": self.recipe.to_json(), "notes": self.notes}
 
 
 def _check_measured(analysis: Analysis, types: Sequence[str]) -> None:
@@ -79,7 +101,7 @@ def _refusal(r: TensorResult, req: str, has_imatrix: bool) -> str | None:
     """Why tensor r cannot get type req, or None: no measured error (llama-quantize cannot write it),
     or llama-quantize's imatrix rule (tensor_requires_imatrix) without an imatrix."""
     if not r.writable(req):
-        return r.errors[req].get("reason", f"{req} has no measured error")
+        return r.reason(req)
     return None if has_imatrix else planned_requires_imatrix(r.name, req)
 
 
@@ -99,9 +121,9 @@ def build_groups(model: Model, analysis: Analysis, types: Sequence[str], padded:
     for r in analysis.tensors.values():
         t = model.tensor(r.name)
         ok = allowed.setdefault(r.cls, list(types))
-        ok[:] = [req for req in ok if _refusal(r, req, bool(analysis.imatrix)) is None]  # suits every tensor
+        ok[:] = [req for req in ok if _refusal(r, req, analysis.imatrix is not None) is None]  # suits every tensor
         if not ok:
-            why = next(w for req in types if (w := _refusal(r, req, bool(analysis.imatrix))) is not None)
+            why = next(w for req in types if (w := _refusal(r, req, analysis.imatrix is not None)) is not None)
             raise FileFormatError(f"{model.path}: tensor {quoted(r.name)}: llama-quantize can write none of the "
                                   f"candidate types for class {r.cls} ({why})")
         cost: dict[str, int] = {}
@@ -117,37 +139,33 @@ def build_groups(model: Model, analysis: Analysis, types: Sequence[str], padded:
     return [Group(c, tuple(ts), tuple(allowed[c])) for c, ts in by_cls.items()]
 
 
-def class_rows(analysis: Analysis, alloc: Allocation, model: Model) -> list[dict[str, Any]]:
-    rows: dict[str, dict[str, Any]] = {}
-    total = sum(r.n_params for r in analysis.tensors.values()) or 1
-    for r in analysis.tensors.values():
-        req = alloc.tensor_types[r.name]
-        t = model.tensor(r.name)
-        written = qtypes.effective(qtypes.get(req), t.n_per_row).name
-        d = rows.setdefault(r.cls, {"class": r.cls, "type": alloc.group_types[r.cls], "written": {},
-                                    "params": 0, "bytes": 0, "err_num": 0.0, "sens_num": 0.0, "overrides": 0})
-        d["written"][written] = d["written"].get(written, 0) + 1
-        d["params"] += r.n_params
-        d["bytes"] += tensor_nbytes(t.shape, qtypes.get(written))
-        d["err_num"] += r.rel_error(req) * r.n_params
-        d["sens_num"] += (r.sensitivity if math.isfinite(r.sensitivity) else 1.0) * r.n_params
-        d["overrides"] += r.name in alloc.overrides
+def class_rows(analysis: Analysis, alloc: Allocation, model: Model) -> list[ClassRow]:
+    total = analysis.n_params or 1
     out = []
-    for d in rows.values():
-        p = d.pop("params")
-        d.update(share=p / total, params=p, rel_error=d.pop("err_num") / p, sensitivity=d.pop("sens_num") / p,
-                 bpw=8 * d["bytes"] / p)
-        out.append(d)
-    out.sort(key=lambda d: -d["sensitivity"])
+    for cls, rs in analysis.by_class().items():
+        written: dict[str, int] = {}
+        n_bytes, err, sens = 0, 0.0, 0.0
+        for r in rs:
+            req = alloc.tensor_types[r.name]
+            t = model.tensor(r.name)
+            w = qtypes.effective(qtypes.get(req), t.n_per_row).name
+            written[w] = written.get(w, 0) + 1
+            n_bytes += tensor_nbytes(t.shape, qtypes.get(w))
+            err += r.rel_error(req) * r.n_params
+            sens += (r.sensitivity if math.isfinite(r.sensitivity) else 1.0) * r.n_params
+        p = sum(r.n_params for r in rs)
+        out.append(ClassRow(cls, alloc.group_types[cls], written, n_bytes, sum(r.name in alloc.overrides for r in rs),
+                            p / total, p, err / p, sens / p, 8 * n_bytes / p))
+    out.sort(key=lambda c: -c.sensitivity)
     return out
 
 
-def imatrix_extra_kv(analysis: Analysis) -> tuple[Any, ...]:
+def imatrix_extra_kv(analysis: Analysis) -> tuple[KV, ...]:
     """The metadata keys llama-quantize adds with --imatrix (they count in the output file's size)."""
     im = analysis.imatrix
-    if not im:
+    if im is None:
         return ()
-    return imatrix_kv(im["path"], (im.get("datasets") or [None])[0], bool(im.get("chunk_count")))
+    return imatrix_kv(im.path, im.datasets[0] if im.datasets else None, bool(im.chunk_count))
 
 
 def needs_requantize(model: Model, analysis: Analysis) -> bool:
@@ -156,9 +174,13 @@ def needs_requantize(model: Model, analysis: Analysis) -> bool:
 
 
 def make_plan(model: Model, analysis: Analysis, budget: Budget, *, types: Sequence[str] = DEFAULT_TYPES,
-              max_overrides: int = 64, extra_kv: Sequence[Any] = (), distortion: str = DEFAULT_DISTORTION) -> Plan:
-    if not analysis.weights:
-        raise ValueError("make_plan: the analysis has no sensitivities; call plan.score.score_analysis first")
+              max_overrides: int = 64, distortion: str = DEFAULT_DISTORTION, weights: Weights | None = None) -> Plan:
+    """The optimal plan of `model` under `budget` from its analysis. The sensitivities are those of
+    `weights` (default: the weights the analysis was scored with, else the defaults); the metadata keys an
+    imatrix adds to the output count in a size budget (imatrix_extra_kv)."""
+    if weights is not None or not analysis.weights:
+        score_analysis(analysis, weights or Weights())
+    extra_kv = imatrix_extra_kv(analysis)
     for t in types:
         if not qtypes.get(t).native:
             raise UsageError(f"type {t} cannot be planned (prism_native has no bit-exact quantizer for it)")

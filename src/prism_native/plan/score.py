@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from ..errors import UsageError
 from ..measure.analyze import nanmean
-from ..measure.results import Analysis, TensorResult
+from ..measure.results import Analysis
 from ..read.model import Model
 
 
@@ -75,7 +75,7 @@ class Weights:
                                  "(larger weights overflow the score's exponential)")
         return cls(**vals)
 
-    def as_dict(self) -> dict[str, float]:
+    def to_json(self) -> dict[str, float]:
         return asdict(self)
 
 
@@ -212,7 +212,7 @@ def metric_records(records: Sequence[Mapping[str, object]]) -> list[dict[str, fl
     layers = [r.get("layer") for r in records]
     for r, st in zip(records, structural_metrics([str(r["cls"]) for r in records], layers)):  # type: ignore[arg-type]
         own = r["metrics"] if "metrics" in r else r
-        m: dict[str, float | None] = {k: own.get(k) for k in Weights().as_dict() if k not in STRUCTURAL}  # type: ignore[union-attr]
+        m: dict[str, float | None] = {k: own.get(k) for k in Weights().to_json() if k not in STRUCTURAL}  # type: ignore[union-attr]
         m.update(st)
         out.append(m)
     return out
@@ -227,8 +227,8 @@ def class_index(classes: Sequence[str]) -> np.ndarray:
 def tensor_sensitivity(records: Sequence[Mapping[str, object]], weights: Weights) -> np.ndarray:
     """Composite sensitivity of every tensor from its record (a TensorResult as a dict: metrics, cls,
     n_params)."""
-    names = list(weights.as_dict())
-    w = np.array([weights.as_dict()[k] for k in names])
+    names = list(weights.to_json())
+    w = np.array([weights.to_json()[k] for k in names])
     params = np.array([float(r["n_params"]) for r in records])  # type: ignore[arg-type]
     classes = [str(r["cls"]) for r in records]
     return combine(z_matrix(metric_records(records), names), w, names, params, class_index(classes))
@@ -245,24 +245,35 @@ def score_analysis(analysis: Analysis, weights: Weights) -> None:
     sens = tensor_sensitivity([asdict(r) for r in rs], weights)
     for r, s in zip(rs, sens):
         r.sensitivity = float(s)
-    analysis.weights = weights.as_dict()
+    analysis.weights = weights.to_json()
 
 
-def class_table(analysis: Analysis) -> list[dict[str, Any]]:
-    """One row per class: parameters, mean metrics, sensitivity; sorted by sensitivity, highest first."""
-    groups: dict[str, list[TensorResult]] = {}
-    for r in analysis.tensors.values():
-        groups.setdefault(r.cls, []).append(r)
-    total = sum(r.n_params for r in analysis.tensors.values()) or 1
+@dataclass(frozen=True)
+class ClassSummary:
+    """One class of an analysis: its tensors, parameters, mean metrics and sensitivity."""
+
+    cls: str
+    tensors: int
+    params: int
+    share: float          # of the quantizable parameters
+    alpha: float
+    dominance: float
+    imbalance: float
+    osqe4: float
+    fragility: float
+    boundary: float
+    sensitivity: float    # parameter-weighted
+
+
+def class_table(analysis: Analysis) -> list[ClassSummary]:
+    """One row per class, sorted by sensitivity, highest first."""
+    total = analysis.n_params or 1
     rows = []
-    for cls, rs in groups.items():
+    for cls, rs in analysis.by_class().items():
         p = [r.n_params for r in rs]
-        rows.append({
-            "class": cls, "tensors": len(rs), "params": sum(p), "share": sum(p) / total,
-            "alpha": nanmean(r.alpha for r in rs), "dominance": nanmean(r.dominance for r in rs),
-            "imbalance": nanmean(r.imbalance for r in rs), "osqe4": nanmean(r.osqe["4"] for r in rs),
-            "fragility": nanmean(r.fragility for r in rs), "boundary": nanmean(r.boundary for r in rs),
-            "sensitivity": class_sensitivity([r.sensitivity for r in rs], p),
-        })
-    rows.sort(key=lambda d: -d["sensitivity"])
+        rows.append(ClassSummary(
+            cls, len(rs), sum(p), sum(p) / total, nanmean(r.alpha for r in rs), nanmean(r.dominance for r in rs),
+            nanmean(r.imbalance for r in rs), nanmean(r.osqe["4"] for r in rs), nanmean(r.fragility for r in rs),
+            nanmean(r.boundary for r in rs), class_sensitivity([r.sensitivity for r in rs], p)))
+    rows.sort(key=lambda c: -c.sensitivity)
     return rows

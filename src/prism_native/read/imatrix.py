@@ -18,14 +18,38 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FileFormatError
+from ..gguf.constants import GGUF_MAGIC
+from ..gguf.imatrix import KV_CHUNK_COUNT, KV_CHUNK_SIZE, KV_DATASETS, write_imatrix
 from .bounded import MiB, read_bytes
 
-GGUF_MAGIC = b"GGUF"
-KV_DATASETS = "imatrix.datasets"
-KV_CHUNK_COUNT = "imatrix.chunk_count"
-KV_CHUNK_SIZE = "imatrix.chunk_size"
 MAX_DAT_BYTES = 4096 * MiB     # a legacy .dat is read whole
 MAX_COUNT = 2.0 ** 62          # a count of calls; float32 counts beyond this are damage
+
+
+@dataclass(frozen=True)
+class ImatrixIdentity:
+    """What an analysis records of its imatrix (results files store it as JSON): a results file is
+    reused only with the same imatrix, and a plan names it in its command and its metadata keys."""
+
+    path: str                     # as given ('auto': the data-free estimate, measure/importance.py)
+    format: str                   # "gguf" or "dat"
+    entries: int
+    datasets: tuple[str, ...] = ()
+    chunk_count: int = 0
+    chunk_size: int = 0
+
+    def to_json(self) -> dict[str, object]:
+        return {"path": self.path, "format": self.format, "entries": self.entries, "datasets": list(self.datasets) if isinstance(self.datasets, tuple) else self.datasets,
+                "chunk_count": self.chunk_count, "chunk_size": self.chunk_size}
+
+    @classmethod
+    def from_json(cls, d: dict[str, object]) -> "ImatrixIdentity":
+        """A results file's "imatrix" object (its path checked by the caller); odd values compare unequal
+        to every imatrix, so such a file is never reused with one."""
+        ds = d.get("datasets")
+        return cls(str(d["path"]), d.get("format"), d.get("entries"),  # type: ignore[arg-type]
+                   tuple(ds) if isinstance(ds, list) else ds, d.get("chunk_count"),  # type: ignore[arg-type]
+                   d.get("chunk_size"))  # type: ignore[arg-type]
 
 
 @dataclass
@@ -57,9 +81,9 @@ class Imatrix:
         """Tensors llama-quantize will quantize without importance weights."""
         return [n for n in tensor_names if n not in self.entries]
 
-    def identity(self) -> dict[str, object]:
-        return {"path": str(self.path), "format": self.format, "entries": len(self.entries),
-                "datasets": self.datasets, "chunk_count": self.chunk_count, "chunk_size": self.chunk_size}
+    def identity(self) -> ImatrixIdentity:
+        return ImatrixIdentity(str(self.path), self.format, len(self.entries), tuple(self.datasets),
+                               self.chunk_count, self.chunk_size)
 
 
 def load_imatrix(path: str | Path) -> Imatrix:
@@ -129,7 +153,7 @@ def _load_gguf(p: Path) -> Imatrix:
     """llama-imatrix's GGUF output, through the validating reader (layout.read_layout)."""
     import gguf
 
-    from .layout import field_type, read_layout
+    from ..gguf.layout import field_type, read_layout
 
     data = np.memmap(p, mode="r")
     lay = read_layout(p, data)
@@ -201,18 +225,4 @@ def write_dat(path: str | Path, entries: dict[str, tuple[np.ndarray, int]], chun
 def write_gguf(path: str | Path, entries: dict[str, tuple[np.ndarray, np.ndarray]], datasets: list[str],
                chunk_count: int, chunk_size: int) -> None:
     """GGUF format: entries name -> (in_sum2 of shape (n_mat, ne0), counts of shape (n_mat,))."""
-    import gguf
-
-    w = gguf.GGUFWriter(str(path), "imatrix")
-    w.add_type("imatrix")
-    w.add_array(KV_DATASETS, datasets)
-    w.add_uint32(KV_CHUNK_COUNT, chunk_count)
-    w.add_uint32(KV_CHUNK_SIZE, chunk_size)
-    for name, (s, c) in entries.items():
-        s = np.ascontiguousarray(s, dtype=np.float32)
-        w.add_tensor(f"{name}.in_sum2", s.reshape(-1, s.shape[-1]))
-        w.add_tensor(f"{name}.counts", np.ascontiguousarray(c, dtype=np.float32).reshape(-1, 1))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    write_imatrix(path, entries, datasets, chunk_count, chunk_size)

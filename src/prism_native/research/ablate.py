@@ -17,13 +17,13 @@ from typing import Any, Callable, Sequence
 
 from .. import qtypes
 from ..errors import FileFormatError, UsageError
+from ..files import write_file
 from ..llama.decide import TensorSpec
-from ..measure.results import Analysis
+from ..measure.results import Analysis, ModelIdentity
 from ..plan.recipe import build_recipe
 from ..plan.score import Weights, fan_out
 from ..read.bounded import MiB, load_json
 from ..read.model import Model
-from ..write.output import write_file
 from .evaluate import IMATRIX, MODEL_IN, MODEL_OUT, Evaluation, Method, Row, Setup
 
 FORMAT = "prism-ablation/1"
@@ -123,8 +123,38 @@ class Record:
                    row.m.kld_mean - base.m.kld_mean, row.file_bytes, row.m.ppl)
 
 
+@dataclass
+class Ablation:
+    """One ablate run: the all-high file's KLD, and a record per unit and low type; to_json() is the
+    ablation file that fit-weights reads (load)."""
+
+    model: ModelIdentity
+    model_name: str
+    text: str
+    n_ctx: int
+    chunks: int
+    imatrix: bool
+    by: str
+    high: str
+    low: list[str]
+    reference_ppl: float
+    base_kld: float
+    base_kld_err: float
+    base_file_bytes: int
+    records: list[Record]
+    tensors: list[dict[str, Any]]       # tensor_table: the analysis's figures a fit needs, as the file holds them
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": FORMAT, "model": {k: v for k, v in self.model.to_json().items() if k != "path"},
+                "model_name": self.model_name, "text": self.text, "n_ctx": self.n_ctx, "chunks": self.chunks,
+                "imatrix": self.imatrix, "by": self.by, "high": self.high, "low": self.low,
+                "reference_ppl": self.reference_ppl,
+                "base": {"kld": self.base_kld, "kld_err": self.base_kld_err, "file_bytes": self.base_file_bytes},
+                "records": [asdict(r) for r in self.records], "tensors": self.tensors}
+
+
 def run(setup: Setup, analysis: Analysis, unit_list: Sequence[Unit], low: Sequence[str], high: str,
-        by: str, on_row: Callable[[Record], None] | None = None) -> dict[str, Any]:
+        by: str, on_row: Callable[[Record], None] | None = None) -> Ablation:
     model = setup.model
     requant = any(t.requantized for t in model.tensors)
     base_m, todo = methods(model, analysis, unit_list, low, high, imatrix=setup.imatrix is not None,
@@ -142,17 +172,14 @@ def run(setup: Setup, analysis: Analysis, unit_list: Sequence[Unit], low: Sequen
                 on_row(rec)
     finally:
         ev.finish()
-    return {"format": FORMAT, "model": {k: v for k, v in analysis.model.items() if k != "path"},
-            "model_name": model.name, "text": str(setup.ppl.text), "n_ctx": setup.ppl.n_ctx,
-            "chunks": base.m.chunks, "imatrix": setup.imatrix is not None, "by": by, "high": high,
-            "low": list(low), "reference_ppl": ref.m.ppl,
-            "base": {"kld": base.m.kld_mean, "kld_err": base.m.kld_mean_err, "file_bytes": base.file_bytes},
-            "records": [asdict(r) for r in records], "tensors": tensor_table(model, analysis)}
+    return Ablation(analysis.model, model.name, str(setup.ppl.text), setup.ppl.n_ctx, base.m.chunks,
+                    setup.imatrix is not None, by, high, list(low), ref.m.ppl, base.m.kld_mean, base.m.kld_mean_err,
+                    base.file_bytes, records, tensor_table(model, analysis))
 
 
-def save(data: dict[str, Any], path: Path) -> None:
+def save(ablation: Ablation, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_file(path, json.dumps(data, separators=(",", ":"), allow_nan=False).encode())   # large: per-tensor tables
+    write_file(path, json.dumps(ablation.to_json(), separators=(",", ":"), allow_nan=False).encode())   # large
 
 
 def load(path: str | Path) -> dict[str, Any]:

@@ -20,20 +20,20 @@ from pathlib import Path
 from typing import Any, Callable, Sequence, TextIO
 
 from ..errors import FileFormatError, PrismError, UsageError
+from ..files import write_file
 from ..llama.command import PROGRAM, QuantizeCommand
 from ..llama.decide import TensorSpec
 from ..llama.diagnose import imatrix_needed
 from ..llama.ftypes import parse_ftype
-from ..llama.perplexity import Measurement, Perplexity
-from ..llama.quantize_log import parse_quantize_log
-from ..llama.tools import run as run_tool
-from ..measure.results import Analysis, model_identity
+from ..measure.results import Analysis, ModelIdentity
 from ..plan.budget import Budget
-from ..plan.planner import imatrix_extra_kv, make_plan, needs_requantize
+from ..plan.planner import make_plan, needs_requantize
 from ..progress import Progress, fmt_secs
 from ..read.bounded import MiB, load_json
 from ..read.model import Model
-from ..write.output import write_file
+from ..tools.binaries import run as run_tool
+from ..tools.perplexity import Measurement, Perplexity
+from ..tools.quantize_log import parse_quantize_log
 
 CACHE_BYTES = 64 * MiB      # measurements.json: one small record per measured file
 
@@ -125,13 +125,12 @@ def recipe_method(name: str, command: QuantizeCommand, *, requantize: bool, imat
 def prism_planner(model: Model, analysis: Analysis, *, types: Sequence[str], max_overrides: int,
                   distortion: str) -> Callable[[Budget, str], Method]:
     """budget, label -> the Method of a prism_native plan at that budget (its recipe with placeholders)."""
-    extra = imatrix_extra_kv(analysis)
     requant = needs_requantize(model, analysis)
 
     def plan(budget: Budget, label: str) -> Method:
-        p = make_plan(model, analysis, budget, types=types, max_overrides=max_overrides, extra_kv=extra,
+        p = make_plan(model, analysis, budget, types=types, max_overrides=max_overrides,
                       distortion=distortion)
-        cmd = p.recipe.command(MODEL_IN, MODEL_OUT, imatrix=IMATRIX if analysis.imatrix else None,
+        cmd = p.recipe.command(MODEL_IN, MODEL_OUT, imatrix=IMATRIX if analysis.imatrix is not None else None,
                                allow_requantize=requant)
         return Method(f"prism_native {label}", SERIES_PRISM, cmd, label, p.size.file_bytes,
                       int(budget.value) if budget.kind == "size" else None)
@@ -293,7 +292,7 @@ class Evaluation:
     def __init__(self, setup: Setup) -> None:
         self.s = setup
         self.store = Store(setup.out_dir / "cache")
-        self.identity = {k: v for k, v in model_identity(setup.model).items() if k != "path"}
+        self.identity = {k: v for k, v in ModelIdentity.of(setup.model).to_json().items() if k != "path"}
         p = setup.ppl
         self.base_key = _key({"model": self.identity, "text": _sha256_file(p.text), "n_ctx": p.n_ctx,
                               "chunks": p.chunks})

@@ -36,7 +36,7 @@ METRICS = tuple(Weights.__dataclass_fields__)
 # position), the baseline every fit is scored against
 LITERATURE_PRIORS = Weights(alpha=-0.30, dominance=0.15, imbalance=0.15, fragility=0.25, boundary=0.10,
                             position=0.25)
-ERRORS_ONLY = Weights(**{k: 0.0 for k in Weights().as_dict()})     # distortion = measured error alone
+ERRORS_ONLY = Weights(**{k: 0.0 for k in Weights().to_json()})     # distortion = measured error alone
 
 
 @dataclass
@@ -136,8 +136,8 @@ class Fit:
     lam: float
     rms_log: float                  # in-sample, natural log units
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"weights": self.weights.as_dict(), "beta": self.beta, "lambda": self.lam, "rms_log": self.rms_log}
+    def to_json(self) -> dict[str, Any]:
+        return {"weights": self.weights.to_json(), "beta": self.beta, "lambda": self.lam, "rms_log": self.rms_log}
 
 
 def fit(data: Sequence[ModelData], lam: float = 1.0, beta: float | None = None,
@@ -196,7 +196,7 @@ class Score:
     pairs: float              # share of record pairs ordered alike
     rms_log: float            # after the model's offset
 
-    def as_dict(self) -> dict[str, float]:
+    def to_json(self) -> dict[str, float]:
         return {"spearman": self.spearman, "pairs": self.pairs, "rms_log": self.rms_log}
 
 
@@ -209,3 +209,66 @@ def score(d: ModelData, weights: Weights, beta: float) -> Score:
     pairs = float(np.mean(np.sign(p[i] - p[j]) == np.sign(m[i] - m[j]))) if len(i) else math.nan
     rho = float(stats.spearmanr(p, m).statistic) if len(p) > 2 else math.nan
     return Score(rho, pairs, float(np.sqrt(np.mean(r ** 2))))
+
+
+# -- fit-weights: the fit, and every scheme scored on every model -----------------------------------
+
+
+@dataclass
+class ScoreRow:
+    """One scheme's weights scored on one model."""
+
+    scheme: str
+    model: str
+    score: Score
+    weights: Weights
+    beta: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"scheme": self.scheme, "model": self.model, **self.score.to_json(), "weights": self.weights.to_json(),
+                "beta": self.beta}
+
+
+@dataclass
+class FitReport:
+    """The fit on all models (its lambda chosen by leave-one-model-out cross-validation), the fits that
+    leave each model out, and the scores of every scheme: the literature priors, the defaults, errors only,
+    the fits in and out of sample, and the fit on files it was not fitted to (`check`)."""
+
+    data: list[ModelData]
+    lam: float
+    cv: dict[float, float]          # lambda -> mean held-out rms log (empty: not cross-validated)
+    overall: Fit
+    held: dict[str, Fit]            # model name -> the fit on the other models
+    rows: list[ScoreRow]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"fit": self.overall.to_json(), "held_out_fits": {k: v.to_json() for k, v in self.held.items()},
+                "scores": [r.to_json() for r in self.rows]}
+
+
+def fit_report(files: Sequence[str | Path], grid: Sequence[float], beta: float | None = None,
+               fixed: Mapping[str, float] | None = None, min_snr: float = 2.0,
+               check: Sequence[str | Path] = ()) -> FitReport:
+    """Fit the weights to ablation `files` and score every scheme on every model (leave one model out)."""
+    data = models_from_files(files, min_snr)
+    lam, cv = choose_lambda(data, grid, beta, fixed)
+    overall = fit(data, lam, beta, fixed)
+    schemes: dict[str, tuple[Weights, float]] = {
+        "literature priors, params": (LITERATURE_PRIORS, 1.0),
+        "current defaults, params": (Weights(), 1.0),
+        "errors only, params (w = 0, beta = 1)": (ERRORS_ONLY, 1.0),
+        "errors only, relative (w = 0, beta = 0)": (ERRORS_ONLY, 0.0),
+        "fitted on all models (in-sample)": (overall.weights, overall.beta),
+    }
+    held = {d.name: fit(others, choose_lambda(others, grid, beta, fixed)[0], beta, fixed)
+            for d in data for others in [[o for o in data if o is not d]]
+            if sum(len(o.damage) for o in others) >= 2}
+    rows = [ScoreRow(name, d.name, score(d, w, b), w, b) for name, (w, b) in schemes.items() for d in data]
+    rows += [ScoreRow("fitted on the other models (held out)", d.name, score(d, f.weights, f.beta), f.weights, f.beta)
+             for d in data if (f := held.get(d.name)) is not None]
+    for d in models_from_files(check, min_snr) if check else []:
+        rows += [ScoreRow(scheme, d.name, score(d, w, overall.beta), w, overall.beta)
+                 for scheme, w in (("check, not fitted: fitted on all models", overall.weights),
+                                   ("check, not fitted: errors only", ERRORS_ONLY))]
+    return FitReport(data, lam, cv, overall, held, rows)

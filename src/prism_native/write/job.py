@@ -17,17 +17,19 @@ import numpy as np
 
 from .. import qtypes
 from ..errors import RecipeError, UsageError
+from ..gguf.constants import KEY_FILE_TYPE
+from ..gguf.writer import KV, WriteLayout
 from ..llama.command import QuantizeCommand
-from ..llama.decide import Decision, QuantizeOptions, TensorSpec, decide
+from ..llama.decide import Decision, TensorSpec, decide
 from ..llama.ftypes import FTYPES, get_ftype, parse_ftype
+from ..llama.options import QuantizeOptions
 from ..llama.quantizable import llama_order
 from ..llama.sizes import imatrix_kv, output_layout
 from ..plan.recipe import Recipe, build_recipe
 from ..qtypes import QType
-from ..read.imatrix import Imatrix, load_imatrix
+from ..quant import FLOAT_TYPES
+from ..read.imatrix import Imatrix
 from ..read.model import Model, TensorInfo
-from .encode import FLOAT_TYPES
-from .gguf_writer import KEY_FILE_TYPE, KV, Layout
 from .kv_override import parse_kv_override
 from .prune import Pruning, parse_prune_layers
 
@@ -74,7 +76,7 @@ class Job:
     model: Model
     ftype: str
     tensors: tuple[TensorJob, ...]        # llama's tensor order, the order of the file
-    layout: Layout
+    layout: WriteLayout
     notes: tuple[str, ...] = field(default=())   # what llama-quantize would log as a warning
 
     @property
@@ -93,7 +95,7 @@ HPARAM_KEYS = ("block_count", "nextn_predict_layers", "expert_count", "attention
 
 
 def params_from_command(cmd: QuantizeCommand, *, imatrix: Imatrix | None = None) -> QuantizeParams:
-    """A parsed llama-quantize command line. --keep-split (several output files) is refused; --dry-run is
+    """A parsed llama-quantize command line, with its --imatrix loaded (`imatrix`). --keep-split (several output files) is refused; --dry-run is
     the caller's to honour; --max-buffer-size only bounds llama-quantize's memory and changes no byte."""
     if cmd.keep_split:
         raise RecipeError("--keep-split (one output file per input part) is not supported: write one file and "
@@ -101,7 +103,7 @@ def params_from_command(cmd: QuantizeCommand, *, imatrix: Imatrix | None = None)
     prune = parse_prune_layers(cmd.prune_layers) if cmd.prune_layers is not None else ()
     opts = replace(cmd.options(), imatrix=False)        # build_job sets it from the imatrix entries used
     if cmd.imatrix is not None and imatrix is None:
-        imatrix = load_imatrix(cmd.imatrix)
+        raise UsageError(f"the command's --imatrix {cmd.imatrix} is not loaded (pipeline.open_imatrix loads it)")
     return QuantizeParams(opts, imatrix, cmd.imatrix, tuple(cmd.include_weights), tuple(cmd.exclude_weights),
                           tuple(parse_kv_override(o) for o in cmd.override_kv), cmd.allow_requantize, prune)
 

@@ -1,4 +1,4 @@
-"""quantize_model: write the output file of a plan, recipe, llama-quantize command or type choice.
+"""write_job: write the output file of a job (write/job.py; pipeline.py makes jobs from what the user asks for).
 
 The streaming part of llama_model_quantize_impl's main loop: the metadata first (its size and every
 offset are known from the decisions, so no placeholder is rewritten later), then each tensor in llama's
@@ -11,30 +11,19 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Union
 
 from ..errors import RecipeError, UsageError
-from ..llama.command import QuantizeCommand
-from ..llama.decide import QuantizeOptions
-from ..plan.recipe import Recipe
+from ..files import AtomicOutput, check_destination, check_space
+from ..gguf.constants import pad
 from ..progress import Progress
-from ..qtypes import QType
 from ..quant import Scratch
-from ..read.imatrix import Imatrix, load_imatrix
-from ..read.model import Model
-from .encode import TensorEncoder, invalid_data, slabs
-from .gguf_writer import pad
-from .job import Job, QuantizeParams, TensorJob, build_job, params_from_command, params_from_recipe, params_from_types
-from .output import AtomicOutput, check_destination, check_space
+from ..quant import invalid_data
+from .encode import TensorEncoder, slabs
+from .job import Job, TensorJob
 from .source import TensorSource
-
-if TYPE_CHECKING:
-    from ..plan.planner import Plan
-
-Choice = Union["Plan", Recipe, QuantizeCommand, QuantizeParams, QuantizeOptions, str, Mapping[str, "str | QType"]]
 
 
 @dataclass(frozen=True)
@@ -108,66 +97,3 @@ def write_job(job: Job, dst: str | Path, *, threads: int = 0, progress: bool | P
             bar.close()
     return QuantizeResult(final, job.file_bytes, os.stat(final).st_size, tensor_bytes, job.input_bytes,
                           time.perf_counter() - t0, job.ftype, job.notes)
-
-
-def _imatrix(imatrix: str | Path | Imatrix | None) -> tuple[Imatrix | None, str | None]:
-    if imatrix is None or isinstance(imatrix, Imatrix):
-        return imatrix, None
-    if isinstance(imatrix, (str, Path)):
-        return load_imatrix(imatrix), str(imatrix)
-    raise UsageError(f"imatrix must be a path or a read.imatrix.Imatrix, not {type(imatrix).__name__}")
-
-
-def params_for(model: Model, choice: Choice, imatrix: str | Path | Imatrix | None = None) -> QuantizeParams:
-    """QuantizeParams for any of the ways quantize_model accepts to say what to write."""
-    from ..plan.planner import Plan
-
-    im, name = _imatrix(imatrix)
-    if isinstance(choice, QuantizeParams):
-        if im is not None:
-            raise UsageError("QuantizeParams carry their own imatrix; do not pass imatrix= as well")
-        return choice
-    if isinstance(choice, Plan):
-        return params_from_recipe(choice.recipe, imatrix=im, imatrix_name=name)
-    if isinstance(choice, Recipe):
-        return params_from_recipe(choice, imatrix=im, imatrix_name=name)
-    if isinstance(choice, QuantizeCommand):
-        p = params_from_command(choice, imatrix=im)
-        return p if im is None else QuantizeParams(p.options, im, name or str(im.path), p.include_weights,
-                                                   p.exclude_weights, p.kv_overrides, p.allow_requantize)
-    if isinstance(choice, QuantizeOptions):
-        return QuantizeParams(choice, im, None if im is None else name or str(im.path), allow_requantize=True)
-    if isinstance(choice, (str, Mapping)):
-        return params_from_types(model, choice, imatrix=im, imatrix_name=name)
-    raise UsageError("plan_or_types must be a Plan, Recipe, QuantizeCommand, QuantizeOptions, an ftype name "
-                     f"such as 'Q4_K_M' or a mapping tensor name -> type, not {type(choice).__name__}")
-
-
-def quantize_model(src: str | Path | Model, dst: str | Path, plan_or_types: Choice,
-                   imatrix: str | Path | Imatrix | None = None, threads: int = 0,
-                   progress: bool = True) -> QuantizeResult:
-    """Write the quantized GGUF of `src` to `dst`, byte for byte what llama-quantize writes for the same
-    choices (llama_model_quantize_impl).
-
-    plan_or_types: a plan (plan.planner.make_plan), a recipe (plan.recipe), a parsed llama-quantize command
-    (llama.command.QuantizeCommand.parse), QuantizeOptions, an ftype name ("Q4_K_M") or a mapping tensor name ->
-    type (tensors not named keep theirs). imatrix: llama-imatrix's output (GGUF or .dat), or a loaded
-    Imatrix; its path is recorded in the output's quantize.imatrix.file as given. threads: 0 for all
-    cores. Quantized inputs are requantized (llama-quantize's --allow-requantize) except when a command
-    without that flag is given. Raises ValueError (UsageError) for bad arguments and a PrismError for
-    anything llama-quantize would refuse or that cannot be written; nothing is left under `dst` then.
-    """
-    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 0:
-        raise UsageError(f"threads must be an int >= 0 (0: all cores), got {threads!r}")
-    if isinstance(src, Model):
-        model = src
-    elif isinstance(src, (str, Path)):
-        model = Model(src)
-    else:
-        raise UsageError(f"src must be a path or an opened Model, not {type(src).__name__}")
-    if not isinstance(dst, (str, Path)):
-        raise UsageError(f"dst must be a path, not {type(dst).__name__}")
-    inputs = [imatrix] if isinstance(imatrix, (str, Path)) else []
-    check_destination(dst, [*model.parts, *inputs])
-    job = build_job(model, params_for(model, plan_or_types, imatrix))
-    return write_job(job, dst, threads=threads, progress=progress, inputs=inputs)

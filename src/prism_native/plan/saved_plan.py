@@ -1,4 +1,5 @@
-"""A plan saved as JSON (what `plan --json` prints) read back as the recipe it carries.
+"""A plan saved as JSON: what `plan --json` prints (plan_json), read back as the recipe it carries
+(load_saved_plan).
 
 The recipe (its ftype argument and --tensor-type patterns) is what gets carried out: the types are
 decided again on the model being quantized, and must come out as the plan says (`written`), so a plan
@@ -6,6 +7,7 @@ made for another model, or edited into something else, is refused instead of sil
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,10 +16,10 @@ from .. import qtypes
 from ..errors import PrismError, RecipeError
 from ..llama.command import QuantizeCommand
 from ..llama.patterns import MAX_RULES, TensorTypeRule
-from ..plan.recipe import Recipe
 from ..read.bounded import MiB, load_json
 from ..read.model import Model
-from .job import Job
+from .planner import Plan
+from .recipe import Recipe
 
 MAX_BYTES = 32 * MiB      # a plan lists each tensor a few times: ~300 bytes per tensor
 MAX_DEPTH = 16            # `plan --json` nests 5 levels deep
@@ -28,6 +30,14 @@ class SavedPlan:
     path: Path
     recipe: Recipe
     command: QuantizeCommand | None     # the plan's argv (input model, --imatrix, --allow-requantize)
+
+
+def plan_json(plan: Plan, command: QuantizeCommand) -> dict[str, Any]:
+    """The saved form of a plan: its figures and recipe (Plan.to_json) and the llama-quantize command that
+    carries it out, as shell text and as argv (read back as SavedPlan.command)."""
+    d = plan.to_json()
+    d["command"], d["argv"] = command.shell(), command.argv()
+    return d
 
 
 def _fail(path: Path, what: str) -> RecipeError:
@@ -91,14 +101,14 @@ def load_saved_plan(path: str | Path) -> SavedPlan:
     return SavedPlan(p, recipe, command)
 
 
-def check_against(plan: SavedPlan, model: Model, job: Job) -> None:
-    """Refuse a plan that names tensors the model lacks, or whose types the model does not get."""
+def check_against(plan: SavedPlan, model: Model, got: Mapping[str, str]) -> None:
+    """Refuse a plan that names tensors the model lacks, or whose types the model does not get (`got`:
+    tensor name -> the type the job writes)."""
     named = list(dict.fromkeys([*plan.recipe.planned, *plan.recipe.written]))
     missing = [n for n in named if n not in model]
     if missing:
         raise _fail(plan.path, f"names {len(missing)} tensor(s) that {model.path.name} lacks "
                                f"({', '.join(missing[:3])}); it was made for another model")
-    got = {t.info.name: t.target.name for t in job.tensors}
     wrong = [n for n, w in plan.recipe.written.items() if got[n] != w]
     if wrong:
         n = wrong[0]
