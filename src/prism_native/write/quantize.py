@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
@@ -29,7 +29,7 @@ from .encode import TensorEncoder, invalid_data, slabs
 from .gguf_writer import pad
 from .job import Job, QuantizeParams, TensorJob, build_job, params_from_command, params_from_recipe, params_from_types
 from .output import AtomicOutput, check_destination, check_space
-from .source import TensorSource
+from .source import Read, TensorSource
 
 if TYPE_CHECKING:
     from ..plan.planner import Plan
@@ -76,6 +76,15 @@ def _write_tensor(out: AtomicOutput, source: TensorSource, tj: TensorJob, thread
     return n
 
 
+def _reads(job: Job) -> Iterator[Read]:
+    """Every read _write_tensor makes, in its order: the source's read-ahead schedule."""
+    for tj in job.tensors:
+        t = tj.info
+        row = t.qtype.row_bytes(t.n_per_row)
+        for s in slabs(t):
+            yield t, s.row0 * row, (s.row1 - s.row0) * row
+
+
 def write_job(job: Job, dst: str | Path, *, threads: int = 0, progress: bool | Progress = True,
               inputs: Iterable[str | Path] = ()) -> QuantizeResult:
     """Write `job` to `dst` (temporary name, renamed at the end); checks the destination (never the model
@@ -92,7 +101,7 @@ def write_job(job: Job, dst: str | Path, *, threads: int = 0, progress: bool | P
     t0 = time.perf_counter()
     tensor_bytes = 0
     try:
-        with TensorSource(job.model) as source, AtomicOutput(final) as out:
+        with TensorSource(job.model, _reads(job)) as source, AtomicOutput(final) as out:
             out.write(job.layout.meta())
             for tj, entry in zip(job.tensors, job.layout.tensors):
                 n = _write_tensor(out, source, tj, threads, scratch, bar)
