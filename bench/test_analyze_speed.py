@@ -16,7 +16,7 @@ from benchutil import LAYERS, THREADS
 
 
 def test_analyze_vs_llama_quantize_q3_k_m(benchmark, model_8b, tmp_path):
-    from prism_native.llama.tools import locate_tool
+    from prism_native.tools.binaries import locate_tool
     from prism_native.measure.analyze import Settings, analyze
     from prism_native.read.model import open_model
 

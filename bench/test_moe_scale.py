@@ -28,7 +28,7 @@ import pytest
 from support import synth
 from support.moe_shapes import DEEPSEEK_V3, KIMI_K2, MoeShape
 
-from prism_native.llama.tools import locate_tool
+from prism_native.tools.binaries import locate_tool
 
 pytestmark = pytest.mark.skipif(os.environ.get("PRISM_BENCH_MOE") != "1", reason="set PRISM_BENCH_MOE=1 (heavy)")
 SRC = Path(__file__).resolve().parents[1] / "src"

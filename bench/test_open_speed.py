@@ -53,7 +53,8 @@ def metadata_8b(tmp_path_factory) -> Path:
 
 
 def test_open_8b_metadata(benchmark, metadata_8b):
-    from prism_native.read import keys, layout
+    from prism_native.gguf import layout
+    from prism_native.read import keys
     from prism_native.read.model import Model
 
     benchmark.pedantic(lambda: Model(metadata_8b), rounds=3, iterations=1)

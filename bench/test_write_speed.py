@@ -57,7 +57,7 @@ def plans_8b(model_8b, tmp_path_factory):
 
 
 def _llama_quantize(plan: dict, out: Path, timings: Timings, types: str) -> float:
-    from prism_native.llama.tools import locate_tool
+    from prism_native.tools.binaries import locate_tool
 
     binary = locate_tool("llama-quantize")
     if binary is None:

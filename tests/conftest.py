@@ -41,7 +41,7 @@ if _BIN is not None and (_BIN / "llama-quantize").is_file():
 
 
 def _missing_llama_tools(tools: tuple[str, ...]) -> list[str]:
-    from prism_native.llama.tools import locate_tool
+    from prism_native.tools.binaries import locate_tool
     return [t for t in tools if locate_tool(t) is None]
 
 
@@ -77,7 +77,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 @pytest.fixture(scope="session")
 def llama_quantize_bin() -> Path:
     """llama-quantize as prism_native finds it (the needs_llama_cpp marker skips the test without one)."""
-    from prism_native.llama.tools import find_tool
+    from prism_native.tools.binaries import find_tool
     return find_tool("llama-quantize")
 
 

@@ -124,11 +124,15 @@ NB_MODULE(_native, m) {
       d["block_size"] = t.block_size;
       d["type_size"] = t.type_size;
       d["requires_imatrix"] = t.requires_imatrix;
+      nb::list f16;
+      for (int off : t.f16_offsets)
+        if (off >= 0) f16.append(off);
+      d["f16_offsets"] = f16;
       d["implemented"] = get_table("").ops[type_index(t.type)].quantize != nullptr;
       out.append(d);
     }
     return out;
-  }, "The native type-traits table (ggml enum, block size, bytes per block, implemented).");
+  }, "The native type-traits table (ggml enum, block size, bytes per block, fp16 scale offsets, implemented).");
 
   m.def("quantize", [](const AnyArray& x, int type, std::optional<F32Vec> imatrix, bool bf16, int nthreads,
                        const std::string& isa) {

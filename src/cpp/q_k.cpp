@@ -85,9 +85,10 @@ struct KSteps {
 
 // ------------------------------------------------------------------------------------------------
 // Q2_K: 16 sub-blocks of 16, 2-bit levels, 4-bit scale and min per sub-block.
-// Layout: scales[16]@0 (lo nibble scale, hi nibble min), qs[64]@16, d@80, dmin@82.
+// Layout (block_q2_K): scales[16]@0 (lo nibble scale, hi nibble min), qs[64]@16, d, dmin.
 struct Q2_K : KSteps<Q2_K> {
   static constexpr int BS = QK_K, BYTES = 84, NSUB = 16;
+  static constexpr int D = offsetof(block_q2_K, d), DMIN = offsetof(block_q2_K, dmin);
   static constexpr bool kRowSigma2 = false;
 
   static void quantize(const Group<BS>& g, bool has_qw, vi* ob) {
@@ -132,16 +133,16 @@ struct Q2_K : KSteps<Q2_K> {
       requant_affine<16, 3>(g.x + 16 * j, fd * tof(sc[j] & 15), fm * tof(sc[j] >> 4), L + 16 * j);
     for (int j = 0; j < NSUB; ++j) ob[j] = sc[j];
     put_2bit(ob, 16, L);
-    set_fp16(ob, 80, hd);
-    set_fp16(ob, 82, hm);
+    set_fp16(ob, D, hd);
+    set_fp16(ob, DMIN, hm);
   }
 
   static void sub_scales(const uint8_t* b, float* dl) {
-    const float d = load_fp16(b + 80);
+    const float d = load_fp16(b + D);
     for (int j = 0; j < NSUB; ++j) dl[j] = d * (float)(b[j] & 15);
   }
   static void dequantize(const uint8_t* b, float* y) {  // dequantize_row_q2_K
-    const float d = load_fp16(b + 80), dmin = load_fp16(b + 82);
+    const float d = load_fp16(b + D), dmin = load_fp16(b + DMIN);
     for (int j = 0; j < NSUB; ++j) {  // sub-block j: elements 16j.., bits 2*((j/2)%4) of qs[32*(j/8) + 16*(j%2) + l]
       const float dl = d * (float)(b[j] & 15), ml = dmin * (float)(b[j] >> 4);
       const uint8_t* q = b + 16 + 32 * (j / 8) + 16 * (j % 2);
@@ -153,9 +154,10 @@ struct Q2_K : KSteps<Q2_K> {
 
 // ------------------------------------------------------------------------------------------------
 // Q3_K: 16 sub-blocks of 16, levels -4..3 (2 low bits + high bit), signed 6-bit scales.
-// Layout: hmask[32]@0, qs[64]@32, scales[12]@96, d@108.
+// Layout (block_q3_K): hmask[32]@0, qs[64]@32, scales[12]@96, d.
 struct Q3_K : KSteps<Q3_K> {
   static constexpr int BS = QK_K, BYTES = 110, NSUB = 16;
+  static constexpr int D = offsetof(block_q3_K, d);
   static constexpr bool kRowSigma2 = false;
 
   static void quantize(const Group<BS>& g, bool has_qw, vi* ob) {
@@ -205,11 +207,11 @@ struct Q3_K : KSteps<Q3_K> {
       sb[8 + j % 4] |= (ls[j] >> 4) << (2 * (j / 4));
     }
     for (int k = 0; k < 12; ++k) ob[96 + k] = sb[k];
-    set_fp16(ob, 108, hd);
+    set_fp16(ob, D, hd);
   }
 
   static void sub_scales(const uint8_t* b, float* dl) {
-    const float d = load_fp16(b + 108);
+    const float d = load_fp16(b + D);
     const uint8_t* s = b + 96;
     for (int j = 0; j < NSUB; ++j) {
       const int lo = j < 8 ? s[j] & 15 : s[j - 8] >> 4;
@@ -377,9 +379,10 @@ using Q5_K = Q45_K<Q5KParams>;
 
 // ------------------------------------------------------------------------------------------------
 // Q6_K: 16 sub-blocks of 16, levels -32..31, signed 8-bit scales.
-// Layout: ql[128]@0, qh[64]@128, scales[16]@192 (int8), d@208.
+// Layout (block_q6_K): ql[128]@0, qh[64]@128, scales[16]@192 (int8), d.
 struct Q6_K : KSteps<Q6_K> {
   static constexpr int BS = QK_K, BYTES = 210, NSUB = 16;
+  static constexpr int D = offsetof(block_q6_K, d);
   static constexpr bool kRowSigma2 = false;
 
   // quantize_row_q6_K_ref, and quantize_row_q6_K_impl (raw imatrix weights, no sigma2 term).
@@ -410,12 +413,12 @@ struct Q6_K : KSteps<Q6_K> {
       }
     }
     for (int j = 0; j < NSUB; ++j) ob[192 + j] = sc[j];
-    set_fp16(ob, 208, hd);
+    set_fp16(ob, D, hd);
     for (int p = 0; p < BYTES; ++p) ob[p] = sel(zero, zeroi(), ob[p]);
   }
 
   static void sub_scales(const uint8_t* b, float* dl) {
-    const float d = load_fp16(b + 208);
+    const float d = load_fp16(b + D);
     for (int j = 0; j < NSUB; ++j) dl[j] = d * (float)(int8_t)b[192 + j];
   }
   static void dequantize(const uint8_t* b, float* y) {  // dequantize_row_q6_K

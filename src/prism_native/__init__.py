@@ -15,9 +15,8 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
-
 from ._native import cpu_features  # noqa: F401  (re-exported: which SIMD kernels are active)
+from ._version import __version__
 
 _LAZY = {"quantize": "prism_native.quant", "dequantize": "prism_native.quant",
          "quantize_model": "prism_native.write.quantize", "QuantizeResult": "prism_native.write.quantize",

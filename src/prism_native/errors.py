@@ -37,3 +37,10 @@ class ToolError(PrismError):
 
 class OutputError(PrismError):
     """The output cannot be written (same file as the input, unwritable folder, full disk)."""
+
+
+def quoted(text: str, limit: int = 80) -> str:
+    """A key or tensor name as error messages show it: quoted, control characters escaped (the message
+    stays one line), cut after `limit` characters (a key may be a megabyte long)."""
+    shown = text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+    return f"'{shown[:limit]}...'" if len(shown) > limit else f"'{shown}'"

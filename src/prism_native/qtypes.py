@@ -14,7 +14,7 @@ from functools import lru_cache
 
 import gguf
 
-from . import _native
+from ._native import type_traits
 from .errors import UsageError
 
 F16_ENUM = int(gguf.GGMLQuantizationType.F16)
@@ -39,6 +39,7 @@ class QType:
     type_size: int     # bytes per block
     fallback: int | None  # ggml enum llama-quantize falls back to when rows do not fit; None: none
     native: bool       # prism_native has a bit-exact quantizer for it
+    f16_offsets: tuple[int, ...] = ()   # byte offsets of the block's fp16 scales, d first (the native table's)
 
     @property
     def bpw(self) -> float:
@@ -66,14 +67,14 @@ class QType:
 
 @lru_cache(maxsize=1)
 def _needs_imatrix() -> frozenset[str]:
-    return frozenset(d["name"] for d in _native.type_traits() if d.get("requires_imatrix"))
+    return frozenset(d["name"] for d in type_traits() if d.get("requires_imatrix"))
 
 
 @lru_cache(maxsize=1)
 def _table() -> dict[str, QType]:
     sizes = {t.name: (int(t), *gguf.GGML_QUANT_SIZES[t]) for t in gguf.GGMLQuantizationType
              if t in gguf.GGML_QUANT_SIZES}
-    native = {d["name"]: d for d in _native.type_traits()}
+    native = {d["name"]: d for d in type_traits()}
     for name, d in native.items():
         if name not in sizes:
             sizes[name] = (d["ggml_type"], d["block_size"], d["type_size"])
@@ -88,7 +89,9 @@ def _table() -> dict[str, QType]:
             fb = F16_ENUM
         else:
             fb = None
-        table[name] = QType(name, enum, bs, ts, fb, bool(native.get(name, {}).get("implemented", False)))
+        row = native.get(name, {})
+        table[name] = QType(name, enum, bs, ts, fb, bool(row.get("implemented", False)),
+                            tuple(row.get("f16_offsets", ())))
     return table
 
 

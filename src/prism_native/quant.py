@@ -7,7 +7,8 @@ from typing import Sequence, Union
 
 import numpy as np
 
-from . import _native
+from ._native import dequantize as _dequantize, quant_errors as _quant_errors, quantize as _quantize
+from ._native import to_float32 as _to_float32
 from .errors import UsageError
 from .qtypes import QType, all_types, get
 
@@ -63,7 +64,7 @@ def quantize(x: np.ndarray, qtype: TypeName, imatrix: np.ndarray | None = None, 
     m = _matrix(x, bf16)
     if m.shape[1] % q.block_size:
         raise UsageError(f"row length {m.shape[1]} is not a multiple of {q.name}'s block size {q.block_size}")
-    return _native.quantize(m, q.ggml_type, _imatrix(imatrix, m.shape[1], [q]), bf16, nthreads, isa)
+    return _quantize(m, q.ggml_type, _imatrix(imatrix, m.shape[1], [q]), bf16, nthreads, isa)
 
 
 def dequantize(data: np.ndarray | bytes, qtype: TypeName, shape: Sequence[int], *,
@@ -94,7 +95,7 @@ def dequantize(data: np.ndarray | bytes, qtype: TypeName, shape: Sequence[int], 
     need = nrows * q.row_bytes(n)
     if buf.size != need:
         raise UsageError(f"{q.name} data for shape {dims} is {need} bytes, got {buf.size}")
-    y = _native.dequantize(buf.reshape(-1), q.ggml_type, nrows, n, nthreads, isa, out)
+    y = _dequantize(buf.reshape(-1), q.ggml_type, nrows, n, nthreads, isa, out)
     y = y if out is None else out[:nrows * n]
     return y.reshape(dims)
 
@@ -102,8 +103,59 @@ def dequantize(data: np.ndarray | bytes, qtype: TypeName, shape: Sequence[int], 
 def to_float32(x: np.ndarray, bf16: bool = False, *, nthreads: int = 0, out: np.ndarray | None = None) -> np.ndarray:
     """Exact float32 copy of a 2-D float16 array (uint16 bfloat16 bits with bf16=True); into the start of
     `out` when given."""
-    y = _native.to_float32(x, bf16, nthreads, out)
+    y = _to_float32(x, bf16, nthreads, out)
     return y if out is None else out[:x.size].reshape(x.shape)
+
+
+FLOAT_TYPES = ("F32", "F16", "BF16")
+_FLOAT_VIEWS = {"F32": "<f4", "F16": "<f2", "BF16": "<u2"}
+
+
+def float_view(raw: np.ndarray, type_name: str) -> tuple[np.ndarray, bool]:
+    """Raw F32/F16/BF16 bytes (rows x row bytes, or flat) as the array the native kernels take (float32,
+    float16, or bfloat16 bits as uint16), and whether it holds bfloat16 bits (their `bf16=`)."""
+    return np.asarray(raw).view(_FLOAT_VIEWS[type_name]), type_name == "BF16"
+
+
+def float32_rows(raw: np.ndarray, type_name: str, *, nthreads: int = 0, out: np.ndarray | None = None) -> np.ndarray:
+    """float32 values of raw F32/F16/BF16 rows (rows x row bytes): a view for F32, else the native exact
+    conversion (numpy's float16 cast is ~10x slower), into the start of `out` when given."""
+    x, bf16 = float_view(raw, type_name)
+    return x if x.dtype == np.float32 else to_float32(x, bf16, nthreads=nthreads, out=out)
+
+
+def invalid_data(raw: np.ndarray, qt: QType) -> bool:
+    """ggml_validate_row_data: an Inf or NaN value (float types) or fp16 block scale (the quantized types
+    whose scale offsets the native type table lists). Types whose blocks it checks differently (MXFP4, the
+    IQ1-3 and TQ families) are not checked here."""
+    if qt.name == "F32":
+        return bool(((raw.view("<u4") & 0x7F800000) == 0x7F800000).any())
+    if qt.name == "F16":
+        return bool(((raw.view("<u2") & 0x7C00) == 0x7C00).any())
+    if qt.name == "BF16":
+        return bool(((raw.view("<u2") & 0x7F80) == 0x7F80).any())
+    offsets = qt.f16_offsets
+    if not offsets:
+        return False
+    blocks = raw.reshape(-1, qt.type_size)
+    return any(bool(((blocks[:, o:o + 2].copy().view("<u2") & 0x7C00) == 0x7C00).any()) for o in offsets)
+
+
+def fp32_to_fp16(x: np.ndarray) -> np.ndarray:
+    """ggml_fp32_to_fp16_row: round to nearest even, overflow to Inf (inputs are finite: validated)."""
+    with np.errstate(over="ignore"):
+        return x.astype("<f2")
+
+
+def fp32_to_bf16(x: np.ndarray) -> np.ndarray:
+    """ggml_fp32_to_bf16_row_ref (ggml_compute_fp32_to_bf16): round to nearest even on the top 16 bits;
+    NaN made quiet."""
+    u = np.ascontiguousarray(x, dtype="<f4").view("<u4")
+    out = ((u + (0x7FFF + ((u >> 16) & 1))) >> 16).astype("<u2")
+    nan = (u & 0x7FFFFFFF) > 0x7F800000
+    if nan.any():
+        out[nan] = ((u[nan] >> 16) | 64).astype("<u2")
+    return out
 
 
 class Scratch:
@@ -148,6 +200,6 @@ def quant_errors(x: np.ndarray, qtypes: Sequence[str | int | QType], imatrix: np
     qs = [_type(t) for t in qtypes]
     x = _matrix(x, bf16)
     r = None if rows is None else np.ascontiguousarray(rows, dtype=np.int64)
-    res = _native.quant_errors(x, [q.ggml_type for q in qs], _imatrix(imatrix, x.shape[1], qs), r, float(delta),
+    res = _quant_errors(x, [q.ggml_type for q in qs], _imatrix(imatrix, x.shape[1], qs), r, float(delta),
                                bf16, nthreads, isa)
     return [ErrorStats(q.name, *t) for q, t in zip(qs, res)]

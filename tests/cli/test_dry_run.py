@@ -13,9 +13,9 @@ from support import synth
 from support.child import child_env
 from support.moe_shapes import DEEPSEEK_V3, KIMI_K2
 
+from prism_native import files
 from prism_native.cli.main import main
 from prism_native.read.model import Model
-from prism_native.write import output
 
 
 
@@ -102,7 +102,7 @@ def test_disk_too_small_for_the_budget_before_the_analysis(tmp_path, capsys, mon
     path = tmp_path / "m.gguf"
     synth.write(path, synth.Spec(n_layer=2))
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(output.shutil, "disk_usage", lambda p: output.shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
+    monkeypatch.setattr(files.shutil, "disk_usage", lambda p: files.shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
     assert main(["quantize", str(path), "--bpw", "4.5", "-o", str(tmp_path / "o.gguf")]) == 2
     assert "not enough disk space" in _one_line(capsys.readouterr().err)
     assert not list(tmp_path.glob("*.prism.json"))       # refused before analyze started

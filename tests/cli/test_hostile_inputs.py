@@ -19,10 +19,10 @@ import pytest
 from support import synth
 from support.child import child_env
 
+from prism_native import files
 from prism_native.cli.main import main
 from prism_native.errors import OutputError
 from prism_native.read.imatrix import write_gguf
-from prism_native.write import output
 
 SPEC = replace(synth.VARIANTS["dense"], n_layer=2)
 
@@ -169,13 +169,13 @@ def test_unusable_output_paths_are_one_line(tmp_path, monkeypatch, case):
             return real(p, *a, **kw)
         monkeypatch.setattr(os, "stat", stat_)
     with pytest.raises(OutputError) as e:
-        output.check_destination(dst, [])
+        files.check_destination(dst, [])
     assert "\n" not in str(e.value) and str(dst) in str(e.value)
 
 
 def test_a_long_name_that_fits_is_written(tmp_path):
     dst = tmp_path / ("x" * 255)       # its temporary name would not fit: a shorter one is used
-    output.write_file(dst, b"data")
+    files.write_file(dst, b"data")
     assert dst.read_bytes() == b"data" and os.listdir(tmp_path) == [dst.name]
 
 

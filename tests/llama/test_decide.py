@@ -7,9 +7,10 @@ import pytest
 from prism_native.errors import PrismError
 from prism_native.llama import ftypes, mix, patterns, quantizable
 from prism_native.llama.command import QuantizeCommand
-from prism_native.llama.decide import QuantizeOptions, decide
-from prism_native.llama.quantize_log import dry_run
+from prism_native.llama.decide import decide
+from prism_native.llama.options import QuantizeOptions
 from prism_native.read.model import Hparams, Model, TensorInfo
+from prism_native.tools.quantize_log import dry_run
 from support import synth
 
 

@@ -8,10 +8,11 @@ import pytest
 
 from prism_native.cli import main
 from prism_native.llama.command import QuantizeCommand
-from prism_native.llama.decide import QuantizeOptions, decide
-from prism_native.llama.quantize_log import dry_run
+from prism_native.llama.decide import decide
+from prism_native.llama.options import QuantizeOptions
 from prism_native.llama.sizes import estimate_decisions
 from prism_native.read.model import Model
+from prism_native.tools.quantize_log import dry_run
 from support import synth
 
 # attn_q next to attn_qkv, attn_output next to output, 12 layers (blk.1 is a prefix of blk.10/11)

@@ -7,20 +7,23 @@ import pytest
 
 from prism_native import qtypes
 from prism_native.errors import PrismError
+from prism_native.gguf.constants import pad
+from prism_native.gguf.writer import tensor_info
 from prism_native.llama import sizes
 from prism_native.llama.command import QuantizeCommand
-from prism_native.llama.decide import QuantizeOptions, decide
-from prism_native.llama.quantize_log import dry_run
-from prism_native.llama.tools import run
+from prism_native.llama.decide import decide
+from prism_native.llama.options import QuantizeOptions
 from prism_native.read.model import Model
+from prism_native.tools.binaries import run
+from prism_native.tools.quantize_log import dry_run
 from support import synth
 
 
 def test_tensor_nbytes_and_padding():
     assert sizes.tensor_nbytes((576, 192), "Q8_0") == 192 * 18 * 34
     assert sizes.tensor_nbytes((256, 64, 8), "Q4_K") == 64 * 8 * 144
-    assert sizes.pad(33) == 64 and sizes.pad(64) == 64
-    assert sizes.tensor_info_nbytes("a.weight", (576, 1)) == 8 + 8 + 4 + 8 + 4 + 8  # [576, 1] is 1-D
+    assert pad(33) == 64 and pad(64) == 64
+    assert len(tensor_info("a.weight", (576, 1), 0, 0)) == 8 + 8 + 4 + 8 + 4 + 8  # [576, 1] is 1-D
 
 
 def test_unchanged_model_size_is_its_own_layout(tmp_path):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from prism_native.errors import PrismError
-from prism_native.measure import (SpectralConfig, hill_alpha, matrix_imbalance, plan, spectral_metrics,
+from prism_native.measure import (SpectralConfig, hill_alpha, matrix_imbalance, spectral_method, spectral_metrics,
                                   spectral_position, tail_size)
 
 
@@ -178,18 +178,18 @@ def test_randomised_mode_is_deterministic_per_seed():
     assert a == b
 
 
-def test_plan_rule_for_model_shapes():
-    assert plan((4096, 4096)).method == "krylov"
-    assert plan((4096, 14336)).method == "krylov"
-    assert plan((14336, 4096)).sampled_lines == 0          # 4 N lines would be more than there are
-    p = plan((151936, 4096))                                 # embedding: 4 N sampled lines (biased, documented)
+def test_spectral_method_for_model_shapes():
+    assert spectral_method((4096, 4096)).method == "krylov"
+    assert spectral_method((4096, 14336)).method == "krylov"
+    assert spectral_method((14336, 4096)).sampled_lines == 0          # 4 N lines would be more than there are
+    p = spectral_method((151936, 4096))                                 # embedding: 4 N sampled lines (biased, documented)
     assert p.method == "sampled-krylov" and p.sampled_lines == 4 * 4096
-    assert plan((151936, 4096), config=SpectralConfig(gram_flop_budget=3e12)).method == "krylov"
-    assert plan((151936, 4096), config=SpectralConfig(gram_flop_budget=6e11)).sampled_lines == int(6e11 // 4096 ** 2)
-    assert plan((576, 576)).method == "exact" and plan((1, 4096)).method == "exact"
-    assert plan((151936, 4096), "exact").method == "exact"
+    assert spectral_method((151936, 4096), config=SpectralConfig(gram_flop_budget=3e12)).method == "krylov"
+    assert spectral_method((151936, 4096), config=SpectralConfig(gram_flop_budget=6e11)).sampled_lines == int(6e11 // 4096 ** 2)
+    assert spectral_method((576, 576)).method == "exact" and spectral_method((1, 4096)).method == "exact"
+    assert spectral_method((151936, 4096), "exact").method == "exact"
     with pytest.raises(PrismError):
-        plan((4, 4), "fast")
+        spectral_method((4, 4), "fast")
 
 
 def test_rank_deficiency():

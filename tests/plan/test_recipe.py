@@ -10,13 +10,15 @@ import pytest
 from prism_native import qtypes
 from prism_native.errors import PrismError
 from prism_native.llama.command import QuantizeCommand
-from prism_native.llama.decide import QuantizeOptions, TensorSpec
+from prism_native.llama.decide import TensorSpec
 from prism_native.llama.ftypes import parse_ftype
-from prism_native.llama.patterns import TensorTypeRule, class_key, class_pattern, escape, parse_tensor_type_file
-from prism_native.llama.quantize_log import dry_run
+from prism_native.llama.options import QuantizeOptions
+from prism_native.llama.patterns import TensorTypeRule, class_pattern, escape, parse_tensor_type_file
 from prism_native.llama.simulate import simulate
 from prism_native.plan.recipe import build_recipe
 from prism_native.read.model import Hparams
+from prism_native.read.taxonomy import classify
+from prism_native.tools.quantize_log import dry_run
 
 
 def _sim(ts, rules, *, hparams=None, ftype="Q8_0", **flags):
@@ -61,7 +63,7 @@ def _q(ts: list[TensorSpec]) -> list[TensorSpec]:
 def _plan(ts: list[TensorSpec], by_role: dict[str, str], default: str = "Q4_K") -> dict[str, str]:
     plan = {}
     for t in _q(ts):
-        role = class_key(t.name).replace("blk.#.", "").removesuffix(".weight")
+        role = classify(t.name).key.replace("blk.#.", "").removesuffix(".weight")
         plan[t.name] = by_role.get(role, default)
     return plan
 
@@ -402,7 +404,7 @@ def test_parse_ftype_mirrors_try_parse_ftype():
     assert parse_ftype("7") == "Q8_0" and parse_ftype("0") == "F32"
     assert parse_ftype("out.gguf") is None and parse_ftype("99") is None
     assert TensorTypeRule.parse("blk=iq4_xs") == _rule("blk", "IQ4_XS")
-    assert class_pattern(class_key("blk.12.ffn_down.weight")) == r"^blk\.[0-9]+\.ffn_down\.weight$"
+    assert class_pattern(classify("blk.12.ffn_down.weight").key) == r"^blk\.[0-9]+\.ffn_down\.weight$"
 
 
 # ---------------------------------------------------------------------------------------------

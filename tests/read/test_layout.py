@@ -1,4 +1,4 @@
-"""The validating GGUF reader (read/layout.py) and the key rules (read/keys.py): one exact message per
+"""The validating GGUF reader (gguf/layout.py) and the key rules (read/keys.py): one exact message per
 broken rule, naming the file and the key or tensor; the rules llama.cpp's loader relaxes are accepted."""
 from __future__ import annotations
 

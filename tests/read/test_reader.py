@@ -11,7 +11,7 @@ import pytest
 
 from prism_native.cli import main
 from prism_native.errors import PrismError
-from prism_native.llama import sizes
+from prism_native.gguf.writer import kv_from_field
 from prism_native.read import model as gguf_model
 from prism_native.read.model import Model
 from support import synth
@@ -92,7 +92,7 @@ def test_long_metadata_arrays_match_the_gguf_reader(tmp_path):
         assert f.contents() == ref.fields[key].contents(), key
         raw = sum(int(p.nbytes) for p in ref.fields[key].parts)
         cut = len("\0inside") if key == "tokenizer.ggml.tokens" else 0  # ggml copies up to the NUL
-        assert sizes.kv_nbytes(f) == raw - cut, key
+        assert kv_from_field(f).nbytes == raw - cut, key
 
 
 def test_split_set_reads_like_one_file(tmp_path):

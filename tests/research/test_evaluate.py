@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from prism_native.errors import PrismError
-from prism_native.llama.perplexity import Measurement, Perplexity, chunks_done, parse_output, parse_running
-from prism_native.llama.tools import find_tool
+from prism_native.tools.binaries import find_tool
+from prism_native.tools.perplexity import Measurement, Perplexity, chunks_done, parse_output, parse_running
 from prism_native.research.evaluate import (FRONTIER, IMATRIX, MODEL_IN, MODEL_OUT, SERIES_FTYPE, SERIES_PRISM,
                                             SERIES_PURE, SERIES_RECIPE, SERIES_REFERENCE, Results, Row, Setup, Store,
                                             baseline_method, parse_baselines, recipe_method)
@@ -83,7 +83,7 @@ def test_summary_lost_after_the_last_chunk():
 def test_a_run_repeats_until_its_summary_survives(monkeypatch):
     """A run whose summary is lost is repeated; the first whole output wins, else the running estimates of any
     attempt that kept its last chunk (not only the last attempt's), else the error."""
-    from prism_native.llama import perplexity as ppl
+    from prism_native.tools import perplexity as ppl
     full = _log("smollm2_q3_k_m_kld.log")
     last_chunk = _cut_after_last_chunk(full, "\n  20 ")
     cut = _cut_after_last_chunk(full, "\n  19 ")

@@ -13,8 +13,8 @@ import pytest
 from support import synth
 
 from prism_native.cli import main
-from prism_native.llama.perplexity import Perplexity
-from prism_native.llama.tools import locate_tool
+from prism_native.tools.binaries import locate_tool
+from prism_native.tools.perplexity import Perplexity
 
 TINY = synth.Spec(n_embd=256, n_ff=512, n_layer=2, n_head=4, n_head_kv=1, n_vocab=320, byte_tokenizer=True)
 

@@ -20,7 +20,8 @@ import prism_native
 from prism_native.cli.main import main
 from prism_native.errors import OutputError, PrismError, UsageError
 from prism_native.read.model import Model
-from prism_native.write import encode, output, source
+from prism_native import files
+from prism_native.write import encode, source
 from prism_native.write import quantize as wq
 
 SPEC = replace(synth.VARIANTS["dense"], n_layer=2)
@@ -179,7 +180,7 @@ def readonly_dir(tmp_path):
 
 
 def test_unwritable_folder(model, readonly_dir, capsys, monkeypatch):
-    monkeypatch.setattr(output.os, "access", lambda *a, **k: True)   # get past the up-front check: mkstemp fails
+    monkeypatch.setattr(files.os, "access", lambda *a, **k: True)   # get past the up-front check: mkstemp fails
     rc, err = run(capsys, str(model), "-o", str(readonly_dir / "o.gguf"), "--", "Q4_K_M")
     assert rc == 2 and "cannot write in" in one_line(err)
     assert list(readonly_dir.iterdir()) == []
@@ -193,7 +194,7 @@ def test_unwritable_folder_up_front(model, readonly_dir, capsys):
 
 
 def test_full_disk_up_front(model, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(output.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
+    monkeypatch.setattr(files.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
     (tmp_path / "o.gguf").write_bytes(b"old")
     rc, err = run(capsys, str(model), "-o", str(tmp_path / "o.gguf"), "--", "Q4_K_M")
     assert rc == 2 and "not enough disk space" in one_line(err)
@@ -304,12 +305,12 @@ def test_small_slabs_change_no_byte(tmp_path, monkeypatch):
     whole = prism_native.quantize_model(src, tmp_path / "a.gguf", "Q4_K_M", imatrix=imat, progress=False)
     monkeypatch.setattr(encode, "SLAB_VALUES", 3 * 256 + 5)
     sizes: list[int] = []
-    real = output.AtomicOutput.write
+    real = files.AtomicOutput.write
 
     def record(self, data):
         sizes.append(memoryview(data).nbytes)
         return real(self, data)
-    monkeypatch.setattr(output.AtomicOutput, "write", record)
+    monkeypatch.setattr(files.AtomicOutput, "write", record)
     reads: list[int] = []
     real_read = source.TensorSource.read
 
@@ -336,4 +337,4 @@ def test_slabs_stop_at_expert_boundaries():
 
 def test_disk_full_message_names_the_error():
     e = OSError(errno.ENOSPC, "No space left on device")
-    assert "disk full" in output._os_message(Path("/x/o.gguf"), e)
+    assert "disk full" in files._os_message(Path("/x/o.gguf"), e)

@@ -6,9 +6,9 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+from ..files import check_destination
 from ..measure.results import Analysis
 from ..plan.score import class_table
-from ..write.output import check_destination
 from .options import add_analysis_arguments, add_model_argument, default_output, resolve_model, run_analysis
 
 

@@ -10,7 +10,7 @@ import importlib
 import sys
 from typing import NoReturn, Sequence
 
-from .. import __version__
+from .._version import __version__
 from ..errors import PrismError
 
 # name -> (module that defines `add_arguments(parser)` and `run(args) -> int`, one-line help)

@@ -10,9 +10,8 @@ from pathlib import Path
 
 from .. import qtypes
 from ..errors import FileFormatError, UsageError
-from ..llama.perplexity import Perplexity
+from ..files import check_destination
 from ..llama.quantizable import quantizable_tensors
-from ..llama.tools import find_tool
 from ..measure.analyze import Settings, analyze
 from ..measure.quant_error import CANDIDATES
 from ..measure.results import Analysis, model_identity
@@ -24,7 +23,8 @@ from ..read.example import example_model
 from ..read.imatrix import Imatrix, load_imatrix
 from ..read.model import Model, open_model
 from ..research.evaluate import Setup
-from ..write.output import check_destination
+from ..tools.binaries import find_tool
+from ..tools.perplexity import Perplexity
 
 # -- the model ----------------------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import BudgetError
+from ..files import check_destination, write_file
 from ..llama.command import QuantizeCommand
 from ..measure.results import Analysis
 from ..plan.budget import Budget, fmt_bytes
@@ -14,7 +15,6 @@ from ..plan.dry_run import dry_run, format_text
 from ..plan.planner import Plan, imatrix_extra_kv, make_plan, needs_requantize
 from ..plan.plot import allocation_grid, check_plot_path, draw_allocation
 from ..read.model import Model
-from ..write.output import check_destination, write_file
 from .options import (
     AUTO_IMATRIX,
     add_analysis_arguments,

@@ -15,13 +15,13 @@ from pathlib import Path
 from types import FrameType
 
 from ..errors import UsageError
+from ..files import check_destination, check_space
 from ..llama.command import QuantizeCommand
 from ..plan.budget import fmt_bytes
 from ..plan.dry_run import budget_file_bytes, smallest_output
 from ..plan.planner import imatrix_extra_kv, make_plan
 from ..read.model import Model
 from ..write.job import Job, build_job, params_from_command, params_from_recipe
-from ..write.output import check_destination, check_space
 from ..write.quantize import QuantizeResult, write_job
 from ..write.saved_plan import check_against, load_saved_plan
 from .main import ArgumentParser

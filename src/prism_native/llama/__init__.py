@@ -1,2 +1,2 @@
-"""llama.cpp's behaviour, re-implemented: what llama-quantize quantizes and to which type, how it
-matches --tensor-type patterns, the sizes it writes, and running its tools."""
+"""llama-quantize's rules, re-implemented: what it quantizes and to which type, how it matches --tensor-type
+patterns, and the sizes it writes (running llama.cpp's binaries is tools/)."""

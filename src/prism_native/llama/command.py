@@ -12,8 +12,9 @@ from .. import qtypes
 from ..errors import RecipeError
 from ..read.bounded import MiB, read_text
 from ..read.model import Hparams
-from .decide import QuantizeOptions, TensorSpec
+from .decide import TensorSpec
 from .ftypes import parse_ftype, stoi
+from .options import QuantizeOptions
 from .patterns import TensorTypeRule, parse_tensor_type_file
 from .simulate import Simulation, simulate
 

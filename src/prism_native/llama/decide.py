@@ -8,33 +8,13 @@ from dataclasses import dataclass
 from typing import Iterable, Protocol, Sequence
 
 from .. import qtypes
+from ..gguf.constants import ggml_n_dims
 from ..qtypes import QType
-from ..read.model import Hparams, TensorInfo, ggml_n_dims
+from ..read.model import Hparams, TensorInfo
 from .ftypes import get_ftype
 from .mix import OUTPUT, TOKEN_EMBD, Mix, category, requires_imatrix
-from .patterns import TensorTypeRule
+from .options import QuantizeOptions
 from .quantizable import llama_order, not_quantized_reason, sscanf_layer
-
-
-@dataclass(frozen=True)
-class QuantizeOptions:
-    """The llama-quantize flags that influence tensor types."""
-
-    ftype: str = "Q8_0"
-    pure: bool = False
-    tensor_types: tuple[TensorTypeRule, ...] = ()
-    output_tensor_type: str | None = None
-    token_embedding_type: str | None = None
-    leave_output_tensor: bool = False
-    imatrix: bool = False
-
-    @classmethod
-    def build(cls, ftype: str, *, tensor_types: Sequence[str | tuple[str, str] | TensorTypeRule] = (),
-              **kw: object) -> "QuantizeOptions":
-        """Options from NAME=TYPE strings, (pattern, type) pairs or rules."""
-        rules = tuple(t if isinstance(t, TensorTypeRule) else TensorTypeRule.parse(t) if isinstance(t, str)
-                      else TensorTypeRule.make(*t) for t in tensor_types)
-        return cls(ftype=ftype, tensor_types=rules, **kw)  # type: ignore[arg-type]
 
 
 class TensorLike(Protocol):

@@ -25,7 +25,7 @@ from ..read.taxonomy import classify
 from .command import QuantizeCommand
 from .decide import Decision, TensorSpec
 from .ftypes import get_ftype
-from .patterns import anchored_patterns, class_key, class_pattern
+from .patterns import anchored_patterns, class_pattern
 from .quantizable import llama_order
 from .simulate import DEDICATED, PartialMatch, Simulation, patterns_apply
 from .sizes import estimate
@@ -55,8 +55,8 @@ def _suggest(sim: Simulation, i: int, names: list[str]) -> str:
     over its layers."""
     by_key: dict[str, list[str]] = {}
     for n in names:
-        by_key.setdefault(class_key(n), []).append(n)
-    open_to_i = Counter(class_key(r.name) for r in sim.tensors
+        by_key.setdefault(classify(n).key, []).append(n)
+    open_to_i = Counter(classify(r.name).key for r in sim.tensors
                         if r.rule not in ("kept", *DEDICATED) and (r.pattern is None or r.pattern >= i))
     pats = []
     for key, ns in by_key.items():

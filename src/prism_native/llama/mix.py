@@ -4,16 +4,14 @@ counters, tensor_requires_imatrix; llama.cpp 0c1e5709). An independent re-implem
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 from .. import qtypes
 from ..errors import FileFormatError
 from ..qtypes import QType
 from ..read.model import Hparams
+from .options import QuantizeOptions
 from .quantizable import sscanf_layer
-
-if TYPE_CHECKING:
-    from .decide import QuantizeOptions
 
 OUTPUT, TOKEN_EMBD, ATTN_QKV, ATTN_KV_B, ATTN_V, ATTN_K, ATTN_Q, ATTN_OUTPUT = (
     "output", "token_embd", "attn_qkv", "attn_kv_b", "attn_v", "attn_k", "attn_q", "attn_output")
@@ -65,7 +63,7 @@ _ATTN_OUT_MOE_Q5K = ("Q2_K", "IQ3_XS", "IQ3_XXS", "Q3_K_S", "Q3_K_M", "IQ4_NL", 
 class Mix:
     """llama_tensor_get_type_impl with its quantize_state_impl counters (one per decide() call)."""
 
-    def __init__(self, hp: Hparams, ftype: str, opts: "QuantizeOptions", names: Sequence[str]) -> None:
+    def __init__(self, hp: Hparams, ftype: str, opts: QuantizeOptions, names: Sequence[str]) -> None:
         self.hp, self.ft, self.opts = hp, ftype, opts
         cats = [category(n) for n in names]
         self.n_attention_wv = sum(c in _ATTN_V_LIKE for c in cats)

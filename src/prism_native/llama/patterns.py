@@ -199,13 +199,8 @@ def _parts(name: str) -> tuple[str, ...]:
     return tuple(name.split("."))
 
 
-def class_key(name: str) -> str:
-    """The tensor's class: its name with every all-digit dotted part (the layer index) as '#'."""
-    return ".".join("#" if p.isdigit() else p for p in _parts(name))
-
-
 def class_pattern(key: str) -> str:
-    """`^blk\\.[0-9]+\\.ffn_down\\.weight$` for the class key blk.#.ffn_down.weight."""
+    """`^blk\\.[0-9]+\\.ffn_down\\.weight$` for the class key blk.#.ffn_down.weight (taxonomy.classify's key)."""
     return "^" + r"\.".join("[0-9]+" if p == "#" else escape(p) for p in key.split(".")) + "$"
 
 

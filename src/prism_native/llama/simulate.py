@@ -10,8 +10,9 @@ from typing import Sequence
 
 from .. import qtypes
 from ..read.model import Hparams
-from .decide import Decision, QuantizeOptions, TensorSpec, decide, hparams_from_names
+from .decide import Decision, TensorSpec, decide, hparams_from_names
 from .ftypes import get_ftype
+from .options import QuantizeOptions
 from .patterns import TensorTypeRule
 
 DEDICATED = ("token-embedding-type", "output-tensor-type")   # rules that never consult the patterns

@@ -10,19 +10,16 @@ general.alignment key but does not apply it to the output context.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from .. import qtypes
 from ..errors import RecipeError
+from ..gguf.constants import GGML_QNT_VERSION, KEY_FILE_TYPE, KEY_QUANTIZATION_VERSION, SPLIT_KEYS
+from ..gguf.writer import KV, WriteLayout, WriteTensor, check_reserved, kv_from_field, remove_kv, set_kv
 from ..qtypes import QType
 from ..read.model import Model
-from ..write import gguf_writer
 from .decide import Decision
 from .quantizable import llama_order, not_quantized_reason
-
-SPLIT_KEYS = gguf_writer.SPLIT_KEYS
-ExtraKV = gguf_writer.KV   # a key/value llama-quantize adds (imatrix keys, --override-kv), with its value
-pad = gguf_writer.pad
 
 
 def tensor_nbytes(shape: tuple[int, ...], qtype: QType | str | int) -> int:
@@ -34,35 +31,40 @@ def tensor_nbytes(shape: tuple[int, ...], qtype: QType | str | int) -> int:
     return n_rows * qt.row_bytes(shape[0])
 
 
-def kv_nbytes(field: Any) -> int:
-    """Bytes of one key/value as ggml writes it after gguf_set_kv copied it from a reader field."""
-    return gguf_writer.kv_from_field(field).nbytes
-
-
 def imatrix_kv(file: str, dataset: str | None, has_chunks: bool, *, entries: int = 0,
-               chunks: int = 0) -> tuple[ExtraKV, ...]:
+               chunks: int = 0) -> tuple[KV, ...]:
     """The keys quantize.cpp adds with --imatrix, in its order (strings are strncpy'd into 128-byte
     buffers). The counts do not change the size; the writer passes the real ones."""
-    out = [ExtraKV.string("quantize.imatrix.file", file, 127)]
+    out = [KV.string("quantize.imatrix.file", file, 127)]
     if dataset is not None:
-        out.append(ExtraKV.string("quantize.imatrix.dataset", dataset, 127))
-    out.append(ExtraKV.u32("quantize.imatrix.entries_count", entries))
+        out.append(KV.string("quantize.imatrix.dataset", dataset, 127))
+    out.append(KV.u32("quantize.imatrix.entries_count", entries))
     if has_chunks:
-        out.append(ExtraKV.u32("quantize.imatrix.chunks_count", chunks))
+        out.append(KV.u32("quantize.imatrix.chunks_count", chunks))
     return tuple(out)
 
 
-def tensor_info_nbytes(name: str, shape: tuple[int, ...]) -> int:
-    """gguf write_tensor_meta: name, n_dims (ggml_n_dims), ne[0..n_dims), type, offset."""
-    return len(gguf_writer.tensor_info(name, shape, 0, 0))
+def output_kvs(fields: Iterable[Any], file_type: int, overrides: Sequence[KV] = ()) -> list[KV]:
+    """The key/values of llama-quantize's output, in order (llama_model_quantize_impl): the input's
+    (gguf_set_kv), general.quantization_version and general.file_type set, the split keys removed, then
+    the overrides (--override-kv, then the imatrix keys) set one after the other."""
+    kvs: list[KV] = []
+    for f in fields:
+        kv = kv_from_field(f)
+        check_reserved(kv)
+        set_kv(kvs, kv)
+    set_kv(kvs, KV.u32(KEY_QUANTIZATION_VERSION, GGML_QNT_VERSION))
+    set_kv(kvs, KV.u32(KEY_FILE_TYPE, file_type))
+    for k in SPLIT_KEYS:
+        remove_kv(kvs, k)
+    for kv in overrides:
+        check_reserved(kv)
+        set_kv(kvs, kv)
+    return kvs
 
 
-def output_kv_nbytes(model: Model, extra: Iterable[ExtraKV] = ()) -> int:
-    return sum(kv.nbytes for kv in gguf_writer.output_kvs(model.fields.values(), 0, tuple(extra)))
-
-
-def output_layout(model: Model, types: Mapping[str, QType | str | int], *, extra_kv: Iterable[ExtraKV] = (),
-                  file_type: int = 0, rename: Mapping[str, str | None] | None = None) -> gguf_writer.Layout:
+def output_layout(model: Model, types: Mapping[str, QType | str | int], *, extra_kv: Iterable[KV] = (),
+                  file_type: int = 0, rename: Mapping[str, str | None] | None = None) -> WriteLayout:
     """The output file as llama-quantize lays it out: key/values, then the tensors in llama's order, each
     at its type in `types` (tensors not named keep theirs). `rename` (--prune-layers): each tensor's name
     in the output, None for the tensors dropped; the order stays that of the input's names."""
@@ -78,9 +80,9 @@ def output_layout(model: Model, types: Mapping[str, QType | str | int], *, extra
         if not qt.fits(t.n_per_row):
             raise RecipeError(f"{t.name}: rows of {t.n_per_row} values do not fit {qt.name} (blocks of "
                              f"{qt.block_size}); llama-quantize would abort")
-        entries.append(gguf_writer.TensorEntry(out_name, t.shape, qt.ggml_type, tensor_nbytes(t.shape, qt)))
-    kvs = gguf_writer.output_kvs(model.fields.values(), file_type, tuple(extra_kv))
-    return gguf_writer.Layout(tuple(kvs), tuple(entries))
+        entries.append(WriteTensor(out_name, t.shape, qt.ggml_type, tensor_nbytes(t.shape, qt)))
+    kvs = output_kvs(model.fields.values(), file_type, tuple(extra_kv))
+    return WriteLayout(tuple(kvs), tuple(entries))
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,7 @@ class SizeEstimate:
                 "bpw": self.bpw, "bpw_file": self.bpw_file, "bpw_quantized": self.bpw_quantized}
 
 
-def estimate(model: Model, types: Mapping[str, QType | str | int], *, extra_kv: Iterable[ExtraKV] = (),
+def estimate(model: Model, types: Mapping[str, QType | str | int], *, extra_kv: Iterable[KV] = (),
              quantized: Iterable[str] | None = None) -> SizeEstimate:
     """Sizes of the output for `types` (tensor name -> type; tensors not named keep theirs).
 
@@ -133,7 +135,7 @@ def estimate(model: Model, types: Mapping[str, QType | str | int], *, extra_kv: 
 
 
 def estimate_decisions(model: Model, decisions: Iterable[Decision], *,
-                       extra_kv: Iterable[ExtraKV] = ()) -> SizeEstimate:
+                       extra_kv: Iterable[KV] = ()) -> SizeEstimate:
     """Sizes of what llama-quantize writes for decide()'s decisions."""
     ds = list(decisions)
     return estimate(model, {d.name: d.target for d in ds}, extra_kv=extra_kv,

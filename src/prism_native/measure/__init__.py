@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from .hill import hill_alpha, tail_size
 from .position import SpectralPosition, spectral_position
-from .spectral import Plan, SpectralConfig, SpectralMetrics, plan, spectral_metrics
+from .spectral import SpectralConfig, SpectralMethod, SpectralMetrics, spectral_method, spectral_metrics
 from .structure import matrix_imbalance
 
 __all__ = [
-    "Plan", "SpectralConfig", "SpectralMetrics", "SpectralPosition", "hill_alpha", "matrix_imbalance",
-    "plan", "spectral_metrics", "spectral_position", "tail_size",
+    "SpectralConfig", "SpectralMethod", "SpectralMetrics", "SpectralPosition", "hill_alpha", "matrix_imbalance",
+    "spectral_method", "spectral_metrics", "spectral_position", "tail_size",
 ]

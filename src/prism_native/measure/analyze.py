@@ -19,13 +19,12 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from ..errors import FileFormatError
+from ..errors import FileFormatError, quoted
 from ..llama.mix import planned_requires_imatrix
 from ..llama.quantizable import quantizable_tensors
 from ..quant import Scratch
+from ..quant import invalid_data
 from ..read.imatrix import Imatrix
-from ..read.layout import quoted
-from ..write.encode import invalid_data
 from ..read.model import Model, TensorInfo
 from ..read.taxonomy import classify
 from .eigen import gram_operator

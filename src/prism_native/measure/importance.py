@@ -39,7 +39,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..gguf.imatrix import write_imatrix
 from ..llama.quantizable import quantizable_tensors
+from ..quant import FLOAT_TYPES, float_view, to_float32
 from ..read.model import Model, TensorInfo
 
 METHOD = "prism-native data-free importance (weights only, no text), v1"
@@ -51,7 +53,6 @@ _GELU_ARCHS = ("gemma", "gemma2", "gemma3", "gemma3n", "gemma-embedding", "phi2"
                "starcoder2", "bloom", "falcon", "gptneox", "mpt", "bert", "nomic-bert", "jina-bert-v2")
 _BLOCK = re.compile(r"^blk\.(\d+)\.(.+)\.weight$")
 _HERMITE_NODES = 48
-_RAW_VIEW = {"F32": "<f4", "F16": "<f2", "BF16": "<u2"}     # float types read on sampled columns/rows
 
 
 @dataclass(frozen=True)
@@ -107,9 +108,9 @@ class ImportanceEstimate:
         return [n for n, e in self.entries.items() if e.uniform]
 
     def save(self, path: str | Path, inputs: tuple[Path, ...] = ()) -> Path:
-        """Write llama-imatrix's GGUF format (write.imatrix_file); never over one of `inputs`."""
-        from ..write.imatrix_file import write_imatrix
-        return write_imatrix(self, path, inputs)
+        """Write llama-imatrix's GGUF format (gguf/imatrix.py); never over one of `inputs`."""
+        entries = {n: (e.in_sum2, e.counts) for n, e in self.entries.items()}
+        return write_imatrix(path, entries, [self.method], self.chunk_count, self.chunk_size, inputs)
 
     def to_imatrix(self, path: str = "auto"):  # -> read.imatrix.Imatrix
         """The estimate as a loaded importance matrix (what load_imatrix returns for its file)."""
@@ -277,11 +278,6 @@ class _Weights:
         return np.asarray(self.model.read(part), dtype=np.float32).reshape(k, t.n_per_row)
 
 
-def _to_float32(bits: np.ndarray, bf16: bool) -> np.ndarray:
-    from ..quant import to_float32
-    return to_float32(bits, bf16, nthreads=1)
-
-
 # -- the walk ----------------------------------------------------------------------------------------
 
 
@@ -347,18 +343,19 @@ class _Estimator:
         """(rows, their prior weights): the first sample_vocab ids whole, then (float types) every k-th id
         standing for the k ids from it."""
         n_vocab, d, v = t.n_rows, t.n_per_row, self.o.sample_vocab
-        if not v or n_vocab <= 2 * v or t.type_name not in _RAW_VIEW:
+        if not v or n_vocab <= 2 * v or t.type_name not in FLOAT_TYPES:     # float types: sampled rows
             for a, rows in _row_slabs(self.model, t):
                 yield rows, p[a:a + len(rows)]
             return
-        raw = self.model.raw(t).view(_RAW_VIEW[t.type_name]).reshape(n_vocab, d)
+        raw, bf16 = float_view(self.model.raw(t), t.type_name)
+        raw = raw.reshape(n_vocab, d)
         head = raw[:v]
         k = -(-(n_vocab - v) // v)
         pick = np.arange(v, n_vocab, k)
         weight = np.add.reduceat(p[v:], pick - v)        # the mass of the ids each picked row stands for
         for part, w in ((head, p[:v]), (raw[pick], weight)):
             block = np.ascontiguousarray(part)
-            yield (block if t.type_name == "F32" else _to_float32(block, t.type_name == "BF16")), w
+            yield (block if block.dtype == np.float32 else to_float32(block, bf16, nthreads=1)), w
 
     def run(self) -> None:
         d = self.n_embd

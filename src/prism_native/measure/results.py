@@ -15,11 +15,11 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
+from .._version import __version__
 from ..errors import FileFormatError
+from ..files import write_file
 from ..read.bounded import MiB, load_json
 from ..read.model import Model
-from ..write.output import write_file
 
 FORMAT = "prism-analysis/1"
 MAX_BYTES = 64 * MiB          # ~2 KB per tensor: room for 30,000 tensors

@@ -39,7 +39,7 @@ class SpectralConfig:
 
 
 @dataclass(frozen=True)
-class Plan:
+class SpectralMethod:
     """How the spectrum of one shape is obtained."""
     sampled_lines: int   # 0: the Gram uses every line of the long side; else that many, uniformly
     krylov: bool         # True: quadrature estimate of the bulk; False: exact eigvalsh
@@ -49,21 +49,21 @@ class Plan:
         return ("sampled-" if self.sampled_lines else "") + ("krylov" if self.krylov else "exact")
 
 
-def plan(shape: tuple[int, int], mode: Mode = "default", config: SpectralConfig | None = None) -> Plan:
+def spectral_method(shape: tuple[int, int], mode: Mode = "default", config: SpectralConfig | None = None) -> SpectralMethod:
     """The default mode's choice rule, explicit: sample the long side when the Gram would cost more than
     the flop budget, use the Krylov quadrature when the short side exceeds exact_max_dim."""
     cfg = config or SpectralConfig()
     if mode not in ("default", "exact"):
         raise UsageError(f"unknown spectral mode {mode!r}; use 'default' or 'exact'")
     if mode == "exact":
-        return Plan(0, False)
+        return SpectralMethod(0, False)
     long_side, n = max(shape), min(shape)
     lines = 0
     if long_side * n * n > cfg.gram_flop_budget:
         lines = max(math.ceil(cfg.min_sample_ratio * n), int(cfg.gram_flop_budget // (n * n)))
         lines = 0 if lines >= long_side else lines
     krylov = n > cfg.exact_max_dim and 2 * cfg.krylov_block * cfg.krylov_depth <= n
-    return Plan(lines, krylov)
+    return SpectralMethod(lines, krylov)
 
 
 Operator = Callable[[np.ndarray], np.ndarray]
@@ -85,7 +85,7 @@ def sample_lines(shape: tuple[int, int], mode: Mode, max_values: int, rng_seed: 
     """The lines of the long side that spectral_metrics samples for this shape: the plan's when it samples
     (the very ones it draws for a whole matrix: at most max(4 N, budget / N^2) lines, bounded by the short
     side alone), else a uniform sample of max_values // N lines (a slab) instead of the whole long side."""
-    how = plan(shape, mode, config)
+    how = spectral_method(shape, mode, config)
     long_side, n = max(shape), min(shape)
     s = how.sampled_lines or min(long_side, max(1, max_values // n))
     return _draw_lines(np.random.default_rng(rng_seed), long_side, s)
@@ -107,7 +107,7 @@ class SpectralMetrics:
     row_cv: float            # coefficient of variation of the row L2 norms
     col_cv: float            # coefficient of variation of the column L2 norms
     imbalance: float         # max(row_cv, col_cv); NaN for a zero matrix
-    method: str              # Plan.method actually used ("+float64": the float32 eigensolver failed;
+    method: str              # SpectralMethod.method actually used ("+float64": the float32 eigensolver failed;
                              # "line-norm-bound": both failed, sigma_1 is the largest row/column norm)
     sampled_lines: int       # lines of the long side in the Gram (0 = all)
     undefined: tuple[tuple[str, str], ...] = ()   # (metric, why it is NaN)
@@ -171,7 +171,7 @@ def spectral_metrics(w: np.ndarray | LineSample, mode: Mode = "default", *, k_po
         shape, size = w.shape, w.size
     n = min(shape)
     k = tail_size(n, k_policy)
-    how = plan(shape, mode, cfg)
+    how = spectral_method(shape, mode, cfg)
     if sample is not None:
         how = replace(how, sampled_lines=sample.lines.size)
     norms = line_norms(w) if norms is None else norms
@@ -212,7 +212,7 @@ class _Lines:
         return self.x if whole else self.x[self.lines]
 
 
-def _spectrum_or_bound(x: _Lines, n: int, k: int, how: Plan, cfg: SpectralConfig, rng_seed: int,
+def _spectrum_or_bound(x: _Lines, n: int, k: int, how: SpectralMethod, cfg: SpectralConfig, rng_seed: int,
                        norms: LineNorms, scale: float) -> _Spectrum:
     """_spectrum in the configured precision, else in float64 (method "+float64"), else the bound
     sigma_1 >= the largest row or column norm (method "line-norm-bound", no alpha)."""
@@ -227,7 +227,7 @@ def _spectrum_or_bound(x: _Lines, n: int, k: int, how: Plan, cfg: SpectralConfig
     return _Spectrum(float("nan"), bound, "line-norm-bound", "the eigensolver did not converge (float32 nor float64)")
 
 
-def _spectrum(src: _Lines, n: int, k: int, how: Plan, cfg: SpectralConfig, rng_seed: int,
+def _spectrum(src: _Lines, n: int, k: int, how: SpectralMethod, cfg: SpectralConfig, rng_seed: int,
               dtype: type) -> _Spectrum:
     """Alpha and lambda_max of X^T X in `dtype` (LinAlgError if LAPACK does not converge)."""
     rng = np.random.default_rng(rng_seed)

@@ -38,14 +38,14 @@ def as_matrix(w: np.ndarray) -> np.ndarray:
 def any_line_norms(w: np.ndarray) -> LineNorms:
     """Row and column squared norms in one native pass (squares and sums in double: 0.03 s on 14336x4096
     against 0.12 s for numpy's chunked float32 squares); NaN/Inf values give non-finite norms."""
-    from .. import _native
+    from .._native import line_norms as native_line_norms
     w = as_matrix(w)
     if w.flags.c_contiguous:
-        row_sq, col_sq = _native.line_norms(w)
+        row_sq, col_sq = native_line_norms(w)
     elif w.T.flags.c_contiguous:   # a transposed view: the same pass with rows and columns swapped
-        col_sq, row_sq = _native.line_norms(w.T)
+        col_sq, row_sq = native_line_norms(w.T)
     else:
-        row_sq, col_sq = _native.line_norms(np.ascontiguousarray(w))
+        row_sq, col_sq = native_line_norms(np.ascontiguousarray(w))
     return LineNorms(row_sq, col_sq)
 
 

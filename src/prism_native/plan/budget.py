@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from ..errors import UsageError
-from ..llama.sizes import estimate, pad, tensor_nbytes
+from ..gguf.constants import pad
+from ..llama.sizes import estimate, tensor_nbytes
 from ..measure.results import Analysis
 from ..read.model import Model
 

@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from .. import qtypes
-from ..errors import FileFormatError, UsageError
+from ..errors import FileFormatError, UsageError, quoted
+from ..gguf.constants import pad
 from ..llama.decide import TensorSpec
 from ..llama.mix import planned_requires_imatrix
-from ..llama.sizes import SizeEstimate, estimate, imatrix_kv, pad, tensor_nbytes
+from ..llama.sizes import SizeEstimate, estimate, imatrix_kv, tensor_nbytes
 from ..measure.quant_error import CANDIDATES
 from ..measure.results import Analysis, TensorResult
-from ..read.layout import quoted
 from ..read.model import Model
 from .allocate import Allocation, Group, TensorCost, allocate, cost_range
 from .budget import Budget, byte_budget

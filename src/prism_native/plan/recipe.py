@@ -16,11 +16,13 @@ from typing import Iterable, Mapping, Sequence
 from .. import qtypes
 from ..errors import RecipeError
 from ..llama.command import QuantizeCommand
-from ..llama.decide import QuantizeOptions, TensorSpec
+from ..llama.decide import TensorSpec
 from ..llama.ftypes import FTYPE_ALIASES, FTYPES
-from ..llama.patterns import TensorTypeRule, anchored_patterns, class_key, class_pattern
+from ..llama.options import QuantizeOptions
+from ..llama.patterns import TensorTypeRule, anchored_patterns, class_pattern
 from ..llama.simulate import Simulation, simulate
 from ..read.model import Hparams
+from ..read.taxonomy import classify
 
 
 def _quantized(type_name: str) -> bool:
@@ -108,7 +110,7 @@ def build_recipe(tensors: Sequence[TensorSpec], plan: Mapping[str, str], *, hpar
 
     classes: dict[str, list[str]] = {}
     for t in quantizable:
-        classes.setdefault(class_key(t.name), []).append(t.name)
+        classes.setdefault(classify(t.name).key, []).append(t.name)
     base = _base_type(planned.values())
 
     overrides: list[TensorTypeRule] = []

@@ -18,12 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FileFormatError
+from ..gguf.constants import GGUF_MAGIC
+from ..gguf.imatrix import KV_CHUNK_COUNT, KV_CHUNK_SIZE, KV_DATASETS, write_imatrix
 from .bounded import MiB, read_bytes
 
-GGUF_MAGIC = b"GGUF"
-KV_DATASETS = "imatrix.datasets"
-KV_CHUNK_COUNT = "imatrix.chunk_count"
-KV_CHUNK_SIZE = "imatrix.chunk_size"
 MAX_DAT_BYTES = 4096 * MiB     # a legacy .dat is read whole
 MAX_COUNT = 2.0 ** 62          # a count of calls; float32 counts beyond this are damage
 
@@ -129,7 +127,7 @@ def _load_gguf(p: Path) -> Imatrix:
     """llama-imatrix's GGUF output, through the validating reader (layout.read_layout)."""
     import gguf
 
-    from .layout import field_type, read_layout
+    from ..gguf.layout import field_type, read_layout
 
     data = np.memmap(p, mode="r")
     lay = read_layout(p, data)
@@ -201,18 +199,4 @@ def write_dat(path: str | Path, entries: dict[str, tuple[np.ndarray, int]], chun
 def write_gguf(path: str | Path, entries: dict[str, tuple[np.ndarray, np.ndarray]], datasets: list[str],
                chunk_count: int, chunk_size: int) -> None:
     """GGUF format: entries name -> (in_sum2 of shape (n_mat, ne0), counts of shape (n_mat,))."""
-    import gguf
-
-    w = gguf.GGUFWriter(str(path), "imatrix")
-    w.add_type("imatrix")
-    w.add_array(KV_DATASETS, datasets)
-    w.add_uint32(KV_CHUNK_COUNT, chunk_count)
-    w.add_uint32(KV_CHUNK_SIZE, chunk_size)
-    for name, (s, c) in entries.items():
-        s = np.ascontiguousarray(s, dtype=np.float32)
-        w.add_tensor(f"{name}.in_sum2", s.reshape(-1, s.shape[-1]))
-        w.add_tensor(f"{name}.counts", np.ascontiguousarray(c, dtype=np.float32).reshape(-1, 1))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    write_imatrix(path, entries, datasets, chunk_count, chunk_size)

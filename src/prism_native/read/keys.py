@@ -14,8 +14,9 @@ from typing import Mapping
 
 from gguf.gguf_reader import ReaderField
 
-from ..errors import FileFormatError
-from .layout import VT, field_type, quoted, type_name
+from ..errors import FileFormatError, quoted
+from ..gguf.constants import VT
+from ..gguf.layout import field_type, type_name
 
 LLAMA_MAX_LAYERS = 512
 LLAMA_MAX_EXPERTS = 1024

@@ -21,22 +21,15 @@ import gguf
 import numpy as np
 
 from .. import qtypes
-from ..errors import FileFormatError, PrismError
+from ..errors import FileFormatError, PrismError, quoted
+from ..gguf.constants import ggml_n_dims
+from ..gguf.layout import ReadLayout, read_layout
 from ..qtypes import QType
 from .keys import check_keys
-from .layout import Layout, quoted, read_layout
 
 DIRECT_TYPES = frozenset({"F32", "F16", "BF16"})  # read without dequantizing
 _SPLIT_NAME = re.compile(r"^(?P<prefix>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
 _DEQUANT_CHUNK_VALUES = 1 << 22  # rows are dequantized in slabs of ~16 MiB of float32
-
-
-def ggml_n_dims(shape: Sequence[int]) -> int:
-    """ggml_n_dims: trailing dimensions of size 1 do not count (a [576, 1] tensor is 1-D)."""
-    for i in range(len(shape) - 1, 0, -1):
-        if shape[i] > 1:
-            return i + 1
-    return 1
 
 
 def trimmed_shape(shape: Sequence[int]) -> list[int]:
@@ -113,7 +106,7 @@ class Hparams:
 class _Part:
     """One opened file of the model: its checked structure and its read-only memory map."""
 
-    layout: Layout
+    layout: ReadLayout
     data: np.ndarray
 
 
@@ -294,13 +287,10 @@ class Model:
     def read_rows(self, t: TensorInfo, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
         """Rows [start, stop) as a float32 (rows x ne0) matrix (a view of the map for F32; else into `out`
         when given): a slab of a tensor too large to convert whole."""
-        name = t.type_name
+        from ..quant import FLOAT_TYPES, float32_rows
         raw = self.raw_rows(t, start, stop)
-        if name == "F32":
-            return raw.view("<f4")
-        if name in ("F16", "BF16"):  # native exact conversion: numpy's float16 cast is ~10x slower
-            from ..quant import to_float32
-            return to_float32(raw.view("<f2" if name == "F16" else "<u2"), name == "BF16", nthreads=1, out=out)
+        if t.type_name in FLOAT_TYPES:
+            return float32_rows(raw, t.type_name, nthreads=1, out=out)
         return self._dequantize(t, raw, out)
 
     def release(self, t: TensorInfo, start: int = 0, stop: int | None = None) -> None:

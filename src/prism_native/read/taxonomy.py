@@ -4,6 +4,8 @@ The class is the name with its block number and its `.weight` suffix removed, so
 architectures: `blk.12.attn_qkv.weight` -> (12, "attn_qkv"), `blk.3.ffn_up_exps.weight` ->
 (3, "ffn_up_exps"), `blk.7.ssm_alpha.weight` -> (7, "ssm_alpha"), `v.blk.2.attn_q.weight` ->
 (2, "v.attn_q"), `token_embd.weight` -> (None, "token_embd"), `blk.0.attn_q.bias` -> (0, "attn_q.bias").
+Its `key` is the whole name with every index as '#' (`blk.#.attn_qkv.weight`): the template of an
+llama-quantize --tensor-type pattern that matches the class in every layer (llama/patterns.class_pattern).
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ class Taxon:
     layer: int | None
     cls: str
     role: str  # "dense", "expert", "shared_expert", "expert_gate", or a tower (vision, audio, ...)
+    key: str   # the name with every all-digit dotted part (a layer or expert index) as '#'
 
 
 def classify(name: str) -> Taxon:
@@ -36,7 +39,7 @@ def classify(name: str) -> Taxon:
         cls = base[:m.start()] + base[m.end():]
     else:
         layer, cls = None, base
-    return Taxon(layer, cls, _role(cls))
+    return Taxon(layer, cls, _role(cls), ".".join("#" if p.isdigit() else p for p in name.split(".")))
 
 
 def _role(cls: str) -> str:

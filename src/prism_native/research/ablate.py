@@ -17,13 +17,13 @@ from typing import Any, Callable, Sequence
 
 from .. import qtypes
 from ..errors import FileFormatError, UsageError
+from ..files import write_file
 from ..llama.decide import TensorSpec
 from ..measure.results import Analysis
 from ..plan.recipe import build_recipe
 from ..plan.score import Weights, fan_out
 from ..read.bounded import MiB, load_json
 from ..read.model import Model
-from ..write.output import write_file
 from .evaluate import IMATRIX, MODEL_IN, MODEL_OUT, Evaluation, Method, Row, Setup
 
 FORMAT = "prism-ablation/1"

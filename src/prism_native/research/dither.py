@@ -22,14 +22,16 @@ import gguf
 import numpy as np
 
 from .. import qtypes
-from ..errors import FileFormatError, UsageError
+from ..errors import FileFormatError, UsageError, quoted
+from ..files import AtomicOutput, check_destination, check_space
+from ..gguf.constants import pad
+from ..gguf.writer import WriteLayout, WriteTensor
+from ..llama.sizes import output_kvs
 from ..qtypes import QType
-from ..quant import dequantize, to_float32
-from ..read.layout import quoted
+from ..quant import FLOAT_TYPES, dequantize, float32_rows
+from ..quant import fp32_to_fp16, invalid_data
 from ..read.model import Model, TensorInfo
-from ..write.encode import fp32_to_fp16, invalid_data, slabs
-from ..write.gguf_writer import Layout, TensorEntry, output_kvs, pad
-from ..write.output import AtomicOutput, check_destination, check_space
+from ..write.encode import slabs
 from ..write.source import TensorSource
 
 F16 = qtypes.get("F16")
@@ -41,51 +43,52 @@ LEVEL_BLOCK = 32        # values per block whose distinct levels give the step o
 # -- the step of each block ---------------------------------------------------------------------------
 
 def _f16_at(blocks: np.ndarray, offset: int) -> np.ndarray:
-    """The fp16 field at byte `offset` of every block, as float32 (n_blocks,)."""
+    """The fp16 field at byte `offset` of every block, as float32 (n_blocks,); the scale d is at the type's
+    f16_offsets[0] (the native type table's block structs)."""
     return blocks[:, offset:offset + 2].copy().view("<f2")[:, 0].astype(np.float32)
 
 
-def _legacy(blocks: np.ndarray) -> np.ndarray:
+def _legacy(blocks: np.ndarray, d: int) -> np.ndarray:
     """Q4_0, Q4_1, Q5_0, Q5_1, Q8_0: one scale d first in the block, levels |d| apart (dequantize_row_q4_0
     ...; Q4_0's and Q5_0's d carry the sign of the block's extreme value)."""
-    return np.abs(_f16_at(blocks, 0))[:, None]
+    return np.abs(_f16_at(blocks, d))[:, None]
 
 
-def _q2_k(blocks: np.ndarray) -> np.ndarray:
-    """block_q2_K: scales[16] (low nibble: the 16-value sub-block's scale), d at byte 80
+def _q2_k(blocks: np.ndarray, d: int) -> np.ndarray:
+    """block_q2_K: scales[16] (low nibble: the 16-value sub-block's scale), then qs and d
     (dequantize_row_q2_K: dl = d * (sc & 0xF))."""
-    return _f16_at(blocks, 80)[:, None] * (blocks[:, 0:16] & 0xF)
+    return _f16_at(blocks, d)[:, None] * (blocks[:, 0:16] & 0xF)
 
 
-def _q3_k(blocks: np.ndarray) -> np.ndarray:
-    """block_q3_K: 6-bit signed scales packed in scales[12] at byte 96, d at byte 108
+def _q3_k(blocks: np.ndarray, d: int) -> np.ndarray:
+    """block_q3_K: 6-bit signed scales packed in scales[12] at byte 96, just before d
     (dequantize_row_q3_K: dl = d * (scale - 32)); scale j has its low nibble in byte j (j < 8) or the
     high nibble of byte j - 8, and its top two bits in byte 8 + j % 4 at bit 2 * (j // 4)."""
     s = blocks[:, 96:108].astype(np.int32)
     j = np.arange(16)
     low = np.where(j < 8, s[:, j % 8] & 0xF, s[:, j % 8] >> 4)
     high = (s[:, 8 + j % 4] >> (2 * (j // 4))) & 3
-    return np.abs(_f16_at(blocks, 108)[:, None] * ((low | (high << 4)) - 32))
+    return np.abs(_f16_at(blocks, d)[:, None] * ((low | (high << 4)) - 32))
 
 
-def _k4(blocks: np.ndarray) -> np.ndarray:
-    """block_q4_K / block_q5_K: d at byte 0, eight 6-bit scales packed in scales[12] at byte 4
+def _k4(blocks: np.ndarray, d: int) -> np.ndarray:
+    """block_q4_K / block_q5_K: d, dmin, then eight 6-bit scales packed in scales[12] at byte 4
     (get_scale_min_k4: scale j < 4 is the low six bits of byte j; j >= 4 is the low nibble of byte j + 4
     with the top two bits of byte j - 4 above it)."""
     s = blocks[:, 4:16].astype(np.int32)
     sc = np.empty((len(blocks), 8), dtype=np.int32)
     sc[:, :4] = s[:, 0:4] & 63
     sc[:, 4:] = (s[:, 8:12] & 0xF) | ((s[:, 0:4] >> 6) << 4)
-    return _f16_at(blocks, 0)[:, None] * sc
+    return _f16_at(blocks, d)[:, None] * sc
 
 
-def _q6_k(blocks: np.ndarray) -> np.ndarray:
-    """block_q6_K: int8 scales[16] at byte 192, d at byte 208 (dequantize_row_q6_K: d * sc[is])."""
-    return np.abs(_f16_at(blocks, 208)[:, None] * blocks[:, 192:208].view(np.int8))
+def _q6_k(blocks: np.ndarray, d: int) -> np.ndarray:
+    """block_q6_K: int8 scales[16] at byte 192, then d (dequantize_row_q6_K: d * sc[is])."""
+    return np.abs(_f16_at(blocks, d)[:, None] * blocks[:, 192:208].view(np.int8))
 
 
 # type -> (values per scale, steps of every block (n_blocks, scales per block)), for evenly spaced levels
-_UNIFORM: dict[str, tuple[int, Callable[[np.ndarray], np.ndarray]]] = {
+_UNIFORM: dict[str, tuple[int, Callable[[np.ndarray, int], np.ndarray]]] = {
     "Q4_0": (32, _legacy), "Q4_1": (32, _legacy), "Q5_0": (32, _legacy), "Q5_1": (32, _legacy),
     "Q8_0": (32, _legacy), "Q2_K": (16, _q2_k), "Q3_K": (16, _q3_k), "Q4_K": (32, _k4), "Q5_K": (32, _k4),
     "Q6_K": (16, _q6_k),
@@ -110,7 +113,7 @@ def value_steps(raw: np.ndarray, qt: QType, values: np.ndarray) -> np.ndarray:
     distinct levels of each block otherwise."""
     if qt.name in _UNIFORM:
         per, steps = _UNIFORM[qt.name]
-        s = steps(np.asarray(raw).reshape(-1, qt.type_size))
+        s = steps(np.asarray(raw).reshape(-1, qt.type_size), qt.f16_offsets[0])
     else:
         per = min(LEVEL_BLOCK, qt.block_size)
         s = level_spacing(values, per)
@@ -165,11 +168,8 @@ def _dequantize(raw: np.ndarray, qt: QType, n_rows: int, n_per_row: int) -> np.n
 
 
 def _as_float32(raw: np.ndarray, qt: QType, n_rows: int, n_per_row: int) -> np.ndarray:
-    if qt.name == "F32":
-        return np.asarray(raw).view("<f4").reshape(n_rows, n_per_row)
-    if qt.name in ("F16", "BF16"):
-        bits = np.asarray(raw).view("<f2" if qt.name == "F16" else "<u2").reshape(n_rows, n_per_row)
-        return to_float32(bits, qt.name == "BF16")
+    if qt.name in FLOAT_TYPES:
+        return float32_rows(np.asarray(raw).reshape(n_rows, -1), qt.name)
     return _dequantize(raw, qt, n_rows, n_per_row)
 
 
@@ -218,15 +218,15 @@ class _Dither:
         return TensorDither(self.t.name, self.t.type_name, "F16", n, self.sq_err / n, self.sq_step / n, self.excess)
 
 
-def dithered_layout(src: Model) -> Layout:
+def dithered_layout(src: Model) -> WriteLayout:
     """The output's metadata and tensors: the source's key/values (tokenizer and all) with
     general.file_type set to F16; quantized tensors become F16, the others keep their type; file order."""
     kvs = output_kvs(src.fields.values(), LLAMA_FTYPE_MOSTLY_F16)
     entries = []
     for t in src.tensors:
         qt = F16 if t.qtype.quantized else t.qtype
-        entries.append(TensorEntry(t.name, t.shape, qt.ggml_type, t.n_elements // qt.block_size * qt.type_size))
-    return Layout(tuple(kvs), tuple(entries))
+        entries.append(WriteTensor(t.name, t.shape, qt.ggml_type, t.n_elements // qt.block_size * qt.type_size))
+    return WriteLayout(tuple(kvs), tuple(entries))
 
 
 def _tensor_bytes(values: Model | None, t: TensorInfo, seed: int, noise: bool, sources: TensorSource,
@@ -308,10 +308,6 @@ class Rebuild:
     @property
     def identical(self) -> bool:
         return self.same_blocks == 1.0
-
-    @property
-    def error_ratio(self) -> float:
-        return 12 * self.mse / self.step_sq if self.step_sq > 0 else 0.0
 
 
 def rebuild(source: str | Path | Model, dithered: str | Path | Model, out: str | Path,

@@ -20,20 +20,20 @@ from pathlib import Path
 from typing import Any, Callable, Sequence, TextIO
 
 from ..errors import FileFormatError, PrismError, UsageError
+from ..files import write_file
 from ..llama.command import PROGRAM, QuantizeCommand
 from ..llama.decide import TensorSpec
 from ..llama.diagnose import imatrix_needed
 from ..llama.ftypes import parse_ftype
-from ..llama.perplexity import Measurement, Perplexity
-from ..llama.quantize_log import parse_quantize_log
-from ..llama.tools import run as run_tool
 from ..measure.results import Analysis, model_identity
 from ..plan.budget import Budget
 from ..plan.planner import imatrix_extra_kv, make_plan, needs_requantize
 from ..progress import Progress, fmt_secs
 from ..read.bounded import MiB, load_json
 from ..read.model import Model
-from ..write.output import write_file
+from ..tools.binaries import run as run_tool
+from ..tools.perplexity import Measurement, Perplexity
+from ..tools.quantize_log import parse_quantize_log
 
 CACHE_BYTES = 64 * MiB      # measurements.json: one small record per measured file
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from .. import __version__
+from .._version import __version__
 from .evaluate import BASELINE_SERIES, SERIES_PRISM, SERIES_REFERENCE, Results, Row
 
 CSV_FIELDS = ("method", "series", "target", "file_bytes", "size_mib", "bpw", "llama_quantize_bpw", "ppl", "ppl_err",

@@ -22,52 +22,12 @@ import numpy as np
 from .. import qtypes
 from ..errors import RecipeError
 from ..qtypes import QType
-from ..quant import Scratch, dequantize, quantize, to_float32
+from ..quant import (FLOAT_TYPES, Scratch, dequantize, float_view, fp32_to_bf16, fp32_to_fp16, invalid_data, quantize,
+                     to_float32)
 from ..read.model import TensorInfo
 from .source import TensorSource
 
 SLAB_VALUES = 1 << 24   # values per slab: a 64 MiB float32 scratch at most, whatever the tensor size
-FLOAT_TYPES = ("F32", "F16", "BF16")
-
-# offsets of the fp16 scales ggml_validate_row_data checks in each block (ggml-common.h block layouts)
-_F16_SCALES: dict[str, tuple[int, ...]] = {
-    "Q4_0": (0,), "Q4_1": (0, 2), "Q5_0": (0,), "Q5_1": (0, 2), "Q8_0": (0,), "Q2_K": (80, 82),
-    "Q3_K": (108,), "Q4_K": (0, 2), "Q5_K": (0, 2), "Q6_K": (208,), "IQ4_NL": (0,), "IQ4_XS": (0,),
-}
-
-
-def invalid_data(raw: np.ndarray, qt: QType) -> bool:
-    """ggml_validate_row_data: an Inf or NaN value (float types) or block scale (quantized types).
-    Types whose blocks it checks differently (MXFP4, the IQ1-3 and TQ families) are not checked here."""
-    if qt.name == "F32":
-        return bool(((raw.view("<u4") & 0x7F800000) == 0x7F800000).any())
-    if qt.name == "F16":
-        return bool(((raw.view("<u2") & 0x7C00) == 0x7C00).any())
-    if qt.name == "BF16":
-        return bool(((raw.view("<u2") & 0x7F80) == 0x7F80).any())
-    offsets = _F16_SCALES.get(qt.name)
-    if offsets is None:
-        return False
-    blocks = raw.reshape(-1, qt.type_size)
-    return any(bool(((blocks[:, o:o + 2].copy().view("<u2") & 0x7C00) == 0x7C00).any()) for o in offsets)
-
-
-def fp32_to_fp16(x: np.ndarray) -> np.ndarray:
-    """ggml_fp32_to_fp16_row: round to nearest even, overflow to Inf (inputs are finite: validated)."""
-    with np.errstate(over="ignore"):
-        return x.astype("<f2")
-
-
-def fp32_to_bf16(x: np.ndarray) -> np.ndarray:
-    """ggml_fp32_to_bf16_row_ref (ggml_compute_fp32_to_bf16): round to nearest even on the top 16 bits;
-    NaN made quiet."""
-    u = np.ascontiguousarray(x, dtype="<f4").view("<u4")
-    out = ((u + (0x7FFF + ((u >> 16) & 1))) >> 16).astype("<u2")
-    nan = (u & 0x7FFFFFFF) > 0x7F800000
-    if nan.any():
-        out[nan] = ((u[nan] >> 16) | 64).astype("<u2")
-    return out
-
 
 @dataclass(frozen=True)
 class Slab:
@@ -107,10 +67,8 @@ class TensorEncoder:
         row_bytes = src.row_bytes(t.n_per_row)
         n = s.row1 - s.row0
         raw = self.source.read(t, s.row0 * row_bytes, n * row_bytes)
-        if src.name == "F32":
-            return raw.view("<f4").reshape(n, t.n_per_row), False
-        if src.name in ("F16", "BF16"):
-            return raw.view("<f2" if src.name == "F16" else "<u2").reshape(n, t.n_per_row), src.name == "BF16"
+        if src.name in FLOAT_TYPES:
+            return float_view(raw.reshape(n, -1), src.name)
         out = self.scratch.get(n * t.n_per_row)
         return dequantize(raw, src, (n, t.n_per_row), nthreads=self.nthreads, out=out), False
 

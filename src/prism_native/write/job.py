@@ -17,17 +17,19 @@ import numpy as np
 
 from .. import qtypes
 from ..errors import RecipeError, UsageError
+from ..gguf.constants import KEY_FILE_TYPE
+from ..gguf.writer import KV, WriteLayout
 from ..llama.command import QuantizeCommand
-from ..llama.decide import Decision, QuantizeOptions, TensorSpec, decide
+from ..llama.decide import Decision, TensorSpec, decide
 from ..llama.ftypes import FTYPES, get_ftype, parse_ftype
+from ..llama.options import QuantizeOptions
 from ..llama.quantizable import llama_order
 from ..llama.sizes import imatrix_kv, output_layout
 from ..plan.recipe import Recipe, build_recipe
 from ..qtypes import QType
+from ..quant import FLOAT_TYPES
 from ..read.imatrix import Imatrix, load_imatrix
 from ..read.model import Model, TensorInfo
-from .encode import FLOAT_TYPES
-from .gguf_writer import KEY_FILE_TYPE, KV, Layout
 from .kv_override import parse_kv_override
 from .prune import Pruning, parse_prune_layers
 
@@ -74,7 +76,7 @@ class Job:
     model: Model
     ftype: str
     tensors: tuple[TensorJob, ...]        # llama's tensor order, the order of the file
-    layout: Layout
+    layout: WriteLayout
     notes: tuple[str, ...] = field(default=())   # what llama-quantize would log as a warning
 
     @property

@@ -6,7 +6,7 @@ import math
 import re
 
 from ..errors import RecipeError
-from .gguf_writer import KV
+from ..gguf.writer import KV
 
 _ATOL = re.compile(r"[ \t\n\v\f\r]*([+-]?[0-9]+)")
 _DEC = re.compile(r"[ \t\n\v\f\r]*([+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)")

@@ -17,18 +17,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
 from ..errors import RecipeError, UsageError
+from ..files import AtomicOutput, check_destination, check_space
+from ..gguf.constants import pad
 from ..llama.command import QuantizeCommand
-from ..llama.decide import QuantizeOptions
+from ..llama.options import QuantizeOptions
 from ..plan.recipe import Recipe
 from ..progress import Progress
 from ..qtypes import QType
 from ..quant import Scratch
+from ..quant import invalid_data
 from ..read.imatrix import Imatrix, load_imatrix
 from ..read.model import Model
-from .encode import TensorEncoder, invalid_data, slabs
-from .gguf_writer import pad
+from .encode import TensorEncoder, slabs
 from .job import Job, QuantizeParams, TensorJob, build_job, params_from_command, params_from_recipe, params_from_types
-from .output import AtomicOutput, check_destination, check_space
 from .source import Read, TensorSource
 
 if TYPE_CHECKING:

@@ -6,8 +6,8 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .command import QuantizeCommand
-from .tools import run
+from ..llama.command import QuantizeCommand
+from .binaries import run
 
 # "[  12/ 272] blk.1.attn_v.weight - [ 576, 192, 1, 1], type = q4_1, size = 0.07 MiB -> 0.11 MiB (q8_0)"
 _TENSOR_LINE = re.compile(r"^\[\s*\d+/\s*\d+\]\s+(?P<name>\S+)\s+- \[[^\]]*\], type =\s*(?P<src>\S+), "

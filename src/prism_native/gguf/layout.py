@@ -7,7 +7,7 @@ that remain (Python ints, so nothing wraps) *before* a view of it is made, so a 
 becomes a loop of 2^63 steps or an allocation; the checks are gguf.cpp's, named at each one. The
 key/values are built on the way as the gguf package's own `ReaderField` objects (the layout its
 GGUFReader gives, except that a numeric array is one part holding all its elements), so that
-llama/sizes.py and the GGUF writer keep reading them through `.parts`, `.types`, `.data` and
+the GGUF writer (gguf/writer.py) and the model reader keep reading them through `.parts`, `.types`, `.data` and
 `.contents()`. A separate validating pre-pass before gguf's reader would have walked the metadata
 twice (a 128k-token tokenizer with 280k merges is 400k strings, ~0.5 s per walk); one pass costs
 the reading alone plus a few comparisons.
@@ -25,35 +25,20 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import gguf
 import numpy as np
 from gguf.gguf_reader import ReaderField
 
 from .. import qtypes
-from ..errors import FileFormatError, UsageError
+from ..errors import FileFormatError, UsageError, quoted
+from .constants import (DEFAULT_ALIGNMENT, GGUF_HEADER_BYTES, GGUF_MAGIC, INT64_MAX, MAX_ARRAY_ELEMENTS, MAX_DIMS,
+                        MAX_NAME_BYTES, MAX_STRING_BYTES, SCALAR_DTYPES, VERSIONS, VT, pad)
 
-GGUF_MAGIC = b"GGUF"
-GGUF_HEADER_BYTES = 24          # magic, version, tensor count, kv count
-VERSIONS = (2, 3)               # gguf.cpp: 0 invalid, 1 no longer supported, > GGUF_VERSION (3) too new
-MAX_STRING_BYTES = 1 << 30      # GGUF_MAX_STRING_LENGTH
-MAX_ARRAY_ELEMENTS = 1 << 30    # GGUF_MAX_ARRAY_ELEMENTS
-MAX_NAME_BYTES = 63             # GGML_MAX_NAME (64) counts the terminating NUL
-MAX_DIMS = 4                    # GGML_MAX_DIMS
-DEFAULT_ALIGNMENT = 32          # GGUF_DEFAULT_ALIGNMENT
-INT64_MAX = (1 << 63) - 1
 # smallest encodings, to bound the declared counts by the file size before looping over them:
 # a key/value is a key length, a one-byte key, a type and a one-byte value; a tensor info is a name
 # length, an empty name, n_dims = 0, a type and an offset
 _MIN_KV_BYTES = 8 + 1 + 4 + 1
 _MIN_TENSOR_INFO_BYTES = 8 + 4 + 4 + 8
 
-VT = gguf.GGUFValueType
-_SCALAR_DTYPES: dict[int, np.dtype] = {
-    int(VT.UINT8): np.dtype("<u1"), int(VT.INT8): np.dtype("<i1"), int(VT.UINT16): np.dtype("<u2"),
-    int(VT.INT16): np.dtype("<i2"), int(VT.UINT32): np.dtype("<u4"), int(VT.INT32): np.dtype("<i4"),
-    int(VT.FLOAT32): np.dtype("<f4"), int(VT.BOOL): np.dtype("?"), int(VT.UINT64): np.dtype("<u8"),
-    int(VT.INT64): np.dtype("<i8"), int(VT.FLOAT64): np.dtype("<f8"),
-}
 _U32, _U64 = np.dtype("<u4"), np.dtype("<u8")
 
 
@@ -65,13 +50,6 @@ def type_name(vtype: int) -> str:
     return names.get(vtype, f"type {vtype}")  # type: ignore[call-overload]
 
 
-def quoted(text: str, limit: int = 80) -> str:
-    """A key or tensor name as error messages show it: quoted, control characters escaped (the message
-    stays one line), cut after `limit` characters (a key may be a megabyte long)."""
-    shown = text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
-    return f"'{shown[:limit]}...'" if len(shown) > limit else f"'{shown}'"
-
-
 def field_type(field: ReaderField) -> str:
     """'u32', 'str', 'arr[i32]': a key/value's type as llama.cpp's messages write it."""
     main = field.types[0]
@@ -81,7 +59,7 @@ def field_type(field: ReaderField) -> str:
 
 
 @dataclass(frozen=True)
-class TensorEntry:
+class ReadTensor:
     """One tensor info, checked: shape in ggml order (ne0 first), absolute data offset, exact size."""
 
     name: str
@@ -92,14 +70,14 @@ class TensorEntry:
 
 
 @dataclass(frozen=True)
-class Layout:
+class ReadLayout:
     """A GGUF file whose every structure was checked: key/values, tensors, where the data starts."""
 
     path: Path
     version: int
     alignment: int
     fields: dict[str, ReaderField]
-    tensors: tuple[TensorEntry, ...]
+    tensors: tuple[ReadTensor, ...]
     data_offset: int   # absolute offset of the data section (padded end of the tensor infos)
     file_size: int
 
@@ -150,24 +128,20 @@ class _Cursor:
             raise self.fail(f"{what} is not valid UTF-8") from None
 
 
-def read_layout(path: Path, data: np.ndarray) -> Layout:
+def read_layout(path: Path, data: np.ndarray) -> ReadLayout:
     """Check and read the whole structure of the GGUF file mapped as `data` (read-only uint8)."""
     cur = _Cursor(path, data)
     version, n_tensors, n_kv = _header(cur)
     fields = _key_values(cur, n_kv)
     alignment = _alignment(cur, fields)
     infos = _tensor_infos(cur, n_tensors)
-    data_offset = _pad(cur.pos, alignment)
+    data_offset = pad(cur.pos, alignment)
     if n_tensors and data_offset > cur.size:
         # gguf.cpp: "failed to seek to beginning of data section"
         raise cur.fail(f"truncated GGUF file: the tensor data starts at byte {data_offset} but the file has "
                        f"{cur.size} bytes")
     tensors = _place_tensors(cur, infos, data_offset, alignment)
-    return Layout(path, version, alignment, fields, tensors, data_offset, cur.size)
-
-
-def _pad(n: int, align: int) -> int:
-    return (n + align - 1) // align * align
+    return ReadLayout(path, version, alignment, fields, tensors, data_offset, cur.size)
 
 
 def _header(cur: _Cursor) -> tuple[int, int, int]:
@@ -220,8 +194,8 @@ def _value(cur: _Cursor, label: str, vtype: int) -> tuple[list[np.ndarray], list
     """(parts, data indices, types) of one value, indices relative to the value's first part."""
     if vtype == VT.STRING:
         return list(cur.string(f"the value of key {label}")), [1], [VT.STRING]
-    if vtype in _SCALAR_DTYPES:
-        return [cur.array(_SCALAR_DTYPES[vtype], 1, f"the value of key {label}")], [0], [VT(vtype)]
+    if vtype in SCALAR_DTYPES:
+        return [cur.array(SCALAR_DTYPES[vtype], 1, f"the value of key {label}")], [0], [VT(vtype)]
     if vtype != VT.ARRAY:
         raise cur.fail(f"key {label} has unknown value type {vtype}")
     itype_part = cur.array(_U32, 1, f"the element type of array {label}")
@@ -229,14 +203,14 @@ def _value(cur: _Cursor, label: str, vtype: int) -> tuple[list[np.ndarray], list
     itype, n = int(itype_part[0]), int(alen[0])
     if itype == VT.ARRAY:
         raise cur.fail(f"key {label} is an array of arrays, which llama.cpp's GGUF loader rejects")
-    if itype != VT.STRING and itype not in _SCALAR_DTYPES:
+    if itype != VT.STRING and itype not in SCALAR_DTYPES:
         raise cur.fail(f"key {label} is an array of unknown element type {itype}")
     if n > MAX_ARRAY_ELEMENTS:
         raise cur.fail(f"array {label} declares {n} elements, more than GGUF's limit of {MAX_ARRAY_ELEMENTS}")
     types: list[Any] = [VT.ARRAY] + ([VT(itype)] if n else [])
     head = [itype_part, alen]
     if itype != VT.STRING:
-        dt = _SCALAR_DTYPES[itype]
+        dt = SCALAR_DTYPES[itype]
         return head + [cur.array(dt, n, f"the {n} elements of array {label}")], [2], types
     cur.need(8 * n, f"the {n} strings of array {label}")   # each has at least its length
     return head + _strings(cur, label, n), list(range(3, 2 + 2 * n + 1, 2)), types
@@ -285,10 +259,10 @@ def _alignment(cur: _Cursor, fields: dict[str, ReaderField]) -> int:
     return align
 
 
-def _tensor_infos(cur: _Cursor, n_tensors: int) -> list[TensorEntry]:
+def _tensor_infos(cur: _Cursor, n_tensors: int) -> list[ReadTensor]:
     """Name, shape, type and offset (still relative to the data section) of every tensor
     (gguf_init_from_reader's tensor info loop)."""
-    infos: list[TensorEntry] = []
+    infos: list[ReadTensor] = []
     seen: dict[str, int] = {}
     for i in range(n_tensors):
         _, raw = cur.string(f"the name of tensor {i}")
@@ -304,7 +278,7 @@ def _tensor_infos(cur: _Cursor, n_tensors: int) -> list[TensorEntry]:
         shape = tuple(cur.scalar("<Q", f"the shape of tensor {quoted(name)}") for _ in range(n_dims))
         ggml_type = cur.scalar("<I", f"the type of tensor {quoted(name)}")
         rel_offset = cur.scalar("<Q", f"the data offset of tensor {quoted(name)}")
-        infos.append(TensorEntry(name, shape, ggml_type, rel_offset, _tensor_bytes(cur, name, shape, ggml_type)))
+        infos.append(ReadTensor(name, shape, ggml_type, rel_offset, _tensor_bytes(cur, name, shape, ggml_type)))
     return infos
 
 
@@ -330,12 +304,12 @@ def _tensor_bytes(cur: _Cursor, name: str, shape: tuple[int, ...], ggml_type: in
     return n // qt.block_size * qt.type_size
 
 
-def _place_tensors(cur: _Cursor, infos: list[TensorEntry], data_offset: int, alignment: int) -> tuple[TensorEntry, ...]:
+def _place_tensors(cur: _Cursor, infos: list[ReadTensor], data_offset: int, alignment: int) -> tuple[ReadTensor, ...]:
     """The tensors at their absolute offsets. gguf.cpp wants every tensor where the padded tensors
     before it end (offset == ctx->size), which rules out misaligned, overlapping and scattered data;
     llama_model_loader then wants each tensor's bytes inside the file. Each violation is named as what
     it is."""
-    out: list[TensorEntry] = []
+    out: list[ReadTensor] = []
     expected = 0
     for t in infos:
         rel = t.offset
@@ -354,5 +328,5 @@ def _place_tensors(cur: _Cursor, infos: list[TensorEntry], data_offset: int, ali
             raise cur.fail(f"tensor {quoted(t.name)} data runs past the end of the file (bytes {start}..{start + t.n_bytes}, "
                            f"file has {cur.size}); the file is truncated or corrupt")
         out.append(replace(t, offset=start))
-        expected = rel + _pad(t.n_bytes, alignment)
+        expected = rel + pad(t.n_bytes, alignment)
     return tuple(out)

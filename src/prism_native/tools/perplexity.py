@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import ToolError
-from .tools import last_line, run
+from .binaries import last_line, run
 
 _NUM = r"([-+]?(?:[0-9.]+(?:e[-+]?[0-9]+)?|nan|inf))"   # glibc prints "-nan" too
 _PM = r"\s*(?:±|\+/-)\s*"

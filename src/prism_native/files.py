@@ -1,4 +1,4 @@
-"""The output file: checked before anything is computed, written under a temporary name in its folder,
+"""Every file prism_native writes: checked before anything is computed, written under a temporary name in its folder,
 renamed over the final name only when complete.
 
 An interrupted or failed run removes its temporary file, so the final name never holds a truncated
@@ -19,13 +19,21 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
 
-from ..errors import OutputError
+from .errors import OutputError
 
 _ZEROS = bytes(4096)
 
 
-def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
-    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """a and b name one file: the same path once symbolic links are resolved, or (both existing) the same
+    file under two names (a hard link). The one same-file test of the package."""
+    try:
+        if os.path.realpath(a) == os.path.realpath(b):
+            return True
+        sa, sb = os.stat(a), os.stat(b)
+    except (OSError, ValueError):
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
 def _kind(mode: int) -> str:
@@ -63,12 +71,8 @@ def check_destination(dst: str | Path, inputs: Iterable[str | Path]) -> Path:
             raise OutputError(f"{given}: is a directory; give the output file's name")
         if not stat.S_ISREG(st.st_mode):
             raise OutputError(f"{given}: is a {_kind(st.st_mode)}, not a regular file; refusing to replace it")
-        for p in inputs:
-            try:
-                same = _same_file(st, os.stat(p))
-            except (OSError, ValueError):
-                continue                      # an input that is not there is its reader's problem
-            if same:
+        for p in inputs:              # an input that is not there is its reader's problem
+            if same_file(final, p):
                 raise OutputError(f"{given}: is {p}, which this command reads; refusing to overwrite the input")
     folder = final.parent
     fst = _stat(folder, given, "its folder")

@@ -1,4 +1,5 @@
-"""The metadata serialiser (write/gguf_writer.py): gguf_set_kv + gguf_write_out, shared with sizes.py."""
+"""The metadata serialiser (gguf/writer.py): gguf_set_kv + gguf_write_out, and llama-quantize's key edits
+(llama/sizes.output_kvs) on top of it."""
 from __future__ import annotations
 
 import struct
@@ -10,11 +11,11 @@ import pytest
 from support import synth
 
 from prism_native.errors import FileFormatError
+from prism_native.gguf import writer as gw
 from prism_native.llama import sizes
 from prism_native.progress import Progress
+from prism_native.quant import fp32_to_bf16, fp32_to_fp16
 from prism_native.read.model import Model
-from prism_native.write import gguf_writer as gw
-from prism_native.write.encode import fp32_to_bf16, fp32_to_fp16
 from prism_native.write.kv_override import atof, atol, parse_kv_override
 
 
@@ -36,7 +37,7 @@ def test_fields_serialise_to_their_input_bytes(tmp_path, smollm2_path):
             if k.startswith("GGUF."):
                 continue
             assert gw.kv_from_field(f).data == _raw_field(path, f), k
-            assert sizes.kv_nbytes(f) == len(_raw_field(path, f))
+            assert gw.kv_from_field(f).nbytes == len(_raw_field(path, f))
 
 
 def test_nul_and_bool_as_ggml_copies_them(tmp_path):
@@ -62,7 +63,7 @@ def test_set_moves_a_key_to_the_end():
     for kv in [gw.KV.u32("a", 1), gw.KV.u32("general.file_type", 7), gw.KV.u32("b", 2), gw.KV.u32("a", 9)]:
         gw.set_kv(merged, kv)
     assert [k.name for k in merged] == ["general.file_type", "b", "a"]
-    final = gw.output_kvs([], 15, [*merged, gw.KV.u32("split.count", 3)])
+    final = sizes.output_kvs([], 15, [*merged, gw.KV.u32("split.count", 3)])
     assert [k.name for k in final] == ["general.quantization_version", "general.file_type", "b", "a", "split.count"]
     assert final[1].data.endswith(struct.pack("<iI", 4, 7))      # the override of general.file_type wins
 
@@ -72,16 +73,16 @@ def test_output_kvs_of_a_model(tmp_path):
     synth.write(src, replace(synth.VARIANTS["dense"], n_layer=1,
                              kv={"general.file_type": 1, "general.quantization_version": 2, "z.last": 1}))
     m = Model(src)
-    names = [kv.name for kv in gw.output_kvs(m.fields.values(), 15, [gw.KV.string("general.name", "x")])]
+    names = [kv.name for kv in sizes.output_kvs(m.fields.values(), 15, [gw.KV.string("general.name", "x")])]
     assert names[-3:] == ["general.quantization_version", "general.file_type", "general.name"]
     assert names.index("z.last") < names.index("general.quantization_version")
 
 
 def test_bad_alignment_key_is_refused():
     with pytest.raises(FileFormatError, match="power of two"):
-        gw.output_kvs([], 1, [gw.KV.u32("general.alignment", 48)])
+        sizes.output_kvs([], 1, [gw.KV.u32("general.alignment", 48)])
     with pytest.raises(FileFormatError, match="u32"):
-        gw.output_kvs([], 1, [gw.KV.string("general.alignment", "32")])
+        sizes.output_kvs([], 1, [gw.KV.string("general.alignment", "32")])
 
 
 def test_layout_matches_the_size_estimate(tmp_path):

@@ -1,47 +1,24 @@
-"""The bytes of a GGUF file's metadata as ggml's gguf writer produces them (ggml/src/gguf.cpp).
+"""The bytes of a GGUF file as ggml's gguf writer produces them (ggml/src/gguf.cpp).
 
-llama-quantize builds its output context with gguf_init_empty, copies the input's key/values with
-gguf_set_kv, sets and removes a few keys (each gguf_set_val_* removes the key and appends it again, so
-a replaced key moves to the end), adds the tensors with gguf_add_tensor and finally writes the
-metadata with gguf_get_meta_data, i.e. gguf_write_out(only_meta): header, key/values, tensor infos,
-zero padding to the alignment. This module serialises exactly that; llama/sizes.py measures the same
-bytes, so a predicted size is the length of what is written.
-
-The alignment of the output is always GGUF_DEFAULT_ALIGNMENT: gguf_set_kv copies a general.alignment
-key but does not apply it to the output context.
+A key/value is serialised as gguf_writer_base::write(const gguf_kv &) does it, after the c_str() copy
+that gguf_set_kv and gguf_set_val_* make (`KV`); gguf_set_val_* removes a key and appends it again
+(`set_kv`), so a replaced key moves to the end. `WriteLayout` is what gguf_write_out(only_meta) then
+writes: header, key/values, tensor infos, zero padding to the alignment, and where each tensor's data
+goes after it. What is read from a file is gguf/layout.py's (ReadLayout, ReadTensor).
 """
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-import gguf
 import numpy as np
 
 from ..errors import FileFormatError, RecipeError
-from ..read.model import ggml_n_dims
-
-GGUF_MAGIC = b"GGUF"
-GGUF_VERSION = 3            # gguf.h GGUF_VERSION: what gguf_init_empty writes
-ALIGNMENT = 32              # GGUF_DEFAULT_ALIGNMENT
-GGML_QNT_VERSION = 2        # ggml.h, written to general.quantization_version
-KEY_QUANTIZATION_VERSION = "general.quantization_version"
-KEY_FILE_TYPE = "general.file_type"
-KEY_ALIGNMENT = "general.alignment"
-SPLIT_KEYS = ("split.no", "split.count", "split.tensors.count")
-
-VT = gguf.GGUFValueType
-_SCALAR_FORMAT = {VT.UINT8: "<B", VT.INT8: "<b", VT.UINT16: "<H", VT.INT16: "<h", VT.UINT32: "<I",
-                  VT.INT32: "<i", VT.FLOAT32: "<f", VT.UINT64: "<Q", VT.INT64: "<q", VT.FLOAT64: "<d",
-                  VT.BOOL: "<B"}
-
-
-def pad(n: int, align: int = ALIGNMENT) -> int:
-    """GGML_PAD: n rounded up to a multiple of align."""
-    return (n + align - 1) // align * align
+from .constants import (DEFAULT_ALIGNMENT, GGUF_HEADER_BYTES, GGUF_MAGIC, GGUF_VERSION, KEY_ALIGNMENT, SCALAR_FORMATS,
+                        VT, ggml_n_dims, pad)
 
 
 def _cstr(b: bytes) -> bytes:
@@ -79,7 +56,7 @@ class KV:
 
     @classmethod
     def scalar(cls, key: str | bytes, vtype: VT, value: Any) -> KV:
-        return cls.make(key, struct.pack("<i", int(vtype)) + struct.pack(_SCALAR_FORMAT[vtype], value))
+        return cls.make(key, struct.pack("<i", int(vtype)) + struct.pack(SCALAR_FORMATS[vtype], value))
 
     @classmethod
     def u32(cls, key: str | bytes, value: int = 0) -> KV:
@@ -152,7 +129,7 @@ def remove_kv(kvs: list[KV], key: str | bytes) -> None:
             return
 
 
-def _check_reserved(kv: KV) -> None:
+def check_reserved(kv: KV) -> None:
     """gguf_check_reserved_keys: general.alignment must be a u32 power of two (ggml aborts otherwise)."""
     if kv.key != KEY_ALIGNMENT.encode():
         return
@@ -164,25 +141,6 @@ def _check_reserved(kv: KV) -> None:
         raise FileFormatError(f"{KEY_ALIGNMENT} = {value} is not a power of two (llama-quantize aborts)")
 
 
-def output_kvs(fields: Iterable[Any], file_type: int, overrides: Sequence[KV] = ()) -> list[KV]:
-    """The key/values of llama-quantize's output, in order (llama_model_quantize_impl): the input's
-    (gguf_set_kv), general.quantization_version and general.file_type set, the split keys removed, then
-    the overrides (--override-kv, then the imatrix keys) set one after the other."""
-    kvs: list[KV] = []
-    for f in fields:
-        kv = kv_from_field(f)
-        _check_reserved(kv)
-        set_kv(kvs, kv)
-    set_kv(kvs, KV.u32(KEY_QUANTIZATION_VERSION, GGML_QNT_VERSION))
-    set_kv(kvs, KV.u32(KEY_FILE_TYPE, file_type))
-    for k in SPLIT_KEYS:
-        remove_kv(kvs, k)
-    for kv in overrides:
-        _check_reserved(kv)
-        set_kv(kvs, kv)
-    return kvs
-
-
 def tensor_info(name: str, shape: Sequence[int], ggml_type: int, offset: int) -> bytes:
     """gguf_writer_base::write_tensor_meta: name, n_dims (ggml_n_dims), ne[0..n_dims), type, offset."""
     nd = ggml_n_dims(shape)
@@ -191,7 +149,7 @@ def tensor_info(name: str, shape: Sequence[int], ggml_type: int, offset: int) ->
 
 
 @dataclass(frozen=True)
-class TensorEntry:
+class WriteTensor:
     """A tensor of the output: its name, ggml shape, type and data size (ggml_nbytes)."""
 
     name: str
@@ -201,13 +159,13 @@ class TensorEntry:
 
 
 @dataclass(frozen=True)
-class Layout:
+class WriteLayout:
     """Where everything goes in the output file: metadata, then each tensor's data padded to the alignment
     (gguf_add_tensor / gguf_set_tensor_type keep the offsets this way)."""
 
     kvs: tuple[KV, ...]
-    tensors: tuple[TensorEntry, ...]
-    alignment: int = ALIGNMENT
+    tensors: tuple[WriteTensor, ...]
+    alignment: int = DEFAULT_ALIGNMENT
 
     @cached_property
     def offsets(self) -> tuple[int, ...]:
@@ -221,7 +179,7 @@ class Layout:
     @cached_property
     def meta_nbytes(self) -> int:
         """gguf_get_meta_size."""
-        n = 24 + sum(kv.nbytes for kv in self.kvs)
+        n = GGUF_HEADER_BYTES + sum(kv.nbytes for kv in self.kvs)
         n += sum(len(tensor_info(t.name, t.shape, t.ggml_type, 0)) for t in self.tensors)
         return pad(n, self.alignment)
 

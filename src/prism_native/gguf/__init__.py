@@ -1,0 +1,1 @@
+"""The GGUF format: constants, the validating reader's layout and the writer's serialisation (nothing above)."""
