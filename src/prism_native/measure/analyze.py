@@ -22,8 +22,7 @@ from threadpoolctl import threadpool_limits
 from ..errors import FileFormatError, quoted
 from ..llama.mix import planned_requires_imatrix
 from ..llama.quantizable import quantizable_tensors
-from ..quant import Scratch
-from ..quant import invalid_data
+from ..quant import Scratch, float_view, invalid_data
 from ..read.imatrix import Imatrix
 from ..read.model import Model, TensorInfo
 from ..read.taxonomy import classify
@@ -63,8 +62,7 @@ class Settings:
 
 def _native_input(model: Model, t: TensorInfo, start: int, stop: int) -> tuple[np.ndarray, bool]:
     """(rows x ne0 array, is_bf16) of rows [start, stop) straight from the memory map (F32/F16/BF16)."""
-    dt = {"F32": "<f4", "F16": "<f2", "BF16": "<u2"}[t.type_name]
-    return model.raw_rows(t, start, stop).view(dt), t.type_name == "BF16"
+    return float_view(model.raw_rows(t, start, stop), t.type_name)
 
 
 def _spread(n: int, k: int) -> set[int]:

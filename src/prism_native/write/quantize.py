@@ -24,8 +24,7 @@ from ..llama.options import QuantizeOptions
 from ..plan.recipe import Recipe
 from ..progress import Progress
 from ..qtypes import QType
-from ..quant import Scratch
-from ..quant import invalid_data
+from ..quant import Scratch, invalid_data
 from ..read.imatrix import Imatrix, load_imatrix
 from ..read.model import Model
 from .encode import TensorEncoder, slabs
