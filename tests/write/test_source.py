@@ -61,3 +61,18 @@ def test_an_error_ahead_reaches_the_read_that_needs_it(model: Model, tmp_path) -
         src.read(t, 0, 16)
         with pytest.raises(FileFormatError, match="ends past the end of the file"):
             src.read(t, t.n_bytes, 1 << 20)
+
+
+def test_converted_slabs_are_written_on_another_thread(model: Model, tmp_path, monkeypatch) -> None:
+    import prism_native
+    from prism_native import files
+
+    threads: set[str] = set()
+    real = files.AtomicOutput.write
+
+    def record(self, data):
+        threads.add(threading.current_thread().name)
+        return real(self, data)
+    monkeypatch.setattr(files.AtomicOutput, "write", record)
+    a = prism_native.quantize_model(model, tmp_path / "a.gguf", "Q8_0", progress=False)
+    assert any(n.startswith("prism-write") for n in threads) and a.file_bytes == (tmp_path / "a.gguf").stat().st_size
