@@ -3,7 +3,8 @@
 files with the split keys, timed end to end in one run: `cat` of the input to /dev/null (the I/O
 baseline), analyze, plan, quantize (ours, to the plan and to Q4_K_M) and llama-quantize Q4_K_M, each a
 separate process with a cold page cache for the input (posix_fadvise DONTNEED on the input's files
-only), with its peak resident memory (wait4's ru_maxrss).
+only), with its peak resident memory and the bytes it read from the disk (GNU time's %M and %I: the
+bytes read do not depend on the machine's load, the seconds do).
 
 Heavy (gigabytes of disk, minutes): skipped unless PRISM_BENCH_MOE=1. PRISM_BENCH_MOE_EXPERTS sets the
 routed experts of the slice ("16,24" by default: DeepSeek-V3's 256 and Kimi-K2's 384 divided by 16),
@@ -74,13 +75,13 @@ def _timed(argv: list[str], inputs: list[Path], log: Path, env: dict | None = No
     stats = log.with_suffix(".time")
     t0 = time.perf_counter()
     with open(log, "w") as out:
-        r = subprocess.run(["/usr/bin/time", "-f", "%M %U %S", "-o", str(stats), *argv], stdout=out,
+        r = subprocess.run(["/usr/bin/time", "-f", "%M %U %S %I", "-o", str(stats), *argv], stdout=out,
                            stderr=subprocess.STDOUT, env=env, check=False)
     seconds = time.perf_counter() - t0
     assert r.returncode == 0, f"{argv[:3]} failed: {log.read_text()[-2000:]}"
-    rss_kb, user, sys_ = stats.read_text().split()[-3:]
+    rss_kb, user, sys_, blocks = stats.read_text().split()[-4:]
     return {"seconds": round(seconds, 2), "cpu_seconds": round(float(user) + float(sys_), 2),
-            "peak_rss_mb": round(int(rss_kb) / 1024, 1)}
+            "peak_rss_mb": round(int(rss_kb) / 1024, 1), "read_gb": round(int(blocks) * 512 / 1e9, 3)}
 
 
 def _load() -> str:
@@ -129,7 +130,10 @@ def test_moe_slice_end_to_end(benchmark, tmp_path_factory, shape: MoeShape, expe
     res["analyze_tensor_seconds"] = {n: round(t["seconds"], 2) for n, t in per_tensor.items()}
     cat = res["cat"]["seconds"]
     job = res["analyze"]["seconds"] + res["plan"]["seconds"] + res["quantize_plan"]["seconds"]
+    gb = res["input_bytes"] / 1e9
     res["ratios"] = {"analyze_vs_cat": round(res["analyze"]["seconds"] / cat, 2),
+                     "analyze_read_vs_input": round(res["analyze"]["read_gb"] / gb, 3),
+                     "quantize_read_vs_input": round(res["quantize_q4km"]["read_gb"] / gb, 3),
                      "quantize_vs_cat": round(res["quantize_q4km"]["seconds"] / cat, 2),
                      "job_vs_llama_quantize": round(job / res["llama_quantize_q4km"]["seconds"], 3),
                      "quantize_vs_llama_quantize": round(res["quantize_q4km"]["seconds"]

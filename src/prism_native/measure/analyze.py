@@ -22,8 +22,7 @@ from threadpoolctl import threadpool_limits
 from ..errors import FileFormatError, quoted
 from ..llama.mix import planned_requires_imatrix
 from ..llama.quantizable import quantizable_tensors
-from ..quant import Scratch
-from ..quant import invalid_data
+from ..quant import Scratch, float_view, invalid_data
 from ..read.imatrix import Imatrix
 from ..read.model import Model, TensorInfo
 from ..read.taxonomy import classify
@@ -39,6 +38,9 @@ CHECKPOINT_SECONDS = 5.0   # an interrupted analyze loses at most this much work
 # whole; memory then holds one slab (plus one sample of lines of that size) per worker. Every layer matrix
 # of DeepSeek-V3 / Kimi-K2 (up to 18432 x 7168) is one slab; the embeddings and expert stacks are not.
 SLAB_VALUES = 1 << 27
+# Experts read per stack in the default mode: a 256- or 384-expert stack is then read ~1/13-1/19, so
+# analysis reads a small part of a large MoE's bytes (docs/metrics.md states the sampling error).
+SAMPLED_EXPERTS = 16
 
 
 @dataclass(frozen=True)
@@ -60,15 +62,27 @@ class Settings:
 
 def _native_input(model: Model, t: TensorInfo, start: int, stop: int) -> tuple[np.ndarray, bool]:
     """(rows x ne0 array, is_bf16) of rows [start, stop) straight from the memory map (F32/F16/BF16)."""
-    dt = {"F32": "<f4", "F16": "<f2", "BF16": "<u2"}[t.type_name]
-    return model.raw_rows(t, start, stop).view(dt), t.type_name == "BF16"
+    return float_view(model.raw_rows(t, start, stop), t.type_name)
+
+
+def _spread(n: int, k: int) -> set[int]:
+    return {round(i * (n - 1) / (k - 1)) for i in range(k)}
 
 
 def _spectral_mats(n_mat: int, settings: Settings) -> list[int]:
     """Expert tensors: every expert in exact mode, up to 4 evenly spread ones by default."""
     if settings.mode == "exact" or n_mat <= 4:
         return list(range(n_mat))
-    return sorted({round(i * (n_mat - 1) / 3) for i in range(4)})
+    return sorted(_spread(n_mat, 4))
+
+
+def sampled_experts(n_mat: int, settings: Settings) -> list[int] | None:
+    """The experts of a stack that the default mode reads: SAMPLED_EXPERTS evenly spread ones and the
+    spectral ones, when the stack has more (None: all). Experts of one stack are exchangeable in
+    their statistics, so a stack's errors are estimated from these as from its rows."""
+    if settings.mode == "exact" or n_mat <= SAMPLED_EXPERTS:
+        return None
+    return sorted(_spread(n_mat, SAMPLED_EXPERTS) | set(_spectral_mats(n_mat, settings)))
 
 
 def nanmean(vals: Iterable[float]) -> float:
@@ -91,26 +105,40 @@ def _matrix_rows(t: TensorInfo) -> int:
 
 class _Slabs:
     """A tensor read slab by slab into the worker's scratch buffer, each slab's mapped pages released
-    after use: memory holds one slab, whatever the tensor's size."""
+    after use: memory holds one slab, whatever the tensor's size.
 
-    def __init__(self, model: Model, t: TensorInfo, scratch: Scratch | None) -> None:
-        self.model, self.t, self.scratch, self.step = model, t, scratch, slab_rows(t)
+    With `experts`, only those matrices of a stack are read, one per slab, as if the stack held just
+    them: rows are numbered in that smaller stack, and real() gives a row's place in the tensor."""
+
+    def __init__(self, model: Model, t: TensorInfo, scratch: Scratch | None,
+                 experts: list[int] | None = None) -> None:
+        self.model, self.t, self.scratch, self.experts = model, t, scratch, experts
+        self.step = _matrix_rows(t) if experts is not None else slab_rows(t)
+        self.n_rows = len(experts) * _matrix_rows(t) if experts is not None else t.n_rows
+
+    def real(self, a: int) -> int:
+        if self.experts is None:
+            return a
+        m = _matrix_rows(self.t)
+        return self.experts[a // m] * m + a % m
 
     def __iter__(self) -> Iterator[tuple[int, int, np.ndarray]]:
         """(start row, stop row, float32 rows); the rows are valid until the next slab."""
         t = self.t
-        for a in range(0, t.n_rows, self.step):
-            b = min(a + self.step, t.n_rows)
+        for a in range(0, self.n_rows, self.step):
+            b = min(a + self.step, self.n_rows)
+            ra, rb = self.real(a), self.real(a) + b - a      # a slab never spans two sampled experts
             buf = self.scratch.get((b - a) * t.n_per_row) if self.scratch is not None else None
             try:
-                yield a, b, self.model.read_rows(t, a, b, buf)
+                yield a, b, self.model.read_rows(t, ra, rb, buf)
             finally:
-                self.model.release(t, a, b)
+                self.model.release(t, ra, rb)
 
     def errors(self, acc: ErrorSums, w32: np.ndarray, a: int, b: int, where: str) -> None:
         """Feed rows [a, b) to the error kernel: straight from the map for F32/F16/BF16, else the floats."""
         native = self.t.type_name in ("F32", "F16", "BF16")
-        x, bf16 = _native_input(self.model, self.t, a, b) if native else (w32, False)
+        ra = self.real(a)
+        x, bf16 = _native_input(self.model, self.t, ra, ra + b - a) if native else (w32, False)
         add_checked(acc, x, bf16, a, where)
 
     def product(self, dtype: type, scale: float) -> Callable[[np.ndarray], np.ndarray]:
@@ -168,10 +196,17 @@ def measure_tensor(model: Model, t: TensorInfo, settings: Settings, imatrix: Ima
 
     where = f"{model.path}: tensor {quoted(t.name)}"
     seed = stable_seed(t.name, settings.seed)
-    slabs = _Slabs(model, t, scratch)
-    whole = slabs.step >= t.n_rows
     mat_rows = _matrix_rows(t)
-    chosen = _spectral_mats(t.n_rows // mat_rows, settings) if t.n_rows > mat_rows else []
+    experts = sampled_experts(n_mat, settings) if t.n_rows > mat_rows else None
+    if experts is not None:     # measured as the stack of the sampled experts alone
+        n_mat = len(experts)
+        weights = weights[experts] if weights is not None else None
+    slabs = _Slabs(model, t, scratch, experts)
+    n_rows = slabs.n_rows
+    whole = slabs.step >= n_rows
+    chosen = _spectral_mats(n_rows // mat_rows, settings) if n_rows > mat_rows else []
+    if experts is not None:
+        chosen = [experts.index(m) for m in _spectral_mats(t.n_rows // mat_rows, settings)]
     gather = (_Gather(t, sample_lines((t.n_rows, ne0), settings.mode, SLAB_VALUES, seed))
               if not whole and not chosen else None)
 
@@ -180,7 +215,7 @@ def measure_tensor(model: Model, t: TensorInfo, settings: Settings, imatrix: Ima
         c: why for c in settings.candidates if (why := planned_requires_imatrix(t.name, c)) is not None}
 
     def error_sums(sampled: bool) -> ErrorSums:
-        return ErrorSums(t.n_rows, ne0, n_mat=n_mat, candidates=settings.candidates, weights=weights,
+        return ErrorSums(n_rows, ne0, n_mat=n_mat, candidates=settings.candidates, weights=weights,
                          sample_values=settings.sample_values if sampled else 0, seed=seed,
                          delta=settings.boundary_delta, threads=settings.threads, refused=refused)
 
@@ -188,7 +223,7 @@ def measure_tensor(model: Model, t: TensorInfo, settings: Settings, imatrix: Ima
     err: ErrorSums | None = None
     spec: list[SpectralMetrics] = []
     for a, b, w32 in slabs:
-        scr.add(w32, a)
+        scr.add(w32, slabs.real(a))
         if err is None:   # one slab: its range is known before the errors, as in one piece
             err = error_sums(settings.mode == "default" and not (whole and scr.result().beyond_f16))
         slabs.errors(err, w32, a, b, where)

@@ -78,6 +78,7 @@ class TensorEncoder:
         return to_float32(x, bf16, nthreads=self.nthreads, out=self.scratch.get(x.size))
 
     def encode(self, s: Slab) -> np.ndarray:
+        """The slab's output bytes, in an array of the caller's own (no buffer reused by the next call)."""
         x, bf16 = self._source(s)
         tgt = self.target
         if tgt.name not in FLOAT_TYPES:
@@ -93,4 +94,4 @@ class TensorEncoder:
             return fp32_to_fp16(f)
         if tgt.name == "BF16":
             return fp32_to_bf16(f)
-        return f
+        return f.copy()           # f may be the scratch buffer

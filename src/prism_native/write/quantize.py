@@ -11,19 +11,21 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from ..errors import RecipeError, UsageError
 from ..files import AtomicOutput, check_destination, check_space
 from ..gguf.constants import pad
 from ..progress import Progress
-from ..quant import Scratch
-from ..quant import invalid_data
+from ..quant import Scratch, invalid_data
 from .encode import TensorEncoder, slabs
 from .job import Job, TensorJob
-from .source import TensorSource
+from .source import Read, TensorSource
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,40 @@ class QuantizeResult:
         return self.input_bytes / 1e6 / self.seconds if self.seconds > 0 else 0.0
 
 
-def _write_tensor(out: AtomicOutput, source: TensorSource, tj: TensorJob, threads: int, scratch: Scratch,
+class _WriteBehind:
+    """The output file, written by a second thread: each slab handed over with give() is written while
+    the next one is computed (the file's write releases the GIL). At most one slab waits, so memory
+    holds one more output slab. write() and zeros() are synchronous, for bytes the caller reuses (a copied slab in
+    the source's buffer)."""
+
+    def __init__(self, out: AtomicOutput) -> None:
+        self.out = out
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="prism-write")
+        self._pending: Future[None] | None = None
+
+    def give(self, data: np.ndarray) -> None:
+        self.wait()
+        self._pending = self._pool.submit(self.out.write, data)
+
+    def write(self, data: bytes | np.ndarray) -> None:
+        self.wait()
+        self.out.write(data)
+
+    def zeros(self, n: int) -> None:
+        self.wait()
+        self.out.zeros(n)
+
+    def wait(self) -> None:
+        """Until the slab handed over is on its way to the disk; its write error is raised here."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+def _write_tensor(out: _WriteBehind, source: TensorSource, tj: TensorJob, threads: int, scratch: Scratch,
                   bar: Progress) -> int:
     t = tj.info
     item = f"{t.name} {t.type_name}->{tj.target.name}"
@@ -59,10 +94,19 @@ def _write_tensor(out: AtomicOutput, source: TensorSource, tj: TensorJob, thread
     n = 0
     for s in slabs(t):
         data = enc.encode(s)
-        out.write(data)
+        out.give(data)
         n += data.nbytes
         bar.update((s.row1 - s.row0) * row_in, item)
     return n
+
+
+def _reads(job: Job) -> Iterator[Read]:
+    """Every read _write_tensor makes, in its order: the source's read-ahead schedule."""
+    for tj in job.tensors:
+        t = tj.info
+        row = t.qtype.row_bytes(t.n_per_row)
+        for s in slabs(t):
+            yield t, s.row0 * row, (s.row1 - s.row0) * row
 
 
 def write_job(job: Job, dst: str | Path, *, threads: int = 0, progress: bool | Progress = True,
@@ -81,14 +125,19 @@ def write_job(job: Job, dst: str | Path, *, threads: int = 0, progress: bool | P
     t0 = time.perf_counter()
     tensor_bytes = 0
     try:
-        with TensorSource(job.model) as source, AtomicOutput(final) as out:
-            out.write(job.layout.meta())
-            for tj, entry in zip(job.tensors, job.layout.tensors):
-                n = _write_tensor(out, source, tj, threads, scratch, bar)
-                if n != entry.nbytes:
-                    raise AssertionError(f"{entry.name}: wrote {n} bytes, the layout says {entry.nbytes}")
-                out.zeros(pad(n, job.layout.alignment) - n)
-                tensor_bytes += n
+        with TensorSource(job.model, _reads(job)) as source, AtomicOutput(final) as out:
+            behind = _WriteBehind(out)
+            try:
+                behind.write(job.layout.meta())
+                for tj, entry in zip(job.tensors, job.layout.tensors):
+                    n = _write_tensor(behind, source, tj, threads, scratch, bar)
+                    if n != entry.nbytes:
+                        raise AssertionError(f"{entry.name}: wrote {n} bytes, the layout says {entry.nbytes}")
+                    behind.zeros(pad(n, job.layout.alignment) - n)
+                    tensor_bytes += n
+                behind.wait()
+            finally:
+                behind.close()
             if out.written != job.file_bytes:
                 raise AssertionError(f"wrote {out.written} bytes, the layout says {job.file_bytes}")
             out.commit()
