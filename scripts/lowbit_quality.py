@@ -70,8 +70,9 @@ def run(args: argparse.Namespace) -> None:
     work.mkdir(parents=True, exist_ok=True)
     targets = [s.strip() for s in args.sizes_of.split(",") if s.strip()]
     also = [s.strip() for s in args.also.split(",") if s.strip()]
-    imatrix = args.imatrix if args.mode != "none" else None
-    if args.mode != "none" and not imatrix:
+    plain = args.mode.startswith("none")
+    imatrix = None if plain else args.imatrix
+    if not plain and not imatrix:
         raise SystemExit(f"--mode {args.mode} needs --imatrix FILE")
     sizes = frontier_sizes(model, imatrix is not None)
     limit = max((sizes[t] for t in targets), default=0)
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--summary", action="store_true", help="print the ratio table of everything under --out")
     p.add_argument("--gap", action="store_true", help="print the imatrix table (issue 32) of everything under --out")
-    p.add_argument("--mode", default="none", help="none, real, data-free, uniform (a label; the file is --imatrix)")
+    p.add_argument("--mode", default="none", help="none, real, data-free, uniform, or any label; none* means no imatrix, the others need --imatrix")
     p.add_argument("--imatrix")
     p.add_argument("--sizes-of", default="", help="targets: plans at these files' sizes")
     p.add_argument("--also", default="", help="more baselines to measure")
