@@ -136,7 +136,8 @@ def gap_table(out: Path) -> str:
     """Issue 32's table: KLD with no imatrix (a uniform one where llama-quantize needs one), the data-free
     estimate and the real matrix, and the share of the none -> real gap the estimate closes; then the plans
     at the sizes of IQ2_M and IQ3_XXS made with each matrix."""
-    lines = ["| model | file | none | data-free | real | gap closed |", "|---|---|--:|--:|--:|--:|"]
+    lines = ["| model | file | none | data-free | real | data-free / none | real / none | gap closed |",
+             "|---|---|--:|--:|--:|--:|--:|--:|"]
     for d in sorted(p for p in out.iterdir() if (p / "eval" / "cache" / "measurements.json").exists()):
         by: dict[tuple[str, str], dict] = {}
         for mode in ("none", "none-extra", "uniform", "data-free", "real", "real-extra"):
@@ -151,11 +152,12 @@ def gap_table(out: Path) -> str:
             df, real = by.get(("data-free", name)), by.get(("real", name))
             if df is None or real is None:
                 continue
-            nk = none["kld_mean"] if none else None
-            g = "" if nk is None or nk == real["kld_mean"] else f"{(nk - df['kld_mean']) / (nk - real['kld_mean']):.2f}"
-            tag = " (uniform)" if name in NEED_IMATRIX else ""
-            lines.append(f"| {d.name} | {name} | {_k(nk)}{tag if none else ''} | {_k(df['kld_mean'])} | "
-                         f"{_k(real['kld_mean'])} | {g} |")
+            n, e, r = (None if none is None else none["kld_mean"]), df["kld_mean"], real["kld_mean"]
+            # the gap is defined only when the real matrix beats none
+            gap = "-" if n is None else (f"{(n - e) / (n - r):.2f}" if r < n else "n/a (real >= none)")
+            tag = " (uniform)" if none is not None and name in NEED_IMATRIX else ""
+            lines.append(f"| {d.name} | {name} | {_k(n)}{tag} | {_k(e)} | {_k(r)} | "
+                         f"{'-' if n is None else f'{e / n:.3f}'} | {'-' if n is None else f'{r / n:.3f}'} | {gap} |")
     return "\n".join(lines) + "\n"
 
 
