@@ -26,19 +26,17 @@ struct Sub {
 // bits per group.
 template <int N, bool EVEN>
 inline uint8_t flip_signs(const float* xb, Sub<N>& s, int k) {
-  int nflip = 0;
+  // branch-free (the signs are random): xval = v >= 0 ? v : -v, as ggml (-0 stays -0)
+  typedef float f8 __attribute__((vector_size(32)));
+  typedef int32_t i8v __attribute__((vector_size(32)));
+  f8 v;
+  std::memcpy(&v, xb + 8 * k, 32);
+  const i8v neg = v < 0;
+  const f8 a = neg ? -v : v;
+  std::memcpy(s.xval + 8 * k, &a, 32);
   uint8_t sg = 0;
-  for (int i = 0; i < 8; ++i) {
-    const float v = xb[8 * k + i];
-    if (v >= 0) {
-      s.xval[8 * k + i] = v;
-    } else {
-      s.xval[8 * k + i] = -v;
-      ++nflip;
-      sg |= (uint8_t)(1 << i);
-    }
-  }
-  if (EVEN && (nflip & 1)) {
+  for (int i = 0; i < 8; ++i) sg |= (uint8_t)((neg[i] & 1) << i);
+  if (EVEN && (__builtin_popcount(sg) & 1)) {
     int imin = 0;
     float min = s.weight[8 * k] * xb[8 * k] * xb[8 * k];
     for (int i = 1; i < 8; ++i) {
@@ -92,7 +90,8 @@ inline void level_sums(const Sub<N>& s, const int8_t* L, float& sumqx, float& su
 template <int N, int IS, bool RECOMPUTE_ALL>
 inline float search_scale(const IqGrid& g, Sub<N>& s, float ref, float scale) {
   constexpr int NG = N / 8, NC = 2 * IS + 1;
-  bool on_grid[NG];
+  bool on_grid[NG], have = false;
+  uint32_t win[NG];  // the accepted candidate's level codes
   for (int k = 0; k < NG; ++k) on_grid[k] = true;
   float best = 0;
   vi lane;
@@ -124,14 +123,23 @@ inline float search_scale(const IqGrid& g, Sub<N>& s, float ref, float scale) {
       sumqx += splat(s.weight[i] * s.xval[i]) * q;
       sumq2 += splat(s.weight[i]) * q * q;
     }
-    for (int l = 0; l < W && c0 + l < NC; ++l)
+    // the accept chain visits only the lanes that pass against the current best (the vector test
+    // leaves out sumq2 > 0, tested again exactly); an accept changes best: test the later lanes again
+    for (uint32_t valid = (1u << (NC - c0 < W ? NC - c0 : W)) - 1; valid;) {
+      const uint32_t lanes = movemask(sumqx * sumqx > splat(best) * sumq2) & valid;
+      if (!lanes) break;
+      const int l = __builtin_ctz(lanes);
       if (sumq2[l] > 0 && sumqx[l] * sumqx[l] > best * sumq2[l]) {
         scale = sumqx[l] / sumq2[l];
         best = scale * sumqx[l];
-        for (int i = 0; i < N; ++i) s.L[i] = (int8_t)level(code[i / 8][l], i % 8);
-        for (int k = 0; k < NG; ++k) on_grid[k] = !(off_grid[l] >> k & 1);
+        for (int k = 0; k < NG; ++k) win[k] = (uint32_t)code[k][l], on_grid[k] = !(off_grid[l] >> k & 1);
+        have = true;
       }
+      valid &= ~((2u << l) - 1);
+    }
   }
+  if (have)
+    for (int i = 0; i < N; ++i) s.L[i] = (int8_t)level(win[i / 8], i % 8);
   bool redo = RECOMPUTE_ALL;
   for (int k = 0; k < NG; ++k) redo |= !on_grid[k];
   if (redo && scale > 0) {
