@@ -146,8 +146,9 @@ inline Split split_search(const Cand& cand, float max) {
   return s;
 }
 
-// sumq2 term of the padding lanes (i2 > N): a negative sumq2, so split_search never picks them.
-constexpr float kPadQ2 = -1e30f;
+// Terms of the padding lanes (i2 > N): sumqx about 1e18 and sumq2 about -1e18, so b = -1e18 or so:
+// never picked by split_search, and no subnormal on the way (they cost microcode assists).
+constexpr float kPadQX = 1e18f, kPadQ2 = -1e18f;
 
 // Levels of the split: sorted positions [0, i1) -> 0, [i1, i2) -> 1, [i2, N) -> 2.
 template <int N>
@@ -236,7 +237,7 @@ struct IQ1_S {
       for (int k = 0; k < NK; ++k) {
         const float v2 = values(k, 0)[2];
         for (int j = 0; j < kPad; ++j) {
-          cxv[k][j] = (sumx[N] - sumx[j]) * v2;
+          cxv[k][j] = j <= N ? (sumx[N] - sumx[j]) * v2 : kPadQX;
           cwv[k][j] = j <= N ? (sumw[N] - sumw[j]) * v2 * v2 : kPadQ2;
         }
       }
@@ -333,7 +334,7 @@ struct IQ1_M {
         for (int h = 0; h < 2; ++h) px[h][j + 1] = ax[h], pw[h][j + 1] = aw[h];
       }
       for (int h = 0; h < 2; ++h) {
-        for (int j = N + 1; j < kPad; ++j) px[h][j] = pw[h][j] = 0;
+        for (int j = N + 1; j < kPad; ++j) px[h][j] = -kPadQX, pw[h][j] = 0;
         const float txs = px[h][N], tws = pw[h][N];
         tx[h][0] = txs * kXp[2], tx[h][1] = txs * kXm[2];
         const float t0 = tws * kXp[2] * kXp[2], t1 = tws * kXm[2] * kXm[2];
