@@ -51,6 +51,30 @@ inline uint8_t flip_signs(const float* xb, Sub<N>& s, int k) {
 
 constexpr float kQ[3] = {1, 3, 5};  // 2l+1
 
+// 2l+1 for the level l in the low two bits of each lane (l <= 2).
+inline vf level_values(vi c) {
+#if defined(__AVX__) && (PRISM_W == 8 || PRISM_W == 16)
+  vf t;  // {1, 3, 5, 5} per 128-bit lane
+  for (int l = 0; l < PW; ++l) t[l] = kQ[(l & 3) < 3 ? (l & 3) : 2];
+  return term_of(t, c);
+#else
+  return tof((c & 3) * 2 + 1);
+#endif
+}
+
+// The grid index (or list offset) of each lane's level code (16 bits).
+inline vi grid_indices(const IqGrid& g, vi c) {
+#if PRISM_W == 8 && defined(__AVX2__)
+  return (vi)_mm256_i32gather_epi32(g.map.data(), (__m256i)c, 4);
+#elif PRISM_W == 16 && defined(__AVX512F__)
+  return (vi)_mm512_i32gather_epi32((__m512i)c, g.map.data(), 4);
+#else
+  vi idx;
+  for (int l = 0; l < PW; ++l) idx[l] = g.index_of((uint32_t)c[l] & 0xffff);
+  return idx;
+#endif
+}
+
 // Levels of group k for the inverse scale id: clamp(nearest_int(0.5*(id*x - 1)), 0, kMaxQ-1); the
 // group is snapped to its best neighbour at `scale` if off the grid. Returns false if it was.
 template <int N>
@@ -103,14 +127,14 @@ inline float search_scale(const IqGrid& g, Sub<N>& s, float ref, float scale) {
     for (int k = 0; k < NG; ++k) {
       code[k] = zeroi();
       for (int i = 0; i < 8; ++i) {
-        const vi l = clampi(vnearest_int(splat(0.5f) * (id * splat(s.xval[8 * k + i]) - splat(1.0f))), 0, kMaxQ - 1);
+        // |0.5*(id*x - 1)| < 4: vround_small is nearest_int there
+        const vi l = clampi(vround_small(splat(0.5f) * (id * splat(s.xval[8 * k + i]) - splat(1.0f))), 0, kMaxQ - 1);
         code[k] |= l << (2 * i);
       }
     }
     uint32_t off_grid[W] = {};  // bit k: group k of the lane was snapped
     for (int k = 0; k < NG; ++k) {
-      vi idx;
-      for (int l = 0; l < PW; ++l) idx[l] = g.index_of((uint32_t)code[k][l] & 0xffff);
+      const vi idx = grid_indices(g, code[k]);
       for (uint32_t off = movemask(idx < 0) & ((1u << (NC - c0 < W ? NC - c0 : W)) - 1); off; off &= off - 1) {
         const int l = __builtin_ctz(off);
         off_grid[l] |= 1u << k;
@@ -119,7 +143,7 @@ inline float search_scale(const IqGrid& g, Sub<N>& s, float ref, float scale) {
     }
     vf sumqx = zerof(), sumq2 = zerof();
     for (int i = 0; i < N; ++i) {  // w*x*q = (w*x)*q, w*q*q = (w*q)*q
-      const vf q = tof(((code[i / 8] >> (2 * (i % 8))) & 3) * 2 + 1);
+      const vf q = level_values(code[i / 8] >> (2 * (i % 8)));
       sumqx += splat(s.weight[i] * s.xval[i]) * q;
       sumq2 += splat(s.weight[i]) * q * q;
     }
