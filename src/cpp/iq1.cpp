@@ -75,8 +75,9 @@ inline void chain_batch(const vf* qx, const vf* q2, int i1, int j0, uint32_t val
 //    that maximum is accepted by ggml's chain whatever came before, and the chain continues from
 //    exactly its state. The first candidate of largest b usually is one (else: the whole chain).
 // 3. The chain from the start. A candidate passes only if its b is at least best*(1 - 2^-21) (the
-//    test and b round four times), and best only drifts down by as much per accept, so with the
-//    start's b as best, batches whose b all lie below b*(1 - 2^-10) are skipped without their sums.
+//    test and b round four times), and best only drifts down by as much per accept (at most 1122
+//    candidates), so with the start's b as best, batches whose b all lie below b*(1 - 2^-10) are
+//    skipped without their sums.
 template <int N, int NK, class Cand>
 inline Split split_search(const Cand& cand, float max) {
   Split s;
@@ -126,8 +127,11 @@ inline Split split_search(const Cand& cand, float max) {
       s.scale = qx[k0][l0] / q2[k0][l0];
       best = s.scale * qx[k0][l0];
       s.i1 = i1, s.i2 = j0 + l0, s.k = k0;
-      // pass 3
-      const float thr = best * (1.0f - 0x1p-10f);
+      // pass 3. The rounding bounds hold for normal floats: every candidate's sumq2 is at least
+      // 1/81 of the start's (all levels are non-zero: (1/8)^2 vs (9/8)^2 of the same weights), so
+      // with the start's sumqx^2 >= 1e-30 every product the test compares is normal. Below that
+      // (sub-blocks near GROUP_MAX_EPS) no batch is skipped.
+      const float thr = qx[k0][l0] * qx[k0][l0] >= 1e-30f ? best * (1.0f - 0x1p-10f) : -FLT_MAX;
       chain_batch<NK>(qx, q2, i1, j0, valid_bits(j0), l0, k0, best, s);
       for (int b1 = b0 + 1; (j0 += W) <= N || (j0 = ++i1) <= N; ++b1)
         if (movemask(bmax[b1] >= splat(thr))) {
