@@ -36,95 +36,123 @@ struct Split {
 // The accept chain of the split search: candidates (i1, i2 = i1.., k = 0..NK-1) in ggml's order, a
 // candidate accepted when sumq2 > 0 and sumqx^2 > best*sumq2, best = (sumqx/sumq2)*sumqx. Their sums
 // do not depend on earlier decisions, so W values of i2 are computed at once (Cand::sums, lanes = i2).
-// Two passes, both exact:
-// 1. A start: the best reachable before a candidate is the `best` of some earlier candidate, so at
-//    most their maximum; acceptance only gets easier as best decreases, so a candidate that passes
-//    against that maximum is accepted by ggml's chain whatever came before, and the chain continues
-//    from exactly its state. The first candidate of largest `best` usually is one: if so the chain
-//    is picked up there, else from the beginning.
-// 2. The chain from the start: a batch in which no candidate beats the current best is skipped
-//    whole; otherwise its candidates run through the chain in order.
+
+// Runs the candidates of one batch (lanes = i2 from j0, `valid` lanes) through the chain in order,
+// from lane l0's candidates after k0 (k0 = -1: all of them) on. The vector test leaves out sumq2 > 0:
+// a lane it lets through is tested again exactly.
+template <int NK>
+inline void chain_batch(const vf* qx, const vf* q2, int i1, int j0, uint32_t valid, int l0, int k0, float& best,
+                        Split& s) {
+  auto accept = [&](int l, int k) {
+    if (q2[k][l] > 0 && qx[k][l] * qx[k][l] > best * q2[k][l]) {
+      s.scale = qx[k][l] / q2[k][l];
+      best = s.scale * qx[k][l];
+      s.i1 = i1, s.i2 = j0 + l, s.k = k;
+    }
+  };
+  if (k0 >= 0) {
+    for (int k = k0 + 1; k < NK; ++k) accept(l0, k);
+    valid &= ~((2u << l0) - 1);
+  } else {
+    valid &= ~((1u << l0) - 1);
+  }
+  while (valid) {
+    vi pass = zeroi();
+    for (int k = 0; k < NK; ++k) pass |= qx[k] * qx[k] > splat(best) * q2[k];
+    const uint32_t bits = movemask(pass) & valid;
+    if (!bits) break;
+    const int l = __builtin_ctz(bits);
+    for (int k = 0; k < NK; ++k) accept(l, k);
+    valid &= ~((2u << l) - 1);
+  }
+}
+
+// Three passes, all exact:
+// 1. Every candidate's `best` value b (with sumq2 > 0), as ggml would compute it on accepting it; per
+//    batch the largest per lane.
+// 2. A start: the best reachable before a candidate is the b of some earlier candidate, so at most
+//    their maximum; acceptance only gets easier as best decreases, so a candidate that passes against
+//    that maximum is accepted by ggml's chain whatever came before, and the chain continues from
+//    exactly its state. The first candidate of largest b usually is one (else: the whole chain).
+// 3. The chain from the start. A candidate passes only if its b is at least best*(1 - 2^-21) (the
+//    test and b round four times), and best only drifts down by as much per accept (at most 1122
+//    candidates), so with the start's b as best, batches whose b all lie below b*(1 - 2^-10) are
+//    skipped without their sums.
 template <int N, int NK, class Cand>
 inline Split split_search(const Cand& cand, float max) {
   Split s;
   s.scale = max;
+  constexpr int kMaxBatches = (N + 1) * (N / W + 2);
+  vf bmax[kMaxBatches];
+  vf qx[NK], q2[NK];
   vi lane;
   for (int l = 0; l < PW; ++l) lane[l] = l;
-  // pass 1: per lane the largest `best`, its first position (batch, lane, k), and that maximum before
-  // each batch
-  constexpr int kMaxBatches = (N + 1) * (N / W + 2);
-  int batch_i1[kMaxBatches], batch_j0[kMaxBatches];
-  vf top_before[kMaxBatches], batch_qx[kMaxBatches][NK], batch_q2[kMaxBatches][NK];  // sums kept for pass 2
+  auto valid_bits = [](int j0) { return N - j0 + 1 < W ? (1u << (N - j0 + 1)) - 1 : (1u << W) - 1; };
+  // b of the lanes, unmasked: a lane with sumq2 < 0 or -0 (Cand pads the lanes past N with a
+  // negative sumq2) has b <= 0 or NaN, which never beats a b > 0; sumq2 = +0 gives +inf (or NaN), and
+  // a +inf maximum falls back to the whole chain.
+  auto batch_b = [&](int k) { return qx[k] / q2[k] * qx[k]; };
+  // pass 1
   vf top = splat(-FLT_MAX);
-  vi top_pos = splati(-1);
   int nb = 0;
   for (int i1 = 0; i1 <= N; ++i1)
     for (int j0 = i1; j0 <= N; j0 += W, ++nb) {
-      vf* qx = batch_qx[nb];
-      vf* q2 = batch_q2[nb];
       cand.sums(i1, j0, qx, q2);
-      batch_i1[nb] = i1, batch_j0[nb] = j0, top_before[nb] = top;
-      for (int k = 0; k < NK; ++k) {
-        const vi live = ((lane + j0) <= N) & (q2[k] > zerof());
-        const vf b = sel(live, qx[k] / q2[k] * qx[k], splat(-FLT_MAX));
-        const vi take = b > top;
-        top = sel(take, b, top);
-        top_pos = sel(take, splati(nb * W * NK + k) + lane * NK, top_pos);
-      }
+      vf bm = splat(-FLT_MAX);
+      for (int k = 0; k < NK; ++k) bm = vmax(batch_b(k), bm);  // a NaN b leaves bm
+      bmax[nb] = bm;
+      top = vmax(top, bm);
     }
   float best = -FLT_MAX;
-  int start_b = 0, start_l = -1, start_k = NK;  // no start: the chain from the beginning
   const float tmax = hmax(top, -FLT_MAX);
-  if (tmax > -FLT_MAX) {
-    int pos = INT32_MAX;
-    for (int l = 0; l < W; ++l)
-      if (top[l] == tmax && top_pos[l] < pos) pos = top_pos[l];
-    const int b0 = pos / (W * NK), l0 = pos % (W * NK) / NK, k0 = pos % NK;
-    float pre = hmax(top_before[b0], -FLT_MAX);  // every `best` before the candidate's batch
-    const vf* qx = batch_qx[b0];
-    const vf* q2 = batch_q2[b0];
-    for (int l = 0; l <= l0; ++l)
-      for (int k = 0; k < (l < l0 ? NK : k0); ++k)
-        if (q2[k][l] > 0) {
-          const float b = qx[k][l] / q2[k][l] * qx[k][l];
-          pre = b > pre ? b : pre;
-        }
+  if (tmax > 0 && tmax < FLT_MAX) {
+    // pass 2: the first candidate with b == tmax, and the largest b before it
+    int b0 = 0, i1 = 0, j0 = 0;
+    vf pre_v = splat(-FLT_MAX);
+    for (;; ++b0) {
+      if (movemask(bmax[b0] == splat(tmax))) break;
+      pre_v = vmax(pre_v, bmax[b0]);
+      if ((j0 += W) > N) j0 = ++i1;
+    }
+    float pre = hmax(pre_v, -FLT_MAX);
+    cand.sums(i1, j0, qx, q2);
+    vf b[NK];
+    for (int k = 0; k < NK; ++k) b[k] = batch_b(k);
+    int l0 = 0, k0 = 0;
+    for (;; ++l0) {
+      for (k0 = 0; k0 < NK && b[k0][l0] != tmax; ++k0) pre = b[k0][l0] > pre ? b[k0][l0] : pre;  // NaN: skipped
+      if (k0 < NK) break;
+    }
     if (qx[k0][l0] * qx[k0][l0] > pre * q2[k0][l0]) {
-      start_b = b0, start_l = l0, start_k = k0;
       s.scale = qx[k0][l0] / q2[k0][l0];
       best = s.scale * qx[k0][l0];
-      s.i1 = batch_i1[b0], s.i2 = batch_j0[b0] + l0, s.k = k0;
+      s.i1 = i1, s.i2 = j0 + l0, s.k = k0;
+      // pass 3. The rounding bounds hold for normal floats: every candidate's sumq2 is at least
+      // 1/81 of the start's (all levels are non-zero: (1/8)^2 vs (9/8)^2 of the same weights), so
+      // with the start's sumqx^2 >= 1e-30 every product the test compares is normal. Below that
+      // (sub-blocks near GROUP_MAX_EPS) no batch is skipped.
+      const float thr = qx[k0][l0] * qx[k0][l0] >= 1e-30f ? best * (1.0f - 0x1p-10f) : -FLT_MAX;
+      chain_batch<NK>(qx, q2, i1, j0, valid_bits(j0), l0, k0, best, s);
+      for (int b1 = b0 + 1; (j0 += W) <= N || (j0 = ++i1) <= N; ++b1)
+        if (movemask(bmax[b1] >= splat(thr))) {
+          cand.sums(i1, j0, qx, q2);
+          chain_batch<NK>(qx, q2, i1, j0, valid_bits(j0), 0, -1, best, s);
+        }
+      return s;
     }
   }
-  // pass 2
-  for (int b = start_b; b < nb; ++b) {
-      const int i1 = batch_i1[b], j0 = batch_j0[b];
-      const vf* qx = batch_qx[b];
-      const vf* q2 = batch_q2[b];
-      vi live[NK];  // lanes in range with sumq2 > 0, after the start
-      for (int k = 0; k < NK; ++k) {
-        live[k] = ((lane + j0) <= N) & (q2[k] > zerof());
-        if (b == start_b) live[k] &= (lane > start_l) | ((lane == start_l) & (k > start_k ? -1 : 0));
-      }
-      // the first lane with a candidate that beats `best`: run its candidates through the chain,
-      // then look again at the later lanes with the new best
-      for (vi after = splati(-1);;) {
-        vi pass = zeroi();
-        for (int k = 0; k < NK; ++k) pass |= live[k] & (qx[k] * qx[k] > splat(best) * q2[k]);
-        const uint32_t bits = movemask(pass & (lane > after));
-        if (!bits) break;
-        const int l = __builtin_ctz(bits);
-        for (int k = 0; k < NK; ++k)
-          if (live[k][l] && qx[k][l] * qx[k][l] > best * q2[k][l]) {
-            s.scale = qx[k][l] / q2[k][l];
-            best = s.scale * qx[k][l];
-            s.i1 = i1, s.i2 = j0 + l, s.k = k;
-          }
-        after = splati(l);
-      }
-  }
+  // the whole chain
+  for (int i1 = 0; i1 <= N; ++i1)
+    for (int j0 = i1; j0 <= N; j0 += W) {
+      cand.sums(i1, j0, qx, q2);
+      chain_batch<NK>(qx, q2, i1, j0, valid_bits(j0), 0, -1, best, s);
+    }
   return s;
 }
+
+// Terms of the padding lanes (i2 > N): sumqx about 1e18 and sumq2 about -1e18, so b = -1e18 or so:
+// never picked by split_search, and no subnormal on the way (they cost microcode assists).
+constexpr float kPadQX = 1e18f, kPadQ2 = -1e18f;
 
 // Levels of the split: sorted positions [0, i1) -> 0, [i1, i2) -> 1, [i2, N) -> 2.
 template <int N>
@@ -196,10 +224,12 @@ inline bool fit_sub_block(const IqGrid& g, const float* xb, const float* w, floa
 // delta (bit 15). imatrix required.
 struct IQ1_S {
   static constexpr int BS = 256, BYTES = 50, N = 32;
-  // IQ1_S candidates for one i1 and i2 = j0 + lane: k = 0 with x_p, k = 1 with x_m.
+  // IQ1_S candidates for one i1 and i2 = j0 + lane: k = 0 with x_p, k = 1 with x_m. ggml's sums are
+  // (A*v0 + B*v1) + C*v2 (and the same with w and v*v) for A = the sum up to i1, B from i1 to i2, C
+  // from i2 on; the products with C depend on i2 only and are computed once per sub-block (cxv, cwv).
   struct Cand {
-    static constexpr int N = IQ1_S::N, NK = 2;
-    float sumx[N + 1 + 16], sumw[N + 1 + 16];  // padded: lanes past N read don't-care values
+    static constexpr int N = IQ1_S::N, NK = 2, kPad = N + 1 + 16;  // lanes past N read don't-care values
+    float sumx[kPad], sumw[kPad], cxv[NK][kPad], cwv[NK][kPad];
     void fill(const float* xb, const float* w, const int* idx) {
       float ax = 0, aw = 0;  // running sums in registers (sumx[0] = sumw[0] = 0)
       sumx[0] = sumw[0] = 0;
@@ -207,20 +237,23 @@ struct IQ1_S {
         sumx[j + 1] = ax = ax + w[idx[j]] * xb[idx[j]];
         sumw[j + 1] = aw = aw + w[idx[j]];
       }
-      for (int j = N + 1; j < N + 1 + 16; ++j) sumx[j] = sumw[j] = 0;
+      for (int j = N + 1; j < kPad; ++j) sumx[j] = sumw[j] = 0;
+      for (int k = 0; k < NK; ++k) {
+        const float v2 = values(k, 0)[2];
+        for (int j = 0; j < kPad; ++j) {
+          cxv[k][j] = j <= N ? (sumx[N] - sumx[j]) * v2 : kPadQX;
+          cwv[k][j] = j <= N ? (sumw[N] - sumw[j]) * v2 * v2 : kPadQ2;
+        }
+      }
     }
     static const float* values(int k, int) { return k == 0 ? kXp : kXm; }
     void sums(int i1, int j0, vf* qx, vf* q2) const {
       const float ax = sumx[i1] - sumx[0], aw = sumw[i1] - sumw[0];
-      vf sx, sw;
-      std::memcpy(&sx, sumx + j0, 4 * W);
-      std::memcpy(&sw, sumw + j0, 4 * W);
-      const vf bx = sx - splat(sumx[i1]), cx = splat(sumx[N]) - sx;
-      const vf bw = sw - splat(sumw[i1]), cw = splat(sumw[N]) - sw;
-      for (int k = 0; k < 2; ++k) {
-        const float* v = k ? kXm : kXp;
-        qx[k] = (splat(ax * v[0]) + bx * splat(v[1])) + cx * splat(v[2]);
-        q2[k] = (splat(aw * v[0] * v[0]) + bw * splat(v[1]) * splat(v[1])) + cw * splat(v[2]) * splat(v[2]);
+      const vf bx = load_unaligned(sumx + j0) - splat(sumx[i1]), bw = load_unaligned(sumw + j0) - splat(sumw[i1]);
+      for (int k = 0; k < NK; ++k) {
+        const float* v = values(k, 0);
+        qx[k] = (splat(ax * v[0]) + bx * splat(v[1])) + load_unaligned(cxv[k] + j0);
+        q2[k] = (splat(aw * v[0] * v[0]) + bw * splat(v[1]) * splat(v[1])) + load_unaligned(cwv[k] + j0);
       }
     }
   };
@@ -285,12 +318,15 @@ struct IQ1_M {
   static constexpr float kCp1 = kXp[0] * kXp[0] - kXp[1] * kXp[1], kCp2 = kXp[1] * kXp[1] - kXp[2] * kXp[2];
   static constexpr float kCm1 = kXm[0] * kXm[0] - kXm[1] * kXm[1], kCm2 = kXm[1] * kXm[1] - kXm[2] * kXm[2];
   // Prefix sums per half of the sub-block (in sorted order) and the candidates of ggml's split
-  // search with them: sumqx = T*v[2] - px[i1] - px[i2] per half, and the matching sumq2.
+  // search with them: sumqx = T*v[2] - px[i1] - px[i2] per half, and the matching sumq2
+  // (T_w*v[2]*v[2] + pw[i1]*c1) + pw[i2]*c2, whose two parts are computed once per sub-block:
+  // q2row per i1, q2col per i2 (index 0: x_p, 1: x_m).
   struct Cand {
-    static constexpr int N = IQ1_M::N, NK = 4;
-    float px[2][N + 1 + 16], pw[2][N + 1 + 16];
-    float txs[2], tws[2];
+    static constexpr int N = IQ1_M::N, NK = 4, kPad = N + 1 + 16;  // lanes past N read don't-care values
+    float px[2][kPad], q2row[2][2][kPad], q2col[2][2][kPad];
+    float tx[2][2];  // T*v[2] per half and sign
     void fill(const float* xb, const float* w, const int* idx) {
+      float pw[2][kPad];
       float ax[2] = {0, 0}, aw[2] = {0, 0};  // running sums per half, in registers
       for (int h = 0; h < 2; ++h) px[h][0] = pw[h][0] = 0;
       for (int j = 0; j < N; ++j) {
@@ -302,28 +338,33 @@ struct IQ1_M {
         for (int h = 0; h < 2; ++h) px[h][j + 1] = ax[h], pw[h][j + 1] = aw[h];
       }
       for (int h = 0; h < 2; ++h) {
-        for (int j = N + 1; j < N + 1 + 16; ++j) px[h][j] = pw[h][j] = 0;
-        txs[h] = px[h][N], tws[h] = pw[h][N];
+        for (int j = N + 1; j < kPad; ++j) px[h][j] = -kPadQX, pw[h][j] = 0;
+        const float txs = px[h][N], tws = pw[h][N];
+        tx[h][0] = txs * kXp[2], tx[h][1] = txs * kXm[2];
+        const float t0 = tws * kXp[2] * kXp[2], t1 = tws * kXm[2] * kXm[2];
+        for (int j = 0; j < kPad; ++j) {
+          q2row[h][0][j] = t0 + pw[h][j] * kCp1;
+          q2row[h][1][j] = t1 + pw[h][j] * kCm1;
+          q2col[h][0][j] = j <= N ? pw[h][j] * kCp2 : kPadQ2;
+          q2col[h][1][j] = j <= N ? pw[h][j] * kCm2 : kPadQ2;
+        }
       }
     }
     // level values of group (half) j with sign pattern k
     static const float* values(int k, int j) { return (j == 0 ? k < 2 : k % 2 == 0) ? kXp : kXm; }
     void sums(int i1, int j0, vf* qx, vf* q2) const {
-      vf qx_p[2], qx_m[2], q2_p[2], q2_m[2];
+      vf hx[2][2], h2[2][2];  // [half][sign]
       for (int h = 0; h < 2; ++h) {
-        vf x2, w2;
-        std::memcpy(&x2, px[h] + j0, 4 * W);
-        std::memcpy(&w2, pw[h] + j0, 4 * W);
-        const vf sx = splat(px[h][i1]) + x2;
-        qx_p[h] = splat(txs[h] * kXp[2]) - sx;
-        qx_m[h] = splat(txs[h] * kXm[2]) - sx;
-        q2_p[h] = (splat(tws[h] * kXp[2] * kXp[2]) + splat(pw[h][i1] * kCp1)) + w2 * splat(kCp2);
-        q2_m[h] = (splat(tws[h] * kXm[2] * kXm[2]) + splat(pw[h][i1] * kCm1)) + w2 * splat(kCm2);
+        const vf sx = splat(px[h][i1]) + load_unaligned(px[h] + j0);
+        for (int m = 0; m < 2; ++m) {
+          hx[h][m] = splat(tx[h][m]) - sx;
+          h2[h][m] = splat(q2row[h][m][i1]) + load_unaligned(q2col[h][m] + j0);
+        }
       }
-      qx[0] = qx_p[0] + qx_p[1], q2[0] = q2_p[0] + q2_p[1];
-      qx[1] = qx_p[0] + qx_m[1], q2[1] = q2_p[0] + q2_m[1];
-      qx[2] = qx_m[0] + qx_p[1], q2[2] = q2_m[0] + q2_p[1];
-      qx[3] = qx_m[0] + qx_m[1], q2[3] = q2_m[0] + q2_m[1];
+      for (int k = 0; k < NK; ++k) {  // k = 2*(first half x_m) + (second half x_m)
+        qx[k] = hx[0][k >> 1] + hx[1][k & 1];
+        q2[k] = h2[0][k >> 1] + h2[1][k & 1];
+      }
     }
   };
   static void quantize_block(const float* x, const float* qw, uint8_t* out) {

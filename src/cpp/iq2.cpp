@@ -26,19 +26,17 @@ struct Sub {
 // bits per group.
 template <int N, bool EVEN>
 inline uint8_t flip_signs(const float* xb, Sub<N>& s, int k) {
-  int nflip = 0;
+  // branch-free (the signs are random): xval = v >= 0 ? v : -v, as ggml (-0 stays -0)
+  typedef float f8 __attribute__((vector_size(32)));
+  typedef int32_t i8v __attribute__((vector_size(32)));
+  f8 v;
+  std::memcpy(&v, xb + 8 * k, 32);
+  const i8v neg = v < 0;
+  const f8 a = neg ? -v : v;
+  std::memcpy(s.xval + 8 * k, &a, 32);
   uint8_t sg = 0;
-  for (int i = 0; i < 8; ++i) {
-    const float v = xb[8 * k + i];
-    if (v >= 0) {
-      s.xval[8 * k + i] = v;
-    } else {
-      s.xval[8 * k + i] = -v;
-      ++nflip;
-      sg |= (uint8_t)(1 << i);
-    }
-  }
-  if (EVEN && (nflip & 1)) {
+  for (int i = 0; i < 8; ++i) sg |= (uint8_t)((neg[i] & 1) << i);
+  if (EVEN && (__builtin_popcount(sg) & 1)) {
     int imin = 0;
     float min = s.weight[8 * k] * xb[8 * k] * xb[8 * k];
     for (int i = 1; i < 8; ++i) {
@@ -52,6 +50,30 @@ inline uint8_t flip_signs(const float* xb, Sub<N>& s, int k) {
 }
 
 constexpr float kQ[3] = {1, 3, 5};  // 2l+1
+
+// 2l+1 for the level l in the low two bits of each lane (l <= 2).
+inline vf level_values(vi c) {
+#if defined(__AVX__) && (PRISM_W == 8 || PRISM_W == 16)
+  vf t;  // {1, 3, 5, 5} per 128-bit lane
+  for (int l = 0; l < PW; ++l) t[l] = kQ[(l & 3) < 3 ? (l & 3) : 2];
+  return term_of(t, c);
+#else
+  return tof((c & 3) * 2 + 1);
+#endif
+}
+
+// The grid index (or list offset) of each lane's level code (16 bits).
+inline vi grid_indices(const IqGrid& g, vi c) {
+#if PRISM_W == 8 && defined(__AVX2__)
+  return (vi)_mm256_i32gather_epi32(g.map.data(), (__m256i)c, 4);
+#elif PRISM_W == 16 && defined(__AVX512F__)
+  return (vi)_mm512_i32gather_epi32((__m512i)c, g.map.data(), 4);
+#else
+  vi idx;
+  for (int l = 0; l < PW; ++l) idx[l] = g.index_of((uint32_t)c[l] & 0xffff);
+  return idx;
+#endif
+}
 
 // Levels of group k for the inverse scale id: clamp(nearest_int(0.5*(id*x - 1)), 0, kMaxQ-1); the
 // group is snapped to its best neighbour at `scale` if off the grid. Returns false if it was.
@@ -92,7 +114,8 @@ inline void level_sums(const Sub<N>& s, const int8_t* L, float& sumqx, float& su
 template <int N, int IS, bool RECOMPUTE_ALL>
 inline float search_scale(const IqGrid& g, Sub<N>& s, float ref, float scale) {
   constexpr int NG = N / 8, NC = 2 * IS + 1;
-  bool on_grid[NG];
+  bool on_grid[NG], have = false;
+  uint32_t win[NG];  // the accepted candidate's level codes
   for (int k = 0; k < NG; ++k) on_grid[k] = true;
   float best = 0;
   vi lane;
@@ -104,14 +127,14 @@ inline float search_scale(const IqGrid& g, Sub<N>& s, float ref, float scale) {
     for (int k = 0; k < NG; ++k) {
       code[k] = zeroi();
       for (int i = 0; i < 8; ++i) {
-        const vi l = clampi(vnearest_int(splat(0.5f) * (id * splat(s.xval[8 * k + i]) - splat(1.0f))), 0, kMaxQ - 1);
+        // |0.5*(id*x - 1)| < 4: vround_small is nearest_int there
+        const vi l = clampi(vround_small(splat(0.5f) * (id * splat(s.xval[8 * k + i]) - splat(1.0f))), 0, kMaxQ - 1);
         code[k] |= l << (2 * i);
       }
     }
     uint32_t off_grid[W] = {};  // bit k: group k of the lane was snapped
     for (int k = 0; k < NG; ++k) {
-      vi idx;
-      for (int l = 0; l < PW; ++l) idx[l] = g.index_of((uint32_t)code[k][l] & 0xffff);
+      const vi idx = grid_indices(g, code[k]);
       for (uint32_t off = movemask(idx < 0) & ((1u << (NC - c0 < W ? NC - c0 : W)) - 1); off; off &= off - 1) {
         const int l = __builtin_ctz(off);
         off_grid[l] |= 1u << k;
@@ -120,18 +143,27 @@ inline float search_scale(const IqGrid& g, Sub<N>& s, float ref, float scale) {
     }
     vf sumqx = zerof(), sumq2 = zerof();
     for (int i = 0; i < N; ++i) {  // w*x*q = (w*x)*q, w*q*q = (w*q)*q
-      const vf q = tof(((code[i / 8] >> (2 * (i % 8))) & 3) * 2 + 1);
+      const vf q = level_values(code[i / 8] >> (2 * (i % 8)));
       sumqx += splat(s.weight[i] * s.xval[i]) * q;
       sumq2 += splat(s.weight[i]) * q * q;
     }
-    for (int l = 0; l < W && c0 + l < NC; ++l)
+    // the accept chain visits only the lanes that pass against the current best (the vector test
+    // leaves out sumq2 > 0, tested again exactly); an accept changes best: test the later lanes again
+    for (uint32_t valid = (1u << (NC - c0 < W ? NC - c0 : W)) - 1; valid;) {
+      const uint32_t lanes = movemask(sumqx * sumqx > splat(best) * sumq2) & valid;
+      if (!lanes) break;
+      const int l = __builtin_ctz(lanes);
       if (sumq2[l] > 0 && sumqx[l] * sumqx[l] > best * sumq2[l]) {
         scale = sumqx[l] / sumq2[l];
         best = scale * sumqx[l];
-        for (int i = 0; i < N; ++i) s.L[i] = (int8_t)level(code[i / 8][l], i % 8);
-        for (int k = 0; k < NG; ++k) on_grid[k] = !(off_grid[l] >> k & 1);
+        for (int k = 0; k < NG; ++k) win[k] = (uint32_t)code[k][l], on_grid[k] = !(off_grid[l] >> k & 1);
+        have = true;
       }
+      valid &= ~((2u << l) - 1);
+    }
   }
+  if (have)
+    for (int i = 0; i < N; ++i) s.L[i] = (int8_t)level(win[i / 8], i % 8);
   bool redo = RECOMPUTE_ALL;
   for (int k = 0; k < NG; ++k) redo |= !on_grid[k];
   if (redo && scale > 0) {
