@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from scipy import optimize, stats
 
 from ..errors import FileFormatError, UsageError
 from ..plan.score import Weights, class_index, combine, effective_params, metric_records, z_matrix
@@ -164,6 +163,8 @@ def fit(data: Sequence[ModelData], lam: float = 1.0, beta: float | None = None,
     bounds = [(fixed[m], fixed[m]) if m in fixed else (-3.0, 3.0) for m in METRICS] + \
         ([(0.0, 1.0)] if beta is None else [])
     x0[:k] = [fixed.get(m, 0.0) for m in METRICS]
+    from scipy import optimize      # imported here: every CLI command would pay for it at start-up
+
     res = optimize.minimize(loss, x0, method="L-BFGS-B", bounds=bounds)
     w = res.x[:k]
     b = float(res.x[k]) if beta is None else float(beta)
@@ -207,6 +208,8 @@ def score(d: ModelData, weights: Weights, beta: float) -> Score:
     r = (p - m) - (p - m).mean()
     i, j = np.triu_indices(len(p), 1)
     pairs = float(np.mean(np.sign(p[i] - p[j]) == np.sign(m[i] - m[j]))) if len(i) else math.nan
+    from scipy import stats
+
     rho = float(stats.spearmanr(p, m).statistic) if len(p) > 2 else math.nan
     return Score(rho, pairs, float(np.sqrt(np.mean(r ** 2))))
 
