@@ -204,9 +204,9 @@ def measure_tensor(model: Model, t: TensorInfo, settings: Settings, imatrix: Ima
     slabs = _Slabs(model, t, scratch, experts)
     n_rows = slabs.n_rows
     whole = slabs.step >= n_rows
-    chosen = _spectral_mats(n_rows // mat_rows, settings) if n_rows > mat_rows else []
-    if experts is not None:
-        chosen = [experts.index(m) for m in _spectral_mats(t.n_rows // mat_rows, settings)]
+    chosen = _spectral_mats(t.n_rows // mat_rows, settings) if t.n_rows > mat_rows else []
+    if experts is not None:     # the same experts, by their place among those read
+        chosen = [experts.index(m) for m in chosen]
     gather = (_Gather(t, sample_lines((t.n_rows, ne0), settings.mode, SLAB_VALUES, seed))
               if not whole and not chosen else None)
 
