@@ -9,8 +9,9 @@ a uniform matrix) this runs `prism-native eval` on the held-out text with
     larger than the largest target (measuring the rest cannot change the answer, and costs the time of a
     perplexity run each);
   * the extra mixes asked with --also (e.g. Q3_K_M,Q4_K_M for issue 32);
-  * prism_native plans at the file size of each --sizes-of target (default weights; the model must be in
-    no fit), analysed with the same importance matrix as the baselines.
+  * prism_native plans at the file size of each --sizes-of target, analysed with the same importance
+    matrix as the baselines, with the default weights (a model in no fit) or, with --held-out, the weights
+    fitted without the model (a zoo model).
 
 Every measurement goes into one cache per model (OUT/MODEL/eval/cache, the reference logits made once);
 each mode's results are copied to OUT/MODEL/<mode>.json. `--summary` prints the table of docs/results.md:
@@ -91,12 +92,26 @@ def run(args: argparse.Namespace) -> None:
         cmd += ["--sizes-of", ",".join(targets), "--from", str(analysis)]
     if imatrix:
         cmd += ["--imatrix", imatrix]
+    cmd += held_out_args(args.held_out, name)
     prism(*cmd)
     res = json.loads((work / "eval" / "results.json").read_text())
     res["mode"], res["targets"] = args.mode, targets
     (work / f"{args.mode}.json").write_text(json.dumps(res, indent=1))
     for f in ("results.md", "results.csv"):
         shutil.copy(work / "eval" / f, work / f"{args.mode}-{f}")
+
+
+def held_out_args(fit_file: str | None, name: str) -> list[str]:
+    """--weights and --distortion of the fit that left `name` out (fit-weights' held_out_fits), for a model
+    of the fit; none for a model in no fit (the shipped weights are then held out already)."""
+    if not fit_file:
+        return []
+    held = json.loads(Path(fit_file).read_text())["held_out_fits"]
+    fit = next((v for k, v in held.items() if k.endswith(f"({name})") or k == name), None)
+    if fit is None:
+        raise SystemExit(f"{fit_file} has no fit that leaves {name} out")
+    weights = ",".join(f"{k}={v}" for k, v in fit["weights"].items())
+    return ["--weights", weights, "--distortion", str(fit["beta"])]
 
 
 def _k(v: float | None) -> str:
@@ -174,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-frontier", dest="frontier", action="store_false",
                    help="measure only the targets and --also, not every frontier file that fits")
     p.add_argument("--no-plans", dest="plans", action="store_false")
+    p.add_argument("--held-out", metavar="FIT_JSON", help="a model of the fit (the zoo): plan with the weights fitted "
+                   "without it (e.g. docs/results/zoo/fit-weights.json)")
     p.add_argument("--text")
     p.add_argument("--llama-cpp")
     p.add_argument("--ctx", type=int, default=256)
