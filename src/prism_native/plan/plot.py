@@ -89,7 +89,8 @@ def allocation_grid(plan: Plan, model_name: str) -> AllocationGrid:
 # -- drawing ------------------------------------------------------------------------------------------
 
 CELL_W, CELL_H = 0.95, 0.3          # inches
-LEFT, RIGHT, TOP, GAP, BOTTOM = 0.8, 2.2, 0.8, 0.75, 0.3
+LEFT, RIGHT, TOP, GAP, BOTTOM = 0.8, 2.2, 0.8, 0.75, 0.2
+BAND, NOTE = 0.45, 0.55             # inches: one type's band of the colour bar; the note under it
 
 
 def _text_colour(rgba: tuple[float, ...]) -> str:
@@ -140,7 +141,8 @@ def draw_allocation(grid: AllocationGrid, path: str | Path) -> Path:
     width = LEFT + max(n_col, n_out, 4) * CELL_W + RIGHT
     strip = (CELL_H + GAP) if n_out else 0.0
     grid_h = n_row * CELL_H + (GAP if n_row else 0.0)
-    height = TOP + strip + max(grid_h, len(bpws) * 0.3) + BOTTOM
+    bar_h = max(1.2, BAND * len(bpws))
+    height = TOP + max(strip + grid_h, GAP * 0.45 + bar_h) + NOTE + BOTTOM     # the bar and its note always fit
     fig = Figure(figsize=(width, height))
 
     def axes(top: float, rows: int, cols: int):
@@ -159,14 +161,13 @@ def draw_allocation(grid: AllocationGrid, path: str | Path) -> Path:
         _paint(ax, [[grid.cells.get((il, c)) for c in grid.columns] for il in grid.layers], level, cmap, norm)
         ax.set_xticks([j + 0.5 for j in range(n_col)], grid.columns, rotation=30, ha="left", rotation_mode="anchor")
         ax.set_yticks([i + 0.5 for i in range(n_row)], [f"blk {il}" for il in grid.layers])
-    bar_h = min(height - TOP - BOTTOM, max(1.2, 0.45 * len(bpws)))
     bar_ax = fig.add_axes(((width - RIGHT + 0.6) / width, 1 - (TOP + GAP * 0.45 + bar_h) / height, 0.2 / width,
                            bar_h / height))
     bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), cax=bar_ax)
     bar.set_ticks(range(len(bpws)), labels=[f"{'/'.join(sorted(by_bpw[b]))}  {b:g}" for b in bpws], fontsize=7.5)
     bar.ax.tick_params(length=0)
     bar.ax.set_title("bits per\nweight", fontsize=8, loc="left")
-    fig.text((width - RIGHT + 0.4) / width, 0.2 / height, "types as written (after\nllama-quantize's fallback);\n"
+    fig.text((width - RIGHT + 0.4) / width, BOTTOM / height, "types as written (after\nllama-quantize's fallback);\n"
              "bold: a per-tensor override", fontsize=7, va="bottom")
     fig.suptitle(grid.title, fontsize=10, y=1 - 0.12 / height, va="top")
     try:
