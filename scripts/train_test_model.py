@@ -50,8 +50,14 @@ import get_eval_text  # scripts/get_eval_text.py: the .deb and R lazy-load reade
 
 TRAIN_NOVELS = ("emma", "mansfieldpark", "northangerabbey", "prideprejudice", "sensesensibility")
 HELD_OUT = "persuasion"
-LLAMA_CPP = os.environ.get("LLAMA_CPP_DIR", "/work/llama/llama_cpp_python-0.3.36/vendor/llama.cpp")
-LLAMA_BIN = os.environ.get("LLAMA_BIN", "/work/llama/build-base/bin")
+# the pinned llama.cpp's source (convert_hf_to_gguf.py) and tools: LLAMA_CPP_DIR / LLAMA_BIN, else where
+# scripts/build_llama_cpp.sh puts them, else the older /work/llama layout
+_CACHE = Path(os.environ.get("PRISM_LLAMA_CACHE") or Path.home() / ".cache/prism-native/llama.cpp-0.3.36")
+LLAMA_CPP = os.environ.get("LLAMA_CPP_DIR") or next(
+    (str(d) for d in (_CACHE / "src", Path("/work/llama/llama_cpp_python-0.3.36/vendor/llama.cpp")) if d.is_dir()),
+    str(_CACHE / "src"))
+LLAMA_BIN = os.environ.get("LLAMA_BIN") or next(
+    (str(d) for d in (_CACHE / "build/bin", Path("/work/llama/build-base/bin")) if d.is_dir()), str(_CACHE / "build/bin"))
 BOS, EOS = "<|bos|>", "<|eos|>"
 
 # The split regexes of llama.cpp's src/llama-vocab.cpp ("original regex from tokenizer.json"), per
