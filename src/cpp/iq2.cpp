@@ -177,14 +177,16 @@ inline float search_scale(const IqGrid& g, Sub<N>& s, float ref, float scale) {
       sumq2 += splat(s.weight[i]) * q * q;
     }
     // the accept chain visits only the lanes that pass against the current best (the vector test
-    // leaves out sumq2 > 0, tested again exactly); an accept changes best: test the later lanes again
+    // leaves out sumq2 > 0, tested again exactly); an accept changes best: test the later lanes again.
+    // Each lane's scale and best, were it accepted, are computed beforehand, off the chain.
+    const vf lane_scale = sumqx / sumq2, lane_best = lane_scale * sumqx;
     for (uint32_t valid = NC - b * W < W ? (1u << (NC - b * W)) - 1 : (1u << W) - 1; valid;) {
       const uint32_t lanes = movemask(sumqx * sumqx > splat(best) * sumq2) & valid;
       if (!lanes) break;
       const int l = __builtin_ctz(lanes);
       if (sumq2[l] > 0 && sumqx[l] * sumqx[l] > best * sumq2[l]) {
-        scale = sumqx[l] / sumq2[l];
-        best = scale * sumqx[l];
+        scale = lane_scale[l];
+        best = lane_best[l];
         for (int k = 0; k < NG; ++k) win[k] = (uint32_t)code[b][k][l], on_grid[k] = !(off[b][k] >> l & 1);
         have = true;
       }

@@ -101,6 +101,11 @@ inline int best_neighbour_pos(const uint16_t* list, const float* x, const float*
   };
   // the running minimum per lane (inf and NaN never enter), then the first position holding it
   vf m = splat(FLT_MAX);
+  if (W >= 4 && n <= W) {
+    const vf d2 = vmin(dist(0), m);
+    const float mn = hmin(d2);
+    return mn < FLT_MAX ? __builtin_ctz(movemask(d2 == splat(mn))) : 0;
+  }
   if (W >= 4 && n <= 16) {  // most lists: a fixed number of vectors, no loop to mispredict
     constexpr int P = W >= 4 ? 16 / W : 1;
     vf d2[P];
