@@ -69,17 +69,22 @@ def _speed_info(benchmark, nvalues: int, best: float | None) -> None:
         benchmark.extra_info["Mvalues_per_s"] = round(nvalues / best / 1e6, 3)
 
 
-@pytest.mark.parametrize("tname,case,path", list(_quantize_cases()))
-def test_quantize(benchmark, timings: Timings, tensor, imatrix, ggml, tname, case, path):
+def _setup(benchmark, tensor, imatrix, ggml, tname: str, case: str, path: str, threads: int):
+    """Skips what cannot run; names the benchmark; returns the case's importance weights (or None)."""
     reason = _skip_reason(path, ggml)
     if reason:
         pytest.skip(reason)
     if case == "none" and tname in NEEDS_IMATRIX:
         pytest.skip(f"{tname} needs an imatrix (ggml refuses it without one)")
-    im = imatrix if case == "imat" else None
-    benchmark.group = f"quantize {tname} {case}"
+    benchmark.group = f"quantize {tname} {case}" + (f" {threads} threads" if threads > 1 else "")
     benchmark.extra_info.update(type=tname, case=case, path=path, isa=ACTIVE if path == "default" else path,
-                                shape=list(tensor.shape), threads=1)
+                                shape=list(tensor.shape), threads=threads)
+    return imatrix if case == "imat" else None
+
+
+@pytest.mark.parametrize("tname,case,path", list(_quantize_cases()))
+def test_quantize(benchmark, timings: Timings, tensor, imatrix, ggml, tname, case, path):
+    im = _setup(benchmark, tensor, imatrix, ggml, tname, case, path, 1)
     best = run_timed(benchmark, _runner(tname, path, tensor, im, ggml))
     _speed_info(benchmark, tensor.size, best)
     if best is None:
@@ -120,15 +125,7 @@ def test_quantize_threads(benchmark, timings: Timings, tensor, imatrix, ggml, tn
     """THREADS threads: ours (nthreads=THREADS, the GIL released) against ggml on as many threads."""
     if tname not in implemented_types():
         pytest.skip(f"{tname} not implemented")
-    reason = _skip_reason(path, ggml)
-    if reason:
-        pytest.skip(reason)
-    if case == "none" and tname in NEEDS_IMATRIX:
-        pytest.skip(f"{tname} needs an imatrix (ggml refuses it without one)")
-    im = imatrix if case == "imat" else None
-    benchmark.group = f"quantize {tname} {case} {THREADS} threads"
-    benchmark.extra_info.update(type=tname, case=case, path=path, isa=ACTIVE if path == "default" else path,
-                                shape=list(tensor.shape), threads=THREADS)
+    im = _setup(benchmark, tensor, imatrix, ggml, tname, case, path, THREADS)
     best = run_timed(benchmark, _threaded_runner(tname, path, tensor, im, ggml))
     _speed_info(benchmark, tensor.size, best)
     if best is None:
