@@ -157,7 +157,7 @@ inline float search_scale(const IqGrid& g, Sub<N>& s, float ref, float scale) {
   }
   for (int b = 0; b < NB; ++b)
     for (int k = 0; k < NG; ++k)
-      for (uint32_t o = off[b][k]; o; o &= o - 1) prefetch_list(g.list_at(idx[b][k][__builtin_ctz(o)]));
+      for (uint32_t o = off[b][k]; o; o &= o - 1) prefetch_list<2>(g.list_at(idx[b][k][__builtin_ctz(o)]));
   for (int b = 0; b < NB; ++b) {
     for (int k = 0; k < NG; ++k)
       for (uint32_t o = off[b][k]; o; o &= o - 1) {
