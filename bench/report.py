@@ -4,7 +4,9 @@
     python bench/report.py bench.json [more.json ...]
 
 With several files (repeated runs on a shared, noisy machine) every cell is the best speed seen over
-the runs, and the ratios are recomputed from those best speeds.
+the runs, and the ratios are recomputed from those best speeds; a second table gives the spread of
+the same-run ratios (ours / ggml within each file), which is what a loaded machine can vouch for.
+One table per thread count (the low-bit types are also timed on several threads).
 """
 from __future__ import annotations
 
@@ -24,12 +26,16 @@ def _ratio(a: float | None, b: float | None) -> str:
     return "–" if not a or not b else f"{a / b:.1f}×"
 
 
-def quantize_table(benches: list[dict]) -> list[str]:
+def _threads(e: dict) -> int:
+    return int(e.get("threads", 1))
+
+
+def quantize_table(benches: list[dict], threads: int = 1) -> list[str]:
     best: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
     isa = "default"
     for b in benches:
         e = b["extra_info"]
-        if "path" in e and "Mvalues_per_s" in e:
+        if "path" in e and "Mvalues_per_s" in e and _threads(e) == threads:
             cell = best[(e["type"], e["case"])]
             cell[e["path"]] = max(cell.get(e["path"], 0.0), e["Mvalues_per_s"])
             if e["path"] == "default":
@@ -42,6 +48,28 @@ def quantize_table(benches: list[dict]) -> list[str]:
         ratio = [_ratio(p.get(k), p.get("ggml")) for k in ("default", "avx2", "scalar")]
         ratio.append(_ratio(p.get("default"), p.get("scalar")))
         out.append(f"| {t} | {'yes' if case == 'imat' else 'no'} | " + " | ".join(speed + ratio) + " |")
+    return out
+
+
+def spread_table(runs: list[list[dict]], threads: int = 1) -> list[str]:
+    """min / median / max over the runs of the same-run ratio default / ggml, per type and case."""
+    ratios: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for benches in runs:
+        speed: dict[tuple[str, str, str], float] = {}
+        for b in benches:
+            e = b["extra_info"]
+            if "path" in e and "Mvalues_per_s" in e and _threads(e) == threads:
+                speed[(e["type"], e["case"], e["path"])] = e["Mvalues_per_s"]
+        for (t, case, path), v in speed.items():
+            g = speed.get((t, case, "ggml"))
+            if path == "default" and g:
+                ratios[(t, case)].append(v / g)
+    out = ["| type | imatrix | runs | ours / ggml: min | median | max |", "|---|---|---:|---:|---:|---:|"]
+    for (t, case), r in ratios.items():
+        r = sorted(r)
+        mid = r[len(r) // 2] if len(r) % 2 else (r[len(r) // 2 - 1] + r[len(r) // 2]) / 2
+        out.append(f"| {t} | {'yes' if case == 'imat' else 'no'} | {len(r)} | {r[0]:.1f}× | {mid:.1f}× | "
+                   f"{r[-1]:.1f}× |")
     return out
 
 
@@ -75,9 +103,14 @@ def main(argv: list[str]) -> int:
         if e.get("path") == "ggml" and "Mvalues_per_s" in e:
             k = (e["type"], e["case"])
             ggml[k] = max(ggml.get(k, 0.0), e["Mvalues_per_s"])
-    print("Million values per second, one thread (best of the runs).\n")
-    print("\n".join(quantize_table(benches)))
-    print()
+    for threads in sorted({_threads(b["extra_info"]) for b in benches if "path" in b["extra_info"]}):
+        what = "one thread" if threads == 1 else f"{threads} threads (ggml on as many Python threads)"
+        print(f"Million values per second, {what} (best of the runs).\n")
+        print("\n".join(quantize_table(benches, threads)))
+        if len(runs) > 1:
+            print(f"\nSame-run ratio default / ggml over the {len(runs)} runs, {what}.\n")
+            print("\n".join(spread_table([r["benchmarks"] for r in runs], threads)))
+        print()
     print("\n".join(fused_table(benches, ggml)))
     mi = runs[0].get("machine_info", {})
     print(f"\nmachine: {mi.get('cpu', {}).get('brand_raw', '?')}, python {mi.get('python_version', '?')}, "

@@ -92,6 +92,23 @@ inline bool group_levels(const IqGrid& g, const Sub<N>& s, int k, float id, floa
   return false;
 }
 
+// Level codes (2 bits per value) of group k for W inverse scales id: ggml's clamp(nearest_int(
+// 0.5*(p - 1)), 0, 2) of p = id*x. For |p| < 2^22 (SMALL) that is (p > 2) + (p >= 4): p - 1 is exact
+// on [1, 4), 0.5 and 1.5 round to even, and rounding is monotone beyond. Larger p (a scale estimate
+// far below the values, IQ2_XXS) take ggml's rounding trick, out-of-range answers included.
+template <int N, bool SMALL>
+inline vi level_code(const Sub<N>& s, int k, vf id) {
+  vi code = zeroi();
+  for (int i = 0; i < 8; ++i) {
+    const vf p = id * splat(s.xval[8 * k + i]);
+    if (SMALL)
+      code -= (vi)((vu)((p > splat(2.0f)) + (p >= splat(4.0f))) << (2 * i));  // masks are -1
+    else
+      code |= clampi(vnearest_int(splat(0.5f) * (p - splat(1.0f))), 0, kMaxQ - 1) << (2 * i);
+  }
+  return code;
+}
+
 // sum w*x*q and w*q*q over the sub-block for q = 2L+1, sequential as ggml.
 template <int N>
 inline void level_sums(const Sub<N>& s, const int8_t* L, float& sumqx, float& sumq2) {
@@ -117,46 +134,56 @@ inline float search_scale(const IqGrid& g, Sub<N>& s, float ref, float scale) {
   bool on_grid[NG], have = false;
   uint32_t win[NG];  // the accepted candidate's level codes
   for (int k = 0; k < NG; ++k) on_grid[k] = true;
-  float best = 0;
+  constexpr int NB = (NC + W - 1) / W;  // batches of W candidates
+  float best = 0, xmax = 0;
+  for (int i = 0; i < N; ++i) xmax = xmax > std::fabs(s.xval[i]) ? xmax : std::fabs(s.xval[i]);
   vi lane;
   for (int l = 0; l < PW; ++l) lane[l] = l;
-  for (int c0 = 0; c0 < NC; c0 += W) {
-    const vf id = (splat((float)(2 * kMaxQ - 1)) + tof(lane + (c0 - IS)) * splat(0.1f)) / splat(ref);
-    const vf this_scale = splat(1.0f) / id;
-    vi code[NG];  // lanes' level codes of each group, snapped to the grid
+  // Every batch's levels and grid look-ups first, then a prefetch of every neighbour list to be
+  // scored: the map and the lists (0.3-0.5 MB) mostly miss L1/L2, and their loads now overlap.
+  vf this_scale[NB];
+  vi code[NB][NG], idx[NB][NG];  // lanes' level codes of each group (snapped to the grid below)
+  uint32_t off[NB][NG];          // lanes off the grid
+  for (int b = 0; b < NB; ++b) {
+    const vf id = (splat((float)(2 * kMaxQ - 1)) + tof(lane + (b * W - IS)) * splat(0.1f)) / splat(ref);
+    this_scale[b] = splat(1.0f) / id;
+    const bool small = hmax(id, 0.0f) * xmax < 0x1p22f;  // every |id*x| below 2^22
+    const uint32_t valid = NC - b * W < W ? (1u << (NC - b * W)) - 1 : (1u << W) - 1;
     for (int k = 0; k < NG; ++k) {
-      code[k] = zeroi();
-      for (int i = 0; i < 8; ++i) {
-        // |0.5*(id*x - 1)| < 4: vround_small is nearest_int there
-        const vi l = clampi(vround_small(splat(0.5f) * (id * splat(s.xval[8 * k + i]) - splat(1.0f))), 0, kMaxQ - 1);
-        code[k] |= l << (2 * i);
-      }
+      code[b][k] = small ? level_code<N, true>(s, k, id) : level_code<N, false>(s, k, id);
+      idx[b][k] = grid_indices(g, code[b][k]);
+      off[b][k] = movemask(idx[b][k] < 0) & valid;
     }
-    uint32_t off_grid[W] = {};  // bit k: group k of the lane was snapped
-    for (int k = 0; k < NG; ++k) {
-      const vi idx = grid_indices(g, code[k]);
-      for (uint32_t off = movemask(idx < 0) & ((1u << (NC - c0 < W ? NC - c0 : W)) - 1); off; off &= off - 1) {
-        const int l = __builtin_ctz(off);
-        off_grid[l] |= 1u << k;
-        code[k][l] = g.code[best_neighbour(g.neighbours(code[k][l]), s.xval + 8 * k, s.waux + 8 * k, this_scale[l], kQ)];
+  }
+  for (int b = 0; b < NB; ++b)
+    for (int k = 0; k < NG; ++k)
+      for (uint32_t o = off[b][k]; o; o &= o - 1) prefetch_list<2>(g.list_at(idx[b][k][__builtin_ctz(o)]));
+  for (int b = 0; b < NB; ++b) {
+    for (int k = 0; k < NG; ++k)
+      for (uint32_t o = off[b][k]; o; o &= o - 1) {
+        const int l = __builtin_ctz(o);
+        const uint16_t* list = g.list_at(idx[b][k][l]);
+        code[b][k][l] = IqGrid::list_codes(list)[best_neighbour_pos(list, s.xval + 8 * k, s.waux + 8 * k,
+                                                                    this_scale[b][l], kQ)];
       }
-    }
     vf sumqx = zerof(), sumq2 = zerof();
     for (int i = 0; i < N; ++i) {  // w*x*q = (w*x)*q, w*q*q = (w*q)*q
-      const vf q = level_values(code[i / 8] >> (2 * (i % 8)));
+      const vf q = level_values(code[b][i / 8] >> (2 * (i % 8)));
       sumqx += splat(s.weight[i] * s.xval[i]) * q;
       sumq2 += splat(s.weight[i]) * q * q;
     }
     // the accept chain visits only the lanes that pass against the current best (the vector test
-    // leaves out sumq2 > 0, tested again exactly); an accept changes best: test the later lanes again
-    for (uint32_t valid = (1u << (NC - c0 < W ? NC - c0 : W)) - 1; valid;) {
+    // leaves out sumq2 > 0, tested again exactly); an accept changes best: test the later lanes again.
+    // Each lane's scale and best, were it accepted, are computed beforehand, off the chain.
+    const vf lane_scale = sumqx / sumq2, lane_best = lane_scale * sumqx;
+    for (uint32_t valid = NC - b * W < W ? (1u << (NC - b * W)) - 1 : (1u << W) - 1; valid;) {
       const uint32_t lanes = movemask(sumqx * sumqx > splat(best) * sumq2) & valid;
       if (!lanes) break;
       const int l = __builtin_ctz(lanes);
       if (sumq2[l] > 0 && sumqx[l] * sumqx[l] > best * sumq2[l]) {
-        scale = sumqx[l] / sumq2[l];
-        best = scale * sumqx[l];
-        for (int k = 0; k < NG; ++k) win[k] = (uint32_t)code[k][l], on_grid[k] = !(off_grid[l] >> k & 1);
+        scale = lane_scale[l];
+        best = lane_best[l];
+        for (int k = 0; k < NG; ++k) win[k] = (uint32_t)code[b][k][l], on_grid[k] = !(off[b][k] >> l & 1);
         have = true;
       }
       valid &= ~((2u << l) - 1);

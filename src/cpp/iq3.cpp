@@ -57,11 +57,12 @@ inline vi map_lanes(const Iq3Grid& g, vi u) {
 
 // The levels of lanes [0, nvalid) for the groups in `groups` (bit k: group k; the others' levels
 // are left unspecified).
-inline void lane_levels(const Iq3Grid& g, const float* xval, const float* waux, float max, vf id, vf scale,
+inline void lane_levels(const Iq3Grid& g, const float* xval, const float* waux, float amax, vf id, vf scale,
                         int nvalid, uint32_t groups, CandidateLanes& c) {
-  // |0.5f*(id*x - 1)| stays far below 2^22 when |id|*max does (|x| <= max): then one rounding
-  // instruction equals nearest_int (not for an inf or NaN id, from a max or scale near 0)
-  const bool small = all(vabs(id) * splat(max) <= splat(1048576.0f));
+  // |0.5f*(id*x - 1)| stays far below 2^22 when |id|*amax does (amax = max |x|, which exceeds the
+  // scale's max when a flipped value is the largest): then one rounding instruction equals
+  // nearest_int (not for an inf or NaN id, from a max or scale near 0)
+  const bool small = all(vabs(id) * splat(amax) <= splat(1048576.0f));
   for (int e = 0; e < 32; ++e) {
     const vf a = splat(0.5f) * (id * splat(xval[e]) - splat(1.0f));
     c.lev[e] = clampi(small ? vround_small(a) : vnearest_int(a), 0, kMaxQ - 1);
@@ -174,6 +175,8 @@ void search_sub_block(const float* xb, const float* qw, float sigma2, SubBlock& 
   r.zero = R::zero(max);
   if (r.zero) return;
   for (int i = 0; i < 32; ++i) wx[i] = weight[i] * xval[i];
+  float amax = 0;
+  for (int i = 0; i < 32; ++i) amax = amax > std::fabs(xval[i]) ? amax : std::fabs(xval[i]);
 
   int8_t L[32] = {};
   bool on_grid[8];
@@ -189,7 +192,7 @@ void search_sub_block(const float* xb, const float* qw, float sigma2, SubBlock& 
       id[j] = (2 * kMaxQ - 1 + is * 0.2f) / max;
       this_scale[j] = 1 / id[j];
     }
-    lane_levels(g, xval, waux, max, id, this_scale, nvalid, 0xff, c);
+    lane_levels(g, xval, waux, amax, id, this_scale, nvalid, 0xff, c);
     lane_sums(weight, wx, c);
     int taken = -1;  // the last lane accepted, in candidate order: `best` feeds the next test
     for (int j = 0; j < nvalid; ++j) {
@@ -210,7 +213,7 @@ void search_sub_block(const float* xb, const float* qw, float sigma2, SubBlock& 
   if (any_off && scale > 0) {  // re-pick the groups at the final scale (lane 0)
     uint32_t groups = 0;
     for (int k = 0; k < 8; ++k) groups |= (uint32_t)(R::kRefineAll || !on_grid[k]) << k;
-    lane_levels(g, xval, waux, max, splat(1 / scale), splat(scale), 1, groups, c);
+    lane_levels(g, xval, waux, amax, splat(1 / scale), splat(scale), 1, groups, c);
     for (int e = 0; e < 32; ++e)
       if ((groups >> (e / 4)) & 1) L[e] = (int8_t)c.lev[e][0];
     float sumqx, sumq2;

@@ -89,6 +89,7 @@ IqGrid build(IqLattice lattice) {
       for (int k = 0; k < def.size; ++k)
         if (d2[k] == s) g.lists.push_back((uint16_t)k), ++n;
     }
+    if (n > IqGrid::kMaxList) throw std::logic_error("IQ grid: neighbour list longer than kMaxList");
     g.lists[off] = (uint16_t)n;
     for (int j = 0; j < n; ++j) g.lists.push_back(g.code[g.lists[off + 1 + j]]);
     for (int j = n; j % 16; ++j) g.lists.push_back(0xffff);

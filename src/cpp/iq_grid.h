@@ -15,6 +15,7 @@ struct IqGrid {
   // Level code of a point: 2 bits per coordinate, level l in 0..2 (ggml stores the point as 2l+1).
   static constexpr int kCodes = 1 << 16;
   static constexpr int32_t kNoList = INT32_MIN;
+  static constexpr int kMaxList = 512;  // longest neighbour list the kernels accept (IQ2_XS's: 292)
   int size = 0;                    // grid points
   std::vector<uint16_t> code;      // [size] level code of each grid point
   // [kCodes]: grid index of a point on the grid (>= 0), else -(offset + 1) of its neighbour list in
@@ -25,7 +26,9 @@ struct IqGrid {
   std::vector<uint16_t> lists;
 
   int index_of(uint32_t c) const { return map[c]; }
-  const uint16_t* neighbours(uint32_t c) const { return lists.data() + (-map[c] - 1); }
+  const uint16_t* neighbours(uint32_t c) const { return list_at(map[c]); }
+  // the list of an off-grid point from its map entry (< 0)
+  const uint16_t* list_at(int32_t m) const { return lists.data() + (-m - 1); }
   static int list_len(const uint16_t* l) { return l[0]; }
   static const uint16_t* list_index(const uint16_t* l) { return l + 1; }
   static const uint16_t* list_codes(const uint16_t* l) { return l + 1 + l[0]; }

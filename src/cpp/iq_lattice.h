@@ -46,8 +46,8 @@ inline float hmax(vf v, float r) {
 }
 
 // term[i][l] for the 2-bit levels of c (bits 2i..2i+1 of each lane's code), from t = the vector of
-// {term[i][0], term[i][1], term[i][2], any} repeated per 128-bit lane: vpermilps reads only the low two
-// bits of each index.
+// {term[i][0], term[i][1], term[i][2], term[i][3]} repeated per 128-bit lane: vpermilps reads only the
+// low two bits of each index.
 inline vf term_of(vf t, vi c) {
 #if PRISM_W == 16 && defined(__AVX512F__)
   return (vf)_mm512_permutevar_ps((__m512)t, (__m512i)c);
@@ -55,72 +55,85 @@ inline vf term_of(vf t, vi c) {
   return (vf)_mm256_permutevar_ps((__m256)t, (__m256i)c);
 #else
   const vi l = c & 3;
-  return sel(l == 0, splat(t[0]), sel(l == 1, splat(t[1]), splat(t[2])));
+  return sel(l == 0, splat(t[0]), sel(l == 1, splat(t[1]), sel(l == 2, splat(t[2]), splat(t[3]))));
 #endif
+}
+
+// W level codes of a neighbour list, widened to lanes (lists are padded to 16 codes).
+inline vi list_codes_at(const uint16_t* codes) {
+#if PRISM_W == 16 && defined(__AVX512F__)
+  return (vi)_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)codes));
+#elif PRISM_W == 8 && defined(__AVX2__)
+  return (vi)_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)codes));
+#else
+  typedef uint16_t vh __attribute__((vector_size(2 * PW)));
+  vh h{};
+  std::memcpy(&h, codes, 2 * W);
+  return __builtin_convertvector(h, vi);
+#endif
+}
+
+// Prefetch of the first LINES cache lines of a neighbour list (the lists, 0.2-1.4 MB, mostly miss
+// L1/L2); a fixed count: a count read from the list would wait for the miss it is meant to hide.
+template <int LINES>
+inline void prefetch_list(const uint16_t* list) {
+  for (int j = 0; j < LINES; ++j) __builtin_prefetch(list + 32 * j);
 }
 
 // The neighbour search of iq2_find_best_neighbour / iq1_find_best_neighbour2 for a group of 8 values
 // x with weights w at `scale`, level l standing for the value q[l]: d2 = sum over the coordinates of
 // w*diff*diff with diff = scale*q[l] - x (sequential), the first neighbour of smallest d2 wins
 // (`d2 < best`, best from FLT_MAX). The 24 terms w_i*diff*diff are computed once with ggml's
-// operations (8 coordinates in a vector), so each neighbour's d2 is the same chain of the same float
-// values. Lanes score W neighbours at a time, each lane keeps its first strict minimum, and the lanes'
-// results reduce to the first minimum of the list. Returns the grid index of the winner (the first
-// neighbour if no d2 < FLT_MAX, where ggml aborts).
-inline int best_neighbour(const uint16_t* list, const float* x, const float* w, float scale, const float* q) {
+// operations, so each neighbour's d2 is the same chain of the same float values (ggml's 0 + first
+// term differs only in the sign of a zero, which compares alike). Lanes score W neighbours at a time.
+// The padding codes (0xffff, level 3) meet the term of scale*inf: their d2 is inf or NaN, never below
+// FLT_MAX, so no lane needs a bounds test. Returns the winner's position in the list (the first if no
+// d2 < FLT_MAX, where ggml aborts or scans the whole grid).
+inline int best_neighbour_pos(const uint16_t* list, const float* x, const float* w, float scale, const float* q) {
   const int n = IqGrid::list_len(list);
-  if (n == 1) return IqGrid::list_index(list)[0];  // the only candidate wins (ggml scores it anyway)
-  typedef float f8 __attribute__((vector_size(32)));
-  f8 xv, wv, t[3];
-  std::memcpy(&xv, x, 32);
-  std::memcpy(&wv, w, 32);
-  for (int l = 0; l < 3; ++l) {
-    const f8 diff = (scale * q[l]) - xv;
-    t[l] = wv * diff * diff;
+  if (n == 1) return 0;  // the only candidate wins (ggml scores it anyway)
+  vf qv, tab[8];  // tab[i]: {term[i][0..2], inf or NaN} per 128-bit lane
+  for (int l = 0; l < PW; ++l) qv[l] = (l & 3) < 3 ? q[l & 3] : INFINITY;
+  const vf sq = splat(scale) * qv;
+  for (int i = 0; i < 8; ++i) {
+    const vf diff = sq - splat(x[i]);
+    tab[i] = splat(w[i]) * diff * diff;
   }
-  vf tab[8];  // tab[i]: {t0[i], t1[i], t2[i], t2[i]} in every 128-bit lane
-#if defined(__AVX__) && (PRISM_W == 8 || PRISM_W == 16)
-  const __m256 a = _mm256_unpacklo_ps((__m256)t[0], (__m256)t[1]), b = _mm256_unpackhi_ps((__m256)t[0], (__m256)t[1]);
-  const __m256 c = _mm256_unpacklo_ps((__m256)t[2], (__m256)t[2]), d = _mm256_unpackhi_ps((__m256)t[2], (__m256)t[2]);
-  const __m256 v[4] = {_mm256_shuffle_ps(a, c, 0x44), _mm256_shuffle_ps(a, c, 0xee), _mm256_shuffle_ps(b, d, 0x44),
-                       _mm256_shuffle_ps(b, d, 0xee)};  // coordinates i (low half) and i + 4 (high half)
-  for (int i = 0; i < 4; ++i) {
-#if PRISM_W == 16
-    tab[i] = (vf)_mm512_broadcast_f32x4(_mm256_castps256_ps128(v[i]));
-    tab[i + 4] = (vf)_mm512_broadcast_f32x4(_mm256_extractf128_ps(v[i], 1));
-#else
-    tab[i] = (vf)_mm256_permute2f128_ps(v[i], v[i], 0x00);
-    tab[i + 4] = (vf)_mm256_permute2f128_ps(v[i], v[i], 0x11);
-#endif
-  }
-#else
-  for (int i = 0; i < 8; ++i)
-    for (int l = 0; l < PW; ++l) tab[i][l] = t[(l & 3) < 3 ? (l & 3) : 2][i];
-#endif
   const uint16_t* codes = IqGrid::list_codes(list);
-  vi lane;
-  for (int l = 0; l < PW; ++l) lane[l] = l;
-  vf best = splat(FLT_MAX);
-  vi bpos = splati(0);  // lanes that never take keep FLT_MAX and the first neighbour (ggml would abort)
-  for (int j0 = 0; j0 < n; j0 += W) {
-    typedef uint16_t vh __attribute__((vector_size(2 * PW)));
-    vh h{};
-    std::memcpy(&h, codes + j0, 2 * W);  // lists are padded to 16 codes
-    const vi c = __builtin_convertvector(h, vi);
-    vf d2 = zerof();
-    for (int i = 0; i < 8; ++i) d2 += term_of(tab[i], c >> (2 * i));
-    const vi pos = lane + j0;
-    const vi take = (d2 < best) & (pos < n);
-    best = sel(take, d2, best);
-    bpos = sel(take, pos, bpos);
+  auto dist = [&](int j0) {
+    const vi c = list_codes_at(codes + j0);
+    vf d2 = term_of(tab[0], c);
+    for (int i = 1; i < 8; ++i) d2 += term_of(tab[i], c >> (2 * i));
+    return d2;
+  };
+  // the running minimum per lane (inf and NaN never enter), then the first position holding it
+  vf m = splat(FLT_MAX);
+  if (W >= 4 && n <= W) {
+    const vf d2 = vmin(dist(0), m);
+    const float mn = hmin(d2);
+    return mn < FLT_MAX ? __builtin_ctz(movemask(d2 == splat(mn))) : 0;
   }
-  // first minimum: the smallest position among the lanes holding the smallest d2 (lane order is
-  // position order when the list took one pass)
-  uint32_t eq = movemask(best == splat(hmin(best)));
-  int p = bpos[__builtin_ctz(eq)];
-  if (n > W)
-    for (eq &= eq - 1; eq; eq &= eq - 1) p = bpos[__builtin_ctz(eq)] < p ? bpos[__builtin_ctz(eq)] : p;
-  return IqGrid::list_index(list)[p];
+  if (W >= 4 && n <= 16) {  // most lists: a fixed number of vectors, no loop to mispredict
+    constexpr int P = W >= 4 ? 16 / W : 1;
+    vf d2[P];
+    for (int p = 0; p < P; ++p) m = vmin(d2[p] = dist(p * W), m);
+    const float mn = hmin(m);
+    uint32_t eq = 0;
+    for (int p = 0; p < P; ++p) eq |= movemask(d2[p] == splat(mn)) << (p * W);
+    return mn < FLT_MAX ? __builtin_ctz(eq) : 0;
+  }
+  vf d2[IqGrid::kMaxList / W + 1];
+  const int np = (n + W - 1) / W;
+  for (int p = 0; p < np; ++p) m = vmin(d2[p] = dist(p * W), m);
+  const float mn = hmin(m);
+  if (!(mn < FLT_MAX)) return 0;
+  for (int p = 0;; ++p)
+    if (const uint32_t eq = movemask(d2[p] == splat(mn))) return p * W + __builtin_ctz(eq);
+}
+
+// The grid index of the best neighbour (best_neighbour_pos).
+inline int best_neighbour(const uint16_t* list, const float* x, const float* w, float scale, const float* q) {
+  return IqGrid::list_index(list)[best_neighbour_pos(list, x, w, scale, q)];
 }
 
 // Any lane of a mask set (movemask: one instruction on AVX2/AVX-512).

@@ -170,6 +170,20 @@ def test_sparse_imatrix_matches_ggml(ggml) -> None:
         assert np.array_equal(quantize(x, tname, im), ggml.quantize(tname, x, im)), tname
 
 
+def test_outliers_without_weight_match_ggml(ggml) -> None:
+    """Huge values in columns of zero importance beside small weighted ones: IQ2_XXS's first scale
+    estimate ignores them, so id*x reaches 1e3..1e9, beyond ggml's nearest_int range (2^22)."""
+    rng = np.random.default_rng(13)
+    x = _normal(rng, 16, 512)
+    im = rng.lognormal(0.0, 1.0, 512)
+    cols = np.arange(5, 512, 32)
+    im[cols] = 0.0
+    x[:, cols] = rng.choice([-1.0, 1.0], (16, cols.size)) * 10.0 ** rng.uniform(0, 7, (16, cols.size))
+    x, im = x.astype(np.float32), im.astype(np.float32)
+    for tname in [t for t in NATIVE if t.startswith(("IQ2", "IQ1", "IQ3"))]:
+        assert np.array_equal(quantize(x, tname, im), ggml.quantize(tname, x, im)), tname
+
+
 @pytest.fixture(scope="module")
 def smollm2_ffn_down(smollm2_path) -> np.ndarray:
     """96 rows of each of three ffn_down weights of SmolLM2 (the file's Q4_1 dequantized: real magnitudes
