@@ -106,7 +106,9 @@ def test_distortion_models(analysed):
     from prism_native.plan.score import FITTED_BETA
     assert size_exponent("params") == 1.0 and size_exponent("relative") == 0.0 and size_exponent("0.4") == 0.4
     assert size_exponent("fitted") == size_exponent("linear") == FITTED_BETA
-    for bad in ("1.5", "-0.1", "nope"):
+    from prism_native.plan.planner import distortion_model
+    assert distortion_model("0.7:2.5") == (0.7, 2.5) and distortion_model("linear") == (FITTED_BETA, 0.0)
+    for bad in ("1.5", "-0.1", "nope", "0.5:-1", "0.5:inf", "0.5:x", ":1"):
         with pytest.raises(PrismError, match="distortion"):
             size_exponent(bad)
     model, a, _ = analysed

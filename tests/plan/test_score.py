@@ -75,11 +75,13 @@ def test_effective_params_scale_by_fan_out():
 
 
 def test_error_cost_is_linear_at_small_errors_and_grows_at_large_ones():
-    """g(e) = e (1 + kappa e): kappa 0 is the linear distortion; with the fitted kappa a Q1_0-like error
-    (0.35) costs more per unit of error than a Q4_K-like one (0.005), and arrays work as floats do."""
+    """g(e) = e exp(kappa e^2): kappa 0 is the linear distortion; with the fitted kappa a Q1_0-like error
+    (0.35) costs more per unit of error than a Q4_K-like one (0.005); arrays work as floats do, and the
+    price stays finite however large the error."""
     assert error_cost(0.2, 0.0) == 0.2 and error_cost(0.0) == 0.0
-    assert error_cost(0.1, 5.0) == pytest.approx(0.15)
-    assert np.allclose(error_cost(np.array([0.005, 0.35]), 2.0), [0.005 * 1.01, 0.35 * 1.7])
+    assert error_cost(0.1, 5.0) == pytest.approx(0.1 * np.exp(0.05))
+    assert np.allclose(error_cost(np.array([0.005, 0.35]), 2.0), [0.005 * np.exp(5e-5), 0.35 * np.exp(0.245)])
+    assert np.isfinite(error_cost(1e3, 50.0)) and error_cost(1e3, 50.0) > error_cost(10.0, 50.0)
     assert FITTED_GROWTH >= 0.0
     if FITTED_GROWTH > 0:
         assert error_cost(0.35) / 0.35 > error_cost(0.005) / 0.005 >= 1.0

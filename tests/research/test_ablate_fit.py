@@ -203,7 +203,7 @@ def test_shipped_default_weights_are_the_documented_fit():
 
 def _planted_growth(seed: int, growth: float) -> dict:
     """_planted's file with a third low type of large error (Q1_0, e 0.2-0.4) and every record's damage from
-    the error cost g(e) = e (1 + growth e), the shipped weights and beta."""
+    the error cost g(e) = e exp(growth e^2), the shipped weights and beta."""
     from prism_native.plan.score import FITTED_BETA, combine, error_cost, metric_records, z_matrix
     ab = _planted(seed, _weights(), 1.0)
     rng = np.random.default_rng(seed + 100)
@@ -229,7 +229,7 @@ def _planted_growth(seed: int, growth: float) -> dict:
 
 
 def test_fit_growth_recovers_a_planted_growth_held_out(tmp_path, capsys):
-    """Damage planted with g(e) = e (1 + 8 e): the fit finds kappa 8 on every fold, the held-out error
+    """Damage planted with g(e) = e exp(8 e^2): the fit finds kappa 8 on every fold, the held-out error
     vanishes where the linear model's does not, and the ratio table grows with the error."""
     files = []
     for seed in (11, 12, 13):
@@ -248,7 +248,7 @@ def test_fit_growth_recovers_a_planted_growth_held_out(tmp_path, capsys):
     assert linear.growth == pytest.approx(8.0, rel=1e-2) and linear.rows == []
     assert main(["fit-growth", *files, "--json-out", str(tmp_path / "g.json")]) == 0
     out = capsys.readouterr().out
-    assert "kappa fitted on all models: 8" in out and "Q4_K, Q3_K, Q1_0" in out
+    assert "kappa fitted on all models: 8" in out and "Q4_K (e 0.0" in out and out.index("Q3_K (e") < out.index("Q1_0 (e")
     assert json.loads((tmp_path / "g.json").read_text())["growth"] == rep.growth
 
 

@@ -1,4 +1,4 @@
-"""`fit-growth`: fit the error cost's growth kappa, g(e) = e (1 + kappa e), to ablations at low types, the
+"""`fit-growth`: fit the error cost's growth kappa, g(e) = e exp(kappa e^2), to ablations at low types, the
 composite's weights and beta held; every model scored with kappa fitted on the others (research.fit)."""
 from __future__ import annotations
 
@@ -35,9 +35,10 @@ def run(args: argparse.Namespace) -> int:
     for d in rep.data:
         print(f"{d.name}: {len(d.damage)} usable records, {len(d.dropped)} left out")
         ratios[d.name] = table = damage_per_error(d, rep.weights, rep.beta)
-        lows = sorted({t for row in table.values() for t in row},
-                      key=lambda t: float(np.mean([np.mean(lo) for lo, u in zip(d.lo, d.lows) if u == t])))
-        print("  measured / linear prediction (median record = 1), types by rising error: " + ", ".join(lows))
+        mean_e = {t: float(np.mean([np.mean(lo) for lo, u in zip(d.lo, d.lows) if u == t])) for t in set(d.lows)}
+        lows = sorted(mean_e, key=mean_e.get)
+        print("  measured / linear prediction (median record = 1), types by rising error: " +
+              ", ".join(f"{t} (e {mean_e[t]:.3f})" for t in lows))
         for unit, row in table.items():
             print(f"  {unit:<24} " + " ".join(f"{row[t]:>8.3f}" if t in row else f"{'-':>8}" for t in lows))
     print(f"\nkappa fitted on all models: {rep.growth:g}")

@@ -77,30 +77,37 @@ def _check_measured(analysis: Analysis, types: Sequence[str]) -> None:
                          f"--candidates including them")
 
 
-# "fitted": the exponent fitted with the default weights (score.FITTED_BETA); "linear": the same without
-# the error cost's growth (g(e) = e, the distortion before FITTED_GROWTH)
-DISTORTIONS = {"fitted": FITTED_BETA, "linear": FITTED_BETA, "params": 1.0, "relative": 0.0}
+# name -> (beta, kappa). "fitted": the exponent and growth fitted with the default weights (score.FITTED_BETA,
+# score.FITTED_GROWTH); "linear": the same beta without the growth (g(e) = e, the distortion before FITTED_GROWTH)
+DISTORTIONS = {"fitted": (FITTED_BETA, FITTED_GROWTH), "linear": (FITTED_BETA, 0.0),
+               "params": (1.0, FITTED_GROWTH), "relative": (0.0, FITTED_GROWTH)}
 DEFAULT_DISTORTION = "fitted"
 
 
-def size_exponent(distortion: str) -> float:
-    """beta of D = s * g(e) * n^beta: 'fitted' and 'linear' (the default weights' fit), 'params' = 1,
-    'relative' = 0, or a number in [0, 1]."""
+def distortion_model(distortion: str) -> tuple[float, float]:
+    """(beta, kappa) of D = s * e exp(kappa e^2) * n^beta: a name of DISTORTIONS, a number (beta in [0, 1],
+    the fitted kappa) or BETA:KAPPA (kappa >= 0)."""
     if distortion in DISTORTIONS:
         return DISTORTIONS[distortion]
+    b, sep, k = distortion.partition(":")
     try:
-        beta = float(distortion)
+        beta, growth = float(b), (float(k) if sep else FITTED_GROWTH)
     except ValueError:
-        beta = math.nan
-    if not 0.0 <= beta <= 1.0:
+        beta = growth = math.nan
+    if not (0.0 <= beta <= 1.0 and 0.0 <= growth < math.inf):
         raise UsageError(f"unknown distortion model '{distortion}' "
-                         "(fitted, params, relative, or an exponent in [0, 1])")
-    return beta
+                         "(fitted, linear, params, relative, an exponent in [0, 1], or BETA:KAPPA with KAPPA >= 0)")
+    return beta, growth
+
+
+def size_exponent(distortion: str) -> float:
+    """beta of D = s * g(e) * n^beta (distortion_model)."""
+    return distortion_model(distortion)[0]
 
 
 def error_growth(distortion: str) -> float:
-    """kappa of the error cost g(e) = e (1 + kappa e): 0 for 'linear', else score.FITTED_GROWTH."""
-    return 0.0 if distortion == "linear" else FITTED_GROWTH
+    """kappa of the error cost g(e) = e exp(kappa e^2) (distortion_model)."""
+    return distortion_model(distortion)[1]
 
 
 def _refusal(r: TensorResult, req: str, has_imatrix: bool) -> str | None:
@@ -118,11 +125,11 @@ def build_groups(model: Model, analysis: Analysis, types: Sequence[str], padded:
     D = s * g(e) * n_params^beta: beta = 1 ("params") counts error energy summed over weights, beta = 0
     ("relative") says every matmul adds relative noise e to its output, whatever its size; fit-weights
     fits beta with the composite's weights (docs/metrics.md); "fitted", the default, is that fit's beta.
-    g(e) = e (1 + kappa e) (score.error_cost) prices the low-bit types' large errors above their share;
+    g(e) = e exp(kappa e^2) (score.error_cost) prices the low-bit types' large errors above their share;
     "linear" sets kappa = 0.
     A type llama-quantize cannot write for one tensor (its float16 block scales overflow, its rows fit
     no block, or it needs an imatrix the analysis did not have) is no candidate of that tensor's class."""
-    beta, growth = size_exponent(distortion), error_growth(distortion)
+    beta, growth = distortion_model(distortion)
     _check_measured(analysis, types)
     by_cls: dict[str, list[TensorCost]] = {}
     allowed: dict[str, list[str]] = {}

@@ -54,6 +54,12 @@ class ModelData:
     damage: np.ndarray             # per record: measured KLD increase
     noise: np.ndarray              # per record: standard error of the KLD
     dropped: list[str] = field(default_factory=list)
+    model: str = ""                # the model's identity: its data with and without an imatrix are left out together
+
+
+def others(data: Sequence[ModelData], d: ModelData) -> list[ModelData]:
+    """The data of every model but d's (leave one model out)."""
+    return [o for o in data if o is not d and (not d.model or o.model != d.model)]
 
 
 def model_data(ab: dict[str, Any], min_snr: float = 2.0) -> ModelData:
@@ -93,20 +99,26 @@ def model_data(ab: dict[str, Any], min_snr: float = 2.0) -> ModelData:
 
 
 def models_from_files(paths: Sequence[str | Path], min_snr: float = 2.0) -> list[ModelData]:
-    """One ModelData per model from ablation files; a model's files (by class, by layer) are merged."""
+    """One ModelData per model and imatrix use from ablation files; a model's files (by class, by layer) are
+    merged, those made with an imatrix apart (their errors are the imatrix-weighted ones)."""
     by_model: dict[str, list[dict[str, Any]]] = {}
     folder: dict[str, str] = {}
     for p in paths:
         ab = ablate.load(p)
-        key = json.dumps(ab["model"], sort_keys=True)
+        key = json.dumps([ab["model"], bool(ab.get("imatrix"))], sort_keys=True)
         by_model.setdefault(key, []).append(ab)
         stem = re.sub(r"-?ablation(-[a-z]+)?$", "", Path(p).stem)    # austen-llama-ablation-class.json
         folder.setdefault(key, stem or Path(p).resolve().parent.name)
     data = {k: model_data(ablate.merge(parts), min_snr) for k, parts in by_model.items()}
+    for k, d in data.items():
+        d.model = json.dumps(json.loads(k)[0], sort_keys=True)
     names = Counter(d.name for d in data.values())
     for k, d in data.items():       # models that share general.name are told apart by file or folder
         if names[d.name] > 1:
             d.name = f"{d.name} ({folder[k]})"
+    for k, d in data.items():
+        if json.loads(k)[1]:
+            d.name += " with imatrix"
     return list(data.values())
 
 
@@ -180,8 +192,7 @@ def fit(data: Sequence[ModelData], lam: float = 1.0, beta: float | None = None,
 def held_out_rms(data: Sequence[ModelData], lam: float, beta: float | None,
                  fixed: Mapping[str, float] | None) -> float:
     """Mean over models of the rms log error of a fit on the other models (leave one model out)."""
-    errs = [score(d, f.weights, f.beta).rms_log
-            for d in data for f in [fit([o for o in data if o is not d], lam, beta, fixed)]]
+    errs = [score(d, f.weights, f.beta).rms_log for d in data for f in [fit(others(data, d), lam, beta, fixed)]]
     return float(np.mean(errs))
 
 
@@ -269,9 +280,8 @@ def fit_report(files: Sequence[str | Path], grid: Sequence[float], beta: float |
         "errors only, relative (w = 0, beta = 0)": (ERRORS_ONLY, 0.0),
         "fitted on all models (in-sample)": (overall.weights, overall.beta),
     }
-    held = {d.name: fit(others, choose_lambda(others, grid, beta, fixed)[0], beta, fixed)
-            for d in data for others in [[o for o in data if o is not d]]
-            if sum(len(o.damage) for o in others) >= 2}
+    held = {d.name: fit(rest, choose_lambda(rest, grid, beta, fixed)[0], beta, fixed)
+            for d in data for rest in [others(data, d)] if sum(len(o.damage) for o in rest) >= 2}
     rows = [ScoreRow(name, d.name, score(d, w, b), w, b) for name, (w, b) in schemes.items() for d in data]
     rows += [ScoreRow("fitted on the other models (held out)", d.name, score(d, f.weights, f.beta), f.weights, f.beta)
              for d in data if (f := held.get(d.name)) is not None]
@@ -285,7 +295,7 @@ def fit_report(files: Sequence[str | Path], grid: Sequence[float], beta: float |
 # -- fit-growth: the error cost's growth at large errors, with the weights held -----------------------
 
 
-GROWTH_BOUND = 100.0      # kappa's search range [0, bound]: g(e) = e (1 + kappa e) at e = 0.35 is then <= 36 e
+GROWTH_BOUND = 100.0      # kappa's search range [0, bound]: a Q1_0 error (0.35) then costs up to 2e5 times itself
 
 
 def growth_rms(data: Sequence[ModelData], weights: Weights, beta: float, growth: float) -> float:
@@ -346,9 +356,9 @@ def growth_report(files: Sequence[str | Path], weights: Weights, beta: float, mi
     data = models_from_files(files, min_snr)
     growth = fit_growth(data, weights, beta)
     rows = []
-    if len(data) > 1:
-        for d in data:
-            g = fit_growth([o for o in data if o is not d], weights, beta)
+    for d in data:
+        if rest := others(data, d):
+            g = fit_growth(rest, weights, beta)
             rows.append(GrowthRow(d.name, g, growth_rms([d], weights, beta, 0.0), growth_rms([d], weights, beta, g)))
     checked = [GrowthRow(d.name, growth, growth_rms([d], weights, beta, 0.0), growth_rms([d], weights, beta, growth))
                for d in (models_from_files(check, min_snr) if check else [])]
