@@ -257,3 +257,18 @@ def test_fit_growth_is_zero_on_linear_damage(tmp_path):
     p.write_text(json.dumps(_planted_growth(14, 0.0)))
     from prism_native.plan.score import FITTED_BETA
     assert fit.growth_report([p], Weights(), FITTED_BETA).growth == 0.0
+
+
+def test_shipped_growth_is_the_documented_fit():
+    """score.FITTED_GROWTH is fit-growth's kappa on the low-type ablations in docs/results/lowbit (the shipped
+    weights and beta held), and it leaves the zoo's Q3_K/Q4_K records as the linear model predicts them."""
+    from pathlib import Path
+
+    from prism_native.plan.score import FITTED_BETA, FITTED_GROWTH
+    root = Path(__file__).resolve().parents[2] / "docs" / "results"
+    files = sorted((root / "lowbit").glob("*-ablation-*.json"))
+    assert len(files) >= 2
+    rep = fit.growth_report(files, Weights(), FITTED_BETA, check=sorted((root / "zoo").glob("*-ablation-class.json")))
+    assert rep.growth == pytest.approx(FITTED_GROWTH, abs=0.05)
+    assert all(r.rms_held_out < r.rms_linear for r in rep.rows)
+    assert all(abs(r.rms_held_out - r.rms_linear) < 0.01 for r in rep.check)

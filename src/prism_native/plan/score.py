@@ -27,7 +27,7 @@ from ..read.model import Model
 FITTED_BETA = 0.775
 # kappa of the error cost g(e) = e * exp(kappa * e^2): how damage outgrows the relative error e at the low-bit
 # types (e 0.1-0.35), fitted on low-type class ablations with Weights' defaults and FITTED_BETA (docs/metrics.md)
-FITTED_GROWTH = 0.0
+FITTED_GROWTH = 21.07
 _MAX_EXPONENT = 100.0      # e beyond sqrt(100 / kappa) (no type measured there) priced as that: finite for the allocator
 
 

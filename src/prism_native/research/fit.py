@@ -54,12 +54,11 @@ class ModelData:
     damage: np.ndarray             # per record: measured KLD increase
     noise: np.ndarray              # per record: standard error of the KLD
     dropped: list[str] = field(default_factory=list)
-    model: str = ""                # the model's identity: its data with and without an imatrix are left out together
 
 
 def others(data: Sequence[ModelData], d: ModelData) -> list[ModelData]:
-    """The data of every model but d's (leave one model out)."""
-    return [o for o in data if o is not d and (not d.model or o.model != d.model)]
+    """The data of every model but d (leave one model out)."""
+    return [o for o in data if o is not d]
 
 
 def model_data(ab: dict[str, Any], min_snr: float = 2.0) -> ModelData:
@@ -99,27 +98,39 @@ def model_data(ab: dict[str, Any], min_snr: float = 2.0) -> ModelData:
 
 
 def models_from_files(paths: Sequence[str | Path], min_snr: float = 2.0) -> list[ModelData]:
-    """One ModelData per model and imatrix use from ablation files; a model's files (by class, by layer) are
-    merged, those made with an imatrix apart (their errors are the imatrix-weighted ones)."""
+    """One ModelData per model from ablation files; a model's files (by class, by layer) are merged. Those
+    made with an imatrix join with their own errors (imatrix-weighted) and their types marked ", imatrix"."""
     by_model: dict[str, list[dict[str, Any]]] = {}
     folder: dict[str, str] = {}
     for p in paths:
         ab = ablate.load(p)
-        key = json.dumps([ab["model"], bool(ab.get("imatrix"))], sort_keys=True)
+        key = json.dumps(ab["model"], sort_keys=True)
         by_model.setdefault(key, []).append(ab)
         stem = re.sub(r"-?ablation(-[a-z]+)?$", "", Path(p).stem)    # austen-llama-ablation-class.json
         folder.setdefault(key, stem or Path(p).resolve().parent.name)
-    data = {k: model_data(ablate.merge(parts), min_snr) for k, parts in by_model.items()}
-    for k, d in data.items():
-        d.model = json.dumps(json.loads(k)[0], sort_keys=True)
+    data = {k: _joined([model_data(ablate.merge(ps), min_snr) for flag in (False, True)
+                        if (ps := [ab for ab in parts if bool(ab.get("imatrix")) == flag])])
+            for k, parts in by_model.items()}
     names = Counter(d.name for d in data.values())
     for k, d in data.items():       # models that share general.name are told apart by file or folder
         if names[d.name] > 1:
             d.name = f"{d.name} ({folder[k]})"
-    for k, d in data.items():
-        if json.loads(k)[1]:
-            d.name += " with imatrix"
     return list(data.values())
+
+
+def _joined(parts: list[ModelData]) -> ModelData:
+    """A model's records without and with an imatrix as one ModelData (one offset: the same model and text)."""
+    d = parts[0]
+    for im in parts[1:]:
+        d.units += im.units
+        d.lows += [f"{t}, imatrix" for t in im.lows]
+        d.members += im.members
+        d.lo += im.lo
+        d.hi += im.hi
+        d.damage = np.concatenate([d.damage, im.damage])
+        d.noise = np.concatenate([d.noise, im.noise])
+        d.dropped += [f"{w} (imatrix)" for w in im.dropped]
+    return d
 
 
 def _err(t: dict[str, Any], req: str) -> float:
