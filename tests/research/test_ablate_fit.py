@@ -272,3 +272,5 @@ def test_shipped_growth_is_the_documented_fit():
     assert rep.growth == pytest.approx(FITTED_GROWTH, abs=0.05)
     assert all(r.rms_held_out < r.rms_linear for r in rep.rows)
     assert all(abs(r.rms_held_out - r.rms_linear) < 0.01 for r in rep.check)
+    smol = fit.growth_report(files, Weights(), FITTED_BETA, check=[root / "lowbit" / "check" / "austen-smol-ablation-lowbit.json"])
+    assert smol.check[0].rms_held_out < 0.7 * smol.check[0].rms_linear      # a third model, in no fit: 0.890 -> 0.524
