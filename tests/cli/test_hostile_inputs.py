@@ -302,8 +302,9 @@ def test_exponential_patterns_are_refused_not_run(base, capsys, pattern):
                                  {"format": "prism-ablation/1", "model": {}, "high": "Q8_0", "base": {"kld_err": 0.1},
                                   "tensors": [{"name": "a", "cls": "c", "n_params": 5, "errors": {"Q4_K": 3}}],
                                   "records": []}])
-def test_damaged_ablation_files_are_one_line(tmp_path, capsys, doc):
+@pytest.mark.parametrize("command", ["fit-weights", "fit-growth"])
+def test_damaged_ablation_files_are_one_line(tmp_path, capsys, doc, command):
     f = tmp_path / "ablation.json"
     f.write_text(doc if isinstance(doc, str) else json.dumps(doc))
-    line = refused(capsys, "fit-weights", str(f))
+    line = refused(capsys, command, str(f))
     assert str(f) in line

@@ -105,8 +105,10 @@ def test_distortion_models(analysed):
     from prism_native.plan.planner import size_exponent
     from prism_native.plan.score import FITTED_BETA
     assert size_exponent("params") == 1.0 and size_exponent("relative") == 0.0 and size_exponent("0.4") == 0.4
-    assert size_exponent("fitted") == FITTED_BETA
-    for bad in ("1.5", "-0.1", "nope"):
+    assert size_exponent("fitted") == size_exponent("linear") == FITTED_BETA
+    from prism_native.plan.planner import distortion_model
+    assert distortion_model("0.7:2.5") == (0.7, 2.5) and distortion_model("linear") == (FITTED_BETA, 0.0)
+    for bad in ("1.5", "-0.1", "nope", "0.5:-1", "0.5:inf", "0.5:x", ":1"):
         with pytest.raises(PrismError, match="distortion"):
             size_exponent(bad)
     model, a, _ = analysed
@@ -115,6 +117,27 @@ def test_distortion_models(analysed):
     fitted = make_plan(model, a, Budget("bpw", 4.0), distortion=str(FITTED_BETA)).allocation
     assert fitted.total_distortion == make_plan(model, a, Budget("bpw", 4.0)).allocation.total_distortion
     assert half.total_distortion != one.total_distortion
+
+
+def test_the_error_cost_prices_every_candidate(analysed):
+    """Each tensor's distortion is s * g(e) * n^beta with g = score.error_cost of the distortion's growth:
+    FITTED_GROWTH by default, 0 (D proportional to e) for 'linear'; the costs do not depend on it."""
+    from prism_native.plan.planner import build_groups, error_growth, size_exponent
+    from prism_native.plan.score import FITTED_GROWTH, effective_params, error_cost, fan_out
+    model, a, _ = analysed
+    make_plan(model, a, Budget("bpw", 4.0))                  # scores the analysis
+    assert error_growth("fitted") == error_growth("0.5") == FITTED_GROWTH and error_growth("linear") == 0.0
+    types = ["Q2_K", "Q4_K", "Q8_0"]
+    fitted, linear = (build_groups(model, a, types, padded=False, distortion=d) for d in ("fitted", "linear"))
+    for g, gl in zip(fitted, linear):
+        for t, tl in zip(g.tensors, gl.tensors):
+            r = a.tensors[t.name]
+            n = effective_params(r.cls, r.shape, r.n_params, fan_out(model, r.cls, r.layer)) ** size_exponent("fitted")
+            for req in types:
+                e = r.rel_error(req)
+                assert t.distortion[req] == pytest.approx(r.sensitivity * error_cost(e, FITTED_GROWTH) * n, rel=1e-12)
+                assert tl.distortion[req] == pytest.approx(r.sensitivity * e * n, rel=1e-12)
+            assert t.cost == tl.cost
 
 
 def test_large_vocabularies_count_their_active_rows_only():

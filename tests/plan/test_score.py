@@ -1,5 +1,8 @@
 """The composite's structural terms: facts of the model's graph, 0 or 1 per tensor."""
-from prism_native.plan.score import STRUCTURAL, Weights, structural_metrics
+import numpy as np
+import pytest
+
+from prism_native.plan.score import FITTED_GROWTH, STRUCTURAL, Weights, error_cost, structural_metrics
 
 
 def _by_class(classes: list[str], layers: list[int | None]) -> dict[tuple[str, int | None], dict[str, float]]:
@@ -69,3 +72,16 @@ def test_effective_params_scale_by_fan_out():
     from prism_native.plan.score import effective_params
     assert effective_params("attn_k", [256, 64], 256 * 64, 4.0) == 4 * 256 * 64
     assert effective_params("attn_v", None, 1000) == 1000                       # older ablation files: no fan_out
+
+
+def test_error_cost_is_linear_at_small_errors_and_grows_at_large_ones():
+    """g(e) = e exp(kappa e^2): kappa 0 is the linear distortion; with the fitted kappa a Q1_0-like error
+    (0.35) costs more per unit of error than a Q4_K-like one (0.005); arrays work as floats do, and the
+    price stays finite however large the error."""
+    assert error_cost(0.2, 0.0) == 0.2 and error_cost(0.0) == 0.0
+    assert error_cost(0.1, 5.0) == pytest.approx(0.1 * np.exp(0.05))
+    assert np.allclose(error_cost(np.array([0.005, 0.35]), 2.0), [0.005 * np.exp(5e-5), 0.35 * np.exp(0.245)])
+    assert np.isfinite(error_cost(1e3, 50.0)) and error_cost(1e3, 50.0) > error_cost(10.0, 50.0)
+    assert FITTED_GROWTH >= 0.0
+    if FITTED_GROWTH > 0:
+        assert error_cost(0.35) / 0.35 > error_cost(0.005) / 0.005 >= 1.0

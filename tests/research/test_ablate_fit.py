@@ -199,3 +199,78 @@ def test_shipped_default_weights_are_the_documented_fit():
     for k, v in Weights().to_json().items():
         assert getattr(got.weights, k) == pytest.approx(v, abs=2e-3), k
     assert got.beta == pytest.approx(FITTED_BETA, abs=2e-3)
+
+
+def _planted_growth(seed: int, growth: float) -> dict:
+    """_planted's file with a third low type of large error (Q1_0, e 0.2-0.4) and every record's damage from
+    the error cost g(e) = e exp(growth e^2), the shipped weights and beta."""
+    from prism_native.plan.score import FITTED_BETA, combine, error_cost, metric_records, z_matrix
+    ab = _planted(seed, _weights(), 1.0)
+    rng = np.random.default_rng(seed + 100)
+    tensors = ab["tensors"]
+    for t in tensors:
+        t["errors"]["Q1_0"] = {"type": "Q1_0", "rel_error": float(rng.uniform(0.2, 0.4))}
+    names = list(Weights().to_json())
+    w = np.array([Weights().to_json()[k] for k in names])
+    n = np.array([t["n_params"] for t in tensors], dtype=np.float64)
+    labels = sorted({t["cls"] for t in tensors})
+    s = combine(z_matrix(metric_records(tensors), names), w, names, n,
+                np.array([labels.index(t["cls"]) for t in tensors])) * n ** FITTED_BETA
+    units = {r["unit"]: r["tensors"] for r in ab["records"]}
+    index = {t["name"]: i for i, t in enumerate(tensors)}
+    ab["records"] = []
+    for unit, members in units.items():
+        for low in ("Q4_K", "Q3_K", "Q1_0"):
+            p = sum(s[index[m]] * (error_cost(tensors[index[m]]["errors"][low]["rel_error"], growth)
+                                   - error_cost(1e-5, growth)) for m in members)
+            ab["records"].append({"unit": unit, "tensors": members, "low": low, "kld": 1e-3 * p + 1e-4,
+                                  "kld_err": 1e-9, "damage": 1e-3 * p, "file_bytes": 1, "ppl": 1.0})
+    return ab
+
+
+def test_fit_growth_recovers_a_planted_growth_held_out(tmp_path, capsys):
+    """Damage planted with g(e) = e exp(8 e^2): the fit finds kappa 8 on every fold, the held-out error
+    vanishes where the linear model's does not, and the ratio table grows with the error."""
+    files = []
+    for seed in (11, 12, 13):
+        p = tmp_path / f"g{seed}.json"
+        p.write_text(json.dumps(_planted_growth(seed, 8.0)))
+        files.append(str(p))
+    from prism_native.plan.score import FITTED_BETA
+    rep = fit.growth_report(files, Weights(), FITTED_BETA)
+    assert rep.growth == pytest.approx(8.0, rel=1e-2)
+    for r in rep.rows:
+        assert r.growth_without == pytest.approx(8.0, rel=1e-2)
+        assert r.rms_held_out < 1e-3 < 0.1 < r.rms_linear
+    ratios = fit.damage_per_error(rep.data[0], Weights(), FITTED_BETA)
+    assert all(row["Q1_0"] > row["Q3_K"] > row["Q4_K"] for row in ratios.values())
+    linear = fit.growth_report(files[:1], Weights(), FITTED_BETA)      # one model: no held-out rows
+    assert linear.growth == pytest.approx(8.0, rel=1e-2) and linear.rows == []
+    assert main(["fit-growth", *files, "--json-out", str(tmp_path / "g.json")]) == 0
+    out = capsys.readouterr().out
+    assert "kappa fitted on all models: 8" in out and "Q4_K (e 0.0" in out and out.index("Q3_K (e") < out.index("Q1_0 (e")
+    assert json.loads((tmp_path / "g.json").read_text())["growth"] == rep.growth
+
+
+def test_fit_growth_is_zero_on_linear_damage(tmp_path):
+    p = tmp_path / "lin.json"
+    p.write_text(json.dumps(_planted_growth(14, 0.0)))
+    from prism_native.plan.score import FITTED_BETA
+    assert fit.growth_report([p], Weights(), FITTED_BETA).growth == 0.0
+
+
+def test_shipped_growth_is_the_documented_fit():
+    """score.FITTED_GROWTH is fit-growth's kappa on the low-type ablations in docs/results/lowbit (the shipped
+    weights and beta held), and it leaves the zoo's Q3_K/Q4_K records as the linear model predicts them."""
+    from pathlib import Path
+
+    from prism_native.plan.score import FITTED_BETA, FITTED_GROWTH
+    root = Path(__file__).resolve().parents[2] / "docs" / "results"
+    files = sorted((root / "lowbit").glob("*-ablation-*.json"))
+    assert len(files) >= 2
+    rep = fit.growth_report(files, Weights(), FITTED_BETA, check=sorted((root / "zoo").glob("*-ablation-class.json")))
+    assert rep.growth == pytest.approx(FITTED_GROWTH, abs=0.05)
+    assert all(r.rms_held_out < r.rms_linear for r in rep.rows)
+    assert all(abs(r.rms_held_out - r.rms_linear) < 0.01 for r in rep.check)
+    smol = fit.growth_report(files, Weights(), FITTED_BETA, check=[root / "lowbit" / "check" / "austen-smol-ablation-lowbit.json"])
+    assert smol.check[0].rms_held_out < 0.7 * smol.check[0].rms_linear      # a third model, in no fit: 0.890 -> 0.524

@@ -1,4 +1,4 @@
-"""Command line: `python -m prism_native {inspect,analyze,plan,quantize,check-recipe,eval,ablate,fit-weights,imatrix}`.
+"""Command line: `python -m prism_native {inspect,analyze,plan,quantize,check-recipe,eval,ablate,fit-weights,fit-growth,imatrix}`.
 
 Every sub-command lives in its own module and registers itself through `COMMANDS`; user mistakes
 surface as PrismError and are printed as one line with exit code 2, never as a traceback.
@@ -31,6 +31,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                "measure each class's (or layer's) true damage: it alone at a low type, the rest high"),
     "fit-weights": ("prism_native.cli.fit",
                     "fit the composite sensitivity's weights to ablation measurements, with held-out checks"),
+    "fit-growth": ("prism_native.cli.fit_growth",
+                   "fit how the distortion grows with a type's error (ablations at low types), held out"),
     "imatrix": ("prism_native.cli.imatrix",
                 "estimate an importance matrix from the weights alone (no calibration text), llama-imatrix's format"),
 }

@@ -148,9 +148,9 @@ def add_plan_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-overrides", type=int, default=64,
                    help="single tensors that may get a type other than their class's (default %(default)s)")
     p.add_argument("--distortion", default=DEFAULT_DISTORTION, metavar="MODEL",
-                   help="allocator's distortion per tensor, s x rel.error x params^beta: 'fitted' (the beta "
-                        "fitted with the default weights), 'params' (beta 1), 'relative' (beta 0) or beta "
-                        "itself (default %(default)s)")
+                   help="allocator's distortion per tensor, s x g(rel.error) x params^beta, g(e) = e exp("
+                        "kappa e^2): 'fitted' (beta and kappa fitted with the default weights), 'linear' (kappa 0), "
+                        "'params' (beta 1), 'relative' (beta 0), beta itself, or BETA:KAPPA (default %(default)s)")
 
 
 def print_notes(plan: Plan) -> None:

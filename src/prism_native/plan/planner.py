@@ -1,8 +1,8 @@
 """From measured errors and sensitivities to a priced, optimal type per class (and a few tensors).
 
-Distortion of giving tensor i the requested type t:  D = s_i * e_i(t') * n_i, with s_i the composite
+Distortion of giving tensor i the requested type t:  D = s_i * g(e_i(t')) * n_i^beta, with s_i the composite
 sensitivity, e_i(t') the measured relative error of the type t' llama-quantize really writes (the
-fallback for rows that do not fit t), and n_i the parameter count. Cost is the bytes of t' (padded to
+fallback for rows that do not fit t), g the error cost (score.error_cost) and n_i the parameter count. Cost is the bytes of t' (padded to
 the file's 32-byte alignment for a file-size budget). The allocator (allocate.py) finds the exact
 optimum per class, then refines single tensors.
 """
@@ -25,7 +25,7 @@ from ..read.model import Model
 from .allocate import Allocation, Group, TensorCost, allocate, cost_range
 from .budget import Budget, byte_budget
 from .recipe import Recipe, build_recipe
-from .score import FITTED_BETA, Weights, effective_params, fan_out, score_analysis
+from .score import FITTED_BETA, FITTED_GROWTH, Weights, effective_params, error_cost, fan_out, score_analysis
 
 DEFAULT_TYPES = CANDIDATES     # a plan may pick any type the analysis measures by default
 
@@ -77,24 +77,37 @@ def _check_measured(analysis: Analysis, types: Sequence[str]) -> None:
                          f"--candidates including them")
 
 
-# "fitted": the exponent fitted with the default weights (score.FITTED_BETA)
-DISTORTIONS = {"fitted": FITTED_BETA, "params": 1.0, "relative": 0.0}
+# name -> (beta, kappa). "fitted": the exponent and growth fitted with the default weights (score.FITTED_BETA,
+# score.FITTED_GROWTH); "linear": the same beta without the growth (g(e) = e, the distortion before FITTED_GROWTH)
+DISTORTIONS = {"fitted": (FITTED_BETA, FITTED_GROWTH), "linear": (FITTED_BETA, 0.0),
+               "params": (1.0, FITTED_GROWTH), "relative": (0.0, FITTED_GROWTH)}
 DEFAULT_DISTORTION = "fitted"
 
 
-def size_exponent(distortion: str) -> float:
-    """beta of D = s * e * n^beta: 'fitted' (the default weights' fit), 'params' = 1, 'relative' = 0, or a
-    number in [0, 1]."""
+def distortion_model(distortion: str) -> tuple[float, float]:
+    """(beta, kappa) of D = s * e exp(kappa e^2) * n^beta: a name of DISTORTIONS, a number (beta in [0, 1],
+    the fitted kappa) or BETA:KAPPA (kappa >= 0)."""
     if distortion in DISTORTIONS:
         return DISTORTIONS[distortion]
+    b, sep, k = distortion.partition(":")
     try:
-        beta = float(distortion)
+        beta, growth = float(b), (float(k) if sep else FITTED_GROWTH)
     except ValueError:
-        beta = math.nan
-    if not 0.0 <= beta <= 1.0:
+        beta = growth = math.nan
+    if not (0.0 <= beta <= 1.0 and 0.0 <= growth < math.inf):
         raise UsageError(f"unknown distortion model '{distortion}' "
-                         "(fitted, params, relative, or an exponent in [0, 1])")
-    return beta
+                         "(fitted, linear, params, relative, an exponent in [0, 1], or BETA:KAPPA with KAPPA >= 0)")
+    return beta, growth
+
+
+def size_exponent(distortion: str) -> float:
+    """beta of D = s * g(e) * n^beta (distortion_model)."""
+    return distortion_model(distortion)[0]
+
+
+def error_growth(distortion: str) -> float:
+    """kappa of the error cost g(e) = e exp(kappa e^2) (distortion_model)."""
+    return distortion_model(distortion)[1]
 
 
 def _refusal(r: TensorResult, req: str, has_imatrix: bool) -> str | None:
@@ -109,12 +122,14 @@ def build_groups(model: Model, analysis: Analysis, types: Sequence[str], padded:
                  distortion: str = DEFAULT_DISTORTION) -> list[Group]:
     """One group per tensor class; each tensor priced and scored at the type llama-quantize writes.
 
-    D = s * e * n_params^beta: beta = 1 ("params") counts error energy summed over weights, beta = 0
+    D = s * g(e) * n_params^beta: beta = 1 ("params") counts error energy summed over weights, beta = 0
     ("relative") says every matmul adds relative noise e to its output, whatever its size; fit-weights
     fits beta with the composite's weights (docs/metrics.md); "fitted", the default, is that fit's beta.
+    g(e) = e exp(kappa e^2) (score.error_cost) prices the low-bit types' large errors above their share;
+    "linear" sets kappa = 0.
     A type llama-quantize cannot write for one tensor (its float16 block scales overflow, its rows fit
     no block, or it needs an imatrix the analysis did not have) is no candidate of that tensor's class."""
-    beta = size_exponent(distortion)
+    beta, growth = distortion_model(distortion)
     _check_measured(analysis, types)
     by_cls: dict[str, list[TensorCost]] = {}
     allowed: dict[str, list[str]] = {}
@@ -134,7 +149,7 @@ def build_groups(model: Model, analysis: Analysis, types: Sequence[str], padded:
             written = qtypes.effective(qtypes.get(req), t.n_per_row)
             nb = tensor_nbytes(t.shape, written)
             cost[req] = pad(nb) if padded else nb
-            dist[req] = s * r.rel_error(req) * n_eff ** beta
+            dist[req] = s * error_cost(r.rel_error(req), growth) * n_eff ** beta
         by_cls.setdefault(r.cls, []).append(TensorCost(r.name, cost, dist))
     return [Group(c, tuple(ts), tuple(allowed[c])) for c, ts in by_cls.items()]
 

@@ -5,7 +5,8 @@ Each measured metric is standardised across the model's quantizable tensors with
 means "more sensitive"; the structural indicators (head, embedding, first, linear, tied) are 0/1. They combine as
 s = exp(sum_k w_k z_k), pooled per class except for the within-class metrics (position, depth, first).
 s is a multiplier (1 = typical tensor) on the measured quantization error in the allocator's distortion
-D(t) = s * rel_error(t) * n_eff^beta, n_eff the parameters times fan_out (the heads that read each row). The weights and beta live here, in one place, and can be
+D(t) = s * g(rel_error(t)) * n_eff^beta, n_eff the parameters times fan_out (the heads that read each row), g(e) =
+e * exp(kappa * e^2) the error cost. The weights, beta and kappa live here, in one place, and can be
 overridden (CLI --weights key=value,..., --distortion); docs/metrics.md explains each term.
 """
 from __future__ import annotations
@@ -22,8 +23,18 @@ from ..measure.results import Analysis
 from ..read.model import Model
 
 
-# beta of the allocator's distortion s * e * n_params^beta, fitted with Weights' defaults
+# beta of the allocator's distortion s * g(e) * n_params^beta, fitted with Weights' defaults
 FITTED_BETA = 0.775
+# kappa of the error cost g(e) = e * exp(kappa * e^2): how damage outgrows the relative error e at the low-bit
+# types (e 0.1-0.35), fitted on low-type class ablations with Weights' defaults and FITTED_BETA (docs/metrics.md)
+FITTED_GROWTH = 21.07
+_MAX_EXPONENT = 100.0      # e beyond sqrt(100 / kappa) (no type measured there) priced as that: finite for the allocator
+
+
+def error_cost(e, growth: float = FITTED_GROWTH):
+    """g(e) = e * exp(growth * e^2), the distortion's measure of a relative error e (a float or an array):
+    linear where the composite was fitted (Q3_K, Q4_K: e <= 0.03), growing fast at the 1-2 bit types' errors."""
+    return e * np.exp(np.minimum(growth * np.square(e), _MAX_EXPONENT))
 
 
 MAX_WEIGHT = 25.0     # |z| <= 3 over ~10 terms: exp stays finite

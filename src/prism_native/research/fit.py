@@ -25,7 +25,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..errors import FileFormatError, UsageError
-from ..plan.score import Weights, class_index, combine, effective_params, metric_records, z_matrix
+from ..plan.score import Weights, class_index, combine, effective_params, error_cost, metric_records, z_matrix
 from . import ablate
 
 METRICS = tuple(Weights.__dataclass_fields__)
@@ -49,10 +49,16 @@ class ModelData:
     units: list[str]
     lows: list[str]
     members: list[np.ndarray]      # per record: tensor indices
-    de: list[np.ndarray]           # per record: error increase of those tensors
+    lo: list[np.ndarray]           # per record: those tensors' relative errors at the low type
+    hi: list[np.ndarray]           # ... and at the high type
     damage: np.ndarray             # per record: measured KLD increase
     noise: np.ndarray              # per record: standard error of the KLD
     dropped: list[str] = field(default_factory=list)
+
+
+def others(data: Sequence[ModelData], d: ModelData) -> list[ModelData]:
+    """The data of every model but d (leave one model out)."""
+    return [o for o in data if o is not d]
 
 
 def model_data(ab: dict[str, Any], min_snr: float = 2.0) -> ModelData:
@@ -65,24 +71,26 @@ def model_data(ab: dict[str, Any], min_snr: float = 2.0) -> ModelData:
     n = np.array([effective_params(t["cls"], t.get("shape"), t["n_params"], t.get("fan_out", 1.0)) for t in tensors], dtype=np.float64)
     cls = class_index([t["cls"] for t in tensors])
     high = ab["high"]
-    d = ModelData(ab.get("model_name") or ab["model"].get("name", "model"), z, n, cls, [], [], [], [],
+    d = ModelData(ab.get("model_name") or ab["model"].get("name", "model"), z, n, cls, [], [], [], [], [],
                   np.zeros(0), np.zeros(0))
     dmg, noise = [], []
     for r in ab["records"]:
         idx = np.array([index[name] for name in r["tensors"]])
-        de = np.array([_err(tensors[i], r["low"]) - _err(tensors[i], high) for i in idx])
+        lo = np.array([_err(tensors[i], r["low"]) for i in idx])
+        hi = np.array([_err(tensors[i], high) for i in idx])
         err = math.hypot(r["kld_err"], ab["base"]["kld_err"])
         label = f"{r['unit']} at {r['low']}"
         if not (r["damage"] > min_snr * err):
             d.dropped.append(f"{label}: damage {r['damage']:.2e} within {min_snr:g} standard errors")
             continue
-        if not np.any(de > 0):
+        if not np.any(lo > hi):
             d.dropped.append(f"{label}: measured error is zero (lossless requantization)")
             continue
         d.units.append(r["unit"])
         d.lows.append(r["low"])
         d.members.append(idx)
-        d.de.append(np.maximum(de, 0.0))
+        d.lo.append(lo)
+        d.hi.append(hi)
         dmg.append(r["damage"])
         noise.append(err)
     d.damage, d.noise = np.array(dmg), np.array(noise)
@@ -90,7 +98,8 @@ def model_data(ab: dict[str, Any], min_snr: float = 2.0) -> ModelData:
 
 
 def models_from_files(paths: Sequence[str | Path], min_snr: float = 2.0) -> list[ModelData]:
-    """One ModelData per model from ablation files; a model's files (by class, by layer) are merged."""
+    """One ModelData per model from ablation files; a model's files (by class, by layer) are merged. Those
+    made with an imatrix join with their own errors (imatrix-weighted) and their types marked ", imatrix"."""
     by_model: dict[str, list[dict[str, Any]]] = {}
     folder: dict[str, str] = {}
     for p in paths:
@@ -99,12 +108,29 @@ def models_from_files(paths: Sequence[str | Path], min_snr: float = 2.0) -> list
         by_model.setdefault(key, []).append(ab)
         stem = re.sub(r"-?ablation(-[a-z]+)?$", "", Path(p).stem)    # austen-llama-ablation-class.json
         folder.setdefault(key, stem or Path(p).resolve().parent.name)
-    data = {k: model_data(ablate.merge(parts), min_snr) for k, parts in by_model.items()}
+    data = {k: _joined([model_data(ablate.merge(ps), min_snr) for flag in (False, True)
+                        if (ps := [ab for ab in parts if bool(ab.get("imatrix")) == flag])])
+            for k, parts in by_model.items()}
     names = Counter(d.name for d in data.values())
     for k, d in data.items():       # models that share general.name are told apart by file or folder
         if names[d.name] > 1:
             d.name = f"{d.name} ({folder[k]})"
     return list(data.values())
+
+
+def _joined(parts: list[ModelData]) -> ModelData:
+    """A model's records without and with an imatrix as one ModelData (one offset: the same model and text)."""
+    d = parts[0]
+    for im in parts[1:]:
+        d.units += im.units
+        d.lows += [f"{t}, imatrix" for t in im.lows]
+        d.members += im.members
+        d.lo += im.lo
+        d.hi += im.hi
+        d.damage = np.concatenate([d.damage, im.damage])
+        d.noise = np.concatenate([d.noise, im.noise])
+        d.dropped += [f"{w} (imatrix)" for w in im.dropped]
+    return d
 
 
 def _err(t: dict[str, Any], req: str) -> float:
@@ -114,16 +140,18 @@ def _err(t: dict[str, Any], req: str) -> float:
     return float(e["rel_error"] or 0.0)
 
 
-def predict(d: ModelData, w: np.ndarray, beta: float) -> np.ndarray:
-    """log P for every record of one model, with the allocator's sensitivities (score.combine)."""
+def predict(d: ModelData, w: np.ndarray, beta: float, growth: float = 0.0) -> np.ndarray:
+    """log P for every record of one model, with the allocator's sensitivities (score.combine) and its
+    error cost (score.error_cost) of the given growth."""
     s = combine(d.z, w, METRICS, d.n, d.cls) * d.n ** beta
-    return np.log(np.array([float(np.dot(s[i], de)) for i, de in zip(d.members, d.de)]))
+    return np.log(np.array([float(np.dot(s[i], np.maximum(error_cost(lo, growth) - error_cost(hi, growth), 0.0)))
+                            for i, lo, hi in zip(d.members, d.lo, d.hi)]))
 
 
-def _residuals(data: Sequence[ModelData], w: np.ndarray, beta: float) -> list[np.ndarray]:
+def _residuals(data: Sequence[ModelData], w: np.ndarray, beta: float, growth: float = 0.0) -> list[np.ndarray]:
     out = []
     for d in data:
-        r = predict(d, w, beta) - np.log(d.damage)
+        r = predict(d, w, beta, growth) - np.log(d.damage)
         out.append(r - r.mean())              # the per-model offset, solved in closed form
     return out
 
@@ -175,8 +203,7 @@ def fit(data: Sequence[ModelData], lam: float = 1.0, beta: float | None = None,
 def held_out_rms(data: Sequence[ModelData], lam: float, beta: float | None,
                  fixed: Mapping[str, float] | None) -> float:
     """Mean over models of the rms log error of a fit on the other models (leave one model out)."""
-    errs = [score(d, f.weights, f.beta).rms_log
-            for d in data for f in [fit([o for o in data if o is not d], lam, beta, fixed)]]
+    errs = [score(d, f.weights, f.beta).rms_log for d in data for f in [fit(others(data, d), lam, beta, fixed)]]
     return float(np.mean(errs))
 
 
@@ -264,9 +291,8 @@ def fit_report(files: Sequence[str | Path], grid: Sequence[float], beta: float |
         "errors only, relative (w = 0, beta = 0)": (ERRORS_ONLY, 0.0),
         "fitted on all models (in-sample)": (overall.weights, overall.beta),
     }
-    held = {d.name: fit(others, choose_lambda(others, grid, beta, fixed)[0], beta, fixed)
-            for d in data for others in [[o for o in data if o is not d]]
-            if sum(len(o.damage) for o in others) >= 2}
+    held = {d.name: fit(rest, choose_lambda(rest, grid, beta, fixed)[0], beta, fixed)
+            for d in data for rest in [others(data, d)] if sum(len(o.damage) for o in rest) >= 2}
     rows = [ScoreRow(name, d.name, score(d, w, b), w, b) for name, (w, b) in schemes.items() for d in data]
     rows += [ScoreRow("fitted on the other models (held out)", d.name, score(d, f.weights, f.beta), f.weights, f.beta)
              for d in data if (f := held.get(d.name)) is not None]
@@ -275,3 +301,88 @@ def fit_report(files: Sequence[str | Path], grid: Sequence[float], beta: float |
                  for scheme, w in (("check, not fitted: fitted on all models", overall.weights),
                                    ("check, not fitted: errors only", ERRORS_ONLY))]
     return FitReport(data, lam, cv, overall, held, rows)
+
+
+# -- fit-growth: the error cost's growth at large errors, with the weights held -----------------------
+
+
+GROWTH_BOUND = 100.0      # kappa's search range [0, bound]: a Q1_0 error (0.35) then costs up to 2e5 times itself
+
+
+def growth_rms(data: Sequence[ModelData], weights: Weights, beta: float, growth: float) -> float:
+    """rms log error of the predicted damage over the records of `data` (each model's offset removed)."""
+    w = np.array([getattr(weights, m) for m in METRICS])
+    res = np.concatenate(_residuals(data, w, beta, growth))
+    return float(np.sqrt(np.mean(res ** 2)))
+
+
+def fit_growth(data: Sequence[ModelData], weights: Weights, beta: float, bound: float = GROWTH_BOUND) -> float:
+    """kappa in [0, bound] that minimises the rms log error with the weights and beta held: a coarse grid
+    (log-spaced, and 0), then a bounded refinement around its best point."""
+    if sum(len(d.damage) for d in data) < 2:
+        raise UsageError("too few usable ablation records to fit (need 2 or more)")
+    grid = np.concatenate([[0.0], np.geomspace(0.01, bound, 61)])
+    rms = [growth_rms(data, weights, beta, g) for g in grid]
+    k = int(np.argmin(rms))
+    lo, hi = grid[max(k - 1, 0)], grid[min(k + 1, len(grid) - 1)]
+    from scipy import optimize      # imported here: every CLI command would pay for it at start-up
+
+    res = optimize.minimize_scalar(lambda g: growth_rms(data, weights, beta, g), bounds=(lo, hi), method="bounded")
+    best = float(res.x) if res.fun < rms[k] else float(grid[k])
+    return round(best, 3)
+
+
+@dataclass
+class GrowthRow:
+    """One model: kappa fitted without it, and the rms log error of its records, linear and with that kappa."""
+
+    model: str
+    growth_without: float
+    rms_linear: float
+    rms_held_out: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"model": self.model, "growth_fitted_without": self.growth_without, "rms_log_linear": self.rms_linear,
+                "rms_log_held_out": self.rms_held_out}
+
+
+@dataclass
+class GrowthReport:
+    data: list[ModelData]
+    weights: Weights
+    beta: float
+    growth: float                    # fitted on every model
+    rows: list[GrowthRow]            # leave one model out
+    check: list[GrowthRow]           # files in no fit, scored with `growth` (and linear)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"growth": self.growth, "beta": self.beta, "weights": self.weights.to_json(),
+                "held_out": [r.to_json() for r in self.rows], "check": [r.to_json() for r in self.check]}
+
+
+def growth_report(files: Sequence[str | Path], weights: Weights, beta: float, min_snr: float = 2.0,
+                  check: Sequence[str | Path] = ()) -> GrowthReport:
+    """Fit kappa on `files` (the weights and beta held) and on every subset that leaves one model out;
+    score each left-out model with its fold's kappa, and the `check` files with the all-model one."""
+    data = models_from_files(files, min_snr)
+    growth = fit_growth(data, weights, beta)
+    rows = []
+    for d in data:
+        if rest := others(data, d):
+            g = fit_growth(rest, weights, beta)
+            rows.append(GrowthRow(d.name, g, growth_rms([d], weights, beta, 0.0), growth_rms([d], weights, beta, g)))
+    checked = [GrowthRow(d.name, growth, growth_rms([d], weights, beta, 0.0), growth_rms([d], weights, beta, growth))
+               for d in (models_from_files(check, min_snr) if check else [])]
+    return GrowthReport(data, weights, beta, growth, rows, checked)
+
+
+def damage_per_error(d: ModelData, weights: Weights, beta: float) -> dict[str, dict[str, float]]:
+    """Measured damage over the linear prediction (sum s n^beta (e_low - e_high)), per unit and low type,
+    scaled so that the model's median record is 1: flat across a unit's types when damage grows as e does."""
+    w = np.array([getattr(weights, m) for m in METRICS])
+    ratio = d.damage / np.exp(predict(d, w, beta, 0.0))
+    ratio /= float(np.median(ratio))
+    out: dict[str, dict[str, float]] = {}
+    for u, t, r in zip(d.units, d.lows, ratio):
+        out.setdefault(u, {})[t] = float(r)
+    return out
