@@ -54,6 +54,27 @@ def test_unknown_unit_and_type(small):
                        requantize=False)
 
 
+def test_a_type_llama_quantize_would_refuse_is_refused_before_any_file(small):
+    """IQ2_XXS needs importance weights (ggml) and an imatrix (llama-quantize's rule): without one, or where the
+    analysis measured it unwritable, the run would abort part way; it is one line up front instead."""
+    from prism_native.errors import UsageError
+    model, analysis = small
+    units = ablate.units(analysis, "class", ["attn_q"])
+    with pytest.raises(UsageError, match="class attn_q cannot be lowered to IQ2_XXS: .*imatrix"):
+        ablate.methods(model, analysis, units, ["Q3_K", "IQ2_XXS"], "Q8_0", imatrix=False, requantize=False)
+    r = analysis.tensors[units[0].tensors[0]]
+    saved = r.errors.get("IQ2_XXS")
+    r.errors["IQ2_XXS"] = {"type": "IQ2_XXS", "rel_error": None, "reason": "ggml needs importance weights"}
+    try:
+        with pytest.raises(UsageError, match="needs importance weights"):
+            ablate.methods(model, analysis, units, ["IQ2_XXS"], "Q8_0", imatrix=True, requantize=False)
+    finally:
+        if saved is None:
+            del r.errors["IQ2_XXS"]
+        else:
+            r.errors["IQ2_XXS"] = saved
+
+
 def _planted(seed: int, w: np.ndarray, beta: float, n_units: int = 14) -> dict:
     """An ablation file whose damage follows the model exactly (times a model-specific scale)."""
     rng = np.random.default_rng(seed)

@@ -19,6 +19,7 @@ from .. import qtypes
 from ..errors import FileFormatError, UsageError
 from ..files import write_file
 from ..llama.decide import TensorSpec
+from ..llama.mix import planned_requires_imatrix
 from ..measure.results import Analysis, ModelIdentity
 from ..plan.recipe import build_recipe
 from ..plan.score import Weights, fan_out
@@ -72,6 +73,16 @@ def _method(model: Model, analysis: Analysis, types: dict[str, str], name: str, 
     return Method(name, SERIES, cmd)
 
 
+def _refusal(analysis: Analysis, name: str, t: str, imatrix: bool) -> str | None:
+    """Why llama-quantize would not write tensor `name` at type t in this ablation (it would abort the run
+    part way), or None: a type the analysis measured as unwritable there (e.g. ggml needs importance
+    weights the imatrix does not have for it), or the imatrix rule without an imatrix."""
+    r = analysis.tensors[name]
+    if t in r.errors and not r.writable(t):
+        return f"tensor {name}: {r.reason(t)}"
+    return None if imatrix else planned_requires_imatrix(name, t)
+
+
 def methods(model: Model, analysis: Analysis, unit_list: Sequence[Unit], low: Sequence[str], high: str, *,
             imatrix: bool, requantize: bool) -> tuple[Method, list[tuple[Unit, str, Method]]]:
     """The all-high file, then one file per (unit, low type)."""
@@ -82,6 +93,10 @@ def methods(model: Model, analysis: Analysis, unit_list: Sequence[Unit], low: Se
     out = []
     for u in unit_list:
         for t in low:
+            why = next((w for n in u.tensors if (w := _refusal(analysis, n, t, imatrix)) is not None), None)
+            if why is not None:
+                raise UsageError(f"{u.name} cannot be lowered to {t}: {why}; leave it out with --only or "
+                                 "choose another --low")
             types = dict(base_types)
             types.update({n: t for n in u.tensors})
             out.append((u, t, _method(model, analysis, types, f"{u.name} at {t}", imatrix=imatrix,
