@@ -18,7 +18,10 @@ channel's mean and variance through the network (channels independent, activatio
   of the samples routed to it, its count the routing share; the block output is the routed mixture;
 - Gated DeltaNet (Qwen3.5/Qwen3-Next): ssm_out reads RMSNorm(o) * ssm_norm * silu(z), so its column c
   gets ssm_norm[c]^2 E[silu(z_c)^2];
-- each block's output projections add their outputs' moments to the stream (updates independent).
+- each block's output projections add their outputs' moments to the stream (updates independent);
+- every activation is zero-mean with its second moment unless `means` is asked: the GLU's E[act(g) u],
+  carried through ffn_down as a coherent channel mean, would otherwise outgrow the stream's variance
+  within a block (docs/metrics.md).
 
 Only the shape of a tensor's profile matters to llama.cpp's quantizers (importance enters their
 weighted least squares, whose solution does not change when every weight is scaled), but the
