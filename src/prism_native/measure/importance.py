@@ -21,7 +21,7 @@ channel's mean and variance through the network (channels independent, activatio
 - each block's output projections add their outputs' moments to the stream (updates independent);
 - every activation is zero-mean with its second moment unless `means` is asked: the GLU's E[act(g) u],
   carried through ffn_down as a coherent channel mean, would otherwise outgrow the stream's variance
-  within a block (docs/metrics.md).
+  within two blocks (docs/metrics.md).
 
 Only the shape of a tensor's profile matters to llama.cpp's quantizers (importance enters their
 weighted least squares, whose solution does not change when every weight is scaled), but the
