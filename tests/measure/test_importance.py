@@ -76,6 +76,19 @@ def test_ffn_down_moments_match_a_monte_carlo_glu():
     np.testing.assert_allclose(got.mean, s.mean(axis=0), atol=0.02 * np.sqrt(got.sq).max())
 
 
+def test_block_outputs_are_zero_mean_unless_means_are_asked(dense):
+    """The GLU's E[act(g) u] (and a bias) reach the stream as channel means only with `means`: otherwise
+    each activation is zero-mean with its second moment, so the next RMSNorm does not divide every
+    channel's variance by a coherent offset (the v2 estimate's flaw, docs/metrics.md)."""
+    path, _ = dense
+    m = open_model(path)
+    for means in (False, True):
+        est = imp._Estimator(m, imp.EstimateOptions(means=means))
+        h0 = est.embedding()
+        h = est.block(0, h0)
+        assert np.any(h.mean != 0) == means and np.all(h.var > 0)
+
+
 def test_file_round_trips_through_the_reader(dense, tmp_path):
     path, _ = dense
     est = prism_native.estimate_imatrix(path)

@@ -18,7 +18,10 @@ channel's mean and variance through the network (channels independent, activatio
   of the samples routed to it, its count the routing share; the block output is the routed mixture;
 - Gated DeltaNet (Qwen3.5/Qwen3-Next): ssm_out reads RMSNorm(o) * ssm_norm * silu(z), so its column c
   gets ssm_norm[c]^2 E[silu(z_c)^2];
-- each block's output projections add their outputs' moments to the stream (updates independent).
+- each block's output projections add their outputs' moments to the stream (updates independent);
+- every activation is zero-mean with its second moment unless `means` is asked: the GLU's E[act(g) u],
+  carried through ffn_down as a coherent channel mean, would otherwise outgrow the stream's variance
+  within two blocks (docs/metrics.md).
 
 Only the shape of a tensor's profile matters to llama.cpp's quantizers (importance enters their
 weighted least squares, whose solution does not change when every weight is scaled), but the
@@ -44,7 +47,7 @@ from ..llama.quantizable import quantizable_tensors
 from ..quant import FLOAT_TYPES, float_view, to_float32
 from ..read.model import Model, TensorInfo
 
-METHOD = "prism-native data-free importance (weights only, no text), v1"
+METHOD = "prism-native data-free importance (weights only, no text), v3"
 NOTIONAL_TOKENS = 1 << 20      # the count written for a dense tensor; an expert's is its routing share of it
 CHUNK_SIZE = 512               # written as imatrix.chunk_size; imatrix.chunk_count is 0: no text was read
 
@@ -62,12 +65,13 @@ class EstimateOptions:
     zipf_exponent: float = 1.0     # p(token id t) ~ 1 / (t + zipf_offset)^s
     zipf_offset: float = 10.0
     attn_mix: float = 0.5          # variance kept by attention's weighted average of value vectors
-    means: bool = False            # propagate channel means too (default: zero-mean channels, better on SmolLM2)
+    means: bool = False            # propagate channel means (embedding, biases, the GLU's E[act(g) u]);
+                                   # default: every activation zero-mean with its second moment
     router_samples: int = 1024     # normalised-stream samples the MoE router is applied to
     seed: int = 0
     output: bool = False           # also estimate output.weight (llama-imatrix leaves it out by default)
     threads: int = 0               # 0: every core
-    temper: float = 0.27           # importance^temper: log-importance shrunk toward each matrix's mean by the
+    temper: float = 0.32           # importance^temper: log-importance shrunk toward each matrix's mean by the
                                    # slope of real on estimated log-importance (SmolLM2-135M, pooled); 1: raw
     sample_vocab: int = 8192       # the embedding's first ids are read whole, the rest on a stride to this many
 
@@ -319,6 +323,12 @@ class _Estimator:
             self.warn(f"{name}: missing or not of {self.n_embd} finite values; normalised without gamma")
         return rms_norm(x, g, self.eps)
 
+    def centred(self, x: Moments) -> Moments:
+        """Without `means`, every channel is taken as zero-mean with the same E[x^2]: a GLU's or a bias's
+        mean would otherwise reach the stream as a coherent offset that the next RMSNorm divides every
+        channel's variance by."""
+        return x if self.o.means else Moments(np.zeros_like(x.mean), x.sq)
+
     def bias(self, name: str, n: int) -> np.ndarray:
         b = self.w.vector(name, n)
         return np.zeros(n) if b is None else b
@@ -404,12 +414,12 @@ class _Estimator:
         n_in = self.model.tensor(wo).n_per_row
         if self.w.has(p + "attn_v.weight"):
             v = self.w.apply(p + "attn_v.weight", a)
-            v = Moments(v.mean + self.bias(p + "attn_v.bias", len(v.mean)), v.var)
+            v = self.centred(Moments(v.mean + self.bias(p + "attn_v.bias", len(v.mean)), v.var))
         else:   # fused q|k|v rows: V is the last n_kv * head_dim
             qkv = self.w.apply(p + "attn_qkv.weight", a)
             n_v = n_in // max(n_head, 1) * n_kv
             b = self.bias(p + "attn_qkv.bias", len(qkv.mean))
-            v = Moments((qkv.mean + b)[-n_v:], qkv.var[-n_v:])
+            v = self.centred(Moments((qkv.mean + b)[-n_v:], qkv.var[-n_v:]))
         head_dim = len(v.mean) // max(n_kv, 1)
         if n_kv < 1 or head_dim * n_head != n_in:
             self.warn(f"{wo}: {n_head} heads of {head_dim} (kv {n_kv}) do not make its {n_in} inputs")
@@ -426,7 +436,7 @@ class _Estimator:
             o = Moments(o.mean * s1, o.sq * s2 - (o.mean * s1) ** 2)
         self.record(wo, o)
         out = self.w.apply(wo, o)
-        return Moments(out.mean + self.bias(p + "attn_output.bias", len(out.mean)), out.var)
+        return self.centred(Moments(out.mean + self.bias(p + "attn_output.bias", len(out.mean)), out.var))
 
     def gated_delta_net(self, il: int, a: Moments) -> Moments:
         """Qwen3.5/Qwen3-Next linear attention: ssm_out reads RMSNorm(o) * ssm_norm * silu(z)."""
@@ -471,7 +481,7 @@ class _Estimator:
                 continue
             self.record(down, s)
             y = self.w.apply(down, s)
-            out = _add(out, Moments(y.mean + self.bias(p + f"ffn_down{suffix}.bias", len(y.mean)), y.var))
+            out = _add(out, self.centred(Moments(y.mean + self.bias(p + f"ffn_down{suffix}.bias", len(y.mean)), y.var)))
         return out
 
     def glu(self, p: str, suffix: str, f: Moments, expert: int | None) -> Moments | None:
@@ -482,10 +492,10 @@ class _Estimator:
             self.record(up, f)
         if self.w.has(gate) and self.w.has(up):
             g, u, cov = self.w.apply_pair(gate, up, f, expert)
-            return glu_moments(g, u, cov, self.act)
+            return self.centred(glu_moments(g, u, cov, self.act))
         if self.w.has(up):
             u = self.w.apply(up, f, expert)
-            return act_moments(u, self.act)
+            return self.centred(act_moments(u, self.act))
         return None
 
     def moe(self, il: int, f: Moments) -> Moments:
@@ -517,7 +527,7 @@ class _Estimator:
         for e in range(n_exp):
             routed = x[sel[:, e]]
             if len(routed) >= 8:
-                fe = Moments(routed.mean(axis=0), routed.var(axis=0))
+                fe = Moments(routed.mean(axis=0), routed.var(axis=0))     # routing's selection: a real mean
                 we1, we2 = float(w[sel[:, e], e].mean()), float((w[sel[:, e], e] ** 2).mean())
             else:      # too rarely routed to measure: the stream's moments, an average weight
                 fe, we1, we2 = f, 1.0 / k, 1.0 / (k * k)
@@ -533,7 +543,7 @@ class _Estimator:
         for n_ in ("ffn_gate_exps", "ffn_up_exps"):
             self.record(p + n_ + ".weight", in_sq, share)
         self.record(p + "ffn_down_exps.weight", np.stack(ff_sq), share)
-        return Moments(m1, np.maximum(m2 - m1 * m1, 0.0))
+        return self.centred(Moments(m1, np.maximum(m2 - m1 * m1, 0.0)))
 
 
 def estimate_importance(model: Model, options: EstimateOptions | None = None) -> ImportanceEstimate:
