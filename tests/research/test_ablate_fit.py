@@ -3,6 +3,7 @@ weights; the end-to-end ablation runs with the real tools (skipped without them)
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import math
 
 import numpy as np
@@ -271,6 +272,10 @@ def test_fit_growth_recovers_a_planted_growth_held_out(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "kappa fitted on all models: 8" in out and "Q4_K (e 0.0" in out and out.index("Q3_K (e") < out.index("Q1_0 (e")
     assert json.loads((tmp_path / "g.json").read_text())["growth"] == rep.growth
+    before = Path(files[0]).read_bytes()                # --json-out naming an input: one line, input intact
+    for cmd in ("fit-growth", "fit-weights"):
+        assert main([cmd, *files, "--json-out", files[0]]) == 2
+        assert "input" in capsys.readouterr().err and Path(files[0]).read_bytes() == before
 
 
 def test_fit_growth_is_zero_on_linear_damage(tmp_path):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from ..errors import UsageError
+from ..files import write_file
 from ..plan.score import Weights
 from ..research.fit import Fit, fit_report
 
@@ -85,8 +85,9 @@ def run(args: argparse.Namespace) -> int:
     for name, f in rep.held.items():
         print(_weights_line(f"fitted without {name}", f) + f" (lambda {f.lam:g})")
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps(
+        write_file(args.json_out, json.dumps(
             {**rep.to_json(), "files": args.ablations, "lambda": rep.lam,
              "lambda_cv": {f"{k:g}": v for k, v in rep.cv.items()}, "min_snr": args.min_snr,
-             "fixed": fixed, "left_out": {d.name: d.dropped for d in rep.data}}, indent=1))
+             "fixed": fixed, "left_out": {d.name: d.dropped for d in rep.data}}, indent=1).encode(),
+                   inputs=[*args.ablations, *args.check])
     return 0

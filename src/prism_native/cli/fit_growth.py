@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import numpy as np
 
+from ..files import write_file
 from ..plan.score import FITTED_BETA, Weights
 from ..research.fit import damage_per_error, growth_report
 from .fit import _beta, _fixed
@@ -49,6 +49,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"check (not fitted): {r.model[:32]:<32} rms log linear {r.rms_linear:.3f}, "
               f"with kappa {rep.growth:g} {r.rms_held_out:.3f}")
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps({**rep.to_json(), "files": args.ablations, "min_snr": args.min_snr,
-                                                   "ratios": ratios}, indent=1))
+        write_file(args.json_out, json.dumps({**rep.to_json(), "files": args.ablations, "min_snr": args.min_snr,
+                                              "ratios": ratios}, indent=1).encode(), inputs=[*args.ablations, *args.check])
     return 0
