@@ -23,7 +23,7 @@ Steps, all seeded:
     python scripts/train_test_model.py --arch llama --out /work/models/austen-llama \\
         --hidden 256 --intermediate 768 --layers 8 --heads 4 --kv-heads 2 --steps 3000 --verify
 
-Keep to one core: the script sets torch.set_num_threads(1) (and OMP_NUM_THREADS=1 if unset).
+Keep to one core: the script sets torch.set_num_threads(--threads, default 1) (and OMP_NUM_THREADS=1 if unset).
 """
 from __future__ import annotations
 
@@ -271,7 +271,7 @@ def train(a) -> dict:
     import torch
     import transformers
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     np.random.seed(a.seed)
     t_start = time.time()
@@ -486,6 +486,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-windows", type=int, default=64)
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads; 1 reproduces the zoo bit for bit (the reduction order depends on it)")
     p.add_argument("--skip-train", action="store_true", help="reuse OUT/hf and OUT/NAME.json, only convert (+verify)")
     p.add_argument("--verify", action="store_true", help="run llama-perplexity and llama-quantize on the GGUF")
     p.add_argument("--eval-text", default="/work/models/persuasion.txt")

@@ -273,3 +273,19 @@ def test_allocate_never_worse_than_refinement():
         r = refine_tensors(groups, allocate_classes(groups, budget), max_overrides=cap)
         assert a.total_bytes <= budget and len(a.overrides) <= cap
         assert a.total_distortion <= r.total_distortion + 1e-12
+
+
+def test_tensor_level_allocation_is_exact_with_room_for_overrides():
+    # every tensor its own group and the cap out of the way: the answer is the per-tensor optimum (the
+    # greedy fill alone spent leftover bytes on the largest single saving and stopped short of it)
+    for seed in range(120):
+        rng = random.Random(seed)
+        groups = _random_instance(rng, rng.randint(2, 4), small_costs=bool(rng.getrandbits(1)))
+        singles = [Group(t.name, (t,), g.candidates) for g in groups for t in g.tensors]
+        if math.prod(len(g.candidates) for g in singles) > 200_000:
+            continue
+        lo, hi = cost_range(singles)
+        budget = rng.randint(lo, hi)
+        a = allocate(groups, budget, max_overrides=len(singles))
+        assert a.total_bytes <= budget
+        assert a.total_distortion == pytest.approx(_brute_force(singles, budget), rel=1e-9, abs=1e-9)
