@@ -289,3 +289,17 @@ def test_tensor_level_allocation_is_exact_with_room_for_overrides():
         a = allocate(groups, budget, max_overrides=len(singles))
         assert a.total_bytes <= budget
         assert a.total_distortion == pytest.approx(_brute_force(singles, budget), rel=1e-9, abs=1e-9)
+
+
+def test_exact_finish_never_worse_than_the_fill_within_the_cap(monkeypatch):
+    # the optimum may need more overrides than the cap allows; the fill's answer then still counts
+    import prism_native.plan.allocate as alloc_mod
+    rng = random.Random(31)
+    cases = []
+    for _ in range(60):
+        groups, budget = _random_layers(rng)
+        cases.append((groups, budget, rng.randint(0, 8)))
+    exact = [allocate(g, b, max_overrides=cap).total_distortion for g, b, cap in cases]
+    monkeypatch.setattr(alloc_mod, "TENSOR_DP_STATES", 0)         # the fill alone
+    for (g, b, cap), d in zip(cases, exact):
+        assert d <= allocate(g, b, max_overrides=cap).total_distortion + 1e-12

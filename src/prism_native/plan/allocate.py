@@ -407,13 +407,24 @@ def allocate_tensors(groups: Sequence[Group], alloc: Allocation, *, max_override
 
     Refinement moves a tensor one type step from its class's; this finds mixes several steps apart
     (a class whose tensors are best split between Q4_K and Q6_K, as in a requantized Q4_K_M file).
-    Returned only when it beats `alloc` and needs at most `max_overrides` deviating tensors."""
+    Returned only when it beats `alloc` and needs at most `max_overrides` deviating tensors (the fill's
+    answer stands in for the optimum when only it keeps within that cap)."""
     singles = [Group(t.name, (t,), g.candidates) for g in groups for t in g.tensors]
     opts = [_group_options(x) for x in singles]
     if sum(int(o.cost.min()) for o in opts) > alloc.budget:
         return None
     choice, lam = _lagrangian(opts, alloc.budget)
-    choice = _exact(opts, alloc.budget, lam, _greedy_fill(opts, choice, alloc.budget), max_states=TENSOR_DP_STATES)
+    fill = _greedy_fill(opts, choice, alloc.budget)
+    best = _exact(opts, alloc.budget, lam, fill, max_states=TENSOR_DP_STATES)
+    found = [a for a in (_tensor_allocation(groups, singles, opts, c, alloc, max_overrides)
+                         for c in ([best, fill] if best != fill else [best])) if a is not None]
+    return min(found, key=lambda a: a.total_distortion) if found else None
+
+
+def _tensor_allocation(groups: Sequence[Group], singles: Sequence[Group], opts: Sequence[_Options], choice: list[int],
+                       alloc: Allocation, max_overrides: int) -> Allocation | None:
+    """A per-tensor choice as an Allocation (each class's most common type, the rest overrides), or None
+    when it needs more than `max_overrides` overrides, overshoots, or does not beat `alloc`."""
     tensor_types = {x.name: o.types[i] for x, o, i in zip(singles, opts, choice)}
     group_types: dict[str, str] = {}
     overrides: dict[str, str] = {}
