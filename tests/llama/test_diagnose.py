@@ -3,6 +3,7 @@ its types and sizes against `llama-quantize --dry-run` when the binary is availa
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -200,3 +201,39 @@ def test_a_command_as_shell_text():
     for text, msg in (("# nothing\n", "card.sh holds no command"), ("'open", "card.sh is not a shell command line")):
         with pytest.raises(PrismError, match=msg):
             QuantizeCommand.parse_shell(text, "card.sh")
+
+
+CARD_RECIPES = Path(__file__).resolve().parents[2] / "docs" / "results" / "zoo"
+
+
+def _card(name: str) -> list[str]:
+    """The PRISM-DQ card's recipe (docs/results/zoo/recipe-card-NAME.sh) as llama-quantize's argv, no paths."""
+    cmd = QuantizeCommand.parse_shell((CARD_RECIPES / f"recipe-card-{name}.sh").read_text(), name)
+    return [a for r in cmd.overrides() for a in ("--tensor-type", r.arg)] + [cmd.ftype]
+
+
+def test_card_recipes_as_written_lose_rules_that_as_meant_keep(synthetic, capsys):
+    """The card's 0.8B recipe puts its two blk.N overrides after the class rules that take those tensors
+    first; the 2B recipe's attn_q= claims attn_qkv before attn_qkv= can. check-recipe says so, and the
+    reordered ("meant") versions apply them."""
+    path = str(synthetic("hybrid", synth.VARIANTS["hybrid"]))
+    written = _check(capsys, path, "--", *_card("0.8b"))
+    shadowed = " ".join(p["message"] for p in _problems(written, "shadowed"))
+    assert r"blk\.(4)\.ssm_beta=Q4_K" in shadowed
+    types = {t["name"]: t["type"] for t in written["tensors"]}
+    assert types["blk.4.ssm_beta.weight"] != "Q4_K"
+    meant = {t["name"]: t["type"] for t in _check(capsys, path, "--", *_card("0.8b-meant"))["tensors"]}
+    assert meant["blk.4.ssm_beta.weight"] == "Q4_K"
+    qkv = [n for n in types if n.endswith("attn_qkv.weight")]
+    w2 = {t["name"]: t["type"] for t in _check(capsys, path, "--", *_card("2b"))["tensors"]}
+    m2 = {t["name"]: t["type"] for t in _check(capsys, path, "--", *_card("2b-meant"))["tensors"]}
+    assert qkv and all(w2[n] == "Q4_K" and m2[n] == "Q3_K" for n in qkv)
+
+
+@pytest.mark.parametrize("name", ["0.8b", "2b", "0.8b-meant", "2b-meant"])
+def test_card_recipes_match_llama_quantize_dry_run(llama_quantize_bin, synthetic, capsys, name):
+    path = synthetic("hybrid", synth.VARIANTS["hybrid"])
+    args = _card(name)
+    rep = _check(capsys, str(path), "--", *args)
+    dry = dry_run(llama_quantize_bin, QuantizeCommand.parse([*args[:-1], str(path), args[-1]]))
+    assert dry.types == {t["name"]: t["type"] for t in rep["tensors"]}
